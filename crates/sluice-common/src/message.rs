@@ -1,0 +1,81 @@
+//! What flows on a channel between two tasks: data, watermarks, checkpoint barriers and the end
+//! of a stream.
+
+use crate::time::EventTime;
+use arrow::record_batch::RecordBatch;
+use std::sync::Arc;
+
+/// The kind of change a row stands for, as Flink's `RowKind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RowKind {
+    /// `+I`: a new row.
+    Insert,
+    /// `-U`: the old value of an updated row.
+    UpdateBefore,
+    /// `+U`: the new value of an updated row.
+    UpdateAfter,
+    /// `-D`: a deleted row.
+    Delete,
+}
+
+impl RowKind {
+    /// The short form Flink prints: `+I`, `-U`, `+U`, `-D`.
+    pub fn short_string(self) -> &'static str {
+        match self {
+            RowKind::Insert => "+I",
+            RowKind::UpdateBefore => "-U",
+            RowKind::UpdateAfter => "+U",
+            RowKind::Delete => "-D",
+        }
+    }
+
+    /// True for `+I` and `+U`, the kinds that add a row.
+    pub fn is_addition(self) -> bool {
+        matches!(self, RowKind::Insert | RowKind::UpdateAfter)
+    }
+}
+
+/// A batch of rows and, for an updating stream, the kind of each row.
+#[derive(Debug, Clone)]
+pub struct ChangeBatch {
+    /// The rows.
+    pub data: RecordBatch,
+    /// `None` for an insert-only batch; otherwise one kind per row.
+    pub kinds: Option<Arc<[RowKind]>>,
+}
+
+impl ChangeBatch {
+    /// A batch of inserts.
+    pub fn inserts(data: RecordBatch) -> Self {
+        ChangeBatch { data, kinds: None }
+    }
+
+    /// The number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.data.num_rows()
+    }
+
+    /// The kind of row `i`.
+    pub fn kind(&self, i: usize) -> RowKind {
+        match &self.kinds {
+            None => RowKind::Insert,
+            Some(k) => k[i],
+        }
+    }
+}
+
+/// A checkpoint's identifier, increasing from 1.
+pub type CheckpointId = u64;
+
+/// One element of a stream between operators.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// Rows.
+    Data(ChangeBatch),
+    /// No row with an event time at or below this will follow on this channel.
+    Watermark(EventTime),
+    /// A checkpoint barrier.
+    Barrier(CheckpointId),
+    /// The channel will carry nothing more.
+    EndOfStream,
+}

@@ -1,0 +1,80 @@
+//! Formats: how rows are read from and written to bytes, by the names Flink uses (`json`,
+//! `csv`), and how values are printed as text the way Flink prints them.
+
+pub mod csv;
+pub mod json;
+pub mod text;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use sluice_common::{Options, Result, SluiceError};
+
+/// Decodes lines of text into rows.
+pub trait LineDecoder: Send {
+    /// Decodes `block`, whole lines of which the first is line `first_line` (1-based) of
+    /// `source`, into batches of at most `BATCH_ROWS` rows. Malformed lines fail with their
+    /// location, or are skipped and counted when the format ignores parse errors.
+    fn decode(&mut self, source: &str, first_line: u64, block: &[u8]) -> Result<Vec<RecordBatch>>;
+
+    /// How many malformed lines were skipped so far.
+    fn skipped(&self) -> u64;
+}
+
+/// Encodes rows as lines of text.
+pub trait LineEncoder: Send {
+    /// Appends one line (with its newline) per row of `batch` to `out`.
+    fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()>;
+}
+
+/// The most rows a decoder puts in one batch.
+pub const BATCH_ROWS: usize = 8192;
+
+/// Splits a block into its lines (without the newline and a trailing carriage return).
+pub fn lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let block = block.strip_suffix(b"\n").unwrap_or(block);
+    block
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+}
+
+/// The names of the formats, for error messages.
+pub const FORMATS: &[&str] = &["csv", "json"];
+
+/// The options a format accepts (its prefix and names).
+pub fn format_options(format: &str) -> &'static [&'static str] {
+    match format {
+        "json" => json::OPTIONS,
+        "csv" => csv::OPTIONS,
+        _ => &[],
+    }
+}
+
+fn unknown_format(owner: &str, format: &str) -> SluiceError {
+    SluiceError::Config(format!(
+        "{owner}: unknown format '{format}'. Available formats: {}",
+        FORMATS.join(", ")
+    ))
+}
+
+/// A decoder for `format` with the table's options.
+pub fn decoder(format: &str, schema: SchemaRef, options: &Options) -> Result<Box<dyn LineDecoder>> {
+    match format {
+        "json" => Ok(Box::new(json::JsonDecoder::new(schema, options)?)),
+        "csv" => Ok(Box::new(csv::CsvDecoder::new(schema, options)?)),
+        other => Err(unknown_format(&options.owner, other)),
+    }
+}
+
+/// An encoder for `format` with the table's options.
+pub fn encoder(
+    format: &str,
+    schema: SchemaRef,
+    options: &Options,
+    time_zone: &str,
+) -> Result<Box<dyn LineEncoder>> {
+    match format {
+        "json" => Ok(Box::new(json::JsonEncoder::new(schema, options, time_zone)?)),
+        "csv" => Ok(Box::new(csv::CsvEncoder::new(schema, options, time_zone)?)),
+        other => Err(unknown_format(&options.owner, other)),
+    }
+}

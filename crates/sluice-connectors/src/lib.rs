@@ -1,0 +1,88 @@
+//! The connectors Sluice ships, registered by the names Flink gives them: `filesystem`,
+//! `datagen`, `print` and `blackhole`, and the formats they read and write (`json`, `csv`).
+//!
+//! Each connector is a type implementing [`Connector`]; [`BuiltinRegistry`] lists them in one
+//! place and is what the SQL front end asks for a table's source or sink.
+
+pub mod blackhole;
+pub mod datagen;
+pub mod filesystem;
+pub mod format;
+pub mod print;
+
+use sluice_common::{Result, SluiceError};
+use sluice_engine::{ConnectorRegistry, OperatorFactory, SinkSpec, SourceFactory, SourceSpec};
+use std::sync::Arc;
+
+/// A connector: a source, a sink or both, known by its `'connector'` name.
+pub trait Connector: Send + Sync {
+    /// The value of `'connector'` that selects it.
+    fn name(&self) -> &'static str;
+
+    /// A source for a table, or an error if the connector cannot read.
+    fn source(&self, spec: &SourceSpec) -> Result<Arc<dyn SourceFactory>> {
+        Err(SluiceError::Plan(format!(
+            "table '{}': connector '{}' can only be used as a sink",
+            spec.table,
+            self.name()
+        )))
+    }
+
+    /// A sink for a table, or an error if the connector cannot write.
+    fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
+        Err(SluiceError::Plan(format!(
+            "table '{}': connector '{}' can only be used as a source",
+            spec.table,
+            self.name()
+        )))
+    }
+}
+
+/// Every connector built into Sluice.
+pub struct BuiltinRegistry {
+    connectors: Vec<Box<dyn Connector>>,
+}
+
+impl Default for BuiltinRegistry {
+    fn default() -> Self {
+        BuiltinRegistry {
+            connectors: vec![
+                Box::new(filesystem::FileSystemConnector),
+                Box::new(datagen::DataGenConnector),
+                Box::new(print::PrintConnector),
+                Box::new(blackhole::BlackHoleConnector),
+            ],
+        }
+    }
+}
+
+impl BuiltinRegistry {
+    fn find(&self, name: &str) -> Result<&dyn Connector> {
+        self.connectors
+            .iter()
+            .find(|c| c.name() == name)
+            .map(|c| c.as_ref())
+            .ok_or_else(|| {
+                SluiceError::Config(format!(
+                    "unknown connector '{name}'. Available connectors: {}",
+                    self.connector_names().join(", ")
+                ))
+            })
+    }
+}
+
+impl ConnectorRegistry for BuiltinRegistry {
+    fn connector_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.connectors.iter().map(|c| c.name().into()).collect();
+        names.sort();
+        names
+    }
+
+    fn source(&self, name: &str, spec: &SourceSpec) -> Result<Arc<dyn SourceFactory>> {
+        self.find(name)?.source(spec)
+    }
+
+    fn sink(&self, name: &str, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
+        self.find(name)?.sink(spec)
+    }
+}

@@ -1,0 +1,107 @@
+//! Splitting a batch over the subtasks of the next node: by key hash, round robin or all to one.
+
+use arrow::array::UInt32Array;
+use arrow::compute::take_record_batch;
+use arrow::row::{RowConverter, SortField};
+use sluice_common::{ChangeBatch, Result, RowKind};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// Hashes the key columns of every row to one of `n` subtasks. The same key always goes to the
+/// same subtask, in every run.
+pub fn hash_targets(batch: &ChangeBatch, key_columns: &[usize], n: usize) -> Result<Vec<u32>> {
+    assert!(n > 0);
+    let rows = batch.num_rows();
+    if key_columns.is_empty() {
+        return Ok(vec![0; rows]);
+    }
+    let columns: Vec<_> = key_columns
+        .iter()
+        .map(|&i| batch.data.column(i).clone())
+        .collect();
+    let fields = columns
+        .iter()
+        .map(|c| SortField::new(c.data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields)?;
+    let encoded = converter.convert_columns(&columns)?;
+    Ok(encoded
+        .iter()
+        .map(|row| {
+            // SipHash with fixed keys: stable across runs and processes.
+            let mut h = std::hash::DefaultHasher::new();
+            row.as_ref().hash(&mut h);
+            (h.finish() % n as u64) as u32
+        })
+        .collect())
+}
+
+/// Splits `batch` into one batch per subtask following `targets` (a subtask index per row).
+/// Subtasks that get no row get `None`.
+pub fn split_by_target(
+    batch: &ChangeBatch,
+    targets: &[u32],
+    n: usize,
+) -> Result<Vec<Option<ChangeBatch>>> {
+    assert_eq!(targets.len(), batch.num_rows());
+    let mut indexes: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (row, &t) in targets.iter().enumerate() {
+        indexes[t as usize].push(row as u32);
+    }
+    let mut out = Vec::with_capacity(n);
+    for idx in indexes {
+        if idx.is_empty() {
+            out.push(None);
+            continue;
+        }
+        if idx.len() == batch.num_rows() {
+            out.push(Some(batch.clone()));
+            continue;
+        }
+        let kinds: Option<Arc<[RowKind]>> = batch
+            .kinds
+            .as_ref()
+            .map(|k| idx.iter().map(|&i| k[i as usize]).collect());
+        let data = take_record_batch(&batch.data, &UInt32Array::from(idx))?;
+        out.push(Some(ChangeBatch { data, kinds }));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+
+    fn batch(keys: &[&str]) -> ChangeBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let v: Vec<i64> = (0..keys.len() as i64).collect();
+        ChangeBatch::inserts(
+            RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(StringArray::from(keys.to_vec())),
+                    Arc::new(Int64Array::from(v)),
+                ],
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn equal_keys_go_to_the_same_subtask_and_no_row_is_lost() {
+        let b = batch(&["a", "b", "a", "c", "b", "a"]);
+        let t = hash_targets(&b, &[0], 3).unwrap();
+        assert_eq!(t[0], t[2]);
+        assert_eq!(t[0], t[5]);
+        assert_eq!(t[1], t[4]);
+        let parts = split_by_target(&b, &t, 3).unwrap();
+        let total: usize = parts.iter().flatten().map(|p| p.num_rows()).sum();
+        assert_eq!(total, 6);
+    }
+}

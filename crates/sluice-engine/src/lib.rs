@@ -1,0 +1,22 @@
+//! The dataflow runtime of Sluice: a job is a graph of sources and operators; the runtime chains
+//! operators into tasks, runs every subtask on its own thread, connects tasks with bounded
+//! channels (the backpressure) and carries watermarks, taking the minimum over each task's
+//! inputs.
+//!
+//! The runtime knows nothing of SQL or of any concrete connector: those come in through the
+//! [`Operator`], [`SourceReader`] and [`ConnectorRegistry`] traits.
+
+pub mod connector;
+pub mod exchange;
+pub mod executor;
+pub mod graph;
+pub mod metrics;
+pub mod operator;
+pub mod source;
+
+pub use connector::{ConnectorRegistry, SinkSpec, SourceSpec};
+pub use executor::{run_job, JobHandle, JobReport};
+pub use graph::{Input, JobGraph, Node, NodeKind, Partitioning};
+pub use metrics::Metrics;
+pub use operator::{Operator, OperatorFactory, Output, SubtaskContext};
+pub use source::{SourceFactory, SourcePoll, SourceReader};

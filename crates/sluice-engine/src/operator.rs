@@ -1,0 +1,80 @@
+//! The operator interface: what a step of a dataflow does with batches, watermarks and the end
+//! of its input.
+
+use crate::metrics::Metrics;
+use sluice_common::{ChangeBatch, EventTime, Message, Result};
+use std::sync::Arc;
+
+/// What an operator instance knows about where it runs.
+#[derive(Debug, Clone)]
+pub struct SubtaskContext {
+    /// The job's name (`pipeline.name`).
+    pub job_name: String,
+    /// The operator's name, for metrics and logs.
+    pub operator_name: String,
+    /// Which of the parallel instances this is, from 0.
+    pub subtask_index: usize,
+    /// How many parallel instances there are.
+    pub parallelism: usize,
+    /// The job's counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Where an operator puts what it emits.
+#[derive(Debug, Default)]
+pub struct Output {
+    messages: Vec<Message>,
+}
+
+impl Output {
+    /// Emits a batch (an empty one is dropped).
+    pub fn batch(&mut self, batch: ChangeBatch) {
+        if batch.num_rows() > 0 {
+            self.messages.push(Message::Data(batch));
+        }
+    }
+
+    /// Emits a watermark.
+    pub fn watermark(&mut self, watermark: EventTime) {
+        self.messages.push(Message::Watermark(watermark));
+    }
+
+    /// Takes what was emitted so far.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Message> {
+        self.messages.drain(..)
+    }
+
+    /// True when nothing was emitted.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// One step of a dataflow, instantiated once per subtask.
+///
+/// The runtime calls an operator from a single thread; an operator keeps its state in itself.
+pub trait Operator: Send {
+    /// Handles a batch that arrived on logical input `input` (0 for single-input operators).
+    fn process_batch(&mut self, input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()>;
+
+    /// Handles a watermark, already the minimum over all inputs. The default forwards it.
+    fn process_watermark(&mut self, watermark: EventTime, out: &mut Output) -> Result<()> {
+        out.watermark(watermark);
+        Ok(())
+    }
+
+    /// Called once after the last input (after the final watermark of a bounded input, or
+    /// after cancellation): flush and release resources.
+    fn close(&mut self, _out: &mut Output) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Creates the instances of an operator, one per subtask.
+pub trait OperatorFactory: Send + Sync {
+    /// A short name for plans and metrics (`WindowAggregate`, `Sink: print`).
+    fn name(&self) -> String;
+
+    /// Creates the instance for one subtask.
+    fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>>;
+}

@@ -1,0 +1,355 @@
+//! The tables and views a script has declared, and DataFusion's view of them (a
+//! `ContextProvider`), so that DataFusion can resolve names, types and functions in queries.
+
+use crate::functions::FunctionRegistry;
+use crate::parser::{ColumnDef, CreateTable, WindowTvf};
+use crate::types::flink_name;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion_common::config::ConfigOptions;
+use datafusion_common::{DataFusionError, TableReference};
+use datafusion_expr::logical_plan::builder::LogicalTableSource;
+use datafusion_expr::planner::{ContextProvider, ExprPlanner};
+use datafusion_expr::{AggregateUDF, Expr, HigherOrderUDF, LogicalPlan, LogicalPlanBuilder, ScalarUDF, TableSource, WindowUDF};
+use datafusion_optimizer::Analyzer;
+use datafusion_sql::planner::{ParserOptions, PlannerContext, SqlToRel};
+use sluice_common::{Options, Result, SluiceError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A declared table.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub def: CreateTable,
+    /// The columns a source produces (physical columns, in order).
+    pub physical_schema: SchemaRef,
+    /// All columns, physical and computed, in declared order: what queries see.
+    pub schema: SchemaRef,
+    /// The expressions of all columns over the physical schema (plain columns for physical
+    /// columns), type-coerced.
+    pub column_exprs: Vec<Expr>,
+    /// The time attribute (the `WATERMARK FOR` column) and its watermark expression over
+    /// `schema`.
+    pub watermark: Option<(usize, Expr)>,
+    /// Primary key columns, as indexes into `schema`.
+    pub primary_key: Vec<usize>,
+    pub options: Options,
+}
+
+/// A window relation (from a window table function) in a query.
+#[derive(Debug, Clone)]
+pub struct WindowRelation {
+    pub tvf: WindowTvf,
+    /// The relation it windows (a table or a view), planned.
+    pub input: LogicalPlan,
+    /// Index of the time attribute in `input`'s schema.
+    pub time_index: usize,
+    /// Indexes of the `PARTITION BY` columns.
+    pub partition_indexes: Vec<usize>,
+    /// Input columns plus `window_start`, `window_end`, `window_time`.
+    pub schema: SchemaRef,
+}
+
+/// Tables, views and window relations by name.
+#[derive(Default)]
+pub struct Catalog {
+    pub tables: BTreeMap<String, Table>,
+    pub views: BTreeMap<String, LogicalPlan>,
+    pub windows: HashMap<String, WindowRelation>,
+    pub functions: FunctionRegistry,
+    pub(crate) config: ConfigOptions,
+}
+
+/// Options that make DataFusion's SQL planner read Flink SQL: case-sensitive identifiers,
+/// `STRING` as `Utf8`.
+pub fn parser_options() -> ParserOptions {
+    ParserOptions {
+        enable_ident_normalization: false,
+        map_string_types_to_utf8view: false,
+        parse_float_as_decimal: false,
+        ..ParserOptions::default()
+    }
+}
+
+pub(crate) fn df_error(e: DataFusionError) -> SluiceError {
+    let text = e.to_string();
+    let text = text
+        .strip_prefix("Error during planning: ")
+        .or_else(|| text.strip_prefix("Schema error: "))
+        .unwrap_or(&text)
+        .to_string();
+    SluiceError::Plan(text)
+}
+
+/// Runs DataFusion's analyzer (type coercion, function rewrites) over a plan.
+pub fn analyze(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
+    Analyzer::new()
+        .execute_and_check(plan, config, |_, _| {})
+        .map_err(df_error)
+}
+
+impl Catalog {
+    /// A catalog with Flink's functions.
+    pub fn new() -> Self {
+        let mut config = ConfigOptions::default();
+        config.sql_parser.enable_ident_normalization = false;
+        Catalog {
+            config,
+            ..Default::default()
+        }
+    }
+
+    /// Is `name` taken by a table or view?
+    pub fn exists(&self, name: &str) -> bool {
+        self.tables.contains_key(name) || self.views.contains_key(name)
+    }
+
+    /// Plans the columns of a `CREATE TABLE` and registers it.
+    pub fn create_table(&mut self, def: CreateTable) -> Result<()> {
+        if self.exists(&def.name) {
+            if def.if_not_exists {
+                return Ok(());
+            }
+            return Err(SluiceError::Plan(format!(
+                "a table or view named '{}' already exists (DROP it first or use CREATE TABLE IF NOT EXISTS)",
+                def.name
+            )));
+        }
+        let mut physical = Vec::new();
+        for c in &def.columns {
+            match c {
+                ColumnDef::Physical { name, data_type } => {
+                    physical.push(Field::new(name, data_type.clone(), true))
+                }
+                ColumnDef::Metadata { name, .. } => {
+                    return Err(SluiceError::Plan(format!(
+                        "table '{}': metadata column '{name}' is not supported by this connector yet",
+                        def.name
+                    )))
+                }
+                ColumnDef::Computed { .. } => {}
+            }
+        }
+        let physical_schema = Arc::new(Schema::new(physical));
+        let scan_name = format!("__physical_{}", def.name);
+        let provider = self.provider(vec![(scan_name.clone(), physical_schema.clone())]);
+        let planner = SqlToRel::new_with_options(&provider, parser_options());
+        let df_physical = datafusion_common::DFSchema::try_from_qualified_schema(
+            scan_name.as_str(),
+            &physical_schema,
+        )
+        .map_err(df_error)?;
+        let mut exprs = Vec::new();
+        for c in &def.columns {
+            match c {
+                ColumnDef::Physical { name, .. } => exprs.push(datafusion_expr::col(
+                    datafusion_common::Column::new(Some(scan_name.as_str()), name),
+                )),
+                ColumnDef::Computed { name, expr } => {
+                    let e = planner
+                        .sql_to_expr(expr.clone(), &df_physical, &mut PlannerContext::new())
+                        .map_err(|e| {
+                            SluiceError::Plan(format!(
+                                "table '{}', computed column '{name}': {}",
+                                def.name,
+                                df_error(e)
+                            ))
+                        })?;
+                    exprs.push(e.alias(name));
+                }
+                ColumnDef::Metadata { .. } => {}
+            }
+        }
+        let source = Arc::new(LogicalTableSource::new(physical_schema.clone()));
+        let plan = LogicalPlanBuilder::scan(scan_name.as_str(), source, None)
+            .and_then(|b| b.project(exprs))
+            .and_then(|b| b.build())
+            .map_err(df_error)?;
+        let plan = analyze(plan, &self.config)?;
+        let LogicalPlan::Projection(proj) = &plan else {
+            return Err(SluiceError::Plan("internal: expected a projection".into()));
+        };
+        let column_exprs = proj.expr.clone();
+        let schema: SchemaRef = Arc::new(Schema::new(
+            plan.schema()
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let mut watermark = None;
+        if let Some((col, expr)) = &def.watermark {
+            let idx = schema.index_of(col).map_err(|_| {
+                SluiceError::Plan(format!(
+                    "table '{}': WATERMARK FOR '{col}' names no column; columns are: {}",
+                    def.name,
+                    column_names(&schema)
+                ))
+            })?;
+            let t = schema.field(idx).data_type();
+            if !matches!(t, DataType::Timestamp(TimeUnit::Millisecond, _)) {
+                return Err(SluiceError::Plan(format!(
+                    "table '{}': the watermark column '{col}' must be TIMESTAMP(3) or TIMESTAMP_LTZ(3), not {}",
+                    def.name,
+                    flink_name(t)
+                )));
+            }
+            let wm_name = format!("__table_{}", def.name);
+            let provider = self.provider(vec![(wm_name.clone(), schema.clone())]);
+            let planner = SqlToRel::new_with_options(&provider, parser_options());
+            let df_full = datafusion_common::DFSchema::try_from_qualified_schema(wm_name.as_str(), &schema)
+                .map_err(df_error)?;
+            let e = planner
+                .sql_to_expr(expr.clone(), &df_full, &mut PlannerContext::new())
+                .map_err(|e| SluiceError::Plan(format!("table '{}', WATERMARK expression: {}", def.name, df_error(e))))?;
+            let source = Arc::new(LogicalTableSource::new(schema.clone()));
+            let plan = LogicalPlanBuilder::scan(wm_name.as_str(), source, None)
+                .and_then(|b| b.project(vec![e.alias("wm")]))
+                .and_then(|b| b.build())
+                .map_err(df_error)?;
+            let plan = analyze(plan, &self.config)?;
+            let LogicalPlan::Projection(proj) = &plan else {
+                return Err(SluiceError::Plan("internal: expected a projection".into()));
+            };
+            let wt = plan.schema().field(0).data_type().clone();
+            if !matches!(wt, DataType::Timestamp(_, _)) {
+                return Err(SluiceError::Plan(format!(
+                    "table '{}': the WATERMARK expression must be a timestamp, not {}",
+                    def.name,
+                    flink_name(&wt)
+                )));
+            }
+            watermark = Some((idx, proj.expr[0].clone()));
+        }
+        let mut primary_key = Vec::new();
+        for k in &def.primary_key {
+            primary_key.push(schema.index_of(k).map_err(|_| {
+                SluiceError::Plan(format!(
+                    "table '{}': primary key column '{k}' does not exist; columns are: {}",
+                    def.name,
+                    column_names(&schema)
+                ))
+            })?);
+        }
+        let options = Options::new(format!("table '{}'", def.name), def.options.clone());
+        self.tables.insert(
+            def.name.clone(),
+            Table {
+                def,
+                physical_schema,
+                schema,
+                column_exprs,
+                watermark,
+                primary_key,
+                options,
+            },
+        );
+        Ok(())
+    }
+
+    /// A context provider over this catalog plus `extra` relations.
+    pub fn provider(&self, extra: Vec<(String, SchemaRef)>) -> Provider<'_> {
+        Provider {
+            catalog: self,
+            extra,
+            planners: FunctionRegistry::expr_planners(),
+        }
+    }
+
+    /// The schema of a table, view or window relation.
+    pub fn relation_schema(&self, name: &str) -> Option<SchemaRef> {
+        if let Some(t) = self.tables.get(name) {
+            return Some(t.schema.clone());
+        }
+        if let Some(v) = self.views.get(name) {
+            return Some(Arc::new(v.schema().as_arrow().clone()));
+        }
+        self.windows.get(name).map(|w| w.schema.clone())
+    }
+}
+
+/// Column names, for messages.
+pub fn column_names(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// DataFusion's window into the catalog.
+pub struct Provider<'a> {
+    catalog: &'a Catalog,
+    extra: Vec<(String, SchemaRef)>,
+    planners: Vec<Arc<dyn ExprPlanner>>,
+}
+
+impl ContextProvider for Provider<'_> {
+    fn get_table_source(&self, name: TableReference) -> datafusion_common::Result<Arc<dyn TableSource>> {
+        let key = name.table();
+        if let Some((_, s)) = self.extra.iter().find(|(n, _)| n == key) {
+            return Ok(Arc::new(LogicalTableSource::new(s.clone())));
+        }
+        match self.catalog.relation_schema(key) {
+            Some(s) => Ok(Arc::new(LogicalTableSource::new(s))),
+            None => {
+                let mut names: Vec<&str> = self
+                    .catalog
+                    .tables
+                    .keys()
+                    .chain(self.catalog.views.keys())
+                    .map(String::as_str)
+                    .collect();
+                names.sort();
+                Err(DataFusionError::Plan(format!(
+                    "table or view '{key}' not found; declared are: {}",
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                )))
+            }
+        }
+    }
+
+    fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
+        &self.planners
+    }
+
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.catalog.functions.scalar(name)
+    }
+
+    fn get_higher_order_meta(&self, _name: &str) -> Option<Arc<HigherOrderUDF>> {
+        None
+    }
+
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.catalog.functions.aggregate(name)
+    }
+
+    fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        self.catalog.functions.window(name)
+    }
+
+    fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
+        None
+    }
+
+    fn options(&self) -> &ConfigOptions {
+        &self.catalog.config
+    }
+
+    fn udf_names(&self) -> Vec<String> {
+        self.catalog.functions.scalar_names()
+    }
+
+    fn higher_order_function_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn udaf_names(&self) -> Vec<String> {
+        self.catalog.functions.aggregate_names()
+    }
+
+    fn udwf_names(&self) -> Vec<String> {
+        self.catalog.functions.window_names()
+    }
+}

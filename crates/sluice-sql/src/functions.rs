@@ -1,0 +1,385 @@
+//! The functions queries can call: DataFusion's built-ins, plus Flink's functions that
+//! DataFusion lacks or defines differently (`TO_TIMESTAMP_LTZ`, `TO_TIMESTAMP`, `DATE_FORMAT`,
+//! `MOD`, `CONCAT`), each registered here as a DataFusion function.
+
+use crate::types::LTZ_ZONE;
+use arrow::array::{Array, ArrayRef, AsArray, StringBuilder, TimestampMillisecondBuilder};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
+use datafusion_common::{DataFusionError, Result as DfResult, ScalarValue};
+use datafusion_expr::planner::ExprPlanner;
+use datafusion_expr::{
+    AggregateUDF, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility, WindowUDF,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Scalar, aggregate and window functions by lower-case name.
+pub struct FunctionRegistry {
+    scalars: HashMap<String, Arc<ScalarUDF>>,
+    aggregates: HashMap<String, Arc<AggregateUDF>>,
+    windows: HashMap<String, Arc<WindowUDF>>,
+}
+
+impl Default for FunctionRegistry {
+    fn default() -> Self {
+        let mut scalars = HashMap::new();
+        for f in datafusion_functions::all_default_functions() {
+            for a in f.aliases() {
+                scalars.insert(a.to_ascii_lowercase(), f.clone());
+            }
+            scalars.insert(f.name().to_ascii_lowercase(), f);
+        }
+        for f in flink_functions() {
+            scalars.insert(f.name().to_ascii_lowercase(), Arc::new(f));
+        }
+        let mut aggregates = HashMap::new();
+        for f in datafusion_functions_aggregate::all_default_aggregate_functions() {
+            for a in f.aliases() {
+                aggregates.insert(a.to_ascii_lowercase(), f.clone());
+            }
+            aggregates.insert(f.name().to_ascii_lowercase(), f);
+        }
+        let mut windows = HashMap::new();
+        for f in datafusion_functions_window::all_default_window_functions() {
+            for a in f.aliases() {
+                windows.insert(a.to_ascii_lowercase(), f.clone());
+            }
+            windows.insert(f.name().to_ascii_lowercase(), f);
+        }
+        FunctionRegistry {
+            scalars,
+            aggregates,
+            windows,
+        }
+    }
+}
+
+impl FunctionRegistry {
+    /// A scalar function.
+    pub fn scalar(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.scalars.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    /// An aggregate function.
+    pub fn aggregate(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.aggregates.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    /// A window (OVER) function.
+    pub fn window(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        self.windows.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    pub fn scalar_names(&self) -> Vec<String> {
+        self.scalars.keys().cloned().collect()
+    }
+
+    pub fn aggregate_names(&self) -> Vec<String> {
+        self.aggregates.keys().cloned().collect()
+    }
+
+    pub fn window_names(&self) -> Vec<String> {
+        self.windows.keys().cloned().collect()
+    }
+
+    /// DataFusion's planners for SQL syntax that becomes function calls (`EXTRACT`,
+    /// `SUBSTRING`, `COUNT(*)`, `ROW_NUMBER() OVER`, ...).
+    pub fn expr_planners() -> Vec<Arc<dyn ExprPlanner>> {
+        vec![
+            Arc::new(datafusion_functions::core::planner::CoreFunctionPlanner::default()),
+            Arc::new(datafusion_functions::unicode::planner::UnicodeFunctionPlanner),
+            Arc::new(datafusion_functions::datetime::planner::DatetimeFunctionPlanner),
+            Arc::new(datafusion_functions_aggregate::planner::AggregateFunctionPlanner),
+            Arc::new(datafusion_functions_window::planner::WindowFunctionPlanner),
+        ]
+    }
+}
+
+type Body = fn(&[ArrayRef], &[DataType]) -> DfResult<ArrayRef>;
+type ReturnType = fn(&[DataType]) -> DfResult<DataType>;
+
+/// A Flink function implemented over whole arrays. Functions are equal when their names are.
+#[derive(Debug)]
+struct FlinkFunction {
+    name: &'static str,
+    signature: Signature,
+    return_type: ReturnType,
+    body: Body,
+}
+
+impl PartialEq for FlinkFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for FlinkFunction {}
+
+impl std::hash::Hash for FlinkFunction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for FlinkFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        (self.return_type)(arg_types)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let types: Vec<DataType> = args.arg_fields.iter().map(|f| f.data_type().clone()).collect();
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(if all_scalar { 1 } else { n }))
+            .collect::<DfResult<Vec<_>>>()?;
+        let out = (self.body)(&arrays, &types)?;
+        if all_scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(out))
+        }
+    }
+}
+
+fn udf(name: &'static str, return_type: ReturnType, body: Body) -> ScalarUDF {
+    ScalarUDF::new_from_impl(FlinkFunction {
+        name,
+        signature: Signature::variadic_any(Volatility::Immutable),
+        return_type,
+        body,
+    })
+}
+
+fn plan_err(msg: String) -> DataFusionError {
+    DataFusionError::Plan(msg)
+}
+
+fn flink_functions() -> Vec<ScalarUDF> {
+    vec![
+        udf("TO_TIMESTAMP_LTZ", |t| match t.len() {
+            1 | 2 => Ok(DataType::Timestamp(TimeUnit::Millisecond, Some(LTZ_ZONE.into()))),
+            _ => Err(plan_err("TO_TIMESTAMP_LTZ(numeric, precision) takes one or two arguments".into())),
+        }, to_timestamp_ltz),
+        udf("TO_TIMESTAMP", |t| match t.len() {
+            1 | 2 => Ok(DataType::Timestamp(TimeUnit::Millisecond, None)),
+            _ => Err(plan_err("TO_TIMESTAMP(string[, format]) takes one or two arguments".into())),
+        }, to_timestamp),
+        udf("DATE_FORMAT", |t| match t.len() {
+            2 => Ok(DataType::Utf8),
+            _ => Err(plan_err("DATE_FORMAT(timestamp, format) takes two arguments".into())),
+        }, date_format),
+        udf("MOD", |t| match t {
+            [a, b] if a.is_integer() && b.is_integer() => Ok(b.clone()),
+            [_, _] => Err(plan_err("MOD(a, b) takes two integers".into())),
+            _ => Err(plan_err("MOD(a, b) takes two arguments".into())),
+        }, modulo),
+        udf("CONCAT", |_| Ok(DataType::Utf8), concat),
+    ]
+}
+
+/// `TO_TIMESTAMP_LTZ(n, 0)` (seconds) or `TO_TIMESTAMP_LTZ(n, 3)` (milliseconds, the default).
+fn to_timestamp_ltz(args: &[ArrayRef], _types: &[DataType]) -> DfResult<ArrayRef> {
+    let precision = if args.len() > 1 {
+        let p = cast(&args[1], &DataType::Int64)?;
+        let p = p.as_primitive::<Int64Type>();
+        if p.is_null(0) { 3 } else { p.value(0) }
+    } else {
+        3
+    };
+    let factor = match precision {
+        0 => 1000.0,
+        3 => 1.0,
+        other => return Err(plan_err(format!("TO_TIMESTAMP_LTZ precision must be 0 or 3, got {other}"))),
+    };
+    let v = cast(&args[0], &DataType::Float64)?;
+    let v = v.as_primitive::<arrow::datatypes::Float64Type>();
+    let mut b = TimestampMillisecondBuilder::with_capacity(v.len());
+    for i in 0..v.len() {
+        if v.is_null(i) {
+            b.append_null();
+        } else {
+            b.append_value((v.value(i) * factor).floor() as i64);
+        }
+    }
+    Ok(Arc::new(b.finish().with_timezone(LTZ_ZONE)))
+}
+
+/// Translates a Java `SimpleDateFormat` pattern (`yyyy-MM-dd HH:mm:ss.SSS`) to chrono's.
+pub fn java_to_chrono_format(java: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = java.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            i += 1;
+            while i < chars.len() && chars[i] != '\'' {
+                out.push(chars[i]);
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        let mut n = 1;
+        while i + n < chars.len() && chars[i + n] == c {
+            n += 1;
+        }
+        let piece = match (c, n) {
+            ('y', 2) => "%y".to_string(),
+            ('y', _) => "%Y".to_string(),
+            ('M', 1) => "%-m".to_string(),
+            ('M', 2) => "%m".to_string(),
+            ('M', 3) => "%b".to_string(),
+            ('M', _) => "%B".to_string(),
+            ('d', 1) => "%-d".to_string(),
+            ('d', _) => "%d".to_string(),
+            ('H', 1) => "%-H".to_string(),
+            ('H', _) => "%H".to_string(),
+            ('h', _) => "%I".to_string(),
+            ('m', 1) => "%-M".to_string(),
+            ('m', _) => "%M".to_string(),
+            ('s', 1) => "%-S".to_string(),
+            ('s', _) => "%S".to_string(),
+            ('S', k) => format!("%{}f", k.min(9)),
+            ('a', _) => "%p".to_string(),
+            ('E', _) => "%a".to_string(),
+            ('%', _) => "%%".repeat(n),
+            (other, k) => other.to_string().repeat(k),
+        };
+        out.push_str(&piece);
+        i += n;
+    }
+    out
+}
+
+fn format_arg(args: &[ArrayRef], i: usize, default: &str) -> DfResult<String> {
+    match args.get(i) {
+        None => Ok(default.to_string()),
+        Some(a) => {
+            let s = cast(a, &DataType::Utf8)?;
+            let s = s.as_string::<i32>();
+            Ok(if s.is_null(0) { default.to_string() } else { s.value(0).to_string() })
+        }
+    }
+}
+
+/// `TO_TIMESTAMP(string[, format])`: parses wall-clock time; NULL when it does not parse.
+fn to_timestamp(args: &[ArrayRef], _types: &[DataType]) -> DfResult<ArrayRef> {
+    let fmt = java_to_chrono_format(&format_arg(args, 1, "yyyy-MM-dd HH:mm:ss")?);
+    let s = cast(&args[0], &DataType::Utf8)?;
+    let s = s.as_string::<i32>();
+    let mut b = TimestampMillisecondBuilder::with_capacity(s.len());
+    for i in 0..s.len() {
+        if s.is_null(i) {
+            b.append_null();
+            continue;
+        }
+        let text = s.value(i).trim();
+        let parsed = chrono::NaiveDateTime::parse_from_str(text, &fmt)
+            .or_else(|_| {
+                chrono::NaiveDate::parse_from_str(text, &fmt)
+                    .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
+            })
+            .ok()
+            .or_else(|| {
+                // Flink also accepts a fraction after the default pattern.
+                chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").ok()
+            });
+        match parsed {
+            Some(t) => b.append_value(t.and_utc().timestamp_millis()),
+            None => b.append_null(),
+        }
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+/// `DATE_FORMAT(timestamp, format)`.
+fn date_format(args: &[ArrayRef], types: &[DataType]) -> DfResult<ArrayRef> {
+    let fmt = java_to_chrono_format(&format_arg(args, 1, "yyyy-MM-dd HH:mm:ss")?);
+    let ts = match &types[0] {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            to_timestamp(&args[..1], &types[..1])?
+        }
+        _ => cast(&args[0], &DataType::Timestamp(TimeUnit::Millisecond, None))?,
+    };
+    let ts = ts.as_primitive::<TimestampMillisecondType>();
+    let mut b = StringBuilder::new();
+    for i in 0..ts.len() {
+        match (ts.is_null(i), chrono::DateTime::from_timestamp_millis(ts.value(i))) {
+            (false, Some(t)) => b.append_value(t.naive_utc().format(&fmt).to_string()),
+            _ => b.append_null(),
+        }
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+/// `MOD(a, b)`: the remainder with the sign of `a`, NULL when `b` is 0... as Flink, an error.
+fn modulo(args: &[ArrayRef], types: &[DataType]) -> DfResult<ArrayRef> {
+    let a = cast(&args[0], &DataType::Int64)?;
+    let b = cast(&args[1], &DataType::Int64)?;
+    let r = arrow::compute::kernels::numeric::rem(&a, &b)?;
+    Ok(cast(&r, &types[1])?)
+}
+
+/// `CONCAT(a, b, ...)`: NULL if any argument is NULL, as in Flink.
+fn concat(args: &[ArrayRef], _types: &[DataType]) -> DfResult<ArrayRef> {
+    let strings = args
+        .iter()
+        .map(|a| cast(a, &DataType::Utf8))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = strings.first().map(|s| s.len()).unwrap_or(0);
+    let mut b = StringBuilder::new();
+    for i in 0..n {
+        if strings.iter().any(|s| s.is_null(i)) {
+            b.append_null();
+            continue;
+        }
+        let mut s = String::new();
+        for a in &strings {
+            s.push_str(a.as_string::<i32>().value(i));
+        }
+        b.append_value(s);
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+
+    #[test]
+    fn java_patterns() {
+        assert_eq!(java_to_chrono_format("yyyy-MM-dd HH:mm:ss"), "%Y-%m-%d %H:%M:%S");
+        assert_eq!(java_to_chrono_format("HH:mm 'h'"), "%H:%M h");
+    }
+
+    #[test]
+    fn flink_semantics() {
+        let a: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None]));
+        let b: ArrayRef = Arc::new(StringArray::from(vec![Some("b"), Some("c")]));
+        let r = concat(&[a, b], &[]).unwrap();
+        assert_eq!(r.as_string::<i32>().value(0), "ab");
+        assert!(r.is_null(1));
+        let ms: ArrayRef = Arc::new(Int64Array::from(vec![1704103200123]));
+        let t = to_timestamp_ltz(&[ms], &[DataType::Int64]).unwrap();
+        assert_eq!(t.as_primitive::<TimestampMillisecondType>().value(0), 1704103200123);
+        let s: ArrayRef = Arc::new(StringArray::from(vec!["2024-01-01 10:00:00"]));
+        let t = to_timestamp(&[s], &[DataType::Utf8]).unwrap();
+        let f = date_format(&[t], &[DataType::Timestamp(TimeUnit::Millisecond, None), DataType::Utf8]).unwrap();
+        assert_eq!(f.as_string::<i32>().value(0), "2024-01-01 10:00:00");
+    }
+}

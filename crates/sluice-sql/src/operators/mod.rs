@@ -1,0 +1,13 @@
+//! Sluice's streaming operators for SQL: they evaluate DataFusion's physical expressions and
+//! aggregate accumulators on Arrow batches, and own event time, state and windows.
+
+pub mod calc;
+pub mod watermark;
+pub mod window_aggregate;
+
+use datafusion_common::DataFusionError;
+use sluice_common::SluiceError;
+
+pub(crate) fn df(e: DataFusionError) -> SluiceError {
+    SluiceError::Runtime(e.to_string())
+}

@@ -1,0 +1,363 @@
+//! Turns DataFusion's logical plan of a query into Sluice's job graph: scans become sources
+//! with computed columns and watermark assigners, filters and projections become calcs,
+//! aggregations over window relations become window aggregates behind a hash exchange on
+//! the key, and an `INSERT` ends in its table's sink.
+
+use crate::catalog::{column_names, df_error, Catalog, WindowRelation};
+use crate::operators::calc::{CalcFactory, CalcStep};
+use crate::operators::watermark::WatermarkAssignerFactory;
+use crate::operators::window_aggregate::{AggSpec, OutCol, WindowAggregateFactory};
+use crate::types::flink_name;
+use arrow::compute::can_cast_types;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion_common::{DFSchema, DFSchemaRef};
+use datafusion_expr::execution_props::ExecutionProps;
+use datafusion_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion_expr::{Expr, ExprSchemable, LogicalPlan};
+use datafusion_physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion_physical_expr::{create_physical_expr, PhysicalExpr};
+use sluice_common::{Options, Result, SluiceError};
+use sluice_engine::{ConnectorRegistry, Input, JobGraph, Node, NodeKind, OperatorFactory, Partitioning, SinkSpec, SourceSpec};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The settings of a job (from `SET`).
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub name: String,
+    pub parallelism: usize,
+    pub watermark_interval_ms: i64,
+    pub time_zone: String,
+}
+
+/// A stream being built: the node that produces it and what is known about it.
+#[derive(Clone)]
+struct Stream {
+    node: usize,
+    parallelism: usize,
+    schema: DFSchemaRef,
+    /// The time attribute column.
+    rowtime: Option<usize>,
+    updating: bool,
+    /// A window relation whose window columns are not computed yet (a window aggregate
+    /// assigns the windows itself).
+    pending: Option<WindowRelation>,
+}
+
+/// Builds job graphs against a catalog and a connector registry.
+pub struct Planner<'a> {
+    pub catalog: &'a Catalog,
+    pub registry: &'a dyn ConnectorRegistry,
+    pub config: &'a JobConfig,
+}
+
+fn physical(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    create_physical_expr(e, schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())
+        .map_err(df_error)
+}
+
+fn arrow_schema(s: &DFSchema) -> SchemaRef {
+    Arc::new(Schema::new(
+        s.fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn unsupported(what: &str) -> SluiceError {
+    SluiceError::Plan(format!("{what} is not supported in streaming queries yet"))
+}
+
+impl Planner<'_> {
+    fn add(&self, graph: &mut JobGraph, name: String, parallelism: usize, factory: Arc<dyn OperatorFactory>, input: usize, partitioning: Partitioning) -> usize {
+        graph.add(Node {
+            name,
+            parallelism,
+            kind: NodeKind::Operator(factory),
+            inputs: vec![Input { node: input, partitioning }],
+        })
+    }
+
+    fn calc(&self, graph: &mut JobGraph, s: &Stream, name: String, step: CalcStep) -> usize {
+        let f = Arc::new(CalcFactory { name: name.clone(), step });
+        self.add(graph, name, s.parallelism, f, s.node, Partitioning::Forward)
+    }
+
+    /// Adds the nodes of `plan` to `graph`.
+    fn translate(&self, plan: &LogicalPlan, graph: &mut JobGraph) -> Result<Stream> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let name = scan.table_name.table();
+                if scan.projection.is_some() || !scan.filters.is_empty() {
+                    return Err(SluiceError::Plan("internal: unexpected pushed-down scan".into()));
+                }
+                if let Some(view) = self.catalog.views.get(name) {
+                    let mut s = self.translate(view, graph)?;
+                    s.schema = scan.projected_schema.clone();
+                    return Ok(s);
+                }
+                if let Some(w) = self.catalog.windows.get(name) {
+                    let mut s = self.translate(&w.input, graph)?;
+                    if s.rowtime != Some(w.time_index) {
+                        return Err(SluiceError::Plan(format!(
+                            "the window column '{}' is not a time attribute; declare it with WATERMARK FOR {} AS ... in the table",
+                            w.tvf.time_column, w.tvf.time_column
+                        )));
+                    }
+                    s.schema = scan.projected_schema.clone();
+                    s.pending = Some(w.clone());
+                    return Ok(s);
+                }
+                self.source(name, scan.projected_schema.clone(), graph)
+            }
+            LogicalPlan::SubqueryAlias(a) => {
+                let mut s = self.translate(&a.input, graph)?;
+                s.schema = a.schema.clone();
+                Ok(s)
+            }
+            LogicalPlan::Filter(f) => {
+                let s = self.translate(&f.input, graph)?;
+                let pred = physical(&f.predicate, f.input.schema())?;
+                let node = self.calc(graph, &s, "Filter".into(), CalcStep::Filter(pred));
+                Ok(Stream { node, ..s })
+            }
+            LogicalPlan::Projection(p) => {
+                let s = self.translate(&p.input, graph)?;
+                if s.pending.is_some() {
+                    return Err(unsupported("selecting from a window table function without aggregating it"));
+                }
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| physical(e, p.input.schema()))
+                    .collect::<Result<Vec<_>>>()?;
+                let rowtime = s.rowtime.and_then(|rt| {
+                    let col = p.input.schema().qualified_field(rt);
+                    p.expr.iter().position(|e| {
+                        matches!(e.clone().unalias(), Expr::Column(c) if c.name == col.1.name().as_str() && c.relation.as_ref() == col.0)
+                    })
+                });
+                let schema = arrow_schema(&p.schema);
+                let node = self.calc(graph, &s, "Calc".into(), CalcStep::Project(exprs, schema));
+                Ok(Stream { node, schema: p.schema.clone(), rowtime, ..s })
+            }
+            LogicalPlan::Aggregate(agg) => self.aggregate(agg, graph),
+            LogicalPlan::Join(_) => Err(unsupported("JOIN")),
+            LogicalPlan::Union(_) => Err(unsupported("UNION")),
+            LogicalPlan::Sort(_) => Err(unsupported("ORDER BY (other than in a window Top-N)")),
+            LogicalPlan::Limit(_) => Err(unsupported("LIMIT")),
+            LogicalPlan::Window(_) => Err(unsupported("OVER windows other than the window Top-N pattern")),
+            LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT")),
+            other => Err(unsupported(&format!("the plan node {}", other.display()))),
+        }
+    }
+
+    fn source(&self, name: &str, schema: DFSchemaRef, graph: &mut JobGraph) -> Result<Stream> {
+        let table = self.catalog.tables.get(name).ok_or_else(|| {
+            SluiceError::Plan(format!("table '{name}' not found"))
+        })?;
+        let connector = table.options.required("connector")?.to_string();
+        let spec = SourceSpec {
+            table: name.to_string(),
+            schema: table.physical_schema.clone(),
+            options: table.options.clone(),
+        };
+        let factory = self.registry.source(&connector, &spec)?;
+        let parallelism = match table.options.i64("scan.parallelism")? {
+            Some(p) if p > 0 => p as usize,
+            _ => self.config.parallelism,
+        };
+        let mut node = graph.add(Node {
+            name: format!("Source: {} [{}]", name, factory.name()),
+            parallelism,
+            kind: NodeKind::Source(factory),
+            inputs: vec![],
+        });
+        let computed = table.column_exprs.iter().any(|e| !matches!(e, Expr::Column(_)));
+        if computed {
+            let scan_name = format!("__physical_{name}");
+            let df = DFSchema::try_from_qualified_schema(scan_name.as_str(), &table.physical_schema).map_err(df_error)?;
+            let exprs = table.column_exprs.iter().map(|e| physical(e, &df)).collect::<Result<Vec<_>>>()?;
+            let f = Arc::new(CalcFactory { name: "ComputedColumns".into(), step: CalcStep::Project(exprs, table.schema.clone()) });
+            node = self.add(graph, "ComputedColumns".into(), parallelism, f, node, Partitioning::Forward);
+        }
+        let mut rowtime = None;
+        if let Some((idx, expr)) = &table.watermark {
+            let wm_name = format!("__table_{name}");
+            let df = DFSchema::try_from_qualified_schema(wm_name.as_str(), &table.schema).map_err(df_error)?;
+            let f = Arc::new(WatermarkAssignerFactory {
+                table: name.to_string(),
+                rowtime_index: *idx,
+                expr: physical(expr, &df)?,
+                interval_ms: self.config.watermark_interval_ms,
+            });
+            node = self.add(graph, format!("WatermarkAssigner({name})"), parallelism, f, node, Partitioning::Forward);
+            rowtime = Some(*idx);
+        }
+        Ok(Stream { node, parallelism, schema, rowtime, updating: false, pending: None })
+    }
+
+    fn aggregate(&self, agg: &datafusion_expr::logical_plan::Aggregate, graph: &mut JobGraph) -> Result<Stream> {
+        let s = self.translate(&agg.input, graph)?;
+        let Some(window) = s.pending.clone() else {
+            return Err(SluiceError::Plan(
+                "GROUP BY without a window (an updating aggregate) is not supported yet; group by a window: GROUP BY key, TUMBLE(ts, INTERVAL '1' MINUTE) or window_start, window_end of a window table function".into(),
+            ));
+        };
+        let input_schema = agg.input.schema();
+        let width = input_schema.fields().len();
+        let (ws, we, wt) = (width - 3, width - 2, width - 1);
+        let mut layout = Vec::new();
+        let mut keys = Vec::new();
+        let mut key_types = Vec::new();
+        for g in &agg.group_expr {
+            let col_idx = match g.clone().unalias() {
+                Expr::Column(c) => input_schema.index_of_column(&c).ok(),
+                _ => None,
+            };
+            match col_idx {
+                Some(i) if i == ws => layout.push(OutCol::Start),
+                Some(i) if i == we => layout.push(OutCol::End),
+                Some(i) if i == wt => layout.push(OutCol::Time),
+                _ => {
+                    let uses_window = g.column_refs().iter().any(|c| {
+                        input_schema.index_of_column(c).map(|i| i >= ws).unwrap_or(false)
+                    });
+                    if uses_window {
+                        return Err(unsupported("grouping by an expression of the window columns"));
+                    }
+                    layout.push(OutCol::Key(keys.len()));
+                    key_types.push(g.get_type(input_schema).map_err(df_error)?);
+                    keys.push(g.clone());
+                }
+            }
+        }
+        if !(layout.contains(&OutCol::Start) && layout.contains(&OutCol::End)) {
+            return Err(SluiceError::Plan(
+                "a window aggregation must GROUP BY both window_start and window_end".into(),
+            ));
+        }
+        // Key columns for the exchange: plain columns as they are, expressions appended by a calc.
+        let mut node = s.node;
+        let mut hash_cols = Vec::new();
+        let mut key_exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+        let all_columns = keys.iter().all(|k| matches!(k.clone().unalias(), Expr::Column(_)));
+        if all_columns {
+            for k in &keys {
+                let Expr::Column(c) = k.clone().unalias() else { unreachable!() };
+                let i = input_schema.index_of_column(&c).map_err(df_error)?;
+                hash_cols.push(i);
+                key_exprs.push(physical(k, input_schema)?);
+            }
+        } else {
+            let physical_width = ws; // the window columns are not materialised
+            let mut exprs = Vec::new();
+            let mut fields = Vec::new();
+            for i in 0..physical_width {
+                let (q, f) = input_schema.qualified_field(i);
+                exprs.push(physical(&Expr::Column(datafusion_common::Column::new(q.cloned(), f.name())), input_schema)?);
+                fields.push(Field::new(f.name(), f.data_type().clone(), true));
+            }
+            for (j, k) in keys.iter().enumerate() {
+                exprs.push(physical(k, input_schema)?);
+                fields.push(Field::new(format!("__key{j}"), key_types[j].clone(), true));
+                hash_cols.push(physical_width + j);
+                key_exprs.push(Arc::new(datafusion_physical_expr::expressions::Column::new(&format!("__key{j}"), physical_width + j)));
+            }
+            let f = Arc::new(CalcFactory { name: "KeyBy".into(), step: CalcStep::Project(exprs, Arc::new(Schema::new(fields))) });
+            node = self.add(graph, "KeyBy".into(), s.parallelism, f, node, Partitioning::Forward);
+        }
+        let input_arrow = input_schema.as_arrow();
+        let props = ExecutionProps::new();
+        let planning = PhysicalPlanningContext::default();
+        let mut aggs = Vec::new();
+        for e in &agg.aggr_expr {
+            let lowered = LoweredAggregateBuilder::new(e, input_schema, input_arrow, &props, &planning)
+                .build()
+                .map_err(df_error)?;
+            aggs.push(AggSpec { expr: lowered.aggregate, filter: lowered.filter });
+        }
+        let (parallelism, partitioning) = if keys.is_empty() {
+            (1, Partitioning::Single)
+        } else {
+            (self.config.parallelism, Partitioning::Hash(hash_cols))
+        };
+        let output_schema = arrow_schema(&agg.schema);
+        let name = format!("WindowAggregate({})", window.tvf.kind.describe());
+        let f = Arc::new(WindowAggregateFactory {
+            name: name.clone(),
+            kind: window.tvf.kind.clone(),
+            time_index: window.time_index,
+            keys: key_exprs,
+            key_types,
+            layout: layout.clone(),
+            aggs,
+            output_schema,
+        });
+        let node = self.add(graph, name, parallelism, f, node, partitioning);
+        let rowtime = layout.iter().position(|c| *c == OutCol::Time);
+        Ok(Stream { node, parallelism, schema: agg.schema.clone(), rowtime, updating: false, pending: None })
+    }
+
+    /// Adds a query and its sink (`INSERT INTO table`, or printing for a bare `SELECT`).
+    pub fn plan_insert(&self, plan: &LogicalPlan, sink: Option<&str>, graph: &mut JobGraph) -> Result<()> {
+        let s = self.translate(plan, graph)?;
+        if s.pending.is_some() {
+            return Err(unsupported("selecting from a window table function without aggregating it"));
+        }
+        let (sink_name, connector, options, target, primary_key) = match sink {
+            Some(t) => {
+                let table = self.catalog.tables.get(t).ok_or_else(|| {
+                    SluiceError::Plan(format!("INSERT INTO '{t}': no such table; declared tables are: {}", self.catalog.tables.keys().cloned().collect::<Vec<_>>().join(", ")))
+                })?;
+                (t.to_string(), table.options.required("connector")?.to_string(), table.options.clone(), table.physical_schema.clone(), table.primary_key.clone())
+            }
+            None => ("print".to_string(), "print".to_string(), Options::new("print", BTreeMap::new()), arrow_schema(&s.schema), vec![]),
+        };
+        let query_fields = s.schema.fields();
+        if query_fields.len() != target.fields().len() {
+            return Err(SluiceError::Plan(format!(
+                "INSERT INTO '{sink_name}': the query gives {} columns ({}) but the table has {} ({})",
+                query_fields.len(),
+                query_fields.iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+                target.fields().len(),
+                column_names(&target)
+            )));
+        }
+        let mut node = s.node;
+        let needs_cast = query_fields.iter().zip(target.fields()).any(|(q, t)| q.data_type() != t.data_type());
+        if needs_cast {
+            let mut exprs = Vec::new();
+            for (i, (q, t)) in query_fields.iter().zip(target.fields()).enumerate() {
+                if !can_cast_types(q.data_type(), t.data_type()) {
+                    return Err(SluiceError::Plan(format!(
+                        "INSERT INTO '{sink_name}': column {} '{}' is {} in the query but {} '{}' in the table",
+                        i + 1, q.name(), flink_name(q.data_type()), flink_name(t.data_type()), t.name()
+                    )));
+                }
+                let (qual, field) = s.schema.qualified_field(i);
+                let col = Expr::Column(datafusion_common::Column::new(qual.cloned(), field.name()));
+                exprs.push(physical(&Expr::Cast(datafusion_expr::Cast::new(Box::new(col), t.data_type().clone())), &s.schema)?);
+            }
+            let f = Arc::new(CalcFactory { name: "CastToSink".into(), step: CalcStep::Project(exprs, target.clone()) });
+            node = self.add(graph, "CastToSink".into(), s.parallelism, f, node, Partitioning::Forward);
+        }
+        let spec = SinkSpec {
+            table: sink_name.clone(),
+            schema: target,
+            options: options.clone(),
+            updating: s.updating,
+            primary_key,
+            time_zone: self.config.time_zone.clone(),
+        };
+        let factory = self.registry.sink(&connector, &spec)?;
+        let parallelism = match options.i64("sink.parallelism")? {
+            Some(p) if p > 0 => p as usize,
+            _ => s.parallelism,
+        };
+        let partitioning = if parallelism == s.parallelism { Partitioning::Forward } else { Partitioning::Rebalance };
+        self.add(graph, factory.name(), parallelism, factory, node, partitioning);
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! A SQL session: runs a script's statements in order. DDL and `SET` take effect at once;
+//! every `INSERT` and bare `SELECT` is planned into one job (as a Flink statement set) that
+//! runs when the script has been read.
+
+use crate::catalog::{analyze, df_error, parser_options, Catalog, WindowRelation};
+use crate::parser::{parse_script, ParsedQuery, Statement};
+use crate::planner::{JobConfig, Planner};
+use crate::types::flink_name;
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion_expr::logical_plan::builder::LogicalTableSource;
+use datafusion_sql::planner::SqlToRel;
+use sluice_common::{Result, SluiceError};
+use sluice_engine::{ConnectorRegistry, JobGraph};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The keys `SET` knows, with their defaults.
+const KNOWN_KEYS: &[(&str, &str)] = &[
+    ("parallelism.default", "1"),
+    ("pipeline.name", "sluice-job"),
+    ("table.local-time-zone", "UTC"),
+    ("pipeline.auto-watermark-interval", "200 ms"),
+    ("execution.runtime-mode", "streaming"),
+    ("sql-client.execution.result-mode", "tableau"),
+    ("table.exec.source.idle-timeout", "0 ms"),
+];
+
+/// What running a script produced.
+pub struct ScriptOutcome {
+    /// The job of all INSERTs and SELECTs, if there were any.
+    pub job: Option<JobGraph>,
+    /// Text to show the user (EXPLAIN output, SHOW TABLES).
+    pub messages: Vec<String>,
+}
+
+/// A session over a catalog.
+pub struct Session {
+    pub catalog: Catalog,
+    config: BTreeMap<String, String>,
+    registry: Arc<dyn ConnectorRegistry>,
+}
+
+impl Session {
+    /// A new session using `registry` for connectors.
+    pub fn new(registry: Arc<dyn ConnectorRegistry>) -> Self {
+        Session {
+            catalog: Catalog::new(),
+            config: BTreeMap::new(),
+            registry,
+        }
+    }
+
+    /// Sets a configuration key, as `SET 'key' = 'value'`.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        if !KNOWN_KEYS.iter().any(|(k, _)| *k == key) {
+            tracing::warn!("SET '{key}': Sluice does not use this key");
+        }
+        self.config.insert(key.to_string(), value.to_string());
+        self.job_config().map(|_| ())
+    }
+
+    fn get(&self, key: &str) -> String {
+        self.config.get(key).cloned().unwrap_or_else(|| {
+            KNOWN_KEYS.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string()).unwrap_or_default()
+        })
+    }
+
+    /// The job settings from the `SET` keys.
+    pub fn job_config(&self) -> Result<JobConfig> {
+        let p = self.get("parallelism.default");
+        let parallelism = p.trim().parse::<usize>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            SluiceError::Config(format!("SET 'parallelism.default' = '{p}': expected a positive integer"))
+        })?;
+        let iv = self.get("pipeline.auto-watermark-interval");
+        let interval = sluice_common::options::parse_duration(&iv).ok_or_else(|| {
+            SluiceError::Config(format!("SET 'pipeline.auto-watermark-interval' = '{iv}': expected a duration such as '200 ms'"))
+        })?;
+        let mode = self.get("execution.runtime-mode");
+        if !mode.eq_ignore_ascii_case("streaming") {
+            return Err(SluiceError::Config(format!("SET 'execution.runtime-mode' = '{mode}': only 'streaming' is supported")));
+        }
+        Ok(JobConfig {
+            name: self.get("pipeline.name"),
+            parallelism,
+            watermark_interval_ms: interval.as_millis() as i64,
+            time_zone: self.get("table.local-time-zone"),
+        })
+    }
+
+    /// Registers a query's window relations and plans it with DataFusion.
+    fn plan_query(&mut self, q: &ParsedQuery) -> Result<LogicalPlan> {
+        for (name, tvf) in &q.windows {
+            let input_schema = self.catalog.relation_schema(&tvf.input).ok_or_else(|| {
+                SluiceError::Plan(format!("table or view '{}' not found (in a window function)", tvf.input))
+            })?;
+            let time_index = input_schema.index_of(&tvf.time_column).map_err(|_| {
+                SluiceError::Plan(format!(
+                    "DESCRIPTOR({}): no such column in '{}'",
+                    tvf.time_column, tvf.input
+                ))
+            })?;
+            let time_type = input_schema.field(time_index).data_type().clone();
+            if !matches!(time_type, DataType::Timestamp(TimeUnit::Millisecond, _)) {
+                return Err(SluiceError::Plan(format!(
+                    "DESCRIPTOR({}): the time attribute must be TIMESTAMP(3) or TIMESTAMP_LTZ(3), not {}",
+                    tvf.time_column,
+                    flink_name(&time_type)
+                )));
+            }
+            let mut partition_indexes = Vec::new();
+            for p in &tvf.partition_by {
+                partition_indexes.push(input_schema.index_of(p).map_err(|_| {
+                    SluiceError::Plan(format!("PARTITION BY {p}: no such column in '{}'", tvf.input))
+                })?);
+            }
+            let mut fields: Vec<Field> = input_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+            fields.push(Field::new(&tvf.column_names[0], ts.clone(), false));
+            fields.push(Field::new(&tvf.column_names[1], ts, false));
+            fields.push(Field::new(&tvf.column_names[2], time_type, false));
+            let input = LogicalPlanBuilder::scan(
+                tvf.input.as_str(),
+                Arc::new(LogicalTableSource::new(input_schema.clone())),
+                None,
+            )
+            .and_then(|b| b.build())
+            .map_err(df_error)?;
+            self.catalog.windows.insert(
+                name.clone(),
+                WindowRelation {
+                    tvf: tvf.clone(),
+                    input,
+                    time_index,
+                    partition_indexes,
+                    schema: Arc::new(Schema::new(fields)),
+                },
+            );
+        }
+        let provider = self.catalog.provider(vec![]);
+        let planner = SqlToRel::new_with_options(&provider, parser_options());
+        let plan = planner
+            .sql_statement_to_plan(sqlparser::ast::Statement::Query(q.query.clone()))
+            .map_err(df_error)?;
+        analyze(plan, &self.catalog.config)
+    }
+
+    /// Runs the statements of `sql`; returns the job to run, if any.
+    pub fn execute_script(&mut self, sql: &str) -> Result<ScriptOutcome> {
+        let statements = parse_script(sql)?;
+        let mut graph: Option<JobGraph> = None;
+        let mut messages = Vec::new();
+        for located in statements {
+            let at = |e: SluiceError| match e {
+                SluiceError::Plan(m) => SluiceError::Sql {
+                    line: located.location.line,
+                    column: located.location.column,
+                    message: m,
+                },
+                other => other,
+            };
+            self.execute(located.statement.clone(), &mut graph, &mut messages).map_err(at)?;
+        }
+        if let Some(g) = graph.as_mut() {
+            g.name = self.job_config()?.name;
+        }
+        Ok(ScriptOutcome { job: graph, messages })
+    }
+
+    fn execute(&mut self, statement: Statement, graph: &mut Option<JobGraph>, messages: &mut Vec<String>) -> Result<()> {
+        match statement {
+            Statement::Set { key, value } => self.set(&key, &value),
+            Statement::Reset { key } => {
+                match key {
+                    Some(k) => {
+                        self.config.remove(&k);
+                    }
+                    None => self.config.clear(),
+                }
+                Ok(())
+            }
+            Statement::CreateTable(t) => self.catalog.create_table(t),
+            Statement::CreateView { name, query, if_not_exists } => {
+                if self.catalog.exists(&name) {
+                    if if_not_exists {
+                        return Ok(());
+                    }
+                    return Err(SluiceError::Plan(format!("a table or view named '{name}' already exists")));
+                }
+                let plan = self.plan_query(&query)?;
+                self.catalog.views.insert(name, plan);
+                Ok(())
+            }
+            Statement::DropTable { name, if_exists } => {
+                if self.catalog.tables.remove(&name).is_none() && !if_exists {
+                    return Err(SluiceError::Plan(format!("DROP TABLE '{name}': no such table")));
+                }
+                Ok(())
+            }
+            Statement::DropView { name, if_exists } => {
+                if self.catalog.views.remove(&name).is_none() && !if_exists {
+                    return Err(SluiceError::Plan(format!("DROP VIEW '{name}': no such view")));
+                }
+                Ok(())
+            }
+            Statement::ShowTables => {
+                let names: Vec<String> = self.catalog.tables.keys().chain(self.catalog.views.keys()).cloned().collect();
+                messages.push(names.join("\n"));
+                Ok(())
+            }
+            Statement::Insert { table, query } => {
+                let plan = self.plan_query(&query)?;
+                let config = self.job_config()?;
+                let g = graph.get_or_insert_with(|| JobGraph::new(config.name.clone()));
+                let planner = Planner { catalog: &self.catalog, registry: self.registry.as_ref(), config: &config };
+                planner.plan_insert(&plan, Some(&table), g)
+            }
+            Statement::Query(query) => {
+                let plan = self.plan_query(&query)?;
+                let config = self.job_config()?;
+                let g = graph.get_or_insert_with(|| JobGraph::new(config.name.clone()));
+                let planner = Planner { catalog: &self.catalog, registry: self.registry.as_ref(), config: &config };
+                planner.plan_insert(&plan, None, g)
+            }
+            Statement::Explain(inner) => {
+                let config = self.job_config()?;
+                let mut g = JobGraph::new(config.name.clone());
+                let (plan, sink) = match *inner {
+                    Statement::Insert { table, query } => (self.plan_query(&query)?, Some(table)),
+                    Statement::Query(query) => (self.plan_query(&query)?, None),
+                    _ => return Err(SluiceError::Plan("EXPLAIN takes a SELECT or an INSERT".into())),
+                };
+                let planner = Planner { catalog: &self.catalog, registry: self.registry.as_ref(), config: &config };
+                planner.plan_insert(&plan, sink.as_deref(), &mut g)?;
+                messages.push(format!("== Logical plan ==\n{}\n{}", plan.display_indent(), g.explain()));
+                Ok(())
+            }
+        }
+    }
+}
