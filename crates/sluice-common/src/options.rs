@@ -35,10 +35,7 @@ impl Options {
     /// The value of a required option.
     pub fn required(&self, key: &str) -> Result<&str> {
         self.get(key).ok_or_else(|| {
-            SluiceError::Config(format!(
-                "{}: missing required option '{key}'",
-                self.owner
-            ))
+            SluiceError::Config(format!("{}: missing required option '{key}'", self.owner))
         })
     }
 
@@ -162,7 +159,9 @@ mod tests {
     #[test]
     fn unknown_option_lists_valid_ones() {
         let o = opts(&[("connector", "x"), ("pathh", "/tmp")]);
-        let err = o.check_known(&["connector", "path"], &["json."]).unwrap_err();
+        let err = o
+            .check_known(&["connector", "path"], &["json."])
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("unknown option 'pathh'"), "{msg}");
         assert!(msg.contains("connector, json.*, path"), "{msg}");
@@ -174,7 +173,11 @@ mod tests {
         assert_eq!(parse_duration("10ms"), Some(Duration::from_millis(10)));
         assert_eq!(parse_duration("ten"), None);
         let o = opts(&[("d", "3 weeks")]);
-        assert!(o.duration("d").unwrap_err().to_string().contains("option 'd'"));
+        assert!(o
+            .duration("d")
+            .unwrap_err()
+            .to_string()
+            .contains("option 'd'"));
     }
 
     #[test]

@@ -14,7 +14,8 @@ impl Connector for BlackHoleConnector {
     }
 
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
-        spec.options.check_known(&["connector", "sink.parallelism"], &[])?;
+        spec.options
+            .check_known(&["connector", "sink.parallelism"], &[])?;
         Ok(Arc::new(BlackHoleFactory))
     }
 }
@@ -34,7 +35,12 @@ impl OperatorFactory for BlackHoleFactory {
 struct BlackHole;
 
 impl Operator for BlackHole {
-    fn process_batch(&mut self, _input: usize, _batch: ChangeBatch, _out: &mut Output) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        _batch: ChangeBatch,
+        _out: &mut Output,
+    ) -> Result<()> {
         Ok(())
     }
 

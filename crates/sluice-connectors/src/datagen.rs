@@ -42,8 +42,21 @@ impl Connector for DataGenConnector {
 
     fn source(&self, spec: &SourceSpec) -> Result<Arc<dyn SourceFactory>> {
         let o = &spec.options;
-        o.check_known(&["connector", "rows-per-second", "number-of-rows", "scan.parallelism"], &["fields."])?;
-        let field_names: Vec<&str> = spec.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        o.check_known(
+            &[
+                "connector",
+                "rows-per-second",
+                "number-of-rows",
+                "scan.parallelism",
+            ],
+            &["fields."],
+        )?;
+        let field_names: Vec<&str> = spec
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         for (k, _) in o.iter() {
             if let Some(rest) = k.strip_prefix("fields.") {
                 let (field, opt) = rest.rsplit_once('.').unwrap_or((rest, ""));
@@ -54,8 +67,17 @@ impl Connector for DataGenConnector {
                         field_names.join(", ")
                     )));
                 }
-                const FIELD_OPTS: &[&str] =
-                    &["kind", "min", "max", "max-past", "length", "start", "end", "null-rate", "var-len"];
+                const FIELD_OPTS: &[&str] = &[
+                    "kind",
+                    "min",
+                    "max",
+                    "max-past",
+                    "length",
+                    "start",
+                    "end",
+                    "null-rate",
+                    "var-len",
+                ];
                 if !FIELD_OPTS.contains(&opt) {
                     return Err(SluiceError::Config(format!(
                         "{}: unknown option '{k}'. Valid field options are: {}",
@@ -86,13 +108,26 @@ impl Connector for DataGenConnector {
                 }
                 "sequence" => {
                     let start = o.i64(&key("start"))?.ok_or_else(|| {
-                        SluiceError::Config(format!("{}: '{}' is required for a sequence", o.owner, key("start")))
+                        SluiceError::Config(format!(
+                            "{}: '{}' is required for a sequence",
+                            o.owner,
+                            key("start")
+                        ))
                     })?;
                     let end = o.i64(&key("end"))?.ok_or_else(|| {
-                        SluiceError::Config(format!("{}: '{}' is required for a sequence", o.owner, key("end")))
+                        SluiceError::Config(format!(
+                            "{}: '{}' is required for a sequence",
+                            o.owner,
+                            key("end")
+                        ))
                     })?;
                     if end < start {
-                        return Err(SluiceError::Config(format!("{}: '{}' is below '{}'", o.owner, key("end"), key("start"))));
+                        return Err(SluiceError::Config(format!(
+                            "{}: '{}' is below '{}'",
+                            o.owner,
+                            key("end"),
+                            key("start")
+                        )));
                     }
                     let n = (end - start + 1) as u64;
                     sequence_rows = Some(sequence_rows.map_or(n, |m| m.min(n)));
@@ -186,7 +221,15 @@ impl DataGen {
             .collect();
         let rng = &mut self.rng;
         let mut nums = |min: f64, max: f64| -> Vec<f64> {
-            (0..n).map(|_| if max > min { rng.random_range(min..=max) } else { min }).collect()
+            (0..n)
+                .map(|_| {
+                    if max > min {
+                        rng.random_range(min..=max)
+                    } else {
+                        min
+                    }
+                })
+                .collect()
         };
         let values: Vec<f64> = match g {
             FieldGen::Sequence { start, end } => {
@@ -195,37 +238,82 @@ impl DataGen {
             FieldGen::Random { min, max, .. } => nums(*min, *max),
         };
         let nulls: Vec<bool> = match g {
-            FieldGen::Random { null_rate, .. } if *null_rate > 0.0 => {
-                (0..n).map(|_| self.rng.random_bool(null_rate.clamp(0.0, 1.0))).collect()
-            }
+            FieldGen::Random { null_rate, .. } if *null_rate > 0.0 => (0..n)
+                .map(|_| self.rng.random_bool(null_rate.clamp(0.0, 1.0)))
+                .collect(),
             _ => vec![false; n],
         };
         let opt = |i: usize, v: f64| if nulls[i] { None } else { Some(v) };
         let col: ArrayRef = match t {
-            DataType::Int8 => Arc::new(Int8Array::from_iter(values.iter().enumerate().map(|(i, v)| opt(i, *v).map(|v| v as i8)))),
-            DataType::Int16 => Arc::new(Int16Array::from_iter(values.iter().enumerate().map(|(i, v)| opt(i, *v).map(|v| v as i16)))),
-            DataType::Int32 => Arc::new(Int32Array::from_iter(values.iter().enumerate().map(|(i, v)| opt(i, *v).map(|v| v as i32)))),
+            DataType::Int8 => Arc::new(Int8Array::from_iter(
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| opt(i, *v).map(|v| v as i8)),
+            )),
+            DataType::Int16 => Arc::new(Int16Array::from_iter(
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| opt(i, *v).map(|v| v as i16)),
+            )),
+            DataType::Int32 => Arc::new(Int32Array::from_iter(
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| opt(i, *v).map(|v| v as i32)),
+            )),
             DataType::Int64 => match g {
-                FieldGen::Sequence { start, end } => Arc::new(Int64Array::from_iter(seq.iter().map(|s| Some((*start + s).min(*end))))),
-                _ => Arc::new(Int64Array::from_iter(values.iter().enumerate().map(|(i, v)| opt(i, *v).map(|v| v as i64)))),
+                FieldGen::Sequence { start, end } => Arc::new(Int64Array::from_iter(
+                    seq.iter().map(|s| Some((*start + s).min(*end))),
+                )),
+                _ => Arc::new(Int64Array::from_iter(
+                    values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| opt(i, *v).map(|v| v as i64)),
+                )),
             },
-            DataType::Float32 => Arc::new(Float32Array::from_iter(values.iter().enumerate().map(|(i, v)| opt(i, *v).map(|v| v as f32)))),
-            DataType::Float64 => Arc::new(Float64Array::from_iter(values.iter().enumerate().map(|(i, v)| opt(i, *v)))),
-            DataType::Decimal128(p, s) => Arc::new(
-                Decimal128Array::from_iter(values.iter().enumerate().map(|(i, v)| opt(i, *v).map(|v| (v * 10f64.powi(*s as i32)).round() as i128)))
+            DataType::Float32 => Arc::new(Float32Array::from_iter(
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| opt(i, *v).map(|v| v as f32)),
+            )),
+            DataType::Float64 => Arc::new(Float64Array::from_iter(
+                values.iter().enumerate().map(|(i, v)| opt(i, *v)),
+            )),
+            DataType::Decimal128(p, s) => {
+                Arc::new(
+                    Decimal128Array::from_iter(values.iter().enumerate().map(|(i, v)| {
+                        opt(i, *v).map(|v| (v * 10f64.powi(*s as i32)).round() as i128)
+                    }))
                     .with_precision_and_scale(*p, *s)?,
-            ),
-            DataType::Boolean => Arc::new(BooleanArray::from_iter((0..n).map(|i| if nulls[i] { None } else { Some(self.rng.random_bool(0.5)) }))),
+                )
+            }
+            DataType::Boolean => Arc::new(BooleanArray::from_iter((0..n).map(|i| {
+                if nulls[i] {
+                    None
+                } else {
+                    Some(self.rng.random_bool(0.5))
+                }
+            }))),
             DataType::Utf8 => match g {
-                FieldGen::Sequence { start, end } => Arc::new(StringArray::from_iter_values(seq.iter().map(|s| (*start + s).min(*end).to_string()))),
+                FieldGen::Sequence { start, end } => Arc::new(StringArray::from_iter_values(
+                    seq.iter().map(|s| (*start + s).min(*end).to_string()),
+                )),
                 FieldGen::Random { length, .. } => {
                     let mut out = Vec::with_capacity(n);
-                    for i in 0..n {
-                        if nulls[i] {
+                    for &null in nulls.iter().take(n) {
+                        if null {
                             out.push(None);
                             continue;
                         }
-                        let s: String = (0..*length).map(|_| char::from_digit(self.rng.random_range(0..16), 16).unwrap_or('0')).collect();
+                        let s: String = (0..*length)
+                            .map(|_| {
+                                char::from_digit(self.rng.random_range(0..16), 16).unwrap_or('0')
+                            })
+                            .collect();
                         out.push(Some(s));
                     }
                     Arc::new(StringArray::from(out))
@@ -238,12 +326,26 @@ impl DataGen {
                     _ => 0,
                 };
                 let v: Vec<Option<i64>> = (0..n)
-                    .map(|i| if nulls[i] { None } else { Some(now - if past > 0 { self.rng.random_range(0..=past) } else { 0 }) })
+                    .map(|i| {
+                        if nulls[i] {
+                            None
+                        } else {
+                            Some(
+                                now - if past > 0 {
+                                    self.rng.random_range(0..=past)
+                                } else {
+                                    0
+                                },
+                            )
+                        }
+                    })
                     .collect();
                 Arc::new(TimestampMillisecondArray::from(v).with_timezone_opt(tz.clone()))
             }
             other => {
-                return Err(SluiceError::Plan(format!("datagen cannot generate values of type {other}")))
+                return Err(SluiceError::Plan(format!(
+                    "datagen cannot generate values of type {other}"
+                )))
             }
         };
         Ok(col)
@@ -258,7 +360,8 @@ impl SourceReader for DataGen {
         // Rows allowed by now at the configured rate.
         let allowed = (self.started.elapsed().as_secs_f64() * self.rate as f64) as u64 + 1;
         if allowed <= self.produced {
-            let wait = Duration::from_secs_f64(1.0 / self.rate as f64).min(Duration::from_millis(50));
+            let wait =
+                Duration::from_secs_f64(1.0 / self.rate as f64).min(Duration::from_millis(50));
             std::thread::sleep(wait);
             return Ok(SourcePoll::Idle);
         }

@@ -102,7 +102,8 @@ impl Connector for FileSystemConnector {
 /// The files a path stands for: itself, or the visible files of a directory tree, sorted.
 /// Hidden files (`.x`, `_x`) are skipped, as Flink does.
 fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path).map_err(|e| SluiceError::io(path.display().to_string(), e))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| SluiceError::io(path.display().to_string(), e))?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -186,7 +187,8 @@ struct FileReader {
 impl FileReader {
     fn decode(&mut self, name: &str, first_line: u64, block: &[u8]) -> Result<()> {
         let batches = self.decoder.decode(name, first_line, block)?;
-        self.ready.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
+        self.ready
+            .extend(batches.into_iter().filter(|b| b.num_rows() > 0));
         let skipped = self.decoder.skipped();
         if skipped > self.reported_skips {
             self.skipped_counter
@@ -290,7 +292,9 @@ impl OperatorFactory for FileSinkFactory {
             file: None,
             in_progress,
             final_path,
-            rows: ctx.metrics.counter(&format!("{}: rows written", self.spec.table)),
+            rows: ctx
+                .metrics
+                .counter(&format!("{}: rows written", self.spec.table)),
         }))
     }
 }
@@ -326,7 +330,12 @@ impl FileSink {
 }
 
 impl Operator for FileSink {
-    fn process_batch(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: ChangeBatch,
+        _out: &mut Output,
+    ) -> Result<()> {
         self.encoder.encode(&batch.data, &mut self.buffer)?;
         self.rows
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);

@@ -17,7 +17,12 @@ impl Connector for PrintConnector {
 
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
         spec.options.check_known(
-            &["connector", "print-identifier", "standard-error", "sink.parallelism"],
+            &[
+                "connector",
+                "print-identifier",
+                "standard-error",
+                "sink.parallelism",
+            ],
             &[],
         )?;
         Ok(Arc::new(PrintSinkFactory {
@@ -77,7 +82,12 @@ pub fn format_change(batch: &ChangeBatch, row: usize) -> String {
 }
 
 impl Operator for PrintSink {
-    fn process_batch(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: ChangeBatch,
+        _out: &mut Output,
+    ) -> Result<()> {
         let mut text = String::new();
         for row in 0..batch.num_rows() {
             text.push_str(&self.prefix);

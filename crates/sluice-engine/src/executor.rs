@@ -92,7 +92,9 @@ impl Router {
                 }
                 Partitioning::Hash(keys) => {
                     let targets = hash_targets(&batch, keys, n)?;
-                    for (i, part) in split_by_target(&batch, &targets, n)?.into_iter().enumerate()
+                    for (i, part) in split_by_target(&batch, &targets, n)?
+                        .into_iter()
+                        .enumerate()
                     {
                         if let Some(p) = part {
                             self.deliver(i, Message::Data(p))?;
@@ -247,6 +249,7 @@ pub fn run_job(graph: &JobGraph, handle: &JobHandle) -> Result<JobReport> {
     }
 
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    #[allow(clippy::needless_range_loop)]
     for (t, task) in tasks.iter().enumerate() {
         let head = &graph.nodes[task.nodes[0]];
         let tail = *task.nodes.last().unwrap_or(&task.nodes[0]);
@@ -286,7 +289,7 @@ pub fn run_job(graph: &JobGraph, handle: &JobHandle) -> Result<JobReport> {
                 }
             }
             let sub = Subtask { operators, routers };
-            let rx = receivers[t][subtask].take();
+            let rx = receivers[t].get_mut(subtask).and_then(Option::take);
             let layout = channel_layout[t].clone();
             let handle = handle.clone();
             let first_error = first_error.clone();
@@ -336,7 +339,11 @@ pub fn run_job(graph: &JobGraph, handle: &JobHandle) -> Result<JobReport> {
     })
 }
 
-fn run_source(mut reader: Box<dyn SourceReader>, mut sub: Subtask, handle: &JobHandle) -> Result<()> {
+fn run_source(
+    mut reader: Box<dyn SourceReader>,
+    mut sub: Subtask,
+    handle: &JobHandle,
+) -> Result<()> {
     loop {
         if handle.is_cancelled() {
             // Cancelled: close operators (sinks flush) but do not fire open windows.
@@ -368,8 +375,8 @@ fn run_operator(
     let channels: usize = layout.iter().map(|(_, _, p)| p).sum();
     let mut logical_of = vec![0usize; channels];
     for &(offset, logical, p) in &layout {
-        for c in offset..offset + p {
-            logical_of[c] = logical;
+        for slot in logical_of.iter_mut().skip(offset).take(p) {
+            *slot = logical;
         }
     }
     let mut watermarks = vec![MIN_WATERMARK; channels];

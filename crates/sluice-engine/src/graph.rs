@@ -126,11 +126,7 @@ impl JobGraph {
                     );
                 }
             }
-            let _ = writeln!(
-                s,
-                "{prefix}#{i} {} (parallelism {})",
-                n.name, n.parallelism
-            );
+            let _ = writeln!(s, "{prefix}#{i} {} (parallelism {})", n.name, n.parallelism);
         }
         s
     }

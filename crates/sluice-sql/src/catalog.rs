@@ -9,7 +9,10 @@ use datafusion_common::config::ConfigOptions;
 use datafusion_common::{DataFusionError, TableReference};
 use datafusion_expr::logical_plan::builder::LogicalTableSource;
 use datafusion_expr::planner::{ContextProvider, ExprPlanner};
-use datafusion_expr::{AggregateUDF, Expr, HigherOrderUDF, LogicalPlan, LogicalPlanBuilder, ScalarUDF, TableSource, WindowUDF};
+use datafusion_expr::{
+    AggregateUDF, Expr, HigherOrderUDF, LogicalPlan, LogicalPlanBuilder, ScalarUDF, TableSource,
+    WindowUDF,
+};
 use datafusion_optimizer::Analyzer;
 use datafusion_sql::planner::{ParserOptions, PlannerContext, SqlToRel};
 use sluice_common::{Options, Result, SluiceError};
@@ -122,9 +125,9 @@ impl Catalog {
                 }
                 ColumnDef::Metadata { name, .. } => {
                     return Err(SluiceError::Plan(format!(
-                        "table '{}': metadata column '{name}' is not supported by this connector yet",
-                        def.name
-                    )))
+                    "table '{}': metadata column '{name}' is not supported by this connector yet",
+                    def.name
+                )))
                 }
                 ColumnDef::Computed { .. } => {}
             }
@@ -146,7 +149,7 @@ impl Catalog {
                 )),
                 ColumnDef::Computed { name, expr } => {
                     let e = planner
-                        .sql_to_expr(expr.clone(), &df_physical, &mut PlannerContext::new())
+                        .sql_to_expr(*expr.clone(), &df_physical, &mut PlannerContext::new())
                         .map_err(|e| {
                             SluiceError::Plan(format!(
                                 "table '{}', computed column '{name}': {}",
@@ -196,11 +199,18 @@ impl Catalog {
             let wm_name = format!("__table_{}", def.name);
             let provider = self.provider(vec![(wm_name.clone(), schema.clone())]);
             let planner = SqlToRel::new_with_options(&provider, parser_options());
-            let df_full = datafusion_common::DFSchema::try_from_qualified_schema(wm_name.as_str(), &schema)
-                .map_err(df_error)?;
+            let df_full =
+                datafusion_common::DFSchema::try_from_qualified_schema(wm_name.as_str(), &schema)
+                    .map_err(df_error)?;
             let e = planner
                 .sql_to_expr(expr.clone(), &df_full, &mut PlannerContext::new())
-                .map_err(|e| SluiceError::Plan(format!("table '{}', WATERMARK expression: {}", def.name, df_error(e))))?;
+                .map_err(|e| {
+                    SluiceError::Plan(format!(
+                        "table '{}', WATERMARK expression: {}",
+                        def.name,
+                        df_error(e)
+                    ))
+                })?;
             let source = Arc::new(LogicalTableSource::new(schema.clone()));
             let plan = LogicalPlanBuilder::scan(wm_name.as_str(), source, None)
                 .and_then(|b| b.project(vec![e.alias("wm")]))
@@ -285,7 +295,10 @@ pub struct Provider<'a> {
 }
 
 impl ContextProvider for Provider<'_> {
-    fn get_table_source(&self, name: TableReference) -> datafusion_common::Result<Arc<dyn TableSource>> {
+    fn get_table_source(
+        &self,
+        name: TableReference,
+    ) -> datafusion_common::Result<Arc<dyn TableSource>> {
         let key = name.table();
         if let Some((_, s)) = self.extra.iter().find(|(n, _)| n == key) {
             return Ok(Arc::new(LogicalTableSource::new(s.clone())));
@@ -303,7 +316,11 @@ impl ContextProvider for Provider<'_> {
                 names.sort();
                 Err(DataFusionError::Plan(format!(
                     "table or view '{key}' not found; declared are: {}",
-                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
                 )))
             }
         }

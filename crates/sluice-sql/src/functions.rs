@@ -138,8 +138,15 @@ impl ScalarUDFImpl for FlinkFunction {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
-        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let types: Vec<DataType> = args.arg_fields.iter().map(|f| f.data_type().clone()).collect();
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let types: Vec<DataType> = args
+            .arg_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         let arrays = args
             .args
             .iter()
@@ -169,23 +176,48 @@ fn plan_err(msg: String) -> DataFusionError {
 
 fn flink_functions() -> Vec<ScalarUDF> {
     vec![
-        udf("TO_TIMESTAMP_LTZ", |t| match t.len() {
-            1 | 2 => Ok(DataType::Timestamp(TimeUnit::Millisecond, Some(LTZ_ZONE.into()))),
-            _ => Err(plan_err("TO_TIMESTAMP_LTZ(numeric, precision) takes one or two arguments".into())),
-        }, to_timestamp_ltz),
-        udf("TO_TIMESTAMP", |t| match t.len() {
-            1 | 2 => Ok(DataType::Timestamp(TimeUnit::Millisecond, None)),
-            _ => Err(plan_err("TO_TIMESTAMP(string[, format]) takes one or two arguments".into())),
-        }, to_timestamp),
-        udf("DATE_FORMAT", |t| match t.len() {
-            2 => Ok(DataType::Utf8),
-            _ => Err(plan_err("DATE_FORMAT(timestamp, format) takes two arguments".into())),
-        }, date_format),
-        udf("MOD", |t| match t {
-            [a, b] if a.is_integer() && b.is_integer() => Ok(b.clone()),
-            [_, _] => Err(plan_err("MOD(a, b) takes two integers".into())),
-            _ => Err(plan_err("MOD(a, b) takes two arguments".into())),
-        }, modulo),
+        udf(
+            "TO_TIMESTAMP_LTZ",
+            |t| match t.len() {
+                1 | 2 => Ok(DataType::Timestamp(
+                    TimeUnit::Millisecond,
+                    Some(LTZ_ZONE.into()),
+                )),
+                _ => Err(plan_err(
+                    "TO_TIMESTAMP_LTZ(numeric, precision) takes one or two arguments".into(),
+                )),
+            },
+            to_timestamp_ltz,
+        ),
+        udf(
+            "TO_TIMESTAMP",
+            |t| match t.len() {
+                1 | 2 => Ok(DataType::Timestamp(TimeUnit::Millisecond, None)),
+                _ => Err(plan_err(
+                    "TO_TIMESTAMP(string[, format]) takes one or two arguments".into(),
+                )),
+            },
+            to_timestamp,
+        ),
+        udf(
+            "DATE_FORMAT",
+            |t| match t.len() {
+                2 => Ok(DataType::Utf8),
+                _ => Err(plan_err(
+                    "DATE_FORMAT(timestamp, format) takes two arguments".into(),
+                )),
+            },
+            date_format,
+        ),
+        udf(
+            "MOD",
+            |t| match t {
+                [a, b] if a.is_integer() && b.is_integer() => Ok(b.clone()),
+                [_, _] => Err(plan_err("MOD(a, b) takes two integers".into())),
+                _ => Err(plan_err("MOD(a, b) takes two arguments".into())),
+            },
+            modulo,
+        ),
         udf("CONCAT", |_| Ok(DataType::Utf8), concat),
     ]
 }
@@ -195,14 +227,22 @@ fn to_timestamp_ltz(args: &[ArrayRef], _types: &[DataType]) -> DfResult<ArrayRef
     let precision = if args.len() > 1 {
         let p = cast(&args[1], &DataType::Int64)?;
         let p = p.as_primitive::<Int64Type>();
-        if p.is_null(0) { 3 } else { p.value(0) }
+        if p.is_null(0) {
+            3
+        } else {
+            p.value(0)
+        }
     } else {
         3
     };
     let factor = match precision {
         0 => 1000.0,
         3 => 1.0,
-        other => return Err(plan_err(format!("TO_TIMESTAMP_LTZ precision must be 0 or 3, got {other}"))),
+        other => {
+            return Err(plan_err(format!(
+                "TO_TIMESTAMP_LTZ precision must be 0 or 3, got {other}"
+            )))
+        }
     };
     let v = cast(&args[0], &DataType::Float64)?;
     let v = v.as_primitive::<arrow::datatypes::Float64Type>();
@@ -271,7 +311,11 @@ fn format_arg(args: &[ArrayRef], i: usize, default: &str) -> DfResult<String> {
         Some(a) => {
             let s = cast(a, &DataType::Utf8)?;
             let s = s.as_string::<i32>();
-            Ok(if s.is_null(0) { default.to_string() } else { s.value(0).to_string() })
+            Ok(if s.is_null(0) {
+                default.to_string()
+            } else {
+                s.value(0).to_string()
+            })
         }
     }
 }
@@ -318,7 +362,10 @@ fn date_format(args: &[ArrayRef], types: &[DataType]) -> DfResult<ArrayRef> {
     let ts = ts.as_primitive::<TimestampMillisecondType>();
     let mut b = StringBuilder::new();
     for i in 0..ts.len() {
-        match (ts.is_null(i), chrono::DateTime::from_timestamp_millis(ts.value(i))) {
+        match (
+            ts.is_null(i),
+            chrono::DateTime::from_timestamp_millis(ts.value(i)),
+        ) {
             (false, Some(t)) => b.append_value(t.naive_utc().format(&fmt).to_string()),
             _ => b.append_null(),
         }
@@ -363,7 +410,10 @@ mod tests {
 
     #[test]
     fn java_patterns() {
-        assert_eq!(java_to_chrono_format("yyyy-MM-dd HH:mm:ss"), "%Y-%m-%d %H:%M:%S");
+        assert_eq!(
+            java_to_chrono_format("yyyy-MM-dd HH:mm:ss"),
+            "%Y-%m-%d %H:%M:%S"
+        );
         assert_eq!(java_to_chrono_format("HH:mm 'h'"), "%H:%M h");
     }
 
@@ -376,10 +426,20 @@ mod tests {
         assert!(r.is_null(1));
         let ms: ArrayRef = Arc::new(Int64Array::from(vec![1704103200123]));
         let t = to_timestamp_ltz(&[ms], &[DataType::Int64]).unwrap();
-        assert_eq!(t.as_primitive::<TimestampMillisecondType>().value(0), 1704103200123);
+        assert_eq!(
+            t.as_primitive::<TimestampMillisecondType>().value(0),
+            1704103200123
+        );
         let s: ArrayRef = Arc::new(StringArray::from(vec!["2024-01-01 10:00:00"]));
         let t = to_timestamp(&[s], &[DataType::Utf8]).unwrap();
-        let f = date_format(&[t], &[DataType::Timestamp(TimeUnit::Millisecond, None), DataType::Utf8]).unwrap();
+        let f = date_format(
+            &[t],
+            &[
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                DataType::Utf8,
+            ],
+        )
+        .unwrap();
         assert_eq!(f.as_string::<i32>().value(0), "2024-01-01 10:00:00");
     }
 }

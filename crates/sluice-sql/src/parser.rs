@@ -27,7 +27,7 @@ pub enum ColumnDef {
     /// `name TYPE`.
     Physical { name: String, data_type: DataType },
     /// `name AS expr`.
-    Computed { name: String, expr: Expr },
+    Computed { name: String, expr: Box<Expr> },
     /// `name TYPE METADATA [FROM 'key'] [VIRTUAL]`.
     Metadata {
         name: String,
@@ -88,17 +88,31 @@ pub struct ParsedQuery {
 /// A statement of a script.
 #[derive(Debug, Clone)]
 pub enum Statement {
-    Set { key: String, value: String },
-    Reset { key: Option<String> },
-    CreateTable(CreateTable),
+    Set {
+        key: String,
+        value: String,
+    },
+    Reset {
+        key: Option<String>,
+    },
+    CreateTable(Box<CreateTable>),
     CreateView {
         name: String,
         query: ParsedQuery,
         if_not_exists: bool,
     },
-    DropTable { name: String, if_exists: bool },
-    DropView { name: String, if_exists: bool },
-    Insert { table: String, query: ParsedQuery },
+    DropTable {
+        name: String,
+        if_exists: bool,
+    },
+    DropView {
+        name: String,
+        if_exists: bool,
+    },
+    Insert {
+        table: String,
+        query: ParsedQuery,
+    },
     Query(ParsedQuery),
     Explain(Box<Statement>),
     ShowTables,
@@ -199,7 +213,10 @@ impl Cursor {
         if self.eat_word(w) {
             Ok(())
         } else {
-            Err(err_at(self.loc(), format!("expected {w}, found {}", self.found())))
+            Err(err_at(
+                self.loc(),
+                format!("expected {w}, found {}", self.found()),
+            ))
         }
     }
 
@@ -216,7 +233,10 @@ impl Cursor {
         if self.eat(t) {
             Ok(())
         } else {
-            Err(err_at(self.loc(), format!("expected '{t}', found {}", self.found())))
+            Err(err_at(
+                self.loc(),
+                format!("expected '{t}', found {}", self.found()),
+            ))
         }
     }
 
@@ -239,7 +259,10 @@ impl Cursor {
                 Some(Token::Word(w)) => parts.push(w.value),
                 _ => {
                     self.pos -= 1;
-                    return Err(err_at(self.loc(), format!("expected a name, found {}", self.found())));
+                    return Err(err_at(
+                        self.loc(),
+                        format!("expected a name, found {}", self.found()),
+                    ));
                 }
             }
             if !self.eat(&Token::Period) {
@@ -256,7 +279,10 @@ impl Cursor {
             Some(Token::Number(n, _)) => Ok(n),
             _ => {
                 self.pos -= 1;
-                Err(err_at(self.loc(), format!("expected a quoted string, found {}", self.found())))
+                Err(err_at(
+                    self.loc(),
+                    format!("expected a quoted string, found {}", self.found()),
+                ))
             }
         }
     }
@@ -333,12 +359,10 @@ pub fn parse_script(sql: &str) -> Result<Vec<Located>> {
             end,
         };
         // Flink's statement sets: the INSERTs inside simply run together, as all do here.
-        if c.eat_words(&["EXECUTE", "STATEMENT", "SET", "BEGIN"])
-            || c.eat_words(&["BEGIN", "STATEMENT", "SET"])
-        {
-            if c.at_end() {
-                return Ok(());
-            }
+        let opens_set = c.eat_words(&["EXECUTE", "STATEMENT", "SET", "BEGIN"])
+            || c.eat_words(&["BEGIN", "STATEMENT", "SET"]);
+        if opens_set && c.at_end() {
+            return Ok(());
         }
         if c.is_word("END") && c.tokens.len() == c.pos + 1 {
             return Ok(());
@@ -372,7 +396,10 @@ fn parse_statement(c: &mut Cursor, windows: &mut usize) -> Result<Statement> {
     }
     if c.eat_word("SET") {
         if c.at_end() {
-            return Err(err_at(start, "SET needs a key and a value: SET 'parallelism.default' = '2'"));
+            return Err(err_at(
+                start,
+                "SET needs a key and a value: SET 'parallelism.default' = '2'",
+            ));
         }
         let key = c.string()?;
         c.expect(&Token::Eq)?;
@@ -389,13 +416,17 @@ fn parse_statement(c: &mut Cursor, windows: &mut usize) -> Result<Statement> {
     if c.eat_word("CREATE") {
         let temporary = c.eat_word("TEMPORARY");
         if c.eat_word("TABLE") {
-            return parse_create_table(c, temporary, start).map(Statement::CreateTable);
+            return parse_create_table(c, temporary, start)
+                .map(|t| Statement::CreateTable(Box::new(t)));
         }
         if c.eat_word("VIEW") {
             let if_not_exists = c.eat_words(&["IF", "NOT", "EXISTS"]);
             let name = c.ident()?;
             if c.peek() == Some(&Token::LParen) {
-                return Err(err_at(c.loc(), "a column list on CREATE VIEW is not supported; alias the columns in the query"));
+                return Err(err_at(
+                    c.loc(),
+                    "a column list on CREATE VIEW is not supported; alias the columns in the query",
+                ));
             }
             c.expect_word("AS")?;
             let query = parse_query_tokens(c.rest(), windows, start)?;
@@ -405,7 +436,10 @@ fn parse_statement(c: &mut Cursor, windows: &mut usize) -> Result<Statement> {
                 if_not_exists,
             });
         }
-        return Err(err_at(c.loc(), format!("expected TABLE or VIEW after CREATE, found {}", c.found())));
+        return Err(err_at(
+            c.loc(),
+            format!("expected TABLE or VIEW after CREATE, found {}", c.found()),
+        ));
     }
     if c.eat_word("DROP") {
         c.eat_word("TEMPORARY");
@@ -414,7 +448,10 @@ fn parse_statement(c: &mut Cursor, windows: &mut usize) -> Result<Statement> {
         } else if c.eat_word("VIEW") {
             false
         } else {
-            return Err(err_at(c.loc(), format!("expected TABLE or VIEW after DROP, found {}", c.found())));
+            return Err(err_at(
+                c.loc(),
+                format!("expected TABLE or VIEW after DROP, found {}", c.found()),
+            ));
         };
         let if_exists = c.eat_words(&["IF", "EXISTS"]);
         let name = c.ident()?;
@@ -426,7 +463,10 @@ fn parse_statement(c: &mut Cursor, windows: &mut usize) -> Result<Statement> {
     }
     if c.eat_word("INSERT") {
         if c.is_word("OVERWRITE") {
-            return Err(err_at(c.loc(), "INSERT OVERWRITE is for batch mode; use INSERT INTO"));
+            return Err(err_at(
+                c.loc(),
+                "INSERT OVERWRITE is for batch mode; use INSERT INTO",
+            ));
         }
         c.expect_word("INTO")?;
         let table = c.ident()?;
@@ -493,7 +533,10 @@ fn parse_create_table(c: &mut Cursor, temporary: bool, location: Location) -> Re
                     toks.truncate(p);
                 }
                 let expr = parse_expr_tokens(toks, expr_loc)?;
-                columns.push(ColumnDef::Computed { name: col, expr });
+                columns.push(ColumnDef::Computed {
+                    name: col,
+                    expr: Box::new(expr),
+                });
             } else {
                 let toks = c.until_separator();
                 let mut inner = Cursor {
@@ -511,7 +554,10 @@ fn parse_create_table(c: &mut Cursor, temporary: bool, location: Location) -> Re
                     inner.pos += 1;
                 }
                 let type_tokens = &inner.tokens[type_start..inner.pos];
-                let type_loc = type_tokens.first().map(|t| t.span.start).unwrap_or(item_loc);
+                let type_loc = type_tokens
+                    .first()
+                    .map(|t| t.span.start)
+                    .unwrap_or(item_loc);
                 let data_type = parse_type(&tokens_text(type_tokens))
                     .map_err(|e| err_at(type_loc, e.to_string()))?;
                 let mut metadata = None;
@@ -531,7 +577,13 @@ fn parse_create_table(c: &mut Cursor, temporary: bool, location: Location) -> Re
                     } else if inner.eat_word("COMMENT") {
                         inner.string()?;
                     } else {
-                        return Err(err_at(inner.loc(), format!("unexpected {} in the definition of column '{col}'", inner.found())));
+                        return Err(err_at(
+                            inner.loc(),
+                            format!(
+                                "unexpected {} in the definition of column '{col}'",
+                                inner.found()
+                            ),
+                        ));
                     }
                 }
                 columns.push(match metadata {
@@ -584,9 +636,15 @@ fn parse_create_table(c: &mut Cursor, temporary: bool, location: Location) -> Re
                 }
             }
         } else if c.is_word("LIKE") {
-            return Err(err_at(c.loc(), "CREATE TABLE ... LIKE is not supported yet"));
+            return Err(err_at(
+                c.loc(),
+                "CREATE TABLE ... LIKE is not supported yet",
+            ));
         } else {
-            return Err(err_at(c.loc(), format!("expected WITH (...), found {}", c.found())));
+            return Err(err_at(
+                c.loc(),
+                format!("expected WITH (...), found {}", c.found()),
+            ));
         }
     }
     Ok(CreateTable {
@@ -625,7 +683,10 @@ fn parse_query_tokens(
     let mut query = p.parse_query().map_err(|e| parser_error(e, fallback))?;
     let next = p.peek_token();
     if next.token != Token::EOF {
-        return Err(err_at(next.span.start, format!("unexpected '{}' after the query", next.token)));
+        return Err(err_at(
+            next.span.start,
+            format!("unexpected '{}' after the query", next.token),
+        ));
     }
     rewrite_group_windows(&mut query, counter, &mut windows, fallback)?;
     Ok(ParsedQuery { query, windows })
@@ -684,7 +745,10 @@ fn extract_window_tvfs(
         let close_inner = matching_paren(&tokens, i + 3)
             .ok_or_else(|| err_at(loc, "unbalanced parentheses in the window function"))?;
         if close_inner + 1 != close_outer {
-            return Err(err_at(tokens[close_inner].span.start, "expected ')' after the window function"));
+            return Err(err_at(
+                tokens[close_inner].span.start,
+                "expected ')' after the window function",
+            ));
         }
         let mut c = Cursor {
             tokens: tokens[i + 4..close_inner].to_vec(),
@@ -712,7 +776,10 @@ fn parse_window_args(func: &str, c: &mut Cursor, loc: Location) -> Result<Window
     let mut intervals: Vec<(Option<String>, i64)> = Vec::new();
     loop {
         let arg_loc = c.loc();
-        let name = if matches!(c.tokens.get(c.pos + 1).map(|t| &t.token), Some(Token::RArrow)) {
+        let name = if matches!(
+            c.tokens.get(c.pos + 1).map(|t| &t.token),
+            Some(Token::RArrow)
+        ) {
             let n = c.ident()?.to_ascii_uppercase();
             c.next();
             Some(n)
@@ -748,10 +815,23 @@ fn parse_window_args(func: &str, c: &mut Cursor, loc: Location) -> Result<Window
         }
     }
     if !c.at_end() {
-        return Err(err_at(c.loc(), format!("unexpected {} in {func}(...)", c.found())));
+        return Err(err_at(
+            c.loc(),
+            format!("unexpected {} in {func}(...)", c.found()),
+        ));
     }
-    let input = input.ok_or_else(|| err_at(loc, format!("{func}(...) needs its table first: {func}(TABLE t, DESCRIPTOR(ts), ...)")))?;
-    let time_column = time_column.ok_or_else(|| err_at(loc, format!("{func}(...) needs the time attribute: DESCRIPTOR(ts)")))?;
+    let input = input.ok_or_else(|| {
+        err_at(
+            loc,
+            format!("{func}(...) needs its table first: {func}(TABLE t, DESCRIPTOR(ts), ...)"),
+        )
+    })?;
+    let time_column = time_column.ok_or_else(|| {
+        err_at(
+            loc,
+            format!("{func}(...) needs the time attribute: DESCRIPTOR(ts)"),
+        )
+    })?;
     let get = |pos: usize, key: &str| -> Option<i64> {
         intervals
             .iter()
@@ -859,24 +939,53 @@ fn rewrite_set_expr(
             let args = function_args(&f);
             let time_column = match args.first() {
                 Some(Expr::Identifier(id)) => id.value.clone(),
-                Some(Expr::CompoundIdentifier(ids)) => ids.last().map(|i| i.value.clone()).unwrap_or_default(),
-                _ => return Err(err_at(loc, format!("{func}(...) takes the time attribute column first"))),
+                Some(Expr::CompoundIdentifier(ids)) => {
+                    ids.last().map(|i| i.value.clone()).unwrap_or_default()
+                }
+                _ => {
+                    return Err(err_at(
+                        loc,
+                        format!("{func}(...) takes the time attribute column first"),
+                    ))
+                }
             };
             let mut ivs = Vec::new();
             for a in &args[1..] {
                 ivs.push(interval_millis(a).map_err(|m| err_at(loc, m))?);
             }
             let kind = match (func.as_str(), ivs.as_slice()) {
-                ("TUMBLE", [size]) => WindowKind::Tumble { size: *size, offset: 0 },
-                ("TUMBLE", [size, offset]) => WindowKind::Tumble { size: *size, offset: *offset },
-                ("HOP", [slide, size]) => WindowKind::Hop { slide: *slide, size: *size, offset: 0 },
-                ("HOP", [slide, size, offset]) => WindowKind::Hop { slide: *slide, size: *size, offset: *offset },
+                ("TUMBLE", [size]) => WindowKind::Tumble {
+                    size: *size,
+                    offset: 0,
+                },
+                ("TUMBLE", [size, offset]) => WindowKind::Tumble {
+                    size: *size,
+                    offset: *offset,
+                },
+                ("HOP", [slide, size]) => WindowKind::Hop {
+                    slide: *slide,
+                    size: *size,
+                    offset: 0,
+                },
+                ("HOP", [slide, size, offset]) => WindowKind::Hop {
+                    slide: *slide,
+                    size: *size,
+                    offset: *offset,
+                },
                 ("SESSION", [gap]) => WindowKind::Session { gap: *gap },
-                _ => return Err(err_at(loc, format!("wrong number of arguments to {func}(...)"))),
+                _ => {
+                    return Err(err_at(
+                        loc,
+                        format!("wrong number of arguments to {func}(...)"),
+                    ))
+                }
             };
             kind.validate().map_err(|m| err_at(loc, m))?;
             if select.from.len() != 1 || !select.from[0].joins.is_empty() {
-                return Err(err_at(loc, format!("GROUP BY {func}(...) needs a single table or view in FROM")));
+                return Err(err_at(
+                    loc,
+                    format!("GROUP BY {func}(...) needs a single table or view in FROM"),
+                ));
             }
             let relation = &mut select.from[0].relation;
             let TableFactor::Table { name, alias, .. } = relation else {
@@ -988,13 +1097,19 @@ mod tests {
     fn errors_name_line_and_column() {
         let err = parse_script("SET 'a' = 'b';\nCREATE TABLE t (a INTT) WITH ();").unwrap_err();
         match err {
-            SluiceError::Sql { line, column, message } => {
+            SluiceError::Sql {
+                line,
+                column,
+                message,
+            } => {
                 assert_eq!((line, column), (2, 19), "{message}");
                 assert!(message.contains("unknown type INTT"), "{message}");
             }
             other => panic!("{other}"),
         }
-        let err = parse_script("SELECT a FROM t WHERE").unwrap_err().to_string();
+        let err = parse_script("SELECT a FROM t WHERE")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1"), "{err}");
     }
 
@@ -1004,10 +1119,23 @@ mod tests {
             "SELECT window_start, COUNT(*) FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND)) GROUP BY window_start, window_end",
         )
         .unwrap();
-        let Statement::Query(q) = &s[0].statement else { panic!() };
+        let Statement::Query(q) = &s[0].statement else {
+            panic!()
+        };
         assert_eq!(q.windows.len(), 1);
-        assert_eq!(q.windows[0].1.kind, WindowKind::Hop { slide: 5000, size: 10000, offset: 0 });
-        assert!(q.query.to_string().contains("FROM __sluice_window_0"), "{}", q.query);
+        assert_eq!(
+            q.windows[0].1.kind,
+            WindowKind::Hop {
+                slide: 5000,
+                size: 10000,
+                offset: 0
+            }
+        );
+        assert!(
+            q.query.to_string().contains("FROM __sluice_window_0"),
+            "{}",
+            q.query
+        );
     }
 
     #[test]
@@ -1016,10 +1144,21 @@ mod tests {
             "SELECT id, COUNT(*), TUMBLE_END(ts, INTERVAL '10' SECOND) AS we FROM t GROUP BY id, TUMBLE(ts, INTERVAL '10' SECOND) HAVING COUNT(*) > 5",
         )
         .unwrap();
-        let Statement::Query(q) = &s[0].statement else { panic!() };
+        let Statement::Query(q) = &s[0].statement else {
+            panic!()
+        };
         let text = q.query.to_string();
         assert!(text.contains("\"__sluice_w0_end\" AS we"), "{text}");
-        assert!(text.contains("GROUP BY id, \"__sluice_w0_start\""), "{text}");
-        assert_eq!(q.windows[0].1.kind, WindowKind::Tumble { size: 10000, offset: 0 });
+        assert!(
+            text.contains("GROUP BY id, \"__sluice_w0_start\""),
+            "{text}"
+        );
+        assert_eq!(
+            q.windows[0].1.kind,
+            WindowKind::Tumble {
+                size: 10000,
+                offset: 0
+            }
+        );
     }
 }

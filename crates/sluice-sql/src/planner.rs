@@ -17,7 +17,10 @@ use datafusion_expr::{Expr, ExprSchemable, LogicalPlan};
 use datafusion_physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion_physical_expr::{create_physical_expr, PhysicalExpr};
 use sluice_common::{Options, Result, SluiceError};
-use sluice_engine::{ConnectorRegistry, Input, JobGraph, Node, NodeKind, OperatorFactory, Partitioning, SinkSpec, SourceSpec};
+use sluice_engine::{
+    ConnectorRegistry, Input, JobGraph, Node, NodeKind, OperatorFactory, Partitioning, SinkSpec,
+    SourceSpec,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -52,8 +55,13 @@ pub struct Planner<'a> {
 }
 
 fn physical(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
-    create_physical_expr(e, schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())
-        .map_err(df_error)
+    create_physical_expr(
+        e,
+        schema,
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    )
+    .map_err(df_error)
 }
 
 fn arrow_schema(s: &DFSchema) -> SchemaRef {
@@ -70,17 +78,31 @@ fn unsupported(what: &str) -> SluiceError {
 }
 
 impl Planner<'_> {
-    fn add(&self, graph: &mut JobGraph, name: String, parallelism: usize, factory: Arc<dyn OperatorFactory>, input: usize, partitioning: Partitioning) -> usize {
+    fn add(
+        &self,
+        graph: &mut JobGraph,
+        name: String,
+        parallelism: usize,
+        factory: Arc<dyn OperatorFactory>,
+        input: usize,
+        partitioning: Partitioning,
+    ) -> usize {
         graph.add(Node {
             name,
             parallelism,
             kind: NodeKind::Operator(factory),
-            inputs: vec![Input { node: input, partitioning }],
+            inputs: vec![Input {
+                node: input,
+                partitioning,
+            }],
         })
     }
 
     fn calc(&self, graph: &mut JobGraph, s: &Stream, name: String, step: CalcStep) -> usize {
-        let f = Arc::new(CalcFactory { name: name.clone(), step });
+        let f = Arc::new(CalcFactory {
+            name: name.clone(),
+            step,
+        });
         self.add(graph, name, s.parallelism, f, s.node, Partitioning::Forward)
     }
 
@@ -90,7 +112,9 @@ impl Planner<'_> {
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
                 if scan.projection.is_some() || !scan.filters.is_empty() {
-                    return Err(SluiceError::Plan("internal: unexpected pushed-down scan".into()));
+                    return Err(SluiceError::Plan(
+                        "internal: unexpected pushed-down scan".into(),
+                    ));
                 }
                 if let Some(view) = self.catalog.views.get(name) {
                     let mut s = self.translate(view, graph)?;
@@ -125,7 +149,9 @@ impl Planner<'_> {
             LogicalPlan::Projection(p) => {
                 let s = self.translate(&p.input, graph)?;
                 if s.pending.is_some() {
-                    return Err(unsupported("selecting from a window table function without aggregating it"));
+                    return Err(unsupported(
+                        "selecting from a window table function without aggregating it",
+                    ));
                 }
                 let exprs = p
                     .expr
@@ -140,23 +166,32 @@ impl Planner<'_> {
                 });
                 let schema = arrow_schema(&p.schema);
                 let node = self.calc(graph, &s, "Calc".into(), CalcStep::Project(exprs, schema));
-                Ok(Stream { node, schema: p.schema.clone(), rowtime, ..s })
+                Ok(Stream {
+                    node,
+                    schema: p.schema.clone(),
+                    rowtime,
+                    ..s
+                })
             }
             LogicalPlan::Aggregate(agg) => self.aggregate(agg, graph),
             LogicalPlan::Join(_) => Err(unsupported("JOIN")),
             LogicalPlan::Union(_) => Err(unsupported("UNION")),
             LogicalPlan::Sort(_) => Err(unsupported("ORDER BY (other than in a window Top-N)")),
             LogicalPlan::Limit(_) => Err(unsupported("LIMIT")),
-            LogicalPlan::Window(_) => Err(unsupported("OVER windows other than the window Top-N pattern")),
+            LogicalPlan::Window(_) => Err(unsupported(
+                "OVER windows other than the window Top-N pattern",
+            )),
             LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT")),
             other => Err(unsupported(&format!("the plan node {}", other.display()))),
         }
     }
 
     fn source(&self, name: &str, schema: DFSchemaRef, graph: &mut JobGraph) -> Result<Stream> {
-        let table = self.catalog.tables.get(name).ok_or_else(|| {
-            SluiceError::Plan(format!("table '{name}' not found"))
-        })?;
+        let table = self
+            .catalog
+            .tables
+            .get(name)
+            .ok_or_else(|| SluiceError::Plan(format!("table '{name}' not found")))?;
         let connector = table.options.required("connector")?.to_string();
         let spec = SourceSpec {
             table: name.to_string(),
@@ -174,31 +209,69 @@ impl Planner<'_> {
             kind: NodeKind::Source(factory),
             inputs: vec![],
         });
-        let computed = table.column_exprs.iter().any(|e| !matches!(e, Expr::Column(_)));
+        let computed = table
+            .column_exprs
+            .iter()
+            .any(|e| !matches!(e, Expr::Column(_)));
         if computed {
             let scan_name = format!("__physical_{name}");
-            let df = DFSchema::try_from_qualified_schema(scan_name.as_str(), &table.physical_schema).map_err(df_error)?;
-            let exprs = table.column_exprs.iter().map(|e| physical(e, &df)).collect::<Result<Vec<_>>>()?;
-            let f = Arc::new(CalcFactory { name: "ComputedColumns".into(), step: CalcStep::Project(exprs, table.schema.clone()) });
-            node = self.add(graph, "ComputedColumns".into(), parallelism, f, node, Partitioning::Forward);
+            let df =
+                DFSchema::try_from_qualified_schema(scan_name.as_str(), &table.physical_schema)
+                    .map_err(df_error)?;
+            let exprs = table
+                .column_exprs
+                .iter()
+                .map(|e| physical(e, &df))
+                .collect::<Result<Vec<_>>>()?;
+            let f = Arc::new(CalcFactory {
+                name: "ComputedColumns".into(),
+                step: CalcStep::Project(exprs, table.schema.clone()),
+            });
+            node = self.add(
+                graph,
+                "ComputedColumns".into(),
+                parallelism,
+                f,
+                node,
+                Partitioning::Forward,
+            );
         }
         let mut rowtime = None;
         if let Some((idx, expr)) = &table.watermark {
             let wm_name = format!("__table_{name}");
-            let df = DFSchema::try_from_qualified_schema(wm_name.as_str(), &table.schema).map_err(df_error)?;
+            let df = DFSchema::try_from_qualified_schema(wm_name.as_str(), &table.schema)
+                .map_err(df_error)?;
             let f = Arc::new(WatermarkAssignerFactory {
                 table: name.to_string(),
                 rowtime_index: *idx,
                 expr: physical(expr, &df)?,
                 interval_ms: self.config.watermark_interval_ms,
             });
-            node = self.add(graph, format!("WatermarkAssigner({name})"), parallelism, f, node, Partitioning::Forward);
+            node = self.add(
+                graph,
+                format!("WatermarkAssigner({name})"),
+                parallelism,
+                f,
+                node,
+                Partitioning::Forward,
+            );
             rowtime = Some(*idx);
         }
-        Ok(Stream { node, parallelism, schema, rowtime, updating: false, pending: None })
+        Ok(Stream {
+            node,
+            parallelism,
+            schema,
+            rowtime,
+            updating: false,
+            pending: None,
+        })
     }
 
-    fn aggregate(&self, agg: &datafusion_expr::logical_plan::Aggregate, graph: &mut JobGraph) -> Result<Stream> {
+    fn aggregate(
+        &self,
+        agg: &datafusion_expr::logical_plan::Aggregate,
+        graph: &mut JobGraph,
+    ) -> Result<Stream> {
         let s = self.translate(&agg.input, graph)?;
         let Some(window) = s.pending.clone() else {
             return Err(SluiceError::Plan(
@@ -222,10 +295,15 @@ impl Planner<'_> {
                 Some(i) if i == wt => layout.push(OutCol::Time),
                 _ => {
                     let uses_window = g.column_refs().iter().any(|c| {
-                        input_schema.index_of_column(c).map(|i| i >= ws).unwrap_or(false)
+                        input_schema
+                            .index_of_column(c)
+                            .map(|i| i >= ws)
+                            .unwrap_or(false)
                     });
                     if uses_window {
-                        return Err(unsupported("grouping by an expression of the window columns"));
+                        return Err(unsupported(
+                            "grouping by an expression of the window columns",
+                        ));
                     }
                     layout.push(OutCol::Key(keys.len()));
                     key_types.push(g.get_type(input_schema).map_err(df_error)?);
@@ -242,10 +320,14 @@ impl Planner<'_> {
         let mut node = s.node;
         let mut hash_cols = Vec::new();
         let mut key_exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
-        let all_columns = keys.iter().all(|k| matches!(k.clone().unalias(), Expr::Column(_)));
+        let all_columns = keys
+            .iter()
+            .all(|k| matches!(k.clone().unalias(), Expr::Column(_)));
         if all_columns {
             for k in &keys {
-                let Expr::Column(c) = k.clone().unalias() else { unreachable!() };
+                let Expr::Column(c) = k.clone().unalias() else {
+                    unreachable!()
+                };
                 let i = input_schema.index_of_column(&c).map_err(df_error)?;
                 hash_cols.push(i);
                 key_exprs.push(physical(k, input_schema)?);
@@ -256,27 +338,49 @@ impl Planner<'_> {
             let mut fields = Vec::new();
             for i in 0..physical_width {
                 let (q, f) = input_schema.qualified_field(i);
-                exprs.push(physical(&Expr::Column(datafusion_common::Column::new(q.cloned(), f.name())), input_schema)?);
+                exprs.push(physical(
+                    &Expr::Column(datafusion_common::Column::new(q.cloned(), f.name())),
+                    input_schema,
+                )?);
                 fields.push(Field::new(f.name(), f.data_type().clone(), true));
             }
             for (j, k) in keys.iter().enumerate() {
                 exprs.push(physical(k, input_schema)?);
                 fields.push(Field::new(format!("__key{j}"), key_types[j].clone(), true));
                 hash_cols.push(physical_width + j);
-                key_exprs.push(Arc::new(datafusion_physical_expr::expressions::Column::new(&format!("__key{j}"), physical_width + j)));
+                key_exprs.push(Arc::new(
+                    datafusion_physical_expr::expressions::Column::new(
+                        &format!("__key{j}"),
+                        physical_width + j,
+                    ),
+                ));
             }
-            let f = Arc::new(CalcFactory { name: "KeyBy".into(), step: CalcStep::Project(exprs, Arc::new(Schema::new(fields))) });
-            node = self.add(graph, "KeyBy".into(), s.parallelism, f, node, Partitioning::Forward);
+            let f = Arc::new(CalcFactory {
+                name: "KeyBy".into(),
+                step: CalcStep::Project(exprs, Arc::new(Schema::new(fields))),
+            });
+            node = self.add(
+                graph,
+                "KeyBy".into(),
+                s.parallelism,
+                f,
+                node,
+                Partitioning::Forward,
+            );
         }
         let input_arrow = input_schema.as_arrow();
         let props = ExecutionProps::new();
         let planning = PhysicalPlanningContext::default();
         let mut aggs = Vec::new();
         for e in &agg.aggr_expr {
-            let lowered = LoweredAggregateBuilder::new(e, input_schema, input_arrow, &props, &planning)
-                .build()
-                .map_err(df_error)?;
-            aggs.push(AggSpec { expr: lowered.aggregate, filter: lowered.filter });
+            let lowered =
+                LoweredAggregateBuilder::new(e, input_schema, input_arrow, &props, &planning)
+                    .build()
+                    .map_err(df_error)?;
+            aggs.push(AggSpec {
+                expr: lowered.aggregate,
+                filter: lowered.filter,
+            });
         }
         let (parallelism, partitioning) = if keys.is_empty() {
             (1, Partitioning::Single)
@@ -297,23 +401,57 @@ impl Planner<'_> {
         });
         let node = self.add(graph, name, parallelism, f, node, partitioning);
         let rowtime = layout.iter().position(|c| *c == OutCol::Time);
-        Ok(Stream { node, parallelism, schema: agg.schema.clone(), rowtime, updating: false, pending: None })
+        Ok(Stream {
+            node,
+            parallelism,
+            schema: agg.schema.clone(),
+            rowtime,
+            updating: false,
+            pending: None,
+        })
     }
 
     /// Adds a query and its sink (`INSERT INTO table`, or printing for a bare `SELECT`).
-    pub fn plan_insert(&self, plan: &LogicalPlan, sink: Option<&str>, graph: &mut JobGraph) -> Result<()> {
+    pub fn plan_insert(
+        &self,
+        plan: &LogicalPlan,
+        sink: Option<&str>,
+        graph: &mut JobGraph,
+    ) -> Result<()> {
         let s = self.translate(plan, graph)?;
         if s.pending.is_some() {
-            return Err(unsupported("selecting from a window table function without aggregating it"));
+            return Err(unsupported(
+                "selecting from a window table function without aggregating it",
+            ));
         }
         let (sink_name, connector, options, target, primary_key) = match sink {
             Some(t) => {
                 let table = self.catalog.tables.get(t).ok_or_else(|| {
-                    SluiceError::Plan(format!("INSERT INTO '{t}': no such table; declared tables are: {}", self.catalog.tables.keys().cloned().collect::<Vec<_>>().join(", ")))
+                    SluiceError::Plan(format!(
+                        "INSERT INTO '{t}': no such table; declared tables are: {}",
+                        self.catalog
+                            .tables
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
                 })?;
-                (t.to_string(), table.options.required("connector")?.to_string(), table.options.clone(), table.physical_schema.clone(), table.primary_key.clone())
+                (
+                    t.to_string(),
+                    table.options.required("connector")?.to_string(),
+                    table.options.clone(),
+                    table.physical_schema.clone(),
+                    table.primary_key.clone(),
+                )
             }
-            None => ("print".to_string(), "print".to_string(), Options::new("print", BTreeMap::new()), arrow_schema(&s.schema), vec![]),
+            None => (
+                "print".to_string(),
+                "print".to_string(),
+                Options::new("print", BTreeMap::new()),
+                arrow_schema(&s.schema),
+                vec![],
+            ),
         };
         let query_fields = s.schema.fields();
         if query_fields.len() != target.fields().len() {
@@ -326,7 +464,10 @@ impl Planner<'_> {
             )));
         }
         let mut node = s.node;
-        let needs_cast = query_fields.iter().zip(target.fields()).any(|(q, t)| q.data_type() != t.data_type());
+        let needs_cast = query_fields
+            .iter()
+            .zip(target.fields())
+            .any(|(q, t)| q.data_type() != t.data_type());
         if needs_cast {
             let mut exprs = Vec::new();
             for (i, (q, t)) in query_fields.iter().zip(target.fields()).enumerate() {
@@ -338,10 +479,26 @@ impl Planner<'_> {
                 }
                 let (qual, field) = s.schema.qualified_field(i);
                 let col = Expr::Column(datafusion_common::Column::new(qual.cloned(), field.name()));
-                exprs.push(physical(&Expr::Cast(datafusion_expr::Cast::new(Box::new(col), t.data_type().clone())), &s.schema)?);
+                exprs.push(physical(
+                    &Expr::Cast(datafusion_expr::Cast::new(
+                        Box::new(col),
+                        t.data_type().clone(),
+                    )),
+                    &s.schema,
+                )?);
             }
-            let f = Arc::new(CalcFactory { name: "CastToSink".into(), step: CalcStep::Project(exprs, target.clone()) });
-            node = self.add(graph, "CastToSink".into(), s.parallelism, f, node, Partitioning::Forward);
+            let f = Arc::new(CalcFactory {
+                name: "CastToSink".into(),
+                step: CalcStep::Project(exprs, target.clone()),
+            });
+            node = self.add(
+                graph,
+                "CastToSink".into(),
+                s.parallelism,
+                f,
+                node,
+                Partitioning::Forward,
+            );
         }
         let spec = SinkSpec {
             table: sink_name.clone(),
@@ -356,8 +513,19 @@ impl Planner<'_> {
             Some(p) if p > 0 => p as usize,
             _ => s.parallelism,
         };
-        let partitioning = if parallelism == s.parallelism { Partitioning::Forward } else { Partitioning::Rebalance };
-        self.add(graph, factory.name(), parallelism, factory, node, partitioning);
+        let partitioning = if parallelism == s.parallelism {
+            Partitioning::Forward
+        } else {
+            Partitioning::Rebalance
+        };
+        self.add(
+            graph,
+            factory.name(),
+            parallelism,
+            factory,
+            node,
+            partitioning,
+        );
         Ok(())
     }
 }

@@ -7,8 +7,8 @@ use crate::parser::{parse_script, ParsedQuery, Statement};
 use crate::planner::{JobConfig, Planner};
 use crate::types::flink_name;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datafusion_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion_expr::logical_plan::builder::LogicalTableSource;
+use datafusion_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion_sql::planner::SqlToRel;
 use sluice_common::{Result, SluiceError};
 use sluice_engine::{ConnectorRegistry, JobGraph};
@@ -62,23 +62,36 @@ impl Session {
 
     fn get(&self, key: &str) -> String {
         self.config.get(key).cloned().unwrap_or_else(|| {
-            KNOWN_KEYS.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string()).unwrap_or_default()
+            KNOWN_KEYS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
         })
     }
 
     /// The job settings from the `SET` keys.
     pub fn job_config(&self) -> Result<JobConfig> {
         let p = self.get("parallelism.default");
-        let parallelism = p.trim().parse::<usize>().ok().filter(|p| *p > 0).ok_or_else(|| {
-            SluiceError::Config(format!("SET 'parallelism.default' = '{p}': expected a positive integer"))
-        })?;
+        let parallelism = p
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                SluiceError::Config(format!(
+                    "SET 'parallelism.default' = '{p}': expected a positive integer"
+                ))
+            })?;
         let iv = self.get("pipeline.auto-watermark-interval");
         let interval = sluice_common::options::parse_duration(&iv).ok_or_else(|| {
             SluiceError::Config(format!("SET 'pipeline.auto-watermark-interval' = '{iv}': expected a duration such as '200 ms'"))
         })?;
         let mode = self.get("execution.runtime-mode");
         if !mode.eq_ignore_ascii_case("streaming") {
-            return Err(SluiceError::Config(format!("SET 'execution.runtime-mode' = '{mode}': only 'streaming' is supported")));
+            return Err(SluiceError::Config(format!(
+                "SET 'execution.runtime-mode' = '{mode}': only 'streaming' is supported"
+            )));
         }
         Ok(JobConfig {
             name: self.get("pipeline.name"),
@@ -92,7 +105,10 @@ impl Session {
     fn plan_query(&mut self, q: &ParsedQuery) -> Result<LogicalPlan> {
         for (name, tvf) in &q.windows {
             let input_schema = self.catalog.relation_schema(&tvf.input).ok_or_else(|| {
-                SluiceError::Plan(format!("table or view '{}' not found (in a window function)", tvf.input))
+                SluiceError::Plan(format!(
+                    "table or view '{}' not found (in a window function)",
+                    tvf.input
+                ))
             })?;
             let time_index = input_schema.index_of(&tvf.time_column).map_err(|_| {
                 SluiceError::Plan(format!(
@@ -111,10 +127,17 @@ impl Session {
             let mut partition_indexes = Vec::new();
             for p in &tvf.partition_by {
                 partition_indexes.push(input_schema.index_of(p).map_err(|_| {
-                    SluiceError::Plan(format!("PARTITION BY {p}: no such column in '{}'", tvf.input))
+                    SluiceError::Plan(format!(
+                        "PARTITION BY {p}: no such column in '{}'",
+                        tvf.input
+                    ))
                 })?);
             }
-            let mut fields: Vec<Field> = input_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            let mut fields: Vec<Field> = input_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
             let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
             fields.push(Field::new(&tvf.column_names[0], ts.clone(), false));
             fields.push(Field::new(&tvf.column_names[1], ts, false));
@@ -159,15 +182,24 @@ impl Session {
                 },
                 other => other,
             };
-            self.execute(located.statement.clone(), &mut graph, &mut messages).map_err(at)?;
+            self.execute(located.statement.clone(), &mut graph, &mut messages)
+                .map_err(at)?;
         }
         if let Some(g) = graph.as_mut() {
             g.name = self.job_config()?.name;
         }
-        Ok(ScriptOutcome { job: graph, messages })
+        Ok(ScriptOutcome {
+            job: graph,
+            messages,
+        })
     }
 
-    fn execute(&mut self, statement: Statement, graph: &mut Option<JobGraph>, messages: &mut Vec<String>) -> Result<()> {
+    fn execute(
+        &mut self,
+        statement: Statement,
+        graph: &mut Option<JobGraph>,
+        messages: &mut Vec<String>,
+    ) -> Result<()> {
         match statement {
             Statement::Set { key, value } => self.set(&key, &value),
             Statement::Reset { key } => {
@@ -179,13 +211,19 @@ impl Session {
                 }
                 Ok(())
             }
-            Statement::CreateTable(t) => self.catalog.create_table(t),
-            Statement::CreateView { name, query, if_not_exists } => {
+            Statement::CreateTable(t) => self.catalog.create_table(*t),
+            Statement::CreateView {
+                name,
+                query,
+                if_not_exists,
+            } => {
                 if self.catalog.exists(&name) {
                     if if_not_exists {
                         return Ok(());
                     }
-                    return Err(SluiceError::Plan(format!("a table or view named '{name}' already exists")));
+                    return Err(SluiceError::Plan(format!(
+                        "a table or view named '{name}' already exists"
+                    )));
                 }
                 let plan = self.plan_query(&query)?;
                 self.catalog.views.insert(name, plan);
@@ -193,18 +231,28 @@ impl Session {
             }
             Statement::DropTable { name, if_exists } => {
                 if self.catalog.tables.remove(&name).is_none() && !if_exists {
-                    return Err(SluiceError::Plan(format!("DROP TABLE '{name}': no such table")));
+                    return Err(SluiceError::Plan(format!(
+                        "DROP TABLE '{name}': no such table"
+                    )));
                 }
                 Ok(())
             }
             Statement::DropView { name, if_exists } => {
                 if self.catalog.views.remove(&name).is_none() && !if_exists {
-                    return Err(SluiceError::Plan(format!("DROP VIEW '{name}': no such view")));
+                    return Err(SluiceError::Plan(format!(
+                        "DROP VIEW '{name}': no such view"
+                    )));
                 }
                 Ok(())
             }
             Statement::ShowTables => {
-                let names: Vec<String> = self.catalog.tables.keys().chain(self.catalog.views.keys()).cloned().collect();
+                let names: Vec<String> = self
+                    .catalog
+                    .tables
+                    .keys()
+                    .chain(self.catalog.views.keys())
+                    .cloned()
+                    .collect();
                 messages.push(names.join("\n"));
                 Ok(())
             }
@@ -212,14 +260,22 @@ impl Session {
                 let plan = self.plan_query(&query)?;
                 let config = self.job_config()?;
                 let g = graph.get_or_insert_with(|| JobGraph::new(config.name.clone()));
-                let planner = Planner { catalog: &self.catalog, registry: self.registry.as_ref(), config: &config };
+                let planner = Planner {
+                    catalog: &self.catalog,
+                    registry: self.registry.as_ref(),
+                    config: &config,
+                };
                 planner.plan_insert(&plan, Some(&table), g)
             }
             Statement::Query(query) => {
                 let plan = self.plan_query(&query)?;
                 let config = self.job_config()?;
                 let g = graph.get_or_insert_with(|| JobGraph::new(config.name.clone()));
-                let planner = Planner { catalog: &self.catalog, registry: self.registry.as_ref(), config: &config };
+                let planner = Planner {
+                    catalog: &self.catalog,
+                    registry: self.registry.as_ref(),
+                    config: &config,
+                };
                 planner.plan_insert(&plan, None, g)
             }
             Statement::Explain(inner) => {
@@ -228,11 +284,23 @@ impl Session {
                 let (plan, sink) = match *inner {
                     Statement::Insert { table, query } => (self.plan_query(&query)?, Some(table)),
                     Statement::Query(query) => (self.plan_query(&query)?, None),
-                    _ => return Err(SluiceError::Plan("EXPLAIN takes a SELECT or an INSERT".into())),
+                    _ => {
+                        return Err(SluiceError::Plan(
+                            "EXPLAIN takes a SELECT or an INSERT".into(),
+                        ))
+                    }
                 };
-                let planner = Planner { catalog: &self.catalog, registry: self.registry.as_ref(), config: &config };
+                let planner = Planner {
+                    catalog: &self.catalog,
+                    registry: self.registry.as_ref(),
+                    config: &config,
+                };
                 planner.plan_insert(&plan, sink.as_deref(), &mut g)?;
-                messages.push(format!("== Logical plan ==\n{}\n{}", plan.display_indent(), g.explain()));
+                messages.push(format!(
+                    "== Logical plan ==\n{}\n{}",
+                    plan.display_indent(),
+                    g.explain()
+                ));
                 Ok(())
             }
         }

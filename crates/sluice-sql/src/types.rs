@@ -161,7 +161,9 @@ impl TypeParser<'_> {
                 let p = *a.first().unwrap_or(&10);
                 let s = *a.get(1).unwrap_or(&0);
                 if !(1..=38).contains(&p) || s > p {
-                    return Err(self.error("DECIMAL precision must be 1 to 38 and scale at most the precision"));
+                    return Err(self.error(
+                        "DECIMAL precision must be 1 to 38 and scale at most the precision",
+                    ));
                 }
                 DataType::Decimal128(p as u8, s as i8)
             }
@@ -245,7 +247,8 @@ impl TypeParser<'_> {
                         self.skip_ws();
                         let start = self.pos;
                         while self.pos < self.s.len()
-                            && (self.s[self.pos].is_ascii_alphanumeric() || self.s[self.pos] == b'_')
+                            && (self.s[self.pos].is_ascii_alphanumeric()
+                                || self.s[self.pos] == b'_')
                         {
                             self.pos += 1;
                         }
@@ -314,9 +317,17 @@ mod tests {
             parse_type("timestamp(3) with local time zone").unwrap(),
             timestamp_ltz_type(3)
         );
-        assert_eq!(parse_type("TIMESTAMP_LTZ(3)").unwrap(), timestamp_ltz_type(3));
+        assert_eq!(
+            parse_type("TIMESTAMP_LTZ(3)").unwrap(),
+            timestamp_ltz_type(3)
+        );
         assert_eq!(parse_type("INT NOT NULL").unwrap(), DataType::Int32);
-        assert!(matches!(parse_type("ROW<a INT, b STRING>").unwrap(), DataType::Struct(f) if f.len() == 2));
-        assert!(parse_type("INTT").unwrap_err().to_string().contains("unknown type INTT"));
+        assert!(
+            matches!(parse_type("ROW<a INT, b STRING>").unwrap(), DataType::Struct(f) if f.len() == 2)
+        );
+        assert!(parse_type("INTT")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown type INTT"));
     }
 }

@@ -21,7 +21,9 @@ impl WindowKind {
     /// Checks the sizes as Flink does.
     pub fn validate(&self) -> Result<(), String> {
         match *self {
-            WindowKind::Tumble { size, .. } if size <= 0 => Err("TUMBLE size must be positive".into()),
+            WindowKind::Tumble { size, .. } if size <= 0 => {
+                Err("TUMBLE size must be positive".into())
+            }
             WindowKind::Hop { slide, size, .. } if slide <= 0 || size <= 0 => {
                 Err("HOP slide and size must be positive".into())
             }
@@ -44,7 +46,9 @@ impl WindowKind {
         match self {
             WindowKind::Tumble { size, .. } => format!("TUMBLE(size={size}ms)"),
             WindowKind::Hop { slide, size, .. } => format!("HOP(slide={slide}ms, size={size}ms)"),
-            WindowKind::Cumulate { step, size, .. } => format!("CUMULATE(step={step}ms, size={size}ms)"),
+            WindowKind::Cumulate { step, size, .. } => {
+                format!("CUMULATE(step={step}ms, size={size}ms)")
+            }
             WindowKind::Session { gap } => format!("SESSION(gap={gap}ms)"),
         }
     }
@@ -57,7 +61,11 @@ impl WindowKind {
                 let start = window_start(ts, offset, size);
                 f(start, start + size);
             }
-            WindowKind::Hop { slide, size, offset } => {
+            WindowKind::Hop {
+                slide,
+                size,
+                offset,
+            } => {
                 let last = window_start(ts, offset, slide);
                 let mut start = last;
                 while start > ts - size {
@@ -87,7 +95,9 @@ pub fn window_start(ts: EventTime, offset: i64, size: i64) -> EventTime {
 /// `INTERVAL '1' MINUTE`, `INTERVAL '1:30' MINUTE TO SECOND`, `INTERVAL '2' HOUR`).
 pub fn interval_millis(e: &Expr) -> Result<i64, String> {
     let Expr::Interval(iv) = e else {
-        return Err(format!("expected an INTERVAL such as INTERVAL '10' SECOND, found {e}"));
+        return Err(format!(
+            "expected an INTERVAL such as INTERVAL '10' SECOND, found {e}"
+        ));
     };
     let text = match iv.value.as_ref() {
         Expr::Value(v) => match &v.value {
@@ -110,7 +120,10 @@ pub fn interval_millis(e: &Expr) -> Result<i64, String> {
     let Some(leading) = &iv.leading_field else {
         // DataFusion style: INTERVAL '10 seconds'.
         let mut parts = text.split_whitespace();
-        let n: f64 = parts.next().and_then(|p| p.parse().ok()).ok_or("bad interval")?;
+        let n: f64 = parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or("bad interval")?;
         let unit = parts.next().unwrap_or("ms").to_ascii_lowercase();
         let ms = match unit.trim_end_matches('s') {
             "millisecond" | "m" => 1.0,
@@ -126,7 +139,9 @@ pub fn interval_millis(e: &Expr) -> Result<i64, String> {
     let body = text.trim().trim_start_matches('-');
     let total = match &iv.last_field {
         None => {
-            let n: f64 = body.parse().map_err(|_| format!("bad interval value '{text}'"))?;
+            let n: f64 = body
+                .parse()
+                .map_err(|_| format!("bad interval value '{text}'"))?;
             n * unit_ms(leading)?
         }
         Some(last) => {
@@ -137,15 +152,25 @@ pub fn interval_millis(e: &Expr) -> Result<i64, String> {
                 DateTimeField::Minute,
                 DateTimeField::Second,
             ];
-            let from = fields.iter().position(|f| f == leading).ok_or("bad interval range")?;
-            let to = fields.iter().position(|f| f == last).ok_or("bad interval range")?;
+            let from = fields
+                .iter()
+                .position(|f| f == leading)
+                .ok_or("bad interval range")?;
+            let to = fields
+                .iter()
+                .position(|f| f == last)
+                .ok_or("bad interval range")?;
             let parts: Vec<&str> = body.split([' ', ':']).collect();
             if parts.len() != to - from + 1 {
-                return Err(format!("interval value '{text}' does not match {leading} TO {last}"));
+                return Err(format!(
+                    "interval value '{text}' does not match {leading} TO {last}"
+                ));
             }
             let mut total = 0.0;
             for (k, p) in parts.iter().enumerate() {
-                let n: f64 = p.parse().map_err(|_| format!("bad interval value '{text}'"))?;
+                let n: f64 = p
+                    .parse()
+                    .map_err(|_| format!("bad interval value '{text}'"))?;
                 total += n * unit_ms(&fields[from + k])?;
             }
             total
@@ -169,12 +194,23 @@ mod tests {
 
     #[test]
     fn tumble_hop_cumulate() {
-        let t = WindowKind::Tumble { size: 10, offset: 0 };
+        let t = WindowKind::Tumble {
+            size: 10,
+            offset: 0,
+        };
         assert_eq!(windows(&t, 15), vec![(10, 20)]);
         assert_eq!(windows(&t, -1), vec![(-10, 0)]);
-        let h = WindowKind::Hop { slide: 5, size: 10, offset: 0 };
+        let h = WindowKind::Hop {
+            slide: 5,
+            size: 10,
+            offset: 0,
+        };
         assert_eq!(windows(&h, 12), vec![(5, 15), (10, 20)]);
-        let c = WindowKind::Cumulate { step: 2, size: 6, offset: 0 };
+        let c = WindowKind::Cumulate {
+            step: 2,
+            size: 6,
+            offset: 0,
+        };
         assert_eq!(windows(&c, 3), vec![(0, 4), (0, 6)]);
         assert_eq!(windows(&c, 0), vec![(0, 2), (0, 4), (0, 6)]);
     }

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Stream processing in one binary: Flink SQL on Arrow")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Stream processing in one binary: Flink SQL on Arrow"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,11 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { script, parallelism, quiet } => match run(&script, parallelism, quiet) {
+        Command::Run {
+            script,
+            parallelism,
+            quiet,
+        } => match run(&script, parallelism, quiet) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("error: {message}");
@@ -53,13 +61,16 @@ fn main() -> ExitCode {
 fn run(script: &PathBuf, parallelism: Option<usize>, quiet: bool) -> Result<(), String> {
     let name = script.display().to_string();
     let sql = if name == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("reading standard input: {e}"))?
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| format!("reading standard input: {e}"))?
     } else {
         std::fs::read_to_string(script).map_err(|e| format!("{name}: {e}"))?
     };
     let mut session = Session::new(Arc::new(BuiltinRegistry::default()));
     if let Some(p) = parallelism {
-        session.set("parallelism.default", &p.to_string()).map_err(|e| e.to_string())?;
+        session
+            .set("parallelism.default", &p.to_string())
+            .map_err(|e| e.to_string())?;
     }
     let outcome = session
         .execute_script(&sql)
@@ -79,7 +90,11 @@ fn run(script: &PathBuf, parallelism: Option<usize>, quiet: bool) -> Result<(), 
     .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
     let report = run_job(&job, &handle).map_err(|e| format!("job '{}' failed: {e}", job.name))?;
     if !quiet {
-        let verb = if report.cancelled { "was stopped" } else { "finished" };
+        let verb = if report.cancelled {
+            "was stopped"
+        } else {
+            "finished"
+        };
         eprintln!(
             "Job '{}' {verb} after {:.3} s.",
             job.name,

@@ -209,10 +209,16 @@ mod tests {
         let block = b"a,101.0,2024-01-01 10:00:01\nb,x,2024-01-01 10:00:02\n";
         let err = d.decode("in.csv", 1, block).unwrap_err().to_string();
         assert!(err.contains("in.csv, line 2"), "{err}");
-        let b = d.decode("in.csv", 1, b"a,101.0,2024-01-01 10:00:01").unwrap().remove(0);
+        let b = d
+            .decode("in.csv", 1, b"a,101.0,2024-01-01 10:00:01")
+            .unwrap()
+            .remove(0);
         let mut e = CsvEncoder::new(schema(), &opts, "UTC").unwrap();
         let mut out = Vec::new();
         e.encode(&b, &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "a,101.0,\"2024-01-01 10:00:01\"\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a,101.0,\"2024-01-01 10:00:01\"\n"
+        );
     }
 }

@@ -272,8 +272,8 @@ mod tests {
         let mut d = JsonDecoder::new(schema(), &options(&[])).unwrap();
         let err = d.decode("f.json", 10, block).unwrap_err().to_string();
         assert!(err.contains("f.json, line 11"), "{err}");
-        let mut d = JsonDecoder::new(schema(), &options(&[("json.ignore-parse-errors", "true")]))
-            .unwrap();
+        let mut d =
+            JsonDecoder::new(schema(), &options(&[("json.ignore-parse-errors", "true")])).unwrap();
         let b = one(d.decode("f.json", 10, block).unwrap());
         assert_eq!(b.num_rows(), 2);
         assert_eq!(d.skipped(), 1);
@@ -281,9 +281,15 @@ mod tests {
 
     #[test]
     fn missing_field_fails_when_asked() {
-        let mut d =
-            JsonDecoder::new(schema(), &options(&[("json.fail-on-missing-field", "true")])).unwrap();
-        let err = d.decode("f.json", 1, b"{\"id\":\"a\",\"t\":1}").unwrap_err().to_string();
+        let mut d = JsonDecoder::new(
+            schema(),
+            &options(&[("json.fail-on-missing-field", "true")]),
+        )
+        .unwrap();
+        let err = d
+            .decode("f.json", 1, b"{\"id\":\"a\",\"t\":1}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing field 'ts'"), "{err}");
     }
 

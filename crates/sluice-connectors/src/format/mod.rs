@@ -73,7 +73,9 @@ pub fn encoder(
     time_zone: &str,
 ) -> Result<Box<dyn LineEncoder>> {
     match format {
-        "json" => Ok(Box::new(json::JsonEncoder::new(schema, options, time_zone)?)),
+        "json" => Ok(Box::new(json::JsonEncoder::new(
+            schema, options, time_zone,
+        )?)),
         "csv" => Ok(Box::new(csv::CsvEncoder::new(schema, options, time_zone)?)),
         other => Err(unknown_format(&options.owner, other)),
     }

@@ -87,9 +87,9 @@ fn java_local_date_time(t: NaiveDateTime) -> String {
 fn java_fraction(nanos: u32) -> String {
     if nanos == 0 {
         String::new()
-    } else if nanos % 1_000_000 == 0 {
+    } else if nanos.is_multiple_of(1_000_000) {
         format!(".{:03}", nanos / 1_000_000)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         format!(".{:06}", nanos / 1_000)
     } else {
         format!(".{nanos:09}")
@@ -196,16 +196,36 @@ mod tests {
             1704103202500,
             1704103200000,
         ]));
-        assert_eq!(format_value(&a, 0, Style::Print).unwrap(), "2024-01-01T10:00:01");
-        assert_eq!(format_value(&a, 1, Style::Print).unwrap(), "2024-01-01T10:00:02.500");
-        assert_eq!(format_value(&a, 2, Style::Print).unwrap(), "2024-01-01T10:00");
-        assert_eq!(format_value(&a, 1, Style::Sql).unwrap(), "2024-01-01 10:00:02.5");
-        assert_eq!(format_value(&a, 2, Style::Sql).unwrap(), "2024-01-01 10:00:00");
-        let ltz: ArrayRef = Arc::new(
-            TimestampMillisecondArray::from(vec![1704103200123]).with_timezone("UTC"),
+        assert_eq!(
+            format_value(&a, 0, Style::Print).unwrap(),
+            "2024-01-01T10:00:01"
         );
-        assert_eq!(format_value(&ltz, 0, Style::Print).unwrap(), "2024-01-01T10:00:00.123Z");
-        assert_eq!(format_value(&ltz, 0, Style::Sql).unwrap(), "2024-01-01 10:00:00.123Z");
+        assert_eq!(
+            format_value(&a, 1, Style::Print).unwrap(),
+            "2024-01-01T10:00:02.500"
+        );
+        assert_eq!(
+            format_value(&a, 2, Style::Print).unwrap(),
+            "2024-01-01T10:00"
+        );
+        assert_eq!(
+            format_value(&a, 1, Style::Sql).unwrap(),
+            "2024-01-01 10:00:02.5"
+        );
+        assert_eq!(
+            format_value(&a, 2, Style::Sql).unwrap(),
+            "2024-01-01 10:00:00"
+        );
+        let ltz: ArrayRef =
+            Arc::new(TimestampMillisecondArray::from(vec![1704103200123]).with_timezone("UTC"));
+        assert_eq!(
+            format_value(&ltz, 0, Style::Print).unwrap(),
+            "2024-01-01T10:00:00.123Z"
+        );
+        assert_eq!(
+            format_value(&ltz, 0, Style::Sql).unwrap(),
+            "2024-01-01 10:00:00.123Z"
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ struct WatermarkAssigner {
 }
 
 fn millis(a: &dyn Array) -> Result<arrow::array::PrimitiveArray<TimestampMillisecondType>> {
-    let c = cast(&a.slice(0, a.len()), &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    let c = cast(
+        &a.slice(0, a.len()),
+        &DataType::Timestamp(TimeUnit::Millisecond, None),
+    )?;
     Ok(c.as_primitive::<TimestampMillisecondType>().clone())
 }
 
@@ -71,7 +74,11 @@ impl Operator for WatermarkAssigner {
                 batch.data.schema().field(self.rowtime_index).name()
             )));
         }
-        let wm = self.expr.evaluate(&batch.data).and_then(|v| v.into_array(n)).map_err(df)?;
+        let wm = self
+            .expr
+            .evaluate(&batch.data)
+            .and_then(|v| v.into_array(n))
+            .map_err(df)?;
         let wm = millis(wm.as_ref())?;
         let mut segment_start = 0;
         for i in 0..n {

@@ -10,7 +10,9 @@
 
 use super::df;
 use crate::window::WindowKind;
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray, UInt32Array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray, UInt32Array,
+};
 use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
@@ -60,7 +62,11 @@ impl OperatorFactory for WindowAggregateFactory {
     }
 
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
-        let fields = self.key_types.iter().map(|t| SortField::new(t.clone())).collect();
+        let fields = self
+            .key_types
+            .iter()
+            .map(|t| SortField::new(t.clone()))
+            .collect();
         Ok(Box::new(WindowAggregate {
             spec: WindowAggregateFactory {
                 name: self.name.clone(),
@@ -153,7 +159,10 @@ impl GroupTable {
                 Acc::Single(v) => {
                     let mut per_group: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
                     for (pos, &g) in gids.iter().enumerate() {
-                        if filter.as_ref().is_none_or(|f| f.is_valid(pos) && f.value(pos)) {
+                        if filter
+                            .as_ref()
+                            .is_none_or(|f| f.is_valid(pos) && f.value(pos))
+                        {
                             per_group.entry(g).or_default().push(pos as u32);
                         }
                     }
@@ -172,7 +181,7 @@ impl GroupTable {
     }
 
     /// The key rows and aggregate results of every group.
-    fn finish(mut self) -> Result<(Vec<Box<[u8]>>, Vec<ArrayRef>)> {
+    fn finish(mut self) -> Result<GroupResults> {
         let mut results = Vec::with_capacity(self.accs.len());
         for acc in self.accs.iter_mut() {
             results.push(match acc {
@@ -190,6 +199,15 @@ impl GroupTable {
         Ok((self.keys, results))
     }
 }
+
+/// Key rows and aggregate results of the groups of one window.
+type GroupResults = (Vec<Box<[u8]>>, Vec<ArrayRef>);
+
+/// A fired window: its bounds, key rows and aggregate results.
+type Fired = ((EventTime, EventTime), Vec<Box<[u8]>>, Vec<ArrayRef>);
+
+/// A fired session: start, end, key row and aggregate values.
+type FiredSession = (EventTime, EventTime, Box<[u8]>, Vec<ScalarValue>);
 
 /// The aggregate arguments and filters of one batch, evaluated once.
 struct BatchInputs {
@@ -231,7 +249,11 @@ impl WindowAggregate {
                     .map_err(df)?,
             );
             filters.push(match &a.filter {
-                Some(f) => Some(f.evaluate(batch).and_then(|v| v.into_array(n)).map_err(df)?),
+                Some(f) => Some(
+                    f.evaluate(batch)
+                        .and_then(|v| v.into_array(n))
+                        .map_err(df)?,
+                ),
                 None => None,
             });
         }
@@ -256,7 +278,7 @@ impl WindowAggregate {
         Ok(self.converter.convert_columns(&cols)?)
     }
 
-    fn emit(&self, windows: Vec<((EventTime, EventTime), Vec<Box<[u8]>>, Vec<ArrayRef>)>, out: &mut Output) -> Result<()> {
+    fn emit(&self, windows: Vec<Fired>, out: &mut Output) -> Result<()> {
         for ((start, end), keys, results) in windows {
             let n = keys.len();
             if n == 0 {
@@ -295,7 +317,13 @@ impl WindowAggregate {
         Ok(())
     }
 
-    fn process_sessions(&mut self, gap: i64, times: &[i64], rows: &Rows, inputs: &BatchInputs) -> Result<()> {
+    fn process_sessions(
+        &mut self,
+        gap: i64,
+        times: &[i64],
+        rows: &Rows,
+        inputs: &BatchInputs,
+    ) -> Result<()> {
         // Group the batch's rows by key, in event-time order.
         let mut by_key: HashMap<&[u8], Vec<u32>> = HashMap::new();
         for i in 0..times.len() {
@@ -323,7 +351,12 @@ impl WindowAggregate {
                         .map(|a| a.expr.create_accumulator())
                         .collect::<datafusion_common::Result<Vec<_>>>()
                         .map_err(df)?;
-                    sessions.push(Session { start: s, end: e, accs, pending: vec![i] });
+                    sessions.push(Session {
+                        start: s,
+                        end: e,
+                        accs,
+                        pending: vec![i],
+                    });
                     continue;
                 }
                 // Merge every overlapping session into the first.
@@ -378,7 +411,12 @@ impl WindowAggregate {
 }
 
 impl Operator for WindowAggregate {
-    fn process_batch(&mut self, _input: usize, batch: ChangeBatch, _out: &mut Output) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: ChangeBatch,
+        _out: &mut Output,
+    ) -> Result<()> {
         if batch.kinds.is_some() {
             return Err(SluiceError::Plan(format!(
                 "{}: window aggregation needs an insert-only input, but its input has updates",
@@ -386,7 +424,10 @@ impl Operator for WindowAggregate {
             )));
         }
         let data = &batch.data;
-        let time = cast(data.column(self.spec.time_index), &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+        let time = cast(
+            data.column(self.spec.time_index),
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
         let time = time.as_primitive::<TimestampMillisecondType>();
         if time.null_count() > 0 {
             return Err(SluiceError::Runtime(format!(
@@ -421,7 +462,10 @@ impl Operator for WindowAggregate {
         for (w, idx) in per_window {
             let table = match self.windows.get_mut(&w) {
                 Some(t) => t,
-                None => self.windows.entry(w).or_insert(GroupTable::new(&self.spec.aggs)?),
+                None => self
+                    .windows
+                    .entry(w)
+                    .or_insert(GroupTable::new(&self.spec.aggs)?),
             };
             let gids = table.group_ids(&rows, &idx, &self.spec.aggs)?;
             table.update(&inputs, &idx, &gids)?;
@@ -443,7 +487,7 @@ impl Operator for WindowAggregate {
             fired.push(((start, end), keys, results));
         }
         if !self.sessions.is_empty() {
-            let mut done: Vec<(EventTime, EventTime, Box<[u8]>, Vec<ScalarValue>)> = Vec::new();
+            let mut done: Vec<FiredSession> = Vec::new();
             for (key, sessions) in self.sessions.iter_mut() {
                 let mut k = 0;
                 while k < sessions.len() {
@@ -462,7 +506,7 @@ impl Operator for WindowAggregate {
                 }
             }
             self.sessions.retain(|_, v| !v.is_empty());
-            done.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+            done.sort_by_key(|a| (a.1, a.0));
             for (start, end, key, values) in done {
                 let results = values
                     .into_iter()

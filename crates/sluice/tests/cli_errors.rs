@@ -1,0 +1,145 @@
+//! End-to-end tests of `sluice run` on bad input: every error names what and where, and no
+//! run panics.
+
+use std::process::{Command, Output};
+
+fn run(sql: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("job.sql");
+    std::fs::write(&script, sql).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("run")
+        .arg(&script)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn table(path: &str, extra: &str) -> String {
+    format!(
+        "CREATE TABLE s (id STRING, v DOUBLE, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'json'{extra});\n"
+    )
+}
+
+#[test]
+fn malformed_json_line_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("in.json");
+    std::fs::write(
+        &data,
+        "{\"id\":\"a\",\"v\":1,\"ts\":\"2024-01-01 10:00:00\"}\n{\"id\":\"b\",\"v\":\n{\"id\":\"c\",\"v\":3,\"ts\":\"2024-01-01 10:00:02\"}\n",
+    )
+    .unwrap();
+    let path = data.display().to_string();
+    let o = run(&format!("{}SELECT id, v FROM s;", table(&path, "")));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains(&format!("{path}, line 2")), "{e}");
+    assert!(e.contains("json.ignore-parse-errors"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+
+    let o = run(&format!(
+        "{}SELECT id, v FROM s;",
+        table(&path, ", 'json.ignore-parse-errors' = 'true'")
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        stderr(&o).contains("records skipped as malformed: 1"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn sql_error_names_line_and_column() {
+    let o = run("SET 'parallelism.default' = '1';\nSELECT id FROM s WHERE;");
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn unknown_connector_lists_the_valid_ones() {
+    let o = run("CREATE TABLE s (id STRING) WITH ('connector' = 'kafkaa');\nSELECT id FROM s;");
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("unknown connector 'kafkaa'"), "{e}");
+    assert!(e.contains("blackhole, datagen, filesystem, print"), "{e}");
+}
+
+#[test]
+fn unknown_option_and_format_list_the_valid_ones() {
+    let o = run(&format!(
+        "{}SELECT id FROM s;",
+        table("/tmp", ", 'pathh' = 'x'")
+    ));
+    assert!(
+        stderr(&o).contains("unknown option 'pathh'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run("CREATE TABLE s (id STRING) WITH ('connector' = 'filesystem', 'path' = '/tmp', 'format' = 'xml');\nSELECT id FROM s;");
+    assert!(
+        stderr(&o).contains("unknown format 'xml'. Available formats: csv, json"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn filesystem_sink_writes_csv_like_flink() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("in.json");
+    std::fs::write(
+        &data,
+        "{\"id\":\"a\",\"v\":1.5,\"ts\":\"2024-01-01 10:00:00\"}\n{\"id\":\"b\",\"v\":1e10,\"ts\":\"2024-01-01 10:00:02.5\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let sql = format!(
+        "{}CREATE TABLE o (id STRING, v DOUBLE, ts TIMESTAMP(3)) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');\nINSERT INTO o SELECT id, v, ts FROM s;",
+        table(&data.display().to_string(), ""),
+        out.display()
+    );
+    let o = run(&sql);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut text = String::new();
+    for f in std::fs::read_dir(&out).unwrap() {
+        let f = f.unwrap();
+        assert!(f.file_name().to_string_lossy().starts_with("part-"));
+        text.push_str(&std::fs::read_to_string(f.path()).unwrap());
+    }
+    assert_eq!(
+        text,
+        "a,1.5,\"2024-01-01 10:00:00\"\nb,1.0E10,\"2024-01-01 10:00:02.5\"\n"
+    );
+}
+
+#[test]
+fn explain_prints_the_operator_graph() {
+    let o = run(&format!(
+        "{}EXPLAIN SELECT id, COUNT(*) FROM s GROUP BY id, TUMBLE(ts, INTERVAL '1' MINUTE);",
+        table("/tmp", "")
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("WindowAggregate(TUMBLE(size=60000ms))"),
+        "{out}"
+    );
+    assert!(out.contains("HASH[0]"), "{out}");
+}
+
+#[test]
+fn datagen_bounded_job_finishes() {
+    let o = run("CREATE TABLE g (id BIGINT, v INT) WITH ('connector' = 'datagen', 'number-of-rows' = '25', 'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '25', 'fields.v.min' = '1', 'fields.v.max' = '3');\nCREATE TABLE b (id BIGINT, v INT) WITH ('connector' = 'blackhole');\nINSERT INTO b SELECT id, v FROM g;\nSELECT id FROM g WHERE id > 20;");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 5, "{out}");
+}

@@ -1,0 +1,11 @@
+CREATE TABLE sensor_data (
+  sensor_id STRING,
+  temperature DOUBLE,
+  event_time TIMESTAMP(3),
+  ms BIGINT,
+  WATERMARK FOR event_time AS event_time - INTERVAL '5' SECOND
+) WITH ('connector' = 'filesystem', 'path' = '${DATA}/sensors.json', 'format' = 'json');
+
+SELECT window_start, window_end, sensor_id, COUNT(*) AS cnt, SUM(temperature) AS total
+FROM TABLE(CUMULATE(TABLE sensor_data, DESCRIPTOR(event_time), INTERVAL '10' SECOND, INTERVAL '40' SECOND))
+GROUP BY window_start, window_end, sensor_id;
