@@ -54,5 +54,11 @@ def run(case):
 
 
 cases = sys.argv[1:] or sorted(os.listdir(os.path.join(here, "cases")))
+failed = []
 for c in cases:
-    run(c)
+    try:
+        run(c)
+    except Exception as e:  # keep going: report every case Flink cannot run
+        print(f"{c}: FAILED: {str(e).splitlines()[0]}")
+        failed.append(c)
+sys.exit(1 if failed else 0)

@@ -353,6 +353,10 @@ impl DataGen {
 }
 
 impl SourceReader for DataGen {
+    fn has_nothing_to_read(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
     fn poll(&mut self) -> Result<SourcePoll> {
         if self.remaining == Some(0) {
             return Ok(SourcePoll::End);

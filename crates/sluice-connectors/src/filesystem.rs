@@ -200,6 +200,10 @@ impl FileReader {
 }
 
 impl SourceReader for FileReader {
+    fn has_nothing_to_read(&self) -> bool {
+        self.files.is_empty() && self.current.is_none()
+    }
+
     fn poll(&mut self) -> Result<SourcePoll> {
         loop {
             if let Some(b) = self.ready.pop_front() {

@@ -248,8 +248,9 @@ pub fn run_job(graph: &JobGraph, handle: &JobHandle) -> Result<JobReport> {
         channel_layout.push(layout);
     }
 
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    #[allow(clippy::needless_range_loop)]
+    // Every subtask is set up before any thread starts.
+    type Pending = (String, Option<Box<dyn SourceReader>>, Option<Receiver<Envelope>>, Vec<(usize, usize, usize)>, Subtask);
+    let mut pending: Vec<Pending> = Vec::new();
     for (t, task) in tasks.iter().enumerate() {
         let head = &graph.nodes[task.nodes[0]];
         let tail = *task.nodes.last().unwrap_or(&task.nodes[0]);
@@ -288,33 +289,45 @@ pub fn run_job(graph: &JobGraph, handle: &JobHandle) -> Result<JobReport> {
                     NodeKind::Operator(f) => operators.push(f.create(&ctx)?),
                 }
             }
-            let sub = Subtask { operators, routers };
+            let mut sub = Subtask { operators, routers };
+            if source.as_ref().is_some_and(|r| r.has_nothing_to_read()) {
+                // End this subtask's stream now, before any thread runs (see
+                // `SourceReader::has_nothing_to_read`).
+                sub.push(0, 0, Message::Watermark(MAX_WATERMARK))?;
+                sub.close()?;
+                sub.end_outputs();
+                continue;
+            }
             let rx = receivers[t].get_mut(subtask).and_then(Option::take);
             let layout = channel_layout[t].clone();
-            let handle = handle.clone();
-            let first_error = first_error.clone();
             let name = format!("{} ({}/{})", head.name, subtask + 1, head.parallelism);
-            let thread = std::thread::Builder::new()
-                .name(name.clone())
-                .spawn(move || {
-                    let result = match (source, rx) {
-                        (Some(reader), _) => run_source(reader, sub, &handle),
-                        (None, Some(rx)) => run_operator(rx, layout, sub),
-                        (None, None) => Ok(()),
-                    };
-                    if let Err(e) = result {
-                        if !matches!(e, SluiceError::Cancelled) {
-                            tracing::debug!(task = %name, error = %e, "task failed");
-                            if let Ok(mut slot) = first_error.lock() {
-                                slot.get_or_insert(e);
-                            }
-                        }
-                        handle.cancel();
-                    }
-                })
-                .map_err(|e| SluiceError::io("starting a task thread", e))?;
-            threads.push(thread);
+            pending.push((name, source, rx, layout, sub));
         }
+    }
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    for (name, source, rx, layout, sub) in pending {
+        let handle = handle.clone();
+        let first_error = first_error.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let result = match (source, rx) {
+                    (Some(reader), _) => run_source(reader, sub, &handle),
+                    (None, Some(rx)) => run_operator(rx, layout, sub),
+                    (None, None) => Ok(()),
+                };
+                if let Err(e) = result {
+                    if !matches!(e, SluiceError::Cancelled) {
+                        tracing::debug!(task = %name, error = %e, "task failed");
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                    handle.cancel();
+                }
+            })
+            .map_err(|e| SluiceError::io("starting a task thread", e))?;
+        threads.push(thread);
     }
     // Only the tasks hold senders now, so a finished upstream disconnects its consumers.
     drop(senders);

@@ -20,6 +20,13 @@ pub trait SourceReader: Send {
     /// Returns the next batch. May block briefly (a few hundred milliseconds at most) so that
     /// cancellation is noticed.
     fn poll(&mut self) -> Result<SourcePoll>;
+
+    /// True if this reader has nothing at all to read (no split was assigned to it). The
+    /// runtime then ends its stream before any task starts, so that the others' watermarks
+    /// do not wait on it: the result does not depend on which thread starts first.
+    fn has_nothing_to_read(&self) -> bool {
+        false
+    }
 }
 
 /// Creates the readers of a source, one per subtask.

@@ -104,7 +104,7 @@ fn run_case(case: &Path, parallelism: usize) -> Result<(), String> {
             .filter(|(k, v)| expected.get(*k) != Some(v))
             .collect();
         return Err(format!(
-            "rows differ from Flink's\n  missing or miscounted: {missing:?}\n  unexpected: {extra:?}"
+            "rows differ from Flink's\n  missing or miscounted: {missing:?}\n  unexpected: {extra:?}\n  sluice printed:\n{stdout}"
         ));
     }
     if expected.is_empty() {

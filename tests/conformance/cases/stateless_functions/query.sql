@@ -7,5 +7,5 @@ CREATE TABLE sensor_data (
 ) WITH ('connector' = 'filesystem', 'path' = '${DATA}/sensors.json', 'format' = 'json');
 
 SELECT UPPER(sensor_id) AS id, CHAR_LENGTH(sensor_id) AS len, ROUND(temperature, 1) AS t, MOD(ms, 7) AS m, CONCAT(sensor_id, '-', CAST(ms AS STRING)) AS tag,
-  CASE WHEN temperature > 100 THEN 'hot' ELSE 'ok' END AS level, CAST(temperature AS INT) AS ti, TO_TIMESTAMP_LTZ(ms, 3) AS ltz, DATE_FORMAT(event_time, 'yyyy-MM-dd HH:mm') AS mi
+  CASE WHEN temperature > 100 THEN 'hot' ELSE 'ok' END AS level, CAST(temperature AS INT) AS ti, CAST(TO_TIMESTAMP_LTZ(ms, 3) AS TIMESTAMP(3)) AS ltz, DATE_FORMAT(event_time, 'yyyy-MM-dd HH:mm') AS mi
 FROM sensor_data WHERE temperature < 95;
