@@ -249,7 +249,13 @@ pub fn run_job(graph: &JobGraph, handle: &JobHandle) -> Result<JobReport> {
     }
 
     // Every subtask is set up before any thread starts.
-    type Pending = (String, Option<Box<dyn SourceReader>>, Option<Receiver<Envelope>>, Vec<(usize, usize, usize)>, Subtask);
+    type Pending = (
+        String,
+        Option<Box<dyn SourceReader>>,
+        Option<Receiver<Envelope>>,
+        Vec<(usize, usize, usize)>,
+        Subtask,
+    );
     let mut pending: Vec<Pending> = Vec::new();
     for (t, task) in tasks.iter().enumerate() {
         let head = &graph.nodes[task.nodes[0]];

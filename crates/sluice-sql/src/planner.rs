@@ -5,8 +5,10 @@
 
 use crate::catalog::{column_names, df_error, Catalog, WindowRelation};
 use crate::operators::calc::{CalcFactory, CalcStep};
+use crate::operators::top_n::{SortKey, WindowTopNFactory};
 use crate::operators::watermark::WatermarkAssignerFactory;
 use crate::operators::window_aggregate::{AggSpec, OutCol, WindowAggregateFactory};
+use crate::operators::window_assign::WindowAssignFactory;
 use crate::types::flink_name;
 use arrow::compute::can_cast_types;
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -45,6 +47,74 @@ struct Stream {
     /// A window relation whose window columns are not computed yet (a window aggregate
     /// assigns the windows itself).
     pending: Option<WindowRelation>,
+    /// The column holding the end of the window a row belongs to (after a window aggregate
+    /// or a window table function).
+    window_end: Option<usize>,
+}
+
+/// Where column `idx` of a projection's input ends up in its output, if it is passed on.
+fn passed_through(p: &datafusion_expr::logical_plan::Projection, idx: usize) -> Option<usize> {
+    let (q, f) = p.input.schema().qualified_field(idx);
+    p.expr.iter().position(|e| {
+        matches!(e.clone().unalias(), Expr::Column(c) if c.name == f.name().as_str() && c.relation.as_ref() == q)
+    })
+}
+
+/// The largest row number a predicate on column `rn` lets through (`rn <= 3`, `rn < 4`,
+/// `rn = 1`, `rn BETWEEN 1 AND 3`), if it bounds it.
+fn row_number_bound(pred: &Expr, rn: &datafusion_common::Column) -> Option<u64> {
+    use datafusion_expr::{BinaryExpr, Operator as Op};
+    let lit_u64 = |e: &Expr| -> Option<i64> {
+        match e.clone().unalias() {
+            Expr::Literal(v, _) => v.to_string().parse::<i64>().ok(),
+            Expr::Cast(c) => match *c.expr {
+                Expr::Literal(v, _) => v.to_string().parse::<i64>().ok(),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    let is_rn = |e: &Expr| -> bool {
+        match e.clone().unalias() {
+            Expr::Column(c) => c.name == rn.name,
+            Expr::Cast(c) => matches!(*c.expr, Expr::Column(ref c) if c.name == rn.name),
+            _ => false,
+        }
+    };
+    let mut best: Option<u64> = None;
+    for conj in datafusion_expr::utils::split_conjunction(pred) {
+        let bound = match conj {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (op, value) = if is_rn(left) {
+                    (*op, lit_u64(right))
+                } else if is_rn(right) {
+                    let flipped = match op {
+                        Op::Gt => Op::Lt,
+                        Op::GtEq => Op::LtEq,
+                        Op::Lt => Op::Gt,
+                        Op::LtEq => Op::GtEq,
+                        other => *other,
+                    };
+                    (flipped, lit_u64(left))
+                } else {
+                    continue;
+                };
+                match (op, value) {
+                    (Op::LtEq | Op::Eq, Some(v)) => Some(v.max(0) as u64),
+                    (Op::Lt, Some(v)) => Some((v - 1).max(0) as u64),
+                    _ => None,
+                }
+            }
+            Expr::Between(b) if !b.negated && is_rn(&b.expr) => {
+                lit_u64(&b.high).map(|v| v.max(0) as u64)
+            }
+            _ => None,
+        };
+        if let Some(b) = bound {
+            best = Some(best.map_or(b, |x| x.min(b)));
+        }
+    }
+    best
 }
 
 /// Builds job graphs against a catalog and a connector registry.
@@ -141,35 +211,46 @@ impl Planner<'_> {
                 Ok(s)
             }
             LogicalPlan::Filter(f) => {
-                let s = self.translate(&f.input, graph)?;
+                if let Some(s) = self.top_n(f, graph)? {
+                    return Ok(s);
+                }
+                let mut s = self.translate(&f.input, graph)?;
+                if s.pending.is_some() {
+                    let width = f.input.schema().fields().len();
+                    let uses_window = f.predicate.column_refs().iter().any(|c| {
+                        f.input
+                            .schema()
+                            .index_of_column(c)
+                            .map(|i| i + 3 >= width)
+                            .unwrap_or(false)
+                    });
+                    if uses_window {
+                        s = self.materialize(s, graph)?;
+                    }
+                }
                 let pred = physical(&f.predicate, f.input.schema())?;
                 let node = self.calc(graph, &s, "Filter".into(), CalcStep::Filter(pred));
                 Ok(Stream { node, ..s })
             }
             LogicalPlan::Projection(p) => {
-                let s = self.translate(&p.input, graph)?;
+                let mut s = self.translate(&p.input, graph)?;
                 if s.pending.is_some() {
-                    return Err(unsupported(
-                        "selecting from a window table function without aggregating it",
-                    ));
+                    s = self.materialize(s, graph)?;
                 }
                 let exprs = p
                     .expr
                     .iter()
                     .map(|e| physical(e, p.input.schema()))
                     .collect::<Result<Vec<_>>>()?;
-                let rowtime = s.rowtime.and_then(|rt| {
-                    let col = p.input.schema().qualified_field(rt);
-                    p.expr.iter().position(|e| {
-                        matches!(e.clone().unalias(), Expr::Column(c) if c.name == col.1.name().as_str() && c.relation.as_ref() == col.0)
-                    })
-                });
+                let rowtime = s.rowtime.and_then(|rt| passed_through(p, rt));
+                let window_end = s.window_end.and_then(|we| passed_through(p, we));
                 let schema = arrow_schema(&p.schema);
                 let node = self.calc(graph, &s, "Calc".into(), CalcStep::Project(exprs, schema));
                 Ok(Stream {
                     node,
                     schema: p.schema.clone(),
                     rowtime,
+                    window_end,
                     ..s
                 })
             }
@@ -184,6 +265,192 @@ impl Planner<'_> {
             LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT")),
             other => Err(unsupported(&format!("the plan node {}", other.display()))),
         }
+    }
+
+    /// Computes the window columns of a pending window relation (one row per window).
+    fn materialize(&self, s: Stream, graph: &mut JobGraph) -> Result<Stream> {
+        let Some(w) = s.pending.clone() else {
+            return Ok(s);
+        };
+        if matches!(w.tvf.kind, crate::window::WindowKind::Session { .. }) {
+            return Err(SluiceError::Plan(
+                "a SESSION window table function can only be aggregated (GROUP BY window_start, window_end, ...)".into(),
+            ));
+        }
+        let output_schema = arrow_schema(&s.schema);
+        let width = output_schema.fields().len();
+        let f = Arc::new(WindowAssignFactory {
+            kind: w.tvf.kind.clone(),
+            time_index: w.time_index,
+            output_schema,
+        });
+        let node = self.add(
+            graph,
+            f.name(),
+            s.parallelism,
+            f,
+            s.node,
+            Partitioning::Forward,
+        );
+        Ok(Stream {
+            node,
+            pending: None,
+            window_end: Some(width - 2),
+            rowtime: Some(width - 1),
+            ..s
+        })
+    }
+
+    /// A window Top-N: `Filter(rownum <= N)` over `ROW_NUMBER() OVER (PARTITION BY
+    /// window_start, window_end ...)`, possibly with projections and aliases between.
+    fn top_n(
+        &self,
+        f: &datafusion_expr::logical_plan::Filter,
+        graph: &mut JobGraph,
+    ) -> Result<Option<Stream>> {
+        // The nodes between the filter and the window, top down.
+        let mut wrappers: Vec<&LogicalPlan> = Vec::new();
+        let mut node: &LogicalPlan = &f.input;
+        let window = loop {
+            match node {
+                LogicalPlan::SubqueryAlias(a) => {
+                    wrappers.push(node);
+                    node = &a.input;
+                }
+                LogicalPlan::Projection(p) => {
+                    wrappers.push(node);
+                    node = &p.input;
+                }
+                LogicalPlan::Window(w) => break w,
+                _ => return Ok(None),
+            }
+        };
+        let [Expr::WindowFunction(wf)] = window.window_expr.as_slice() else {
+            return Ok(None);
+        };
+        let is_row_number = match &wf.fun {
+            datafusion_expr::WindowFunctionDefinition::WindowUDF(u) => u.name() == "row_number",
+            _ => false,
+        };
+        if !is_row_number {
+            return Ok(None);
+        }
+        // Follow the row number column up to the filter.
+        let mut rn_index = Some(window.input.schema().fields().len());
+        for w in wrappers.iter().rev() {
+            rn_index = match (w, rn_index) {
+                (LogicalPlan::Projection(p), Some(i)) => passed_through(p, i),
+                (_, i) => i,
+            };
+        }
+        let Some(rn_index) = rn_index else {
+            return Ok(None);
+        };
+        let (q, field) = f.input.schema().qualified_field(rn_index);
+        let rn_col = datafusion_common::Column::new(q.cloned(), field.name());
+        let Some(limit) = row_number_bound(&f.predicate, &rn_col) else {
+            return Ok(None);
+        };
+
+        let mut s = self.translate(&window.input, graph)?;
+        if s.pending.is_some() {
+            s = self.materialize(s, graph)?;
+        }
+        let input_schema = window.input.schema();
+        let params = &wf.params;
+        let partition_cols: Vec<Option<usize>> = params
+            .partition_by
+            .iter()
+            .map(|e| match e.clone().unalias() {
+                Expr::Column(c) => input_schema.index_of_column(&c).ok(),
+                _ => None,
+            })
+            .collect();
+        let Some(window_end) = s
+            .window_end
+            .filter(|we| partition_cols.contains(&Some(*we)))
+        else {
+            return Err(SluiceError::Plan(
+                "ROW_NUMBER() OVER (PARTITION BY ...) is only supported as a window Top-N for now: partition by window_start, window_end (and other keys) of a window aggregation or window table function".into(),
+            ));
+        };
+        let partition_by = params
+            .partition_by
+            .iter()
+            .map(|e| physical(e, input_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let order_by = params
+            .order_by
+            .iter()
+            .map(|o| {
+                Ok(SortKey {
+                    expr: physical(&o.expr, input_schema)?,
+                    descending: !o.asc,
+                    nulls_first: o.nulls_first,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (parallelism, partitioning) = if partition_cols.iter().all(Option::is_some) {
+            (
+                self.config.parallelism,
+                Partitioning::Hash(partition_cols.iter().flatten().copied().collect()),
+            )
+        } else {
+            (1, Partitioning::Single)
+        };
+        let name = format!("WindowTopN(rownum <= {limit})");
+        let factory = Arc::new(WindowTopNFactory {
+            name: name.clone(),
+            window_end_index: window_end,
+            partition_by,
+            order_by,
+            limit,
+            output_schema: arrow_schema(&window.schema),
+        });
+        let node = self.add(graph, name, parallelism, factory, s.node, partitioning);
+        let mut out = Stream {
+            node,
+            parallelism,
+            schema: window.schema.clone(),
+            rowtime: s.rowtime,
+            updating: false,
+            pending: None,
+            window_end: Some(window_end),
+        };
+        for w in wrappers.iter().rev() {
+            out = match w {
+                LogicalPlan::Projection(p) => {
+                    let exprs = p
+                        .expr
+                        .iter()
+                        .map(|e| physical(e, p.input.schema()))
+                        .collect::<Result<Vec<_>>>()?;
+                    let rowtime = out.rowtime.and_then(|rt| passed_through(p, rt));
+                    let window_end = out.window_end.and_then(|we| passed_through(p, we));
+                    let node = self.calc(
+                        graph,
+                        &out,
+                        "Calc".into(),
+                        CalcStep::Project(exprs, arrow_schema(&p.schema)),
+                    );
+                    Stream {
+                        node,
+                        schema: p.schema.clone(),
+                        rowtime,
+                        window_end,
+                        ..out
+                    }
+                }
+                LogicalPlan::SubqueryAlias(a) => Stream {
+                    schema: a.schema.clone(),
+                    ..out
+                },
+                _ => out,
+            };
+        }
+        let pred = physical(&f.predicate, f.input.schema())?;
+        let node = self.calc(graph, &out, "Filter".into(), CalcStep::Filter(pred));
+        Ok(Some(Stream { node, ..out }))
     }
 
     fn source(&self, name: &str, schema: DFSchemaRef, graph: &mut JobGraph) -> Result<Stream> {
@@ -264,6 +531,7 @@ impl Planner<'_> {
             rowtime,
             updating: false,
             pending: None,
+            window_end: None,
         })
     }
 
@@ -401,6 +669,7 @@ impl Planner<'_> {
         });
         let node = self.add(graph, name, parallelism, f, node, partitioning);
         let rowtime = layout.iter().position(|c| *c == OutCol::Time);
+        let window_end = layout.iter().position(|c| *c == OutCol::End);
         Ok(Stream {
             node,
             parallelism,
@@ -408,6 +677,7 @@ impl Planner<'_> {
             rowtime,
             updating: false,
             pending: None,
+            window_end,
         })
     }
 
@@ -418,11 +688,9 @@ impl Planner<'_> {
         sink: Option<&str>,
         graph: &mut JobGraph,
     ) -> Result<()> {
-        let s = self.translate(plan, graph)?;
+        let mut s = self.translate(plan, graph)?;
         if s.pending.is_some() {
-            return Err(unsupported(
-                "selecting from a window table function without aggregating it",
-            ));
+            s = self.materialize(s, graph)?;
         }
         let (sink_name, connector, options, target, primary_key) = match sink {
             Some(t) => {

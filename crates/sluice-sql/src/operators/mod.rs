@@ -2,8 +2,10 @@
 //! aggregate accumulators on Arrow batches, and own event time, state and windows.
 
 pub mod calc;
+pub mod top_n;
 pub mod watermark;
 pub mod window_aggregate;
+pub mod window_assign;
 
 use datafusion_common::DataFusionError;
 use sluice_common::SluiceError;
