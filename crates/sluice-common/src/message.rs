@@ -76,6 +76,9 @@ pub enum Message {
     Watermark(EventTime),
     /// A checkpoint barrier.
     Barrier(CheckpointId),
+    /// The sender has had no data for the idle timeout: leave it out of the minimum watermark
+    /// until it sends data or a watermark again (Flink's `WatermarkStatus.IDLE`).
+    Idle,
     /// The channel will carry nothing more.
     EndOfStream,
 }

@@ -196,8 +196,10 @@ impl Subtask {
 }
 
 fn out_passthrough(out: &mut Output, m: Message) {
-    if let Message::Data(b) = m {
-        out.batch(b);
+    match m {
+        Message::Data(b) => out.batch(b),
+        Message::Idle => out.idle(),
+        _ => {}
     }
 }
 
@@ -310,6 +312,7 @@ pub fn run_job(graph: &JobGraph, handle: &JobHandle) -> Result<JobReport> {
             pending.push((name, source, rx, layout, sub));
         }
     }
+    let idle_timeout = graph.source_idle_timeout;
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     for (name, source, rx, layout, sub) in pending {
         let handle = handle.clone();
@@ -318,7 +321,7 @@ pub fn run_job(graph: &JobGraph, handle: &JobHandle) -> Result<JobReport> {
             .name(name.clone())
             .spawn(move || {
                 let result = match (source, rx) {
-                    (Some(reader), _) => run_source(reader, sub, &handle),
+                    (Some(reader), _) => run_source(reader, sub, &handle, idle_timeout),
                     (None, Some(rx)) => run_operator(rx, layout, sub),
                     (None, None) => Ok(()),
                 };
@@ -362,7 +365,10 @@ fn run_source(
     mut reader: Box<dyn SourceReader>,
     mut sub: Subtask,
     handle: &JobHandle,
+    idle_timeout: Option<Duration>,
 ) -> Result<()> {
+    let mut last_data = Instant::now();
+    let mut idle = false;
     loop {
         if handle.is_cancelled() {
             // Cancelled: close operators (sinks flush) but do not fire open windows.
@@ -372,10 +378,20 @@ fn run_source(
         match reader.poll()? {
             SourcePoll::Batch(b) => {
                 if b.num_rows() > 0 {
+                    last_data = Instant::now();
+                    idle = false;
                     sub.push(0, 0, Message::Data(ChangeBatch::inserts(b)))?;
                 }
             }
-            SourcePoll::Idle => std::thread::sleep(IDLE_SLEEP),
+            SourcePoll::Idle => {
+                if let Some(timeout) = idle_timeout {
+                    if !idle && last_data.elapsed() >= timeout {
+                        idle = true;
+                        sub.push(0, 0, Message::Idle)?;
+                    }
+                }
+                std::thread::sleep(IDLE_SLEEP)
+            }
             SourcePoll::End => {
                 sub.push(0, 0, Message::Watermark(MAX_WATERMARK))?;
                 sub.close()?;
@@ -399,7 +415,9 @@ fn run_operator(
         }
     }
     let mut watermarks = vec![MIN_WATERMARK; channels];
+    // Ended or idle channels do not hold the watermark back.
     let mut ended = vec![false; channels];
+    let mut idle = vec![false; channels];
     let mut current: EventTime = MIN_WATERMARK;
     let mut open = channels;
     while open > 0 {
@@ -409,13 +427,40 @@ fn run_operator(
             return Ok(());
         };
         match msg {
-            Message::Data(b) => sub.push(0, logical_of[channel], Message::Data(b))?,
+            Message::Data(b) => {
+                idle[channel] = false;
+                sub.push(0, logical_of[channel], Message::Data(b))?
+            }
             Message::Watermark(w) => {
+                idle[channel] = false;
                 watermarks[channel] = watermarks[channel].max(w);
-                let min = min_active(&watermarks, &ended);
-                if min > current {
-                    current = min;
-                    sub.push(0, 0, Message::Watermark(current))?;
+                if let Some(min) = min_active(&watermarks, &ended, &idle) {
+                    if min > current {
+                        current = min;
+                        sub.push(0, 0, Message::Watermark(current))?;
+                    }
+                }
+            }
+            Message::Idle => {
+                idle[channel] = true;
+                if (0..channels).all(|c| ended[c] || idle[c]) {
+                    // Every input is idle: as Flink, advance to the largest watermark any
+                    // input has reached, then this task is idle too.
+                    let max = (0..channels)
+                        .filter(|&c| !ended[c])
+                        .map(|c| watermarks[c])
+                        .max()
+                        .unwrap_or(MIN_WATERMARK);
+                    if max > current {
+                        current = max;
+                        sub.push(0, 0, Message::Watermark(current))?;
+                    }
+                    sub.push(0, 0, Message::Idle)?;
+                } else if let Some(min) = min_active(&watermarks, &ended, &idle) {
+                    if min > current {
+                        current = min;
+                        sub.push(0, 0, Message::Watermark(current))?;
+                    }
                 }
             }
             Message::Barrier(_) => {}
@@ -423,10 +468,11 @@ fn run_operator(
                 if !ended[channel] {
                     ended[channel] = true;
                     open -= 1;
-                    let min = min_active(&watermarks, &ended);
-                    if open > 0 && min > current {
-                        current = min;
-                        sub.push(0, 0, Message::Watermark(current))?;
+                    if let Some(min) = min_active(&watermarks, &ended, &idle) {
+                        if min > current {
+                            current = min;
+                            sub.push(0, 0, Message::Watermark(current))?;
+                        }
                     }
                 }
             }
@@ -437,12 +483,11 @@ fn run_operator(
     Ok(())
 }
 
-fn min_active(watermarks: &[EventTime], ended: &[bool]) -> EventTime {
-    watermarks
-        .iter()
-        .zip(ended)
-        .filter(|(_, &e)| !e)
-        .map(|(&w, _)| w)
+/// The minimum watermark over the channels that are neither ended nor idle; `None` if no
+/// channel is active (then nothing may advance the watermark).
+fn min_active(watermarks: &[EventTime], ended: &[bool], idle: &[bool]) -> Option<EventTime> {
+    (0..watermarks.len())
+        .filter(|&c| !ended[c] && !idle[c])
+        .map(|c| watermarks[c])
         .min()
-        .unwrap_or(MAX_WATERMARK)
 }

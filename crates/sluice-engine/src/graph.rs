@@ -71,6 +71,9 @@ pub struct JobGraph {
     pub name: String,
     /// The nodes; an input always refers to an earlier node.
     pub nodes: Vec<Node>,
+    /// A source subtask without data for this long is marked idle
+    /// (`table.exec.source.idle-timeout`); `None` never.
+    pub source_idle_timeout: Option<std::time::Duration>,
 }
 
 impl JobGraph {
@@ -79,6 +82,7 @@ impl JobGraph {
         JobGraph {
             name: name.into(),
             nodes: Vec::new(),
+            source_idle_timeout: None,
         }
     }
 

@@ -39,6 +39,11 @@ impl Output {
         self.messages.push(Message::Watermark(watermark));
     }
 
+    /// Passes on that the input is idle.
+    pub fn idle(&mut self) {
+        self.messages.push(Message::Idle);
+    }
+
     /// Takes what was emitted so far.
     pub fn drain(&mut self) -> std::vec::Drain<'_, Message> {
         self.messages.drain(..)

@@ -33,6 +33,8 @@ pub struct JobConfig {
     pub parallelism: usize,
     pub watermark_interval_ms: i64,
     pub time_zone: String,
+    /// `table.exec.source.idle-timeout`; `None` (0) never marks a source idle.
+    pub source_idle_timeout: Option<std::time::Duration>,
 }
 
 /// A stream being built: the node that produces it and what is known about it.

@@ -93,7 +93,14 @@ impl Session {
                 "SET 'execution.runtime-mode' = '{mode}': only 'streaming' is supported"
             )));
         }
+        let it = self.get("table.exec.source.idle-timeout");
+        let idle = sluice_common::options::parse_duration(&it).ok_or_else(|| {
+            SluiceError::Config(format!(
+                "SET 'table.exec.source.idle-timeout' = '{it}': expected a duration such as '5 s'"
+            ))
+        })?;
         Ok(JobConfig {
+            source_idle_timeout: (!idle.is_zero()).then_some(idle),
             name: self.get("pipeline.name"),
             parallelism,
             watermark_interval_ms: interval.as_millis() as i64,
@@ -186,7 +193,9 @@ impl Session {
                 .map_err(at)?;
         }
         if let Some(g) = graph.as_mut() {
-            g.name = self.job_config()?.name;
+            let config = self.job_config()?;
+            g.name = config.name;
+            g.source_idle_timeout = config.source_idle_timeout;
         }
         Ok(ScriptOutcome {
             job: graph,
