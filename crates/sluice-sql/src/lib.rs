@@ -9,6 +9,7 @@
 //! ```
 
 pub mod catalog;
+pub mod flink_semantics;
 pub mod functions;
 pub mod operators;
 pub mod parser;

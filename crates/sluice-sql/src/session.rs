@@ -172,7 +172,7 @@ impl Session {
         let plan = planner
             .sql_statement_to_plan(sqlparser::ast::Statement::Query(q.query.clone()))
             .map_err(df_error)?;
-        analyze(plan, &self.catalog.config)
+        analyze(crate::flink_semantics::apply(plan)?, &self.catalog.config)
     }
 
     /// Runs the statements of `sql`; returns the job to run, if any.
