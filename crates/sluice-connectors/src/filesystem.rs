@@ -224,13 +224,11 @@ impl SourceReader for FileReader {
                 continue;
             };
             let mut buf = std::mem::take(&mut open.carry);
-            let start = buf.len();
-            buf.resize(start + READ_BLOCK_BYTES, 0);
-            let n = open
-                .file
-                .read(&mut buf[start..])
+            buf.reserve(READ_BLOCK_BYTES);
+            let n = (&mut open.file)
+                .take(READ_BLOCK_BYTES as u64)
+                .read_to_end(&mut buf)
                 .map_err(|e| SluiceError::io(open.name.clone(), e))?;
-            buf.truncate(start + n);
             if n == 0 {
                 // End of file: the rest is a last line without a newline.
                 if !buf.is_empty() {
@@ -239,13 +237,13 @@ impl SourceReader for FileReader {
                 }
                 continue;
             }
-            match buf.iter().rposition(|&b| b == b'\n') {
+            match memchr::memrchr(b'\n', &buf) {
                 None => open.carry = buf,
                 Some(last) => {
                     open.carry = buf[last + 1..].to_vec();
                     let block = &buf[..=last];
                     let first = open.line;
-                    open.line += block.iter().filter(|&&b| b == b'\n').count() as u64;
+                    open.line += memchr::memchr_iter(b'\n', block).count() as u64;
                     let name = open.name.clone();
                     self.current = Some(open);
                     self.decode(&name, first, block)?;

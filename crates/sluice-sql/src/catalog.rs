@@ -83,11 +83,13 @@ pub(crate) fn df_error(e: DataFusionError) -> SluiceError {
     SluiceError::Plan(text)
 }
 
-/// Runs DataFusion's analyzer (type coercion, function rewrites) over a plan.
+/// Runs DataFusion's analyzer (type coercion, function rewrites) over a plan, then makes
+/// interval arithmetic on timestamps integer arithmetic (see `fast_intervals`).
 pub fn analyze(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
-    Analyzer::new()
+    let plan = Analyzer::new()
         .execute_and_check(plan, config, |_, _| {})
-        .map_err(df_error)
+        .map_err(df_error)?;
+    crate::fast_intervals::apply(plan).map_err(df_error)
 }
 
 impl Catalog {

@@ -244,6 +244,18 @@ fn to_timestamp_ltz(args: &[ArrayRef], _types: &[DataType]) -> DfResult<ArrayRef
             )))
         }
     };
+    let ltz = DataType::Timestamp(TimeUnit::Millisecond, Some(LTZ_ZONE.into()));
+    if args[0].data_type().is_integer() {
+        // Vectorised: milliseconds are the timestamp's own representation.
+        let ms = cast(&args[0], &DataType::Int64)?;
+        let ms = if precision == 0 {
+            let thousand = arrow::array::Int64Array::new_scalar(1000);
+            arrow::compute::kernels::numeric::mul_wrapping(&ms, &thousand)?
+        } else {
+            ms
+        };
+        return Ok(cast(&ms, &ltz)?);
+    }
     let v = cast(&args[0], &DataType::Float64)?;
     let v = v.as_primitive::<arrow::datatypes::Float64Type>();
     let mut b = TimestampMillisecondBuilder::with_capacity(v.len());
