@@ -33,3 +33,14 @@ for burst in range(12):
 with open(os.path.join(here, "data", "clicks.json"), "w") as f:
     for r in clicks:
         f.write(json.dumps(r) + "\n")
+
+# Orders as CSV (no header), with decimals and booleans.
+orders = []
+t = base
+for i in range(120):
+    t += random.randint(100, 2500)
+    late = i % 40 == 39
+    ts_ms = t - 30000 if late else t
+    orders.append(f"{i},p{random.randint(1, 5)},{random.randint(100, 99999) / 100:.2f},{'true' if random.random() < 0.7 else 'false'},{ts(ts_ms)}")
+with open(os.path.join(here, "data", "orders.csv"), "w") as f:
+    f.write("\n".join(orders) + "\n")
