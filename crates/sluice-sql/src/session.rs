@@ -175,6 +175,24 @@ impl Session {
         analyze(crate::flink_semantics::apply(plan)?, &self.catalog.config)
     }
 
+    /// Plans a query and its sink (`None`: print) into `graph`; returns the logical plan.
+    fn plan_into(
+        &mut self,
+        query: &ParsedQuery,
+        sink: Option<&str>,
+        graph: &mut JobGraph,
+    ) -> Result<LogicalPlan> {
+        let plan = self.plan_query(query)?;
+        let config = self.job_config()?;
+        let planner = Planner {
+            catalog: &self.catalog,
+            registry: self.registry.as_ref(),
+            config: &config,
+        };
+        planner.plan_insert(&plan, sink, graph)?;
+        Ok(plan)
+    }
+
     /// Runs the statements of `sql`; returns the job to run, if any.
     pub fn execute_script(&mut self, sql: &str) -> Result<ScriptOutcome> {
         let statements = parse_script(sql)?;
@@ -266,45 +284,26 @@ impl Session {
                 Ok(())
             }
             Statement::Insert { table, query } => {
-                let plan = self.plan_query(&query)?;
-                let config = self.job_config()?;
-                let g = graph.get_or_insert_with(|| JobGraph::new(config.name.clone()));
-                let planner = Planner {
-                    catalog: &self.catalog,
-                    registry: self.registry.as_ref(),
-                    config: &config,
-                };
-                planner.plan_insert(&plan, Some(&table), g)
+                let g = graph.get_or_insert_with(|| JobGraph::new(""));
+                self.plan_into(&query, Some(&table), g).map(|_| ())
             }
             Statement::Query(query) => {
-                let plan = self.plan_query(&query)?;
-                let config = self.job_config()?;
-                let g = graph.get_or_insert_with(|| JobGraph::new(config.name.clone()));
-                let planner = Planner {
-                    catalog: &self.catalog,
-                    registry: self.registry.as_ref(),
-                    config: &config,
-                };
-                planner.plan_insert(&plan, None, g)
+                let g = graph.get_or_insert_with(|| JobGraph::new(""));
+                self.plan_into(&query, None, g).map(|_| ())
             }
             Statement::Explain(inner) => {
-                let config = self.job_config()?;
-                let mut g = JobGraph::new(config.name.clone());
-                let (plan, sink) = match *inner {
-                    Statement::Insert { table, query } => (self.plan_query(&query)?, Some(table)),
-                    Statement::Query(query) => (self.plan_query(&query)?, None),
+                let mut g = JobGraph::new(self.job_config()?.name);
+                let plan = match *inner {
+                    Statement::Insert { table, query } => {
+                        self.plan_into(&query, Some(&table), &mut g)?
+                    }
+                    Statement::Query(query) => self.plan_into(&query, None, &mut g)?,
                     _ => {
                         return Err(SluiceError::Plan(
                             "EXPLAIN takes a SELECT or an INSERT".into(),
                         ))
                     }
                 };
-                let planner = Planner {
-                    catalog: &self.catalog,
-                    registry: self.registry.as_ref(),
-                    config: &config,
-                };
-                planner.plan_insert(&plan, sink.as_deref(), &mut g)?;
                 messages.push(format!(
                     "== Logical plan ==\n{}\n{}",
                     plan.display_indent(),
