@@ -1,0 +1,449 @@
+//! One partition's log: its segments in offset order, appends that assign offsets, reads by
+//! offset and by time, roll, retention and sync.
+
+use crate::batch::{set_base_offset, split_batches, BatchError};
+use crate::config::LogConfig;
+use crate::segment::Segment;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// What went wrong in a log operation.
+#[derive(Debug)]
+pub enum LogError {
+    /// A batch was refused (the Kafka error CORRUPT_MESSAGE or INVALID_RECORD).
+    Batch(BatchError),
+    /// An offset outside `[log start, log end]`.
+    OffsetOutOfRange {
+        requested: i64,
+        start: i64,
+        end: i64,
+    },
+    /// The disk failed.
+    Io { context: String, source: io::Error },
+}
+
+impl fmt::Display for LogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogError::Batch(e) => write!(f, "{e}"),
+            LogError::OffsetOutOfRange {
+                requested,
+                start,
+                end,
+            } => {
+                write!(f, "offset {requested} is out of range [{start}, {end}]")
+            }
+            LogError::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for LogError {}
+
+fn io_err(context: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        context: context.display().to_string(),
+        source,
+    }
+}
+
+/// The offsets an append was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+/// Batches read from a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole batches, concatenated.
+    pub bytes: Vec<u8>,
+    /// The log end offset when read.
+    pub log_end_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// A partition's log in a directory of its own.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir` (creating it), recovering the last segment.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(base);
+                }
+            }
+        }
+        bases.sort_unstable();
+        if bases.is_empty() {
+            bases.push(0);
+        }
+        let mut segments = BTreeMap::new();
+        let last = bases.len() - 1;
+        for (i, base) in bases.iter().enumerate() {
+            let seg = Segment::open(dir, *base, i == last, config.index_interval_bytes)
+                .map_err(io_err(dir))?;
+            segments.insert(*base, seg);
+        }
+        let log_start_offset = *segments.keys().next().unwrap_or(&0);
+        Ok(PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+        })
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    /// The offset the next record gets (Kafka's log end offset).
+    pub fn log_end_offset(&self) -> i64 {
+        self.segments
+            .values()
+            .next_back()
+            .map(|s| s.next_offset())
+            .unwrap_or(0)
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Appends the batches of a produce request (concatenated v2 batches), assigning offsets.
+    /// Every batch is checked before any is written: a bad one refuses the whole request.
+    pub fn append(&mut self, records: &[u8]) -> Result<AppendInfo, LogError> {
+        let batches = split_batches(records).map_err(LogError::Batch)?;
+        if batches.is_empty() {
+            return Err(LogError::Batch(BatchError::Truncated {
+                needed: crate::BATCH_HEADER_BYTES,
+                have: 0,
+            }));
+        }
+        let first = self.log_end_offset();
+        let mut next = first;
+        for (bytes, mut h) in batches {
+            self.maybe_roll(bytes.len() as u64)?;
+            let mut batch = bytes.to_vec();
+            set_base_offset(&mut batch, next);
+            h.base_offset = next;
+            let dir = self.dir.clone();
+            self.active().append(&batch, &h).map_err(io_err(&dir))?;
+            next = h.last_offset() + 1;
+        }
+        Ok(AppendInfo {
+            base_offset: first,
+            last_offset: next - 1,
+        })
+    }
+
+    fn maybe_roll(&mut self, incoming: u64) -> Result<(), LogError> {
+        let seg_ms = self.config.segment_ms;
+        let seg_bytes = self.config.segment_bytes;
+        let interval = self.config.index_interval_bytes;
+        let dir = self.dir.clone();
+        let active = self.active();
+        let too_big = active.size() > 0 && active.size() + incoming > seg_bytes;
+        let too_old = active.size() > 0
+            && seg_ms.is_some_and(|ms| active.created.elapsed().map(|e| e > ms).unwrap_or(false));
+        if too_big || too_old {
+            let base = active.next_offset();
+            active.sync().map_err(io_err(&dir))?;
+            let seg = Segment::open(&dir, base, false, interval).map_err(io_err(&dir))?;
+            self.segments.insert(base, seg);
+        }
+        Ok(())
+    }
+
+    /// Whole batches from the one holding `offset`, at most about `max_bytes` (at least one
+    /// batch if there is any, as Kafka does so that a large batch is never stuck).
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        let end = self.log_end_offset();
+        if offset < self.log_start_offset || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                start: self.log_start_offset,
+                end,
+            });
+        }
+        let mut bytes = Vec::new();
+        for (_, seg) in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .chain(self.segments.range(offset + 1..))
+        {
+            if bytes.len() >= max_bytes && !bytes.is_empty() {
+                break;
+            }
+            let from = offset.max(seg.base_offset);
+            if from >= seg.next_offset() {
+                continue;
+            }
+            let room = max_bytes.saturating_sub(bytes.len());
+            let part = seg.read(from, room).map_err(io_err(&self.dir))?;
+            if part.len() > room && !bytes.is_empty() {
+                break;
+            }
+            bytes.extend_from_slice(&part);
+        }
+        Ok(ReadResult {
+            bytes,
+            log_end_offset: end,
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    /// The first offset whose timestamp is at or after `ts`, with that timestamp.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for seg in self.segments.values() {
+            if let Some(found) = seg.offset_for_timestamp(ts).map_err(io_err(&self.dir))? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes every append so far durable.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        for seg in self.segments.values_mut() {
+            seg.sync().map_err(io_err(&dir))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes whole segments past the retention time or size (never the active one).
+    /// Returns how many were deleted.
+    pub fn apply_retention(&mut self, now: SystemTime) -> Result<usize, LogError> {
+        let mut deleted = 0;
+        loop {
+            if self.segments.len() <= 1 {
+                break;
+            }
+            let total: u64 = self.segments.values().map(|s| s.size()).sum();
+            let Some((&base, oldest)) = self.segments.iter().next() else {
+                break;
+            };
+            let by_size = self
+                .config
+                .retention_bytes
+                .is_some_and(|max| total - oldest.size() >= max);
+            let newest_ms = oldest.max_timestamp();
+            let by_time = self.config.retention_ms.is_some_and(|keep| {
+                let now_ms = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                newest_ms >= 0 && now_ms - newest_ms > keep.as_millis() as i64
+            });
+            if !(by_size || by_time) {
+                break;
+            }
+            if let Some(seg) = self.segments.remove(&base) {
+                seg.delete(&self.dir).map_err(io_err(&self.dir))?;
+                deleted += 1;
+            }
+            self.log_start_offset = *self.segments.keys().next().unwrap_or(&0);
+        }
+        Ok(deleted)
+    }
+
+    /// Removes the log and its directory.
+    pub fn delete(self) -> Result<(), LogError> {
+        let dir = self.dir.clone();
+        drop(self.segments);
+        std::fs::remove_dir_all(&dir).map_err(io_err(&dir))
+    }
+
+    /// The number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{build_batch, validate};
+    use std::io::Write;
+
+    fn cfg() -> LogConfig {
+        LogConfig {
+            segment_bytes: 400,
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        }
+    }
+
+    fn offsets_of(bytes: &[u8]) -> Vec<i64> {
+        crate::batch::split_batches(bytes)
+            .unwrap()
+            .iter()
+            .map(|(_, h)| h.base_offset)
+            .collect()
+    }
+
+    #[test]
+    fn appends_assign_offsets_and_reads_return_whole_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), cfg()).unwrap();
+        for i in 0..20 {
+            let b = build_batch(1000 + i, &[(None, b"aaaa"), (None, b"bbbb")]);
+            let info = log.append(&b).unwrap();
+            assert_eq!(info.base_offset, i * 2);
+            assert_eq!(info.last_offset, i * 2 + 1);
+        }
+        assert!(log.segment_count() > 1, "segments roll by size");
+        assert_eq!(log.log_end_offset(), 40);
+        // A read inside a batch returns that whole batch.
+        let r = log.read(7, 1 << 20).unwrap();
+        assert_eq!(offsets_of(&r.bytes)[0], 6);
+        assert_eq!(*offsets_of(&r.bytes).last().unwrap(), 38);
+        // max_bytes smaller than a batch still returns one batch.
+        let r = log.read(0, 1).unwrap();
+        assert_eq!(offsets_of(&r.bytes), vec![0]);
+        assert!(log.read(41, 100).is_err());
+        assert_eq!(log.read(40, 100).unwrap().bytes.len(), 0);
+        assert_eq!(log.offset_for_timestamp(1005).unwrap(), Some((10, 1005)));
+        assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+    }
+
+    #[test]
+    fn a_corrupt_request_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), cfg()).unwrap();
+        let good = build_batch(0, &[(None, b"x")]);
+        let mut bad = build_batch(0, &[(None, b"y")]);
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        let mut both = good.clone();
+        both.extend_from_slice(&bad);
+        assert!(matches!(log.append(&both), Err(LogError::Batch(_))));
+        assert_eq!(log.log_end_offset(), 0);
+    }
+
+    #[test]
+    fn reopening_recovers_and_truncates_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+            for i in 0..5 {
+                log.append(&build_batch(i, &[(None, b"hello")])).unwrap();
+            }
+            log.sync().unwrap();
+        }
+        // A torn write: half a batch at the end of the segment.
+        let seg = dir.path().join("00000000000000000000.log");
+        let half = build_batch(9, &[(None, b"torn")]);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .unwrap()
+            .write_all(&half[..half.len() / 2])
+            .unwrap();
+        // And a stale index.
+        std::fs::write(dir.path().join("00000000000000000000.index"), b"junk").unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(log.log_end_offset(), 5);
+        let r = log.read(0, 1 << 20).unwrap();
+        assert_eq!(offsets_of(&r.bytes), vec![0, 1, 2, 3, 4]);
+        for (b, _) in crate::batch::split_batches(&r.bytes).unwrap() {
+            validate(b).unwrap();
+        }
+        assert_eq!(
+            log.append(&build_batch(10, &[(None, b"after")]))
+                .unwrap()
+                .base_offset,
+            5
+        );
+    }
+
+    #[test]
+    fn retention_deletes_old_segments_but_not_the_active_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 200,
+            retention_ms: Some(std::time::Duration::from_secs(60)),
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).unwrap();
+        for i in 0..10 {
+            log.append(&build_batch(i * 1000, &[(None, b"0123456789")]))
+                .unwrap();
+        }
+        let before = log.segment_count();
+        assert!(before > 2);
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(10_000);
+        let deleted = log.apply_retention(now).unwrap();
+        assert_eq!(deleted, before - 1);
+        assert_eq!(log.segment_count(), 1);
+        assert!(log.log_start_offset() > 0);
+        assert!(log.read(0, 100).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        // Against a model (a Vec of every record in order): any sequence of appends,
+        // rolls and reopens reads back every record once, in order, from any offset.
+        #[test]
+        fn reads_match_a_model(
+            sizes in proptest::collection::vec((1usize..5, 1usize..60), 1..40),
+            reopen_every in 1usize..10,
+            from in 0i64..50,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig { segment_bytes: 300, index_interval_bytes: 64, ..LogConfig::default() };
+            let mut log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+            let mut model: Vec<Vec<u8>> = Vec::new();
+            for (i, (count, len)) in sizes.iter().enumerate() {
+                let values: Vec<Vec<u8>> = (0..*count).map(|k| vec![(i * 7 + k) as u8; *len]).collect();
+                let recs: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, v.as_slice())).collect();
+                let info = log.append(&build_batch(i as i64, &recs)).unwrap();
+                proptest::prop_assert_eq!(info.base_offset, model.len() as i64);
+                model.extend(values);
+                if i % reopen_every == 0 {
+                    drop(log);
+                    log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+                }
+            }
+            proptest::prop_assert_eq!(log.log_end_offset(), model.len() as i64);
+            let from = from.min(model.len() as i64);
+            let bytes = log.read(from, usize::MAX).unwrap().bytes;
+            let mut next = None;
+            for (b, h) in crate::batch::split_batches(&bytes).unwrap() {
+                validate(b).unwrap();
+                if let Some(n) = next {
+                    proptest::prop_assert_eq!(h.base_offset, n);
+                }
+                next = Some(h.last_offset() + 1);
+                proptest::prop_assert!(h.last_offset() >= from);
+            }
+            if from < model.len() as i64 {
+                proptest::prop_assert_eq!(next, Some(model.len() as i64));
+            }
+        }
+    }
+}
