@@ -2,6 +2,11 @@
 # Runs every check: formatting, lints, unit, integration, end-to-end and conformance tests.
 set -euo pipefail
 cd "$(dirname "$0")"
+# Real clients the tests use: kcat (librdkafka) from Debian.
+if ! command -v kcat >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get install -y -q kcat >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q kcat >/dev/null; }
+fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then

@@ -1,0 +1,47 @@
+//! The Kafka APIs the broker answers, one module each, and the versions of each it speaks.
+
+pub mod admin;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod versions;
+
+use crate::Broker;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+
+/// Every API with the versions supported (min, max). Produce from v3 and Fetch from v4:
+/// Sluice stores v2 record batches only.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 5),
+];
+
+/// The versions of `key` the broker speaks.
+pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, a, b)| (*a, *b))
+}
+
+/// Answers a decoded request; `None` when no response is sent (`acks=0`).
+pub async fn dispatch(broker: &Broker, request: RequestKind, version: i16) -> Option<ResponseKind> {
+    Some(match request {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::handle()),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version)),
+        RequestKind::Produce(r) => {
+            return produce::handle(broker, r).await.map(ResponseKind::Produce)
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r)),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(broker, r)),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(broker, r)),
+        _ => return None,
+    })
+}

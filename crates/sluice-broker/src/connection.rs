@@ -1,0 +1,109 @@
+//! One client connection: read a size-prefixed request, decode its header and body, answer,
+//! in order. A frame that is too large, cannot be decoded, or names an unknown API closes
+//! the connection (as Kafka does); nothing else is affected.
+
+use crate::api;
+use crate::Broker;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use sluice_common::{Result, SluiceError};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn protocol_error(message: impl Into<String>) -> SluiceError {
+    SluiceError::Runtime(message.into())
+}
+
+/// Serves one connection until the client closes it or sends something invalid.
+pub async fn handle(broker: Arc<Broker>, socket: TcpStream) -> Result<()> {
+    socket
+        .set_nodelay(true)
+        .map_err(|e| SluiceError::io("setting TCP_NODELAY", e))?;
+    let (mut rd, mut wr) = socket.into_split();
+    loop {
+        let mut len = [0u8; 4];
+        match rd.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(SluiceError::io("reading a request", e)),
+        }
+        let size = i32::from_be_bytes(len);
+        if size < 8 || size as usize > broker.config.max_request_bytes {
+            return Err(protocol_error(format!(
+                "request of {size} bytes refused (at most {} bytes)",
+                broker.config.max_request_bytes
+            )));
+        }
+        let mut frame = vec![0u8; size as usize];
+        rd.read_exact(&mut frame)
+            .await
+            .map_err(|e| SluiceError::io("reading a request", e))?;
+        if let Some(response) = process(&broker, Bytes::from(frame)).await? {
+            let mut out = Vec::with_capacity(4 + response.len());
+            out.extend_from_slice(&(response.len() as i32).to_be_bytes());
+            out.extend_from_slice(&response);
+            wr.write_all(&out)
+                .await
+                .map_err(|e| SluiceError::io("writing a response", e))?;
+        }
+    }
+}
+
+/// Decodes one request and returns its encoded response (none for `acks=0` produces).
+pub async fn process(broker: &Broker, mut frame: Bytes) -> Result<Option<BytesMut>> {
+    let key_code = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let key = ApiKey::try_from(key_code)
+        .map_err(|_| protocol_error(format!("unknown API key {key_code}")))?;
+    let Some((min, max)) = api::supported_versions(key) else {
+        return Err(protocol_error(format!("{key:?} is not supported")));
+    };
+    if version < min || version > max {
+        if key == ApiKey::ApiVersions {
+            // Kafka's fallback: answer in v0 with the versions we have.
+            return Ok(Some(encode(
+                correlation_id,
+                key,
+                0,
+                &api::versions::unsupported(),
+            )?));
+        }
+        return Err(protocol_error(format!(
+            "{key:?} version {version} is not supported (versions {min} to {max})"
+        )));
+    }
+    let header_version = key.request_header_version(version);
+    let header = RequestHeader::decode(&mut frame, header_version)
+        .map_err(|e| protocol_error(format!("bad {key:?} request header: {e}")))?;
+    let request = RequestKind::decode(key, &mut frame, version)
+        .map_err(|e| protocol_error(format!("bad {key:?} v{version} request: {e}")))?;
+    let Some(response) = api::dispatch(broker, request, version).await else {
+        return Ok(None);
+    };
+    Ok(Some(encode(
+        header.correlation_id,
+        key,
+        version,
+        &response,
+    )?))
+}
+
+fn encode(
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    response: &kafka_protocol::messages::ResponseKind,
+) -> Result<BytesMut> {
+    let mut buf = BytesMut::new();
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(&mut buf, key.response_header_version(version))
+        .map_err(|e| protocol_error(format!("encoding a response header: {e}")))?;
+    response
+        .encode(&mut buf, version)
+        .map_err(|e| protocol_error(format!("encoding a {key:?} response: {e}")))?;
+    Ok(buf)
+}

@@ -1,0 +1,29 @@
+//! Kafka's error codes, by the names Kafka gives them.
+
+pub const NONE: i16 = 0;
+pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const CORRUPT_MESSAGE: i16 = 2;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_PARTITIONS: i16 = 37;
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub const INVALID_REQUEST: i16 = 42;
+pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const INVALID_RECORD: i16 = 87;
+
+/// The Kafka error code of a log error.
+pub fn of_log_error(e: &sluice_log::partition::LogError) -> i16 {
+    use sluice_log::batch::BatchError;
+    use sluice_log::partition::LogError;
+    match e {
+        LogError::Batch(BatchError::CorruptCrc { .. }) => CORRUPT_MESSAGE,
+        LogError::Batch(BatchError::UnsupportedMagic(_)) => UNSUPPORTED_FOR_MESSAGE_FORMAT,
+        LogError::Batch(_) => CORRUPT_MESSAGE,
+        LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+        LogError::Io { .. } => KAFKA_STORAGE_ERROR,
+    }
+}

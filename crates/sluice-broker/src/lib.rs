@@ -1,0 +1,83 @@
+//! Sluice's event log server: the Apache Kafka wire protocol (through the `kafka-protocol`
+//! crate) on top of `sluice-log`, so that every Kafka client and tool works against it.
+//!
+//! One tokio task per connection reads requests and answers them in order. A malformed or
+//! hostile request costs its connection at most, never the broker.
+
+pub mod api;
+pub mod config;
+pub mod connection;
+pub mod errors;
+pub mod flusher;
+pub mod topics;
+
+use config::BrokerConfig;
+use sluice_common::{Result, SluiceError};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use topics::TopicManager;
+
+/// The shared state of a running broker.
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub topics: TopicManager,
+    pub flusher: flusher::Flusher,
+    /// Bumped on every append, so that long-polling fetches wake up.
+    pub appended: tokio::sync::watch::Sender<u64>,
+}
+
+impl Broker {
+    /// Opens the data directory (recovering every partition).
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+        let topics = TopicManager::open(&config)?;
+        let (appended, _) = tokio::sync::watch::channel(0);
+        Ok(Arc::new(Broker {
+            flusher: flusher::Flusher::start(),
+            topics,
+            config,
+            appended,
+        }))
+    }
+
+    /// Tells waiting fetches that data arrived.
+    pub fn notify_appended(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves.
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (socket, peer) = accepted.map_err(|e| SluiceError::io("accepting a connection", e))?;
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    tracing::debug!(%peer, "connection opened");
+                    if let Err(e) = connection::handle(broker, socket).await {
+                        tracing::info!(%peer, error = %e, "connection closed");
+                    }
+                });
+            }
+        }
+    }
+    broker.topics.sync_all();
+    Ok(())
+}
+
+/// Applies retention to every partition every five minutes.
+pub fn spawn_retention(broker: Arc<Broker>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            broker.topics.apply_retention();
+        }
+    })
+}
