@@ -23,6 +23,9 @@ pub struct BrokerConfig {
     /// This broker's id.
     pub node_id: i32,
     pub cluster_id: String,
+    /// How long a new consumer group waits for more members before its first assignment
+    /// (`group.initial.rebalance.delay.ms`).
+    pub initial_rebalance_delay: std::time::Duration,
 }
 
 impl BrokerConfig {
@@ -38,6 +41,7 @@ impl BrokerConfig {
             log: LogConfig::default(),
             node_id: 1,
             cluster_id: "sluice".into(),
+            initial_rebalance_delay: std::time::Duration::from_millis(300),
         }
     }
 }

@@ -17,7 +17,11 @@ fn protocol_error(message: impl Into<String>) -> SluiceError {
 }
 
 /// Serves one connection until the client closes it or sends something invalid.
-pub async fn handle(broker: Arc<Broker>, socket: TcpStream) -> Result<()> {
+pub async fn handle(
+    broker: Arc<Broker>,
+    socket: TcpStream,
+    peer: std::net::SocketAddr,
+) -> Result<()> {
     socket
         .set_nodelay(true)
         .map_err(|e| SluiceError::io("setting TCP_NODELAY", e))?;
@@ -40,7 +44,7 @@ pub async fn handle(broker: Arc<Broker>, socket: TcpStream) -> Result<()> {
         rd.read_exact(&mut frame)
             .await
             .map_err(|e| SluiceError::io("reading a request", e))?;
-        if let Some(response) = process(&broker, Bytes::from(frame)).await? {
+        if let Some(response) = process(&broker, Bytes::from(frame), peer).await? {
             let mut out = Vec::with_capacity(4 + response.len());
             out.extend_from_slice(&(response.len() as i32).to_be_bytes());
             out.extend_from_slice(&response);
@@ -52,7 +56,11 @@ pub async fn handle(broker: Arc<Broker>, socket: TcpStream) -> Result<()> {
 }
 
 /// Decodes one request and returns its encoded response (none for `acks=0` produces).
-pub async fn process(broker: &Broker, mut frame: Bytes) -> Result<Option<BytesMut>> {
+pub async fn process(
+    broker: &Broker,
+    mut frame: Bytes,
+    peer: std::net::SocketAddr,
+) -> Result<Option<BytesMut>> {
     let key_code = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -80,7 +88,16 @@ pub async fn process(broker: &Broker, mut frame: Bytes) -> Result<Option<BytesMu
         .map_err(|e| protocol_error(format!("bad {key:?} request header: {e}")))?;
     let request = RequestKind::decode(key, &mut frame, version)
         .map_err(|e| protocol_error(format!("bad {key:?} v{version} request: {e}")))?;
-    let Some(response) = api::dispatch(broker, request, version).await else {
+    let ctx = api::RequestContext {
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{}", peer.ip()),
+        version,
+    };
+    let Some(response) = api::dispatch(broker, request, &ctx).await else {
         return Ok(None);
     };
     Ok(Some(encode(

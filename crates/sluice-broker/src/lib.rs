@@ -9,6 +9,8 @@ pub mod config;
 pub mod connection;
 pub mod errors;
 pub mod flusher;
+pub mod groups;
+pub mod offsets;
 pub mod topics;
 
 use config::BrokerConfig;
@@ -24,15 +26,23 @@ pub struct Broker {
     pub flusher: flusher::Flusher,
     /// Bumped on every append, so that long-polling fetches wake up.
     pub appended: tokio::sync::watch::Sender<u64>,
+    /// Consumer groups.
+    pub groups: groups::Coordinator,
+    /// Committed offsets.
+    pub offsets: offsets::OffsetStore,
 }
 
 impl Broker {
     /// Opens the data directory (recovering every partition).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
         let topics = TopicManager::open(&config)?;
+        let offsets = offsets::OffsetStore::open(&config.data_dir)
+            .map_err(|e| SluiceError::io(config.data_dir.display().to_string(), e))?;
         let (appended, _) = tokio::sync::watch::channel(0);
         Ok(Arc::new(Broker {
             flusher: flusher::Flusher::start(),
+            groups: groups::Coordinator::new(config.initial_rebalance_delay),
+            offsets,
             topics,
             config,
             appended,
@@ -52,6 +62,17 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     tokio::pin!(shutdown);
+    // Session timeouts and rebalance deadlines.
+    let ticker = {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                broker.groups.tick();
+            }
+        })
+    };
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -60,13 +81,14 @@ pub async fn serve(
                 let broker = broker.clone();
                 tokio::spawn(async move {
                     tracing::debug!(%peer, "connection opened");
-                    if let Err(e) = connection::handle(broker, socket).await {
+                    if let Err(e) = connection::handle(broker, socket, peer).await {
                         tracing::info!(%peer, error = %e, "connection closed");
                     }
                 });
             }
         }
     }
+    ticker.abort();
     broker.topics.sync_all();
     Ok(())
 }

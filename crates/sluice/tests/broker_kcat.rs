@@ -245,3 +245,152 @@ fn malformed_input_costs_only_its_connection() {
     kcat(&["-P", "-b", &b.bootstrap(), "-t", "still-alive"], "ok\n");
     assert_eq!(consume_all(&b, "still-alive", "%s\n"), vec!["ok"]);
 }
+
+/// A kcat balanced consumer (`-G`) whose output lines are collected by a thread.
+struct GroupConsumer {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl GroupConsumer {
+    fn start(b: &BrokerProcess, group: &str, topic: &str) -> GroupConsumer {
+        let mut child = Command::new("kcat")
+            .args([
+                "-u",
+                "-b",
+                &b.bootstrap(),
+                "-G",
+                group,
+                "-f",
+                "%p %s\n",
+                "-X",
+                "auto.offset.reset=earliest",
+                "-X",
+                "session.timeout.ms=6000",
+                "-X",
+                "heartbeat.interval.ms=300",
+                "-X",
+                "auto.commit.interval.ms=200",
+                topic,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kcat");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        GroupConsumer { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Stops like Ctrl-C: kcat commits its offsets and leaves the group.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn values(lines: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            l.split_once(' ')
+                .map(|x| x.1.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn kcat_consumer_group_shares_partitions_rebalances_and_resumes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut b = BrokerProcess::start(dir.path(), port);
+    let first: String = (0..40).map(|i| format!("k{i}:a{i:02}\n")).collect();
+    kcat(&["-P", "-b", &b.bootstrap(), "-t", "events", "-K:"], &first);
+
+    let c1 = GroupConsumer::start(&b, "readers", "events");
+    let c2 = GroupConsumer::start(&b, "readers", "events");
+    wait_until("both members to read everything", || {
+        c1.lines().len() + c2.lines().len() >= 40
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (l1, l2) = (c1.lines(), c2.lines());
+    assert!(
+        !l1.is_empty() && !l2.is_empty(),
+        "the partitions are shared: {} and {}",
+        l1.len(),
+        l2.len()
+    );
+    let all: Vec<String> = [l1.clone(), l2.clone()].concat();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("a{i:02}")).collect();
+    expected.sort();
+    assert_eq!(values(&all), expected, "each message delivered once");
+    let parts = |l: &[String]| {
+        l.iter()
+            .map(|x| x.split(' ').next().unwrap().to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert!(
+        parts(&l1).is_disjoint(&parts(&l2)),
+        "a partition belongs to one member"
+    );
+
+    // A member leaves: the other takes every partition.
+    c2.stop();
+    let second: String = (0..20).map(|i| format!("k{i}:b{i:02}\n")).collect();
+    kcat(
+        &["-P", "-b", &b.bootstrap(), "-t", "events", "-K:"],
+        &second,
+    );
+    wait_until("the remaining member to read the new messages", || {
+        c1.lines().iter().filter(|l| l.contains(" b")).count() >= 20
+    });
+    let b_values: Vec<String> = values(&c1.lines())
+        .into_iter()
+        .filter(|v| v.starts_with('b'))
+        .collect();
+    assert_eq!(b_values.len(), 20, "{b_values:?}");
+    c1.stop();
+
+    // Restart the broker: the group resumes from its committed offsets.
+    b.kill();
+    let b = BrokerProcess::start(dir.path(), port);
+    let third: String = (0..5).map(|i| format!("k{i}:c{i}\n")).collect();
+    kcat(&["-P", "-b", &b.bootstrap(), "-t", "events", "-K:"], &third);
+    let c3 = GroupConsumer::start(&b, "readers", "events");
+    wait_until("the resumed member to read the new messages", || {
+        c3.lines().len() >= 5
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(values(&c3.lines()), vec!["c0", "c1", "c2", "c3", "c4"]);
+    c3.stop();
+}

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -20,7 +21,24 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
+
+/// Who sent a request, and in which version.
+pub struct RequestContext {
+    pub client_id: String,
+    pub client_host: String,
+    pub version: i16,
+}
 
 /// The versions of `key` the broker speaks.
 pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
@@ -31,7 +49,12 @@ pub fn supported_versions(key: ApiKey) -> Option<(i16, i16)> {
 }
 
 /// Answers a decoded request; `None` when no response is sent (`acks=0`).
-pub async fn dispatch(broker: &Broker, request: RequestKind, version: i16) -> Option<ResponseKind> {
+pub async fn dispatch(
+    broker: &Broker,
+    request: RequestKind,
+    ctx: &RequestContext,
+) -> Option<ResponseKind> {
+    let version = ctx.version;
     Some(match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::handle()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version)),
@@ -42,6 +65,26 @@ pub async fn dispatch(broker: &Broker, request: RequestKind, version: i16) -> Op
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r)),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(broker, r)),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(broker, r)),
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version))
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join(broker, r, ctx).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync(broker, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(broker, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave(broker, r)),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(broker, r))
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(broker, r, version))
+        }
+        RequestKind::ListGroups(_) => ResponseKind::ListGroups(groups::list_groups(broker)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(broker, r))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(broker, r))
+        }
         _ => return None,
     })
 }
