@@ -2,23 +2,30 @@
 acknowledged, as soon as it is acknowledged. Used by the crash test, which kills the
 broker while this runs.
 
-    python produce_acks_all.py BOOTSTRAP TOPIC FIRST COUNT
+    python produce_acks_all.py BOOTSTRAP TOPIC FIRST COUNT [idempotent]
+
+With "idempotent", the producer is idempotent (enable.idempotence, five requests in
+flight): it may be left running across a broker restart, and must store nothing twice.
 """
 import sys
 
 from confluent_kafka import Producer
 
 bootstrap, topic, first, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-p = Producer({
+idempotent = len(sys.argv) > 5 and sys.argv[5] == "idempotent"
+config = {
     "bootstrap.servers": bootstrap,
     "acks": "all",
-    "enable.idempotence": False,
     "linger.ms": 2,
     "message.timeout.ms": 60000,
     "retry.backoff.ms": 50,
+}
+if idempotent:
+    config.update({"enable.idempotence": True, "max.in.flight.requests.per.connection": 5})
+else:
     # One request at a time, so that the client never reorders its own retries.
-    "max.in.flight.requests.per.connection": 1,
-})
+    config.update({"enable.idempotence": False, "max.in.flight.requests.per.connection": 1})
+p = Producer(config)
 
 
 def delivered(err, msg):

@@ -25,6 +25,8 @@ pub fn of_log_error(e: &sluice_log::partition::LogError) -> i16 {
         LogError::Batch(_) => CORRUPT_MESSAGE,
         LogError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         LogError::Io { .. } => KAFKA_STORAGE_ERROR,
+        LogError::OutOfOrderSequence { .. } => OUT_OF_ORDER_SEQUENCE_NUMBER,
+        LogError::ProducerFenced { .. } => INVALID_PRODUCER_EPOCH,
     }
 }
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
@@ -37,3 +39,5 @@ pub const REBALANCE_IN_PROGRESS: i16 = 27;
 pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const MEMBER_ID_REQUIRED: i16 = 79;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;

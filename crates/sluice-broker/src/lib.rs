@@ -11,6 +11,7 @@ pub mod errors;
 pub mod flusher;
 pub mod groups;
 pub mod offsets;
+pub mod producer_ids;
 pub mod topics;
 
 use config::BrokerConfig;
@@ -30,6 +31,8 @@ pub struct Broker {
     pub groups: groups::Coordinator,
     /// Committed offsets.
     pub offsets: offsets::OffsetStore,
+    /// Ids of idempotent producers.
+    pub producer_ids: producer_ids::ProducerIds,
 }
 
 impl Broker {
@@ -42,6 +45,8 @@ impl Broker {
         Ok(Arc::new(Broker {
             flusher: flusher::Flusher::start(),
             groups: groups::Coordinator::new(config.initial_rebalance_delay),
+            producer_ids: producer_ids::ProducerIds::open(&config.data_dir)
+                .map_err(|e| SluiceError::io(config.data_dir.display().to_string(), e))?,
             offsets,
             topics,
             config,

@@ -189,6 +189,18 @@ pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<(&[u8], BatchHeader)>, Batc
 
 /// Builds a v2 batch with the given record payloads (uncompressed), for tests and tools.
 pub fn build_batch(base_timestamp: i64, records: &[(Option<&[u8]>, &[u8])]) -> Vec<u8> {
+    build_producer_batch(base_timestamp, records, -1, -1, -1)
+}
+
+/// Builds a v2 batch written by an idempotent producer (`producer_id`, `epoch`, and the
+/// sequence number of its first record).
+pub fn build_producer_batch(
+    base_timestamp: i64,
+    records: &[(Option<&[u8]>, &[u8])],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Vec<u8> {
     fn varint(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         loop {
@@ -230,9 +242,9 @@ pub fn build_batch(base_timestamp: i64, records: &[(Option<&[u8]>, &[u8])]) -> V
     b.extend_from_slice(&((records.len() as i32 - 1).max(0)).to_be_bytes());
     b.extend_from_slice(&base_timestamp.to_be_bytes());
     b.extend_from_slice(&base_timestamp.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&base_sequence.to_be_bytes());
     b.extend_from_slice(&(records.len() as i32).to_be_bytes());
     b.extend_from_slice(&body);
     let crc = crc32c::crc32c(&b[21..]);

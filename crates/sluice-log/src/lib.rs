@@ -11,6 +11,7 @@ pub mod batch;
 pub mod config;
 pub mod index;
 pub mod partition;
+pub mod producers;
 pub mod segment;
 
 pub use batch::{BatchHeader, BATCH_HEADER_BYTES};

@@ -3,6 +3,7 @@
 
 use crate::batch::{set_base_offset, split_batches, BatchError};
 use crate::config::LogConfig;
+use crate::producers::{ProducerStates, SequenceCheck};
 use crate::segment::Segment;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +24,18 @@ pub enum LogError {
     },
     /// The disk failed.
     Io { context: String, source: io::Error },
+    /// An idempotent producer skipped sequence numbers (Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER).
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    /// An idempotent producer with an old epoch (Kafka's INVALID_PRODUCER_EPOCH).
+    ProducerFenced {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
 }
 
 impl fmt::Display for LogError {
@@ -37,6 +50,22 @@ impl fmt::Display for LogError {
                 write!(f, "offset {requested} is out of range [{start}, {end}]")
             }
             LogError::Io { context, source } => write!(f, "{context}: {source}"),
+            LogError::OutOfOrderSequence {
+                producer_id,
+                expected,
+                got,
+            } => write!(
+                f,
+                "producer {producer_id}: sequence {got} out of order, expected {expected}"
+            ),
+            LogError::ProducerFenced {
+                producer_id,
+                current,
+                got,
+            } => write!(
+                f,
+                "producer {producer_id}: epoch {got} is older than the current epoch {current}"
+            ),
         }
     }
 }
@@ -55,6 +84,8 @@ fn io_err(context: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
 pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
+    /// True if the batches were a retry of batches already written (nothing was appended).
+    pub duplicate: bool,
 }
 
 /// Batches read from a log.
@@ -74,6 +105,7 @@ pub struct PartitionLog {
     config: LogConfig,
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
+    producers: ProducerStates,
 }
 
 impl PartitionLog {
@@ -102,11 +134,19 @@ impl PartitionLog {
             segments.insert(*base, seg);
         }
         let log_start_offset = *segments.keys().next().unwrap_or(&0);
+        // Idempotent producers' sequences, from the batch headers.
+        let mut producers = ProducerStates::default();
+        for seg in segments.values() {
+            for h in seg.headers().map_err(io_err(dir))? {
+                producers.record(&h, h.base_offset);
+            }
+        }
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
             config,
             segments,
             log_start_offset,
+            producers,
         })
     }
 
@@ -132,7 +172,9 @@ impl PartitionLog {
     }
 
     /// Appends the batches of a produce request (concatenated v2 batches), assigning offsets.
-    /// Every batch is checked before any is written: a bad one refuses the whole request.
+    /// Every batch is checked (CRC, and the sequence of an idempotent producer) before any is
+    /// written: a bad one refuses the whole request. A retried batch already written is not
+    /// written again; its original offsets are returned.
     pub fn append(&mut self, records: &[u8]) -> Result<AppendInfo, LogError> {
         let batches = split_batches(records).map_err(LogError::Batch)?;
         if batches.is_empty() {
@@ -141,20 +183,75 @@ impl PartitionLog {
                 have: 0,
             }));
         }
-        let first = self.log_end_offset();
-        let mut next = first;
-        for (bytes, mut h) in batches {
-            self.maybe_roll(bytes.len() as u64)?;
-            let mut batch = bytes.to_vec();
-            set_base_offset(&mut batch, next);
-            h.base_offset = next;
-            let dir = self.dir.clone();
-            self.active().append(&batch, &h).map_err(io_err(&dir))?;
-            next = h.last_offset() + 1;
+        // Check every batch's sequence first (on a copy when there are several).
+        let mut plan = Vec::with_capacity(batches.len());
+        {
+            let mut scratch = if batches.len() > 1 {
+                Some(self.producers.clone())
+            } else {
+                None
+            };
+            let mut next = self.log_end_offset();
+            for (_, h) in &batches {
+                let states = scratch.as_ref().unwrap_or(&self.producers);
+                let check = states.check(h);
+                match check {
+                    SequenceCheck::OutOfOrder { expected, got } => {
+                        return Err(LogError::OutOfOrderSequence {
+                            producer_id: h.producer_id,
+                            expected,
+                            got,
+                        })
+                    }
+                    SequenceCheck::FencedEpoch { current, got } => {
+                        return Err(LogError::ProducerFenced {
+                            producer_id: h.producer_id,
+                            current,
+                            got,
+                        })
+                    }
+                    SequenceCheck::Append => {
+                        if let Some(s) = scratch.as_mut() {
+                            s.record(h, next);
+                        }
+                        next += h.last_offset_delta as i64 + 1;
+                    }
+                    SequenceCheck::Duplicate { .. } => {}
+                }
+                plan.push(check);
+            }
+        }
+        let mut first: Option<i64> = None;
+        let mut last = -1;
+        let mut all_duplicates = true;
+        for ((bytes, mut h), check) in batches.into_iter().zip(plan) {
+            match check {
+                SequenceCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    first.get_or_insert(base_offset);
+                    last = last_offset;
+                }
+                _ => {
+                    all_duplicates = false;
+                    self.maybe_roll(bytes.len() as u64)?;
+                    let next = self.log_end_offset();
+                    let mut batch = bytes.to_vec();
+                    set_base_offset(&mut batch, next);
+                    h.base_offset = next;
+                    let dir = self.dir.clone();
+                    self.active().append(&batch, &h).map_err(io_err(&dir))?;
+                    self.producers.record(&h, next);
+                    first.get_or_insert(next);
+                    last = h.last_offset();
+                }
+            }
         }
         Ok(AppendInfo {
-            base_offset: first,
-            last_offset: next - 1,
+            base_offset: first.unwrap_or(-1),
+            last_offset: last,
+            duplicate: all_duplicates,
         })
     }
 
@@ -445,5 +542,50 @@ mod tests {
                 proptest::prop_assert_eq!(next, Some(model.len() as i64));
             }
         }
+    }
+
+    #[test]
+    fn idempotent_producer_retries_are_not_stored_twice_and_gaps_are_refused() {
+        use crate::batch::build_producer_batch;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        let b0 = build_producer_batch(0, &[(None, b"a"), (None, b"b")], 7, 0, 0);
+        let b1 = build_producer_batch(0, &[(None, b"c")], 7, 0, 2);
+        assert_eq!(log.append(&b0).unwrap().base_offset, 0);
+        assert_eq!(log.append(&b1).unwrap().base_offset, 2);
+        // A retry of b0: same offsets, nothing written.
+        let again = log.append(&b0).unwrap();
+        assert_eq!(
+            (again.base_offset, again.last_offset, again.duplicate),
+            (0, 1, true)
+        );
+        assert_eq!(log.log_end_offset(), 3);
+        // A gap.
+        let gap = build_producer_batch(0, &[(None, b"x")], 7, 0, 9);
+        assert!(matches!(
+            log.append(&gap),
+            Err(LogError::OutOfOrderSequence {
+                expected: 3,
+                got: 9,
+                ..
+            })
+        ));
+        // A zombie with an older epoch after a newer one wrote.
+        log.append(&build_producer_batch(0, &[(None, b"n")], 7, 1, 0))
+            .unwrap();
+        let zombie = build_producer_batch(0, &[(None, b"z")], 7, 0, 3);
+        assert!(matches!(
+            log.append(&zombie),
+            Err(LogError::ProducerFenced { .. })
+        ));
+        // The state survives a restart.
+        drop(log);
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        let dup = log
+            .append(&build_producer_batch(0, &[(None, b"n")], 7, 1, 0))
+            .unwrap();
+        assert!(dup.duplicate);
+        assert_eq!(dup.base_offset, 3);
+        assert_eq!(log.log_end_offset(), 4);
     }
 }

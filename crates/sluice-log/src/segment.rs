@@ -162,6 +162,20 @@ impl Segment {
         Ok(())
     }
 
+    /// The header of every batch, in order (to rebuild state kept beside the log).
+    pub fn headers(&self) -> io::Result<Vec<BatchHeader>> {
+        let mut out = Vec::new();
+        let mut pos = 0u64;
+        while let Some(h) = self.header_at(pos)? {
+            pos += h.total_bytes() as u64;
+            if pos > self.size {
+                break;
+            }
+            out.push(h);
+        }
+        Ok(out)
+    }
+
     /// Appends a batch whose base offset is already assigned.
     pub fn append(&mut self, batch: &[u8], h: &BatchHeader) -> io::Result<()> {
         debug_assert_eq!(h.base_offset, self.next_offset.max(h.base_offset));

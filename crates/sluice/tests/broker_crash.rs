@@ -175,3 +175,71 @@ fn acknowledged_messages_survive_sigkill() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 10);
     sigkill(&mut broker);
 }
+
+#[test]
+fn idempotent_producer_across_a_broker_crash_stores_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let total = 60_000i64;
+    let mut broker = start_broker(dir.path(), port);
+    let mut producer = Command::new(python())
+        .arg(script("produce_acks_all.py"))
+        .args([&bootstrap, "idem", "0", &total.to_string(), "idempotent"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let acked = Arc::new(Mutex::new(0usize));
+    let sink = acked.clone();
+    let stdout = producer.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("ACK ") {
+                *sink.lock().unwrap() += 1;
+            }
+        }
+    });
+    let start = Instant::now();
+    while *acked.lock().unwrap() < 2_000 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no acknowledgements"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Kill the broker under the running producer, and bring it back: the producer retries
+    // what was in flight, and the broker must recognise what it already stored.
+    sigkill(&mut broker);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut broker = start_broker(dir.path(), port);
+    let status = producer.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success());
+    assert_eq!(
+        *acked.lock().unwrap(),
+        total as usize,
+        "every message acknowledged"
+    );
+    let out = Command::new(python())
+        .arg(script("consume_all.py"))
+        .args([&bootstrap, "idem"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        .collect();
+    assert_eq!(stored.len() as i64, total, "stored once each");
+    assert_eq!(stored, (0..total).collect::<Vec<_>>(), "in order");
+    sigkill(&mut broker);
+}
