@@ -28,30 +28,36 @@ fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
-/// FindCoordinator: this broker coordinates every group.
+/// FindCoordinator: this broker coordinates every group. Versions 0 to 3 answer for one key
+/// in top-level fields; from version 4, for each key in `coordinators` (and the top-level
+/// fields must stay empty).
 pub fn find_coordinator(
     broker: &Broker,
     r: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let mut resp = FindCoordinatorResponse::default()
-        .with_node_id(BrokerId(broker.config.node_id))
-        .with_host(s(broker.config.advertised_host.clone()))
-        .with_port(broker.config.advertised_port);
+    let node = BrokerId(broker.config.node_id);
+    let host = s(broker.config.advertised_host.clone());
+    let port = broker.config.advertised_port;
     if version >= 4 {
+        let mut resp = FindCoordinatorResponse::default();
         resp.coordinators = r
             .coordinator_keys
             .into_iter()
             .map(|key| {
                 WireCoordinator::default()
                     .with_key(key)
-                    .with_node_id(BrokerId(broker.config.node_id))
-                    .with_host(s(broker.config.advertised_host.clone()))
-                    .with_port(broker.config.advertised_port)
+                    .with_node_id(node)
+                    .with_host(host.clone())
+                    .with_port(port)
             })
             .collect();
+        return resp;
     }
-    resp
+    FindCoordinatorResponse::default()
+        .with_node_id(node)
+        .with_host(host)
+        .with_port(port)
 }
 
 /// JoinGroup: waits until the join phase completes.
