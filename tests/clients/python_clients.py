@@ -104,6 +104,21 @@ c2 = KafkaConsumer("kp-topic", bootstrap_servers=b, group_id="kp-group", consume
 check([m.value for m in c2] == [], "a new member of the group resumes after the committed offset")
 c2.close()
 
+# --- configs and partitions
+from confluent_kafka.admin import ConfigResource, NewPartitions
+res = ConfigResource(ConfigResource.Type.TOPIC, "ck-topic")
+cfg = admin.describe_configs([res])[res].result(10)
+check(cfg["cleanup.policy"].value == "delete" and "retention.ms" in cfg, "describe_configs returns the topic's configuration")
+for f in admin.create_partitions([NewPartitions("ck-topic", 6)]).values():
+    f.result(10)
+check(len(admin.list_topics(timeout=10).topics["ck-topic"].partitions) == 6, "create_partitions grows a topic to 6")
+shrink = admin.create_partitions([NewPartitions("ck-topic", 2)])["ck-topic"]
+try:
+    shrink.result(10)
+    check(False, "shrinking a topic fails")
+except Exception as e:
+    check("INVALID_PARTITIONS" in str(e), "shrinking a topic fails with INVALID_PARTITIONS")
+
 # --- delete with both admin clients
 kadmin.delete_topics(["kp-topic"])
 for f in admin.delete_topics(["ck-topic"]).values():

@@ -192,6 +192,34 @@ impl TopicManager {
         Ok(n as usize)
     }
 
+    /// Grows a topic to `count` partitions (Kafka never shrinks one).
+    pub fn add_partitions(&self, name: &str, count: i32) -> std::result::Result<(), (i16, String)> {
+        let mut topics = self.write();
+        let parts = topics.get_mut(name).ok_or((
+            crate::errors::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("topic '{name}' does not exist"),
+        ))?;
+        let current = parts.len() as i32;
+        if count <= current || count > 10_000 {
+            return Err((
+                crate::errors::INVALID_PARTITIONS,
+                format!("topic '{name}' has {current} partitions; the new count must be larger (and at most 10000), got {count}"),
+            ));
+        }
+        for index in current..count {
+            let dir = self.config.data_dir.join(format!("{name}-{index}"));
+            let log = PartitionLog::open(&dir, self.config.log.clone())
+                .map_err(|e| (crate::errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
+            parts.push(Arc::new(Partition {
+                topic: name.to_string(),
+                index,
+                log: Mutex::new(log),
+            }));
+        }
+        tracing::info!(topic = name, partitions = count, "partitions added");
+        Ok(())
+    }
+
     /// Deletes a topic and its data.
     pub fn delete(&self, name: &str) -> std::result::Result<(), (i16, String)> {
         let parts = self.write().remove(name).ok_or((

@@ -2,10 +2,16 @@
 
 use crate::errors;
 use crate::Broker;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -74,6 +80,140 @@ pub fn delete_topics(broker: &Broker, r: DeleteTopicsRequest) -> DeleteTopicsRes
             res.error_message = Some(StrBytes::from_string(message));
         }
         resp.responses.push(res);
+    }
+    resp
+}
+
+/// CreatePartitions: grows topics.
+pub fn create_partitions(broker: &Broker, r: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let mut resp = CreatePartitionsResponse::default();
+    for t in r.topics {
+        let mut res = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            Err((
+                errors::INVALID_REQUEST,
+                "manual replica assignment is not supported".to_string(),
+            ))
+        } else if r.validate_only {
+            match broker.topics.partition_count(&t.name.0) {
+                None => Err((
+                    errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("topic '{}' does not exist", t.name.0.as_str()),
+                )),
+                Some(n) if t.count as usize <= n => Err((
+                    errors::INVALID_PARTITIONS,
+                    format!("the topic already has {n} partitions"),
+                )),
+                Some(_) => Ok(()),
+            }
+        } else {
+            broker.topics.add_partitions(&t.name.0, t.count)
+        };
+        if let Err((code, message)) = outcome {
+            res.error_code = code;
+            res.error_message = Some(StrBytes::from_string(message));
+        }
+        resp.results.push(res);
+    }
+    resp
+}
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// Kafka's ConfigSource values.
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+fn ms(d: Option<std::time::Duration>) -> String {
+    d.map(|d| d.as_millis().to_string())
+        .unwrap_or_else(|| "-1".into())
+}
+
+/// The configuration in force for a topic or the broker, with Kafka's names.
+fn configs(broker: &Broker, resource_type: i8) -> Vec<(&'static str, String)> {
+    let log = &broker.config.log;
+    let c = &broker.config;
+    match resource_type {
+        RESOURCE_TOPIC => vec![
+            ("cleanup.policy", "delete".into()),
+            ("compression.type", "producer".into()),
+            ("max.message.bytes", c.max_request_bytes.to_string()),
+            ("message.timestamp.type", "CreateTime".into()),
+            ("min.insync.replicas", "1".into()),
+            (
+                "retention.bytes",
+                log.retention_bytes
+                    .map(|b| b.to_string())
+                    .unwrap_or_else(|| "-1".into()),
+            ),
+            ("retention.ms", ms(log.retention_ms)),
+            ("segment.bytes", log.segment_bytes.to_string()),
+            ("segment.index.bytes", "10485760".into()),
+            ("segment.ms", ms(log.segment_ms)),
+        ],
+        _ => vec![
+            (
+                "auto.create.topics.enable",
+                c.auto_create_topics.to_string(),
+            ),
+            ("broker.id", c.node_id.to_string()),
+            (
+                "group.initial.rebalance.delay.ms",
+                c.initial_rebalance_delay.as_millis().to_string(),
+            ),
+            ("log.dirs", c.data_dir.display().to_string()),
+            ("log.retention.ms", ms(log.retention_ms)),
+            ("log.segment.bytes", log.segment_bytes.to_string()),
+            ("num.partitions", c.default_partitions.to_string()),
+            ("socket.request.max.bytes", c.max_request_bytes.to_string()),
+        ],
+    }
+}
+
+/// DescribeConfigs: the configuration in force (Sluice has no per-topic overrides yet).
+pub fn describe_configs(broker: &Broker, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let mut resp = DescribeConfigsResponse::default();
+    for res in r.resources {
+        let mut out = DescribeConfigsResult::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        let known = match res.resource_type {
+            RESOURCE_TOPIC => broker.topics.partition_count(&res.resource_name).is_some(),
+            RESOURCE_BROKER => true,
+            _ => false,
+        };
+        if !known {
+            out.error_code = if res.resource_type == RESOURCE_TOPIC {
+                errors::UNKNOWN_TOPIC_OR_PARTITION
+            } else {
+                errors::INVALID_REQUEST
+            };
+            out.error_message = Some(StrBytes::from_string(format!(
+                "unknown resource '{}'",
+                res.resource_name.as_str()
+            )));
+        } else {
+            let wanted: Option<Vec<String>> = res
+                .configuration_keys
+                .map(|k| k.iter().map(|k| k.to_string()).collect());
+            let source = if res.resource_type == RESOURCE_TOPIC {
+                SOURCE_DEFAULT
+            } else {
+                SOURCE_STATIC_BROKER
+            };
+            out.configs = configs(broker, res.resource_type)
+                .into_iter()
+                .filter(|(k, _)| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == k)))
+                .map(|(k, v)| {
+                    DescribeConfigsResourceResult::default()
+                        .with_name(StrBytes::from_static_str(k))
+                        .with_value(Some(StrBytes::from_string(v)))
+                        .with_read_only(true)
+                        .with_config_source(source)
+                })
+                .collect();
+        }
+        resp.results.push(out);
     }
     resp
 }
