@@ -55,12 +55,28 @@ pub async fn handle(
     }
 }
 
-/// Decodes one request and returns its encoded response (none for `acks=0` produces).
-pub async fn process(
-    broker: &Broker,
-    mut frame: Bytes,
-    peer: std::net::SocketAddr,
-) -> Result<Option<BytesMut>> {
+/// A request decoded from a frame, or what to answer without decoding it.
+pub enum Decoded {
+    /// A request of a supported API and version.
+    Request {
+        key: ApiKey,
+        version: i16,
+        header: RequestHeader,
+        request: Box<RequestKind>,
+    },
+    /// ApiVersions in a version the broker does not speak: answer in v0 (Kafka's fallback).
+    UnsupportedApiVersions { correlation_id: i32 },
+}
+
+/// Decodes a request frame (without its size prefix). Pure and total: any input gives a
+/// request or an error, never a panic; this is what the fuzz target exercises.
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded> {
+    if frame.len() < 8 {
+        return Err(protocol_error(format!(
+            "request of {} bytes is too short",
+            frame.len()
+        )));
+    }
     let key_code = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -71,13 +87,7 @@ pub async fn process(
     };
     if version < min || version > max {
         if key == ApiKey::ApiVersions {
-            // Kafka's fallback: answer in v0 with the versions we have.
-            return Ok(Some(encode(
-                correlation_id,
-                key,
-                0,
-                &api::versions::unsupported(),
-            )?));
+            return Ok(Decoded::UnsupportedApiVersions { correlation_id });
         }
         return Err(protocol_error(format!(
             "{key:?} version {version} is not supported (versions {min} to {max})"
@@ -88,6 +98,36 @@ pub async fn process(
         .map_err(|e| protocol_error(format!("bad {key:?} request header: {e}")))?;
     let request = RequestKind::decode(key, &mut frame, version)
         .map_err(|e| protocol_error(format!("bad {key:?} v{version} request: {e}")))?;
+    Ok(Decoded::Request {
+        key,
+        version,
+        header,
+        request: Box::new(request),
+    })
+}
+
+/// Decodes one request and returns its encoded response (none for `acks=0` produces).
+pub async fn process(
+    broker: &Broker,
+    frame: Bytes,
+    peer: std::net::SocketAddr,
+) -> Result<Option<BytesMut>> {
+    let (key, version, header, request) = match decode_request(frame)? {
+        Decoded::UnsupportedApiVersions { correlation_id } => {
+            return Ok(Some(encode(
+                correlation_id,
+                ApiKey::ApiVersions,
+                0,
+                &api::versions::unsupported(),
+            )?));
+        }
+        Decoded::Request {
+            key,
+            version,
+            header,
+            request,
+        } => (key, version, header, request),
+    };
     let ctx = api::RequestContext {
         client_id: header
             .client_id
@@ -97,7 +137,7 @@ pub async fn process(
         client_host: format!("/{}", peer.ip()),
         version,
     };
-    let Some(response) = api::dispatch(broker, request, &ctx).await else {
+    let Some(response) = api::dispatch(broker, *request, &ctx).await else {
         return Ok(None);
     };
     Ok(Some(encode(

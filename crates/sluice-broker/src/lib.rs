@@ -4,6 +4,7 @@
 //! One tokio task per connection reads requests and answers them in order. A malformed or
 //! hostile request costs its connection at most, never the broker.
 
+pub mod alloc;
 pub mod api;
 pub mod config;
 pub mod connection;

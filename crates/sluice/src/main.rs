@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// Keeps hostile length fields in requests from aborting the broker (see the module).
+#[global_allocator]
+static ALLOCATOR: sluice_broker::alloc::LazyHugeAllocator = sluice_broker::alloc::LazyHugeAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",

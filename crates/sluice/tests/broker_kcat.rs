@@ -226,6 +226,24 @@ fn malformed_input_costs_only_its_connection() {
         .concat(),
         // Garbage.
         [&20i32.to_be_bytes()[..], &[0xAB; 20]].concat(),
+        // Found by the request_decode fuzz target: array lengths of billions of elements in a
+        // few bytes (ListOffsets v4 and DescribeConfigs v1). Once, each aborted the whole broker.
+        [
+            &19i32.to_be_bytes()[..],
+            &[
+                0x00, 0x02, 0x00, 0x04, 0x33, 0x00, 0x04, 0x33, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                0x5b, 0x47, 0x47, 0x5d, 0x47,
+            ],
+        ]
+        .concat(),
+        [
+            &16i32.to_be_bytes()[..],
+            &[
+                0x00, 0x20, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x06, 0x00, 0x00, 0x00,
+                0x5d, 0x29,
+            ],
+        ]
+        .concat(),
     ];
     for bytes in hostile {
         let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
