@@ -100,6 +100,18 @@ found = c.offsets_for_times({tp: 1_700_000_005_000})[tp]
 check(found is not None and found.offset == 5, "offsets_for_times finds the first offset at a timestamp")
 check(c.offsets_for_times({tp: 1_800_000_000_000})[tp] is None, "offsets_for_times past the end finds nothing")
 c.close()
+# Many records in one uncompressed batch: the lookup finds the exact record.
+kadmin.create_topics([NewTopic("kp-times", num_partitions=1, replication_factor=1)])
+kb = KafkaProducer(bootstrap_servers=b, linger_ms=500, batch_size=1 << 20)
+futures = [kb.send("kp-times", value=f"t{i}".encode(), timestamp_ms=1_700_000_000_000 + i * 1000) for i in range(20)]
+kb.flush()
+check(len({f.get(10).offset for f in futures}) == 20, "20 records produced in one go")
+tpt = TopicPartition("kp-times", 0)
+ct = KafkaConsumer(bootstrap_servers=b)
+at = ct.offsets_for_times({tpt: 1_700_000_007_500})[tpt]
+ct.close()
+check(at is not None and at.offset == 8 and at.timestamp == 1_700_000_008_000,
+      f"offsets_for_times finds the record inside a batch (got {at})")
 c2 = KafkaConsumer("kp-topic", bootstrap_servers=b, group_id="kp-group", consumer_timeout_ms=3000)
 check([m.value for m in c2] == [], "a new member of the group resumes after the committed offset")
 c2.close()

@@ -174,6 +174,44 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+fn read_varint(b: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut raw: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        raw |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    None
+}
+
+/// The (offset, timestamp) of every record of an uncompressed batch, read from the record
+/// headers (`None` for a compressed or malformed batch).
+pub fn record_times(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
+    let h = BatchHeader::parse(batch).ok()?;
+    if h.compression() != 0 {
+        return None;
+    }
+    let end = h.total_bytes().min(batch.len());
+    let mut pos = BATCH_HEADER_BYTES;
+    let mut out = Vec::with_capacity(h.records_count.clamp(0, 1 << 16) as usize);
+    for _ in 0..h.records_count {
+        let len = usize::try_from(read_varint(batch, &mut pos)?).ok()?;
+        let start = pos;
+        pos += 1; // attributes
+        let ts_delta = read_varint(batch, &mut pos)?;
+        let offset_delta = read_varint(batch, &mut pos)?;
+        out.push((h.base_offset + offset_delta, h.base_timestamp + ts_delta));
+        pos = start.checked_add(len)?;
+        if pos > end {
+            return None;
+        }
+    }
+    Some(out)
+}
+
 /// Splits a buffer of concatenated batches (a produce request's records) into its batches,
 /// validating each.
 pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<(&[u8], BatchHeader)>, BatchError> {
@@ -275,6 +313,18 @@ mod tests {
             validate(&b[..30]),
             Err(BatchError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn record_times_of_an_uncompressed_batch() {
+        let mut b = build_batch(1000, &[(None, b"a"), (Some(b"k"), b"bb"), (None, b"")]);
+        set_base_offset(&mut b, 10);
+        // build_batch gives every record the base timestamp.
+        assert_eq!(
+            record_times(&b),
+            Some(vec![(10, 1000), (11, 1000), (12, 1000)])
+        );
+        assert_eq!(record_times(&b[..40]), None);
     }
 
     #[test]

@@ -245,6 +245,15 @@ impl Segment {
             .unwrap_or(0);
         while let Some(h) = self.header_at(pos)? {
             if h.max_timestamp >= ts {
+                // Kafka answers with the first record at or after `ts`; an uncompressed
+                // batch's records are read for it, a compressed one answers for the batch.
+                let mut batch = vec![0u8; h.total_bytes()];
+                self.file.read_exact_at(&mut batch, pos)?;
+                if let Some(times) = crate::batch::record_times(&batch) {
+                    if let Some(&(offset, t)) = times.iter().find(|(_, t)| *t >= ts) {
+                        return Ok(Some((offset, t)));
+                    }
+                }
                 return Ok(Some((h.base_offset, h.max_timestamp)));
             }
             pos += h.total_bytes() as u64;
