@@ -5,7 +5,7 @@
 use crate::api;
 use crate::Broker;
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use sluice_common::{Result, SluiceError};
 use std::sync::Arc;
@@ -16,7 +16,18 @@ fn protocol_error(message: impl Into<String>) -> SluiceError {
     SluiceError::Runtime(message.into())
 }
 
+/// Requests of one connection whose responses may be pending at once (the pipeline depth).
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// A response, ready or still waiting for fsyncs.
+type PendingResponse =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<BytesMut>>> + Send>>;
+
 /// Serves one connection until the client closes it or sends something invalid.
+///
+/// Requests are handled in the order they arrive and answered in that order. A produce
+/// appends at once and its answer waits for the fsync while later requests are read (up to
+/// [`MAX_IN_FLIGHT`]), so that pipelined produces share fsyncs.
 pub async fn handle(
     broker: Arc<Broker>,
     socket: TcpStream,
@@ -26,33 +37,50 @@ pub async fn handle(
         .set_nodelay(true)
         .map_err(|e| SluiceError::io("setting TCP_NODELAY", e))?;
     let (mut rd, mut wr) = socket.into_split();
-    loop {
-        let mut len = [0u8; 4];
-        match rd.read_exact(&mut len).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(SluiceError::io("reading a request", e)),
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<PendingResponse>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(async move {
+        while let Some(pending) = rx.recv().await {
+            if let Some(response) = pending.await? {
+                let mut out = Vec::with_capacity(4 + response.len());
+                out.extend_from_slice(&(response.len() as i32).to_be_bytes());
+                out.extend_from_slice(&response);
+                wr.write_all(&out)
+                    .await
+                    .map_err(|e| SluiceError::io("writing a response", e))?;
+            }
         }
-        let size = i32::from_be_bytes(len);
-        if size < 8 || size as usize > broker.config.max_request_bytes {
-            return Err(protocol_error(format!(
-                "request of {size} bytes refused (at most {} bytes)",
-                broker.config.max_request_bytes
-            )));
-        }
-        let mut frame = vec![0u8; size as usize];
-        rd.read_exact(&mut frame)
-            .await
-            .map_err(|e| SluiceError::io("reading a request", e))?;
-        if let Some(response) = process(&broker, Bytes::from(frame), peer).await? {
-            let mut out = Vec::with_capacity(4 + response.len());
-            out.extend_from_slice(&(response.len() as i32).to_be_bytes());
-            out.extend_from_slice(&response);
-            wr.write_all(&out)
+        Ok::<(), SluiceError>(())
+    });
+    let result = async {
+        loop {
+            let mut len = [0u8; 4];
+            match rd.read_exact(&mut len).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(SluiceError::io("reading a request", e)),
+            }
+            let size = i32::from_be_bytes(len);
+            if size < 8 || size as usize > broker.config.max_request_bytes {
+                return Err(protocol_error(format!(
+                    "request of {size} bytes refused (at most {} bytes)",
+                    broker.config.max_request_bytes
+                )));
+            }
+            let mut frame = vec![0u8; size as usize];
+            rd.read_exact(&mut frame)
                 .await
-                .map_err(|e| SluiceError::io("writing a response", e))?;
+                .map_err(|e| SluiceError::io("reading a request", e))?;
+            let pending = process(&broker, Bytes::from(frame), peer).await?;
+            if tx.send(pending).await.is_err() {
+                // The writer stopped (the client went away).
+                return Ok(());
+            }
         }
     }
+    .await;
+    drop(tx);
+    let written = writer.await.unwrap_or(Ok(()));
+    result.and(written)
 }
 
 /// A request decoded from a frame, or what to answer without decoding it.
@@ -106,20 +134,22 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded> {
     })
 }
 
-/// Decodes one request and returns its encoded response (none for `acks=0` produces).
+/// Handles one request: everything but a produce's fsync wait happens now, in order; the
+/// returned future gives the encoded response (none for `acks=0`).
 pub async fn process(
     broker: &Broker,
     frame: Bytes,
     peer: std::net::SocketAddr,
-) -> Result<Option<BytesMut>> {
+) -> Result<PendingResponse> {
     let (key, version, header, request) = match decode_request(frame)? {
         Decoded::UnsupportedApiVersions { correlation_id } => {
-            return Ok(Some(encode(
+            let r = encode(
                 correlation_id,
                 ApiKey::ApiVersions,
                 0,
                 &api::versions::unsupported(),
-            )?));
+            );
+            return Ok(Box::pin(async move { r.map(Some) }));
         }
         Decoded::Request {
             key,
@@ -128,6 +158,18 @@ pub async fn process(
             request,
         } => (key, version, header, request),
     };
+    let correlation_id = header.correlation_id;
+    if let RequestKind::Produce(r) = *request {
+        let pending = api::produce::append(broker, r);
+        return Ok(Box::pin(async move {
+            match pending.finish().await {
+                Some(resp) => {
+                    encode(correlation_id, key, version, &ResponseKind::Produce(resp)).map(Some)
+                }
+                None => Ok(None),
+            }
+        }));
+    }
     let ctx = api::RequestContext {
         client_id: header
             .client_id
@@ -137,22 +179,18 @@ pub async fn process(
         client_host: format!("/{}", peer.ip()),
         version,
     };
-    let Some(response) = api::dispatch(broker, *request, &ctx).await else {
-        return Ok(None);
+    let response = match api::dispatch(broker, *request, &ctx).await {
+        Some(r) => Some(encode(correlation_id, key, version, &r)?),
+        None => None,
     };
-    Ok(Some(encode(
-        header.correlation_id,
-        key,
-        version,
-        &response,
-    )?))
+    Ok(Box::pin(async move { Ok(response) }))
 }
 
 fn encode(
     correlation_id: i32,
     key: ApiKey,
     version: i16,
-    response: &kafka_protocol::messages::ResponseKind,
+    response: &ResponseKind,
 ) -> Result<BytesMut> {
     let mut buf = BytesMut::new();
     let header = ResponseHeader::default().with_correlation_id(correlation_id);

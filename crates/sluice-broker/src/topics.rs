@@ -32,8 +32,17 @@ impl Partition {
         self.lock().read(offset, max_bytes)
     }
 
+    /// Makes every append so far durable. The fsyncs run without the partition's lock, so
+    /// that producers keep appending meanwhile.
     pub fn sync(&self) -> Result<(), LogError> {
-        self.lock().sync()
+        let files = self.lock().take_unsynced()?;
+        for f in files {
+            f.sync_data().map_err(|source| LogError::Io {
+                context: format!("{}-{}", self.topic, self.index),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     pub fn log_end_offset(&self) -> i64 {

@@ -95,6 +95,11 @@ impl SparseIndex {
         Ok(())
     }
 
+    /// Another handle on the index file (for syncing it elsewhere).
+    pub fn file_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Makes the index durable.
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()

@@ -323,6 +323,17 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// Handles on every file written since the last sync, to fsync without holding the log
+    /// (see `Segment::take_unsynced`). Fsyncing them all makes every append so far durable.
+    pub fn take_unsynced(&mut self) -> Result<Vec<std::fs::File>, LogError> {
+        let dir = self.dir.clone();
+        let mut out = Vec::new();
+        for seg in self.segments.values_mut() {
+            out.extend(seg.take_unsynced().map_err(io_err(&dir))?);
+        }
+        Ok(out)
+    }
+
     /// Makes every append so far durable.
     pub fn sync(&mut self) -> Result<(), LogError> {
         let dir = self.dir.clone();

@@ -261,6 +261,21 @@ impl Segment {
         Ok(None)
     }
 
+    /// Handles on the files written since the last sync (the log and its indexes), so that
+    /// the caller can fsync them without holding the segment (an fsync covers what was
+    /// written through any descriptor of the file before it). The segment counts as synced.
+    pub fn take_unsynced(&mut self) -> io::Result<Vec<File>> {
+        if !self.dirty {
+            return Ok(Vec::new());
+        }
+        self.dirty = false;
+        Ok(vec![
+            self.file.try_clone()?,
+            self.offset_index.file_handle()?,
+            self.time_index.file_handle()?,
+        ])
+    }
+
     /// Makes the segment durable.
     pub fn sync(&mut self) -> io::Result<()> {
         if self.dirty {

@@ -63,7 +63,10 @@ pub async fn dispatch(
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::handle()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(broker, r, version)),
         RequestKind::Produce(r) => {
-            return produce::handle(broker, r).await.map(ResponseKind::Produce)
+            return produce::append(broker, r)
+                .finish()
+                .await
+                .map(ResponseKind::Produce)
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(broker, r)),

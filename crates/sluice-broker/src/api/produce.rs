@@ -1,20 +1,34 @@
 //! Produce: append each partition's record batches; with `acks=all` answer only once they are
 //! fsynced (group commit through the flusher), with `acks=0` not at all.
+//!
+//! The work is split in two so that a connection can pipeline: [`append`] writes the
+//! batches at once, in request order; [`PendingProduce::finish`] waits for the fsyncs and
+//! gives the response, and may run while later requests are read.
 
 use crate::errors;
 use crate::Broker;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+use tokio::sync::oneshot;
 
-/// Answers a Produce request (`None` for `acks=0`).
-pub async fn handle(broker: &Broker, r: ProduceRequest) -> Option<ProduceResponse> {
-    let mut resp = ProduceResponse::default();
-    let mut to_flush = Vec::new();
-    for topic in r.topic_data {
+/// A produce whose batches are written and whose answer may wait for fsyncs.
+pub struct PendingProduce {
+    response: ProduceResponse,
+    /// (topic index, partition index, the flusher's answer).
+    waits: Vec<(usize, usize, oneshot::Receiver<Result<(), String>>)>,
+    acks: i16,
+}
+
+/// Appends every partition's batches now and asks the flusher for what `acks=all` needs.
+pub fn append(broker: &Broker, r: ProduceRequest) -> PendingProduce {
+    let mut response = ProduceResponse::default();
+    let mut waits = Vec::new();
+    let flush = r.acks == -1 && broker.config.log.fsync_on_ack;
+    for (ti, topic) in r.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         let mut t = TopicProduceResponse::default().with_name(topic.name.clone());
-        for p in topic.partition_data {
+        for (pi, p) in topic.partition_data.into_iter().enumerate() {
             let mut pr = PartitionProduceResponse::default()
                 .with_index(p.index)
                 .with_base_offset(-1)
@@ -26,7 +40,9 @@ pub async fn handle(broker: &Broker, r: ProduceRequest) -> Option<ProduceRespons
                     Ok(info) => {
                         pr.base_offset = info.base_offset;
                         pr.log_start_offset = part.log_start_offset();
-                        to_flush.push((t.partition_responses.len(), part));
+                        if flush {
+                            waits.push((ti, pi, broker.flusher.request(part)));
+                        }
                     }
                     Err(e) => {
                         tracing::info!(topic = %name, partition = p.index, error = %e, "produce refused");
@@ -37,29 +53,29 @@ pub async fn handle(broker: &Broker, r: ProduceRequest) -> Option<ProduceRespons
             }
             t.partition_responses.push(pr);
         }
-        // Ask for every partition's flush, then wait: the flusher groups them.
-        if r.acks == -1 && broker.config.log.fsync_on_ack {
-            let waits: Vec<_> = to_flush
-                .drain(..)
-                .map(|(i, part)| (i, broker.flusher.request(part)))
-                .collect();
-            for (i, wait) in waits {
-                let result = wait
-                    .await
-                    .unwrap_or_else(|_| Err("the flusher has stopped".into()));
-                if let Err(e) = result {
-                    t.partition_responses[i].error_code = errors::KAFKA_STORAGE_ERROR;
-                    t.partition_responses[i].error_message = Some(StrBytes::from_string(e));
-                }
-            }
-        }
-        to_flush.clear();
-        resp.responses.push(t);
+        response.responses.push(t);
     }
     broker.notify_appended();
-    if r.acks == 0 {
-        None
-    } else {
-        Some(resp)
+    PendingProduce {
+        response,
+        waits,
+        acks: r.acks,
+    }
+}
+
+impl PendingProduce {
+    /// Waits for the fsyncs `acks=all` needs; `None` for `acks=0`.
+    pub async fn finish(mut self) -> Option<ProduceResponse> {
+        for (ti, pi, wait) in self.waits {
+            let result = wait
+                .await
+                .unwrap_or_else(|_| Err("the flusher has stopped".into()));
+            if let Err(e) = result {
+                let pr = &mut self.response.responses[ti].partition_responses[pi];
+                pr.error_code = errors::KAFKA_STORAGE_ERROR;
+                pr.error_message = Some(StrBytes::from_string(e));
+            }
+        }
+        (self.acks != 0).then_some(self.response)
     }
 }
