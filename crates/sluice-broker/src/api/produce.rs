@@ -12,11 +12,13 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
 
+/// The flusher's answer for one partition of a produce: (topic index, partition index, answer).
+type FlushWait = (usize, usize, oneshot::Receiver<Result<(), String>>);
+
 /// A produce whose batches are written and whose answer may wait for fsyncs.
 pub struct PendingProduce {
     response: ProduceResponse,
-    /// (topic index, partition index, the flusher's answer).
-    waits: Vec<(usize, usize, oneshot::Receiver<Result<(), String>>)>,
+    waits: Vec<FlushWait>,
     acks: i16,
 }
 
