@@ -42,33 +42,38 @@ enum Command {
 
 #[derive(clap::Args)]
 struct BrokerArgs {
-    /// The address to listen on (loopback unless told otherwise).
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    listen: String,
-    /// Where topics are stored.
-    #[arg(long, default_value = "sluice-data")]
-    data_dir: PathBuf,
-    /// The host:port clients are told to connect to (default: the listen address).
+    /// A Kafka `server.properties` file (listeners, advertised.listeners, log.dirs,
+    /// num.partitions, log.retention.*, log.segment.bytes, ...); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The address to listen on (loopback unless told otherwise) [default: 127.0.0.1:9092].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Where topics are stored [default: sluice-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The host:port clients are told to connect to [default: the listen address].
     #[arg(long)]
     advertised_address: Option<String>,
-    /// Partitions of topics created without a count (`num.partitions`).
-    #[arg(long, default_value_t = 1)]
-    default_partitions: i32,
-    /// Create topics when clients ask for unknown ones (`auto.create.topics.enable`).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    auto_create_topics: bool,
-    /// Segment size in bytes (`segment.bytes`).
-    #[arg(long, default_value_t = 1 << 30)]
-    segment_bytes: u64,
-    /// Retention in hours (`log.retention.hours`); 0 keeps data forever.
-    #[arg(long, default_value_t = 168)]
-    retention_hours: u64,
-    /// Retention in bytes per partition (`retention.bytes`); 0 is no limit.
-    #[arg(long, default_value_t = 0)]
-    retention_bytes: u64,
-    /// Acknowledge `acks=all` produces only after fsync (`true`), or from the page cache.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    fsync: bool,
+    /// Partitions of topics created without a count (`num.partitions`) [default: 1].
+    #[arg(long)]
+    default_partitions: Option<i32>,
+    /// Create topics when clients ask for unknown ones (`auto.create.topics.enable`)
+    /// [default: true].
+    #[arg(long)]
+    auto_create_topics: Option<bool>,
+    /// Segment size in bytes (`log.segment.bytes`) [default: 1073741824].
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+    /// Retention in hours (`log.retention.hours`); 0 keeps data forever [default: 168].
+    #[arg(long)]
+    retention_hours: Option<u64>,
+    /// Retention in bytes per partition (`log.retention.bytes`); 0 is no limit.
+    #[arg(long)]
+    retention_bytes: Option<u64>,
+    /// Acknowledge `acks=all` produces only after fsync (`flush.on.ack`) [default: true].
+    #[arg(long)]
+    fsync: Option<bool>,
 }
 
 fn main() -> ExitCode {
@@ -104,33 +109,72 @@ fn main() -> ExitCode {
 
 fn broker(args: BrokerArgs) -> Result<(), String> {
     use sluice_broker::config::BrokerConfig;
-    let advertised = args
-        .advertised_address
-        .clone()
-        .unwrap_or_else(|| args.listen.clone());
-    let (host, port) = advertised
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| format!("--advertised-address '{advertised}': expected host:port"))?;
-    let mut config = BrokerConfig::new(args.data_dir.clone(), &host, port);
-    config.default_partitions = args.default_partitions.max(1);
-    config.auto_create_topics = args.auto_create_topics;
-    config.log.segment_bytes = args.segment_bytes.max(1024);
-    config.log.retention_ms = (args.retention_hours > 0)
-        .then(|| std::time::Duration::from_secs(args.retention_hours * 3600));
-    config.log.retention_bytes = (args.retention_bytes > 0).then_some(args.retention_bytes);
-    config.log.fsync_on_ack = args.fsync;
+    // Defaults, then the properties file, then flags.
+    let mut config = BrokerConfig::new(PathBuf::from("sluice-data"), "127.0.0.1", 9092);
+    let mut listen = "127.0.0.1:9092".to_string();
+    let mut advertised_set = false;
+    if let Some(path) = &args.config {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+        advertised_set = text
+            .lines()
+            .any(|l| l.trim_start().starts_with("advertised.listeners"));
+        if let Some(l) = config.apply_properties(&text, &name)? {
+            listen = l;
+        }
+    }
+    if let Some(l) = &args.listen {
+        listen = l.clone();
+    }
+    let advertised = match &args.advertised_address {
+        Some(a) => Some(a.clone()),
+        None if advertised_set => None,
+        None => Some(listen.clone()),
+    };
+    if let Some(advertised) = advertised {
+        let (host, port) = advertised
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<i32>().ok()?)))
+            .ok_or_else(|| format!("advertised address '{advertised}': expected host:port"))?;
+        config.advertised_host = host;
+        config.advertised_port = port;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(p) = args.default_partitions {
+        config.default_partitions = p.clamp(1, 10_000);
+    }
+    if let Some(a) = args.auto_create_topics {
+        config.auto_create_topics = a;
+    }
+    if let Some(b) = args.segment_bytes {
+        config.log.segment_bytes = b.max(1024);
+    }
+    if let Some(h) = args.retention_hours {
+        config.log.retention_ms = (h > 0).then(|| std::time::Duration::from_secs(h * 3600));
+    }
+    if let Some(b) = args.retention_bytes {
+        config.log.retention_bytes = (b > 0).then_some(b);
+    }
+    if let Some(f) = args.fsync {
+        config.log.fsync_on_ack = f;
+    }
+    let data_dir = config.data_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
     runtime.block_on(async move {
         let broker = sluice_broker::Broker::open(config).map_err(|e| e.to_string())?;
-        let listener = tokio::net::TcpListener::bind(&args.listen)
+        let listener = tokio::net::TcpListener::bind(&listen)
             .await
-            .map_err(|e| format!("--listen {}: {e}", args.listen))?;
-        tracing::info!(listen = %args.listen, data_dir = %args.data_dir.display(), "broker started");
-        eprintln!("sluice broker listening on {} (data in {})", args.listen, args.data_dir.display());
+            .map_err(|e| format!("listening on {listen}: {e}"))?;
+        tracing::info!(%listen, data_dir = %data_dir.display(), "broker started");
+        eprintln!(
+            "sluice broker listening on {listen} (data in {})",
+            data_dir.display()
+        );
         let retention = sluice_broker::spawn_retention(broker.clone());
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
