@@ -131,6 +131,24 @@ try:
 except Exception as e:
     check("INVALID_PARTITIONS" in str(e), "shrinking a topic fails with INVALID_PARTITIONS")
 
+# --- per-topic configuration
+for f in admin.create_topics([CNewTopic("ck-configured", num_partitions=1, replication_factor=1,
+                                        config={"retention.ms": "60000", "flush.messages": "1000"})]).values():
+    f.result(10)
+res = ConfigResource(ConfigResource.Type.TOPIC, "ck-configured")
+cfg = admin.describe_configs([res])[res].result(10)
+check(cfg["retention.ms"].value == "60000" and cfg["retention.ms"].source == 1,  # DYNAMIC_TOPIC_CONFIG
+      "a topic created with retention.ms shows it as a topic override")
+bad = admin.create_topics([CNewTopic("ck-compacted", num_partitions=1, replication_factor=1,
+                                     config={"cleanup.policy": "compact"})])["ck-compacted"]
+try:
+    bad.result(10)
+    check(False, "an unsupported topic config is refused")
+except Exception as e:
+    check("INVALID_CONFIG" in str(e), "an unsupported topic config is refused with INVALID_CONFIG")
+for f in admin.delete_topics(["ck-configured"]).values():
+    f.result(10)
+
 # --- delete with both admin clients
 kadmin.delete_topics(["kp-topic"])
 for f in admin.delete_topics(["ck-topic"]).values():

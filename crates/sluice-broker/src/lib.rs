@@ -13,6 +13,7 @@ pub mod flusher;
 pub mod groups;
 pub mod offsets;
 pub mod producer_ids;
+pub mod topic_config;
 pub mod topics;
 
 use config::BrokerConfig;

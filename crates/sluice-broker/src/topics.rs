@@ -2,9 +2,10 @@
 //! `<data_dir>/<topic>-<partition>/`, found again on start by listing the data directory.
 
 use crate::config::BrokerConfig;
+use crate::topic_config::{self, Overrides};
 use sluice_common::{Result, SluiceError};
 use sluice_log::partition::LogError;
-use sluice_log::{AppendInfo, PartitionLog, ReadResult};
+use sluice_log::{AppendInfo, LogConfig, PartitionLog, ReadResult};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -13,6 +14,8 @@ use std::sync::{Arc, Mutex, RwLock};
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    /// Whether `acks=all` waits for an fsync of this partition (broker or topic setting).
+    pub fsync_on_ack: bool,
     log: Mutex<PartitionLog>,
 }
 
@@ -81,18 +84,40 @@ pub fn check_topic_name(name: &str) -> std::result::Result<(), String> {
 pub struct TopicManager {
     config: BrokerConfig,
     topics: RwLock<BTreeMap<String, Vec<Arc<Partition>>>>,
+    /// Per-topic configuration overrides.
+    overrides: RwLock<BTreeMap<String, Overrides>>,
+}
+
+fn open_partition(
+    config: &BrokerConfig,
+    topic: &str,
+    index: i32,
+    log_config: &LogConfig,
+) -> std::result::Result<Arc<Partition>, (i16, String)> {
+    let dir = config.data_dir.join(format!("{topic}-{index}"));
+    let log = PartitionLog::open(&dir, log_config.clone()).map_err(|e| {
+        (
+            crate::errors::KAFKA_STORAGE_ERROR,
+            format!("opening {topic}-{index}: {e}"),
+        )
+    })?;
+    Ok(Arc::new(Partition {
+        topic: topic.to_string(),
+        index,
+        fsync_on_ack: log_config.fsync_on_ack,
+        log: Mutex::new(log),
+    }))
 }
 
 impl TopicManager {
-    /// Opens every partition found in the data directory.
+    /// Opens every partition found in the data directory, with its topic's configuration.
     pub fn open(config: &BrokerConfig) -> Result<TopicManager> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|e| SluiceError::io(dir.display().to_string(), e))?;
-        let mut found: BTreeMap<String, BTreeMap<i32, Arc<Partition>>> = BTreeMap::new();
-        for entry in
-            std::fs::read_dir(dir).map_err(|e| SluiceError::io(dir.display().to_string(), e))?
-        {
-            let entry = entry.map_err(|e| SluiceError::io(dir.display().to_string(), e))?;
+        let io = |e| SluiceError::io(dir.display().to_string(), e);
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut found: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
             let name = entry.file_name().to_string_lossy().to_string();
             let Some((topic, index)) = name.rsplit_once('-') else {
                 continue;
@@ -103,31 +128,54 @@ impl TopicManager {
             if check_topic_name(topic).is_err() || !entry.path().is_dir() {
                 continue;
             }
-            let log = PartitionLog::open(&entry.path(), config.log.clone())
-                .map_err(|e| SluiceError::Runtime(format!("opening {name}: {e}")))?;
-            found.entry(topic.to_string()).or_default().insert(
-                index,
-                Arc::new(Partition {
-                    topic: topic.to_string(),
-                    index,
-                    log: Mutex::new(log),
-                }),
-            );
+            found.entry(topic.to_string()).or_default().push(index);
         }
         let mut topics = BTreeMap::new();
-        for (topic, parts) in found {
+        let mut all_overrides = BTreeMap::new();
+        for (topic, mut indexes) in found {
+            indexes.sort_unstable();
             // Partitions are numbered from 0 without gaps.
-            let n = parts.len() as i32;
-            if parts.keys().copied().eq(0..n) {
-                topics.insert(topic, parts.into_values().collect());
-            } else {
+            if !indexes.iter().copied().eq(0..indexes.len() as i32) {
                 tracing::warn!(%topic, "partition directories are not numbered 0..n; topic skipped");
+                continue;
             }
+            let overrides = topic_config::load(dir, &topic).map_err(io)?;
+            let log_config =
+                topic_config::apply(&config.log, &overrides).unwrap_or_else(|(_, m)| {
+                    tracing::warn!(%topic, problem = %m, "stored topic configuration ignored");
+                    config.log.clone()
+                });
+            let mut parts = Vec::with_capacity(indexes.len());
+            for index in indexes {
+                parts.push(
+                    open_partition(config, &topic, index, &log_config)
+                        .map_err(|(_, m)| SluiceError::Runtime(m))?,
+                );
+            }
+            if !overrides.is_empty() {
+                all_overrides.insert(topic.clone(), overrides);
+            }
+            topics.insert(topic, parts);
         }
         Ok(TopicManager {
             config: config.clone(),
             topics: RwLock::new(topics),
+            overrides: RwLock::new(all_overrides),
         })
+    }
+
+    /// A topic's configuration overrides.
+    pub fn overrides(&self, topic: &str) -> Overrides {
+        match self.overrides.read() {
+            Ok(g) => g.get(topic).cloned().unwrap_or_default(),
+            Err(p) => p.into_inner().get(topic).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// A topic's log configuration (the broker's with the topic's overrides).
+    pub fn log_config(&self, topic: &str) -> LogConfig {
+        topic_config::apply(&self.config.log, &self.overrides(topic))
+            .unwrap_or_else(|_| self.config.log.clone())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Vec<Arc<Partition>>>> {
@@ -164,8 +212,14 @@ impl TopicManager {
             .collect()
     }
 
-    /// Creates a topic with `partitions` partitions (the default if not positive).
-    pub fn create(&self, name: &str, partitions: i32) -> std::result::Result<usize, (i16, String)> {
+    /// Creates a topic with `partitions` partitions (the default if not positive) and its
+    /// configuration overrides.
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: Overrides,
+    ) -> std::result::Result<usize, (i16, String)> {
         check_topic_name(name).map_err(|m| (crate::errors::INVALID_TOPIC_EXCEPTION, m))?;
         let n = if partitions <= 0 {
             self.config.default_partitions
@@ -178,6 +232,7 @@ impl TopicManager {
                 format!("{n} partitions is too many (at most 10000)"),
             ));
         }
+        let log_config = topic_config::apply(&self.config.log, &overrides)?;
         let mut topics = self.write();
         if topics.contains_key(name) {
             return Err((
@@ -185,24 +240,26 @@ impl TopicManager {
                 format!("topic '{name}' already exists"),
             ));
         }
-        let mut parts = Vec::new();
-        for index in 0..n {
-            let dir = self.config.data_dir.join(format!("{name}-{index}"));
-            let log = PartitionLog::open(&dir, self.config.log.clone())
-                .map_err(|e| (crate::errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
-            parts.push(Arc::new(Partition {
-                topic: name.to_string(),
-                index,
-                log: Mutex::new(log),
-            }));
-        }
+        topic_config::store(&self.config.data_dir, name, &overrides)
+            .map_err(|e| (crate::errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
+        let parts = (0..n)
+            .map(|index| open_partition(&self.config, name, index, &log_config))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         topics.insert(name.to_string(), parts);
+        if let Ok(mut o) = self.overrides.write() {
+            if overrides.is_empty() {
+                o.remove(name);
+            } else {
+                o.insert(name.to_string(), overrides);
+            }
+        }
         tracing::info!(topic = name, partitions = n, "topic created");
         Ok(n as usize)
     }
 
     /// Grows a topic to `count` partitions (Kafka never shrinks one).
     pub fn add_partitions(&self, name: &str, count: i32) -> std::result::Result<(), (i16, String)> {
+        let log_config = self.log_config(name);
         let mut topics = self.write();
         let parts = topics.get_mut(name).ok_or((
             crate::errors::UNKNOWN_TOPIC_OR_PARTITION,
@@ -216,14 +273,7 @@ impl TopicManager {
             ));
         }
         for index in current..count {
-            let dir = self.config.data_dir.join(format!("{name}-{index}"));
-            let log = PartitionLog::open(&dir, self.config.log.clone())
-                .map_err(|e| (crate::errors::KAFKA_STORAGE_ERROR, e.to_string()))?;
-            parts.push(Arc::new(Partition {
-                topic: name.to_string(),
-                index,
-                log: Mutex::new(log),
-            }));
+            parts.push(open_partition(&self.config, name, index, &log_config)?);
         }
         tracing::info!(topic = name, partitions = count, "partitions added");
         Ok(())
@@ -240,6 +290,12 @@ impl TopicManager {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not delete a partition directory");
             }
+        }
+        if let Ok(mut o) = self.overrides.write() {
+            o.remove(name);
+        }
+        if let Err(e) = topic_config::store(&self.config.data_dir, name, &Overrides::new()) {
+            tracing::warn!(topic = name, error = %e, "could not delete the topic's configuration");
         }
         tracing::info!(topic = name, "topic deleted");
         Ok(())

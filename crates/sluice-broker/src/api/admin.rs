@@ -38,7 +38,16 @@ pub fn create_topics(broker: &Broker, r: CreateTopicsRequest) -> CreateTopicsRes
                 "manual replica assignment is not supported".to_string(),
             ))
         } else if r.validate_only {
-            crate::topics::check_topic_name(&name)
+            let overrides: crate::topic_config::Overrides = t
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                .collect();
+            crate::topic_config::apply(&broker.config.log, &overrides)
+                .and_then(|_| {
+                    crate::topics::check_topic_name(&name)
+                        .map_err(|m| (errors::INVALID_TOPIC_EXCEPTION, m))
+                })
                 .map(|_| {
                     if t.num_partitions > 0 {
                         t.num_partitions as usize
@@ -46,9 +55,13 @@ pub fn create_topics(broker: &Broker, r: CreateTopicsRequest) -> CreateTopicsRes
                         broker.config.default_partitions as usize
                     }
                 })
-                .map_err(|m| (errors::INVALID_TOPIC_EXCEPTION, m))
         } else {
-            broker.topics.create(&name, t.num_partitions)
+            let overrides = t
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                .collect();
+            broker.topics.create(&name, t.num_partitions, overrides)
         };
         match outcome {
             Ok(n) => {
@@ -121,6 +134,7 @@ pub fn create_partitions(broker: &Broker, r: CreatePartitionsRequest) -> CreateP
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 /// Kafka's ConfigSource values.
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -130,13 +144,26 @@ fn ms(d: Option<std::time::Duration>) -> String {
 }
 
 /// The configuration in force for a topic or the broker, with Kafka's names.
-fn configs(broker: &Broker, resource_type: i8) -> Vec<(&'static str, String)> {
-    let log = &broker.config.log;
+fn configs(broker: &Broker, resource_type: i8, topic: &str) -> Vec<(&'static str, String)> {
+    let topic_log = broker.topics.log_config(topic);
+    let log = if resource_type == RESOURCE_TOPIC {
+        &topic_log
+    } else {
+        &broker.config.log
+    };
     let c = &broker.config;
     match resource_type {
         RESOURCE_TOPIC => vec![
             ("cleanup.policy", "delete".into()),
             ("compression.type", "producer".into()),
+            (
+                "flush.messages",
+                if log.fsync_on_ack {
+                    "1".into()
+                } else {
+                    "9223372036854775807".into()
+                },
+            ),
             ("max.message.bytes", c.max_request_bytes.to_string()),
             ("message.timestamp.type", "CreateTime".into()),
             ("min.insync.replicas", "1".into()),
@@ -196,19 +223,20 @@ pub fn describe_configs(broker: &Broker, r: DescribeConfigsRequest) -> DescribeC
             let wanted: Option<Vec<String>> = res
                 .configuration_keys
                 .map(|k| k.iter().map(|k| k.to_string()).collect());
-            let source = if res.resource_type == RESOURCE_TOPIC {
-                SOURCE_DEFAULT
-            } else {
-                SOURCE_STATIC_BROKER
-            };
-            out.configs = configs(broker, res.resource_type)
+            let overrides = broker.topics.overrides(&res.resource_name);
+            out.configs = configs(broker, res.resource_type, &res.resource_name)
                 .into_iter()
                 .filter(|(k, _)| wanted.as_ref().is_none_or(|w| w.iter().any(|x| x == k)))
                 .map(|(k, v)| {
+                    let source = match res.resource_type {
+                        RESOURCE_TOPIC if overrides.contains_key(k) => SOURCE_DYNAMIC_TOPIC,
+                        RESOURCE_TOPIC => SOURCE_DEFAULT,
+                        _ => SOURCE_STATIC_BROKER,
+                    };
                     DescribeConfigsResourceResult::default()
                         .with_name(StrBytes::from_static_str(k))
                         .with_value(Some(StrBytes::from_string(v)))
-                        .with_read_only(true)
+                        .with_read_only(res.resource_type != RESOURCE_TOPIC)
                         .with_config_source(source)
                 })
                 .collect();

@@ -59,7 +59,10 @@ pub fn handle(broker: &Broker, r: MetadataRequest, version: i16) -> MetadataResp
             for name in names {
                 let count = match broker.topics.partition_count(&name) {
                     Some(n) => Ok(n),
-                    None if allow => broker.topics.create(&name, 0).map_err(|(code, _)| code),
+                    None if allow => broker
+                        .topics
+                        .create(&name, 0, Default::default())
+                        .map_err(|(code, _)| code),
                     None => Err(errors::UNKNOWN_TOPIC_OR_PARTITION),
                 };
                 resp.topics.push(match count {

@@ -26,7 +26,7 @@ pub struct PendingProduce {
 pub fn append(broker: &Broker, r: ProduceRequest) -> PendingProduce {
     let mut response = ProduceResponse::default();
     let mut waits = Vec::new();
-    let flush = r.acks == -1 && broker.config.log.fsync_on_ack;
+    let all = r.acks == -1;
     for (ti, topic) in r.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         let mut t = TopicProduceResponse::default().with_name(topic.name.clone());
@@ -42,7 +42,7 @@ pub fn append(broker: &Broker, r: ProduceRequest) -> PendingProduce {
                     Ok(info) => {
                         pr.base_offset = info.base_offset;
                         pr.log_start_offset = part.log_start_offset();
-                        if flush {
+                        if all && part.fsync_on_ack {
                             waits.push((ti, pi, broker.flusher.request(part)));
                         }
                     }
