@@ -35,6 +35,7 @@ def disk_bandwidth(directory, total_mb=1024, chunk_mb=1):
     best = [0.0, 0.0]
     for _ in range(2):
         for k, every_chunk in enumerate((False, True)):
+            os.sync()
             path = os.path.join(directory, "disk-probe")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             start = time.perf_counter()
@@ -61,6 +62,9 @@ def children_cpu():
 
 
 def timed(cmd, broker_pid, **kw):
+    # Start from a clean page cache: a previous phase's dirty pages would otherwise be
+    # written back during this one and throttle it.
+    os.sync()
     b0, c0 = cpu_seconds(broker_pid), children_cpu()
     start = time.perf_counter()
     subprocess.run(cmd, check=True, **kw)

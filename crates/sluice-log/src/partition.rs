@@ -1,7 +1,7 @@
 //! One partition's log: its segments in offset order, appends that assign offsets, reads by
 //! offset and by time, roll, retention and sync.
 
-use crate::batch::{set_base_offset, split_batches, BatchError};
+use crate::batch::{split_batches, BatchError};
 use crate::config::LogConfig;
 use crate::producers::{ProducerStates, SequenceCheck};
 use crate::segment::Segment;
@@ -237,11 +237,9 @@ impl PartitionLog {
                     all_duplicates = false;
                     self.maybe_roll(bytes.len() as u64)?;
                     let next = self.log_end_offset();
-                    let mut batch = bytes.to_vec();
-                    set_base_offset(&mut batch, next);
                     h.base_offset = next;
                     let dir = self.dir.clone();
-                    self.active().append(&batch, &h).map_err(io_err(&dir))?;
+                    self.active().append(bytes, &h).map_err(io_err(&dir))?;
                     self.producers.record(&h, next);
                     first.get_or_insert(next);
                     last = h.last_offset();

@@ -176,11 +176,13 @@ impl Segment {
         Ok(out)
     }
 
-    /// Appends a batch whose base offset is already assigned.
+    /// Appends a batch as received, with its base offset replaced by `h.base_offset` (the
+    /// offset is written separately, so the batch is never copied).
     pub fn append(&mut self, batch: &[u8], h: &BatchHeader) -> io::Result<()> {
         debug_assert_eq!(h.base_offset, self.next_offset.max(h.base_offset));
         let pos = self.size;
-        self.file.write_all(batch)?;
+        self.file.write_all(&h.base_offset.to_be_bytes())?;
+        self.file.write_all(&batch[8..])?;
         self.size += batch.len() as u64;
         self.dirty = true;
         let rel = h.base_offset - self.base_offset;
