@@ -5,6 +5,7 @@
 
 use crate::catalog::{column_names, df_error, Catalog, WindowRelation};
 use crate::operators::calc::{CalcFactory, CalcStep};
+use crate::operators::group_aggregate::GroupAggregateFactory;
 use crate::operators::top_n::{SortKey, WindowTopNFactory};
 use crate::operators::watermark::WatermarkAssignerFactory;
 use crate::operators::window_aggregate::{AggSpec, OutCol, WindowAggregateFactory};
@@ -358,6 +359,9 @@ impl Planner<'_> {
         if s.pending.is_some() {
             s = self.materialize(s, graph)?;
         }
+        if s.updating {
+            return Err(unsupported("a Top-N over an updating stream"));
+        }
         let input_schema = window.input.schema();
         let params = &wf.params;
         let partition_cols: Vec<Option<usize>> = params
@@ -544,9 +548,7 @@ impl Planner<'_> {
     ) -> Result<Stream> {
         let s = self.translate(&agg.input, graph)?;
         let Some(window) = s.pending.clone() else {
-            return Err(SluiceError::Plan(
-                "GROUP BY without a window (an updating aggregate) is not supported yet; group by a window: GROUP BY key, TUMBLE(ts, INTERVAL '1' MINUTE) or window_start, window_end of a window table function".into(),
-            ));
+            return self.group_aggregate(agg, s, graph);
         };
         let input_schema = agg.input.schema();
         let width = input_schema.fields().len();
@@ -680,6 +682,118 @@ impl Planner<'_> {
             updating: false,
             pending: None,
             window_end,
+        })
+    }
+
+    /// A non-windowed `GROUP BY`: an updating stream keyed by the group.
+    fn group_aggregate(
+        &self,
+        agg: &datafusion_expr::logical_plan::Aggregate,
+        s: Stream,
+        graph: &mut JobGraph,
+    ) -> Result<Stream> {
+        if s.updating {
+            return Err(unsupported(
+                "aggregating an updating stream (an aggregate over an aggregate or a join)",
+            ));
+        }
+        let input_schema = agg.input.schema();
+        let width = input_schema.fields().len();
+        let mut key_types = Vec::new();
+        let mut hash_cols = Vec::new();
+        let mut keys: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+        let mut node = s.node;
+        let all_columns = agg
+            .group_expr
+            .iter()
+            .all(|k| matches!(k.clone().unalias(), Expr::Column(_)));
+        for g in &agg.group_expr {
+            key_types.push(g.get_type(input_schema).map_err(df_error)?);
+        }
+        if all_columns {
+            for g in &agg.group_expr {
+                let Expr::Column(c) = g.clone().unalias() else {
+                    unreachable!()
+                };
+                hash_cols.push(input_schema.index_of_column(&c).map_err(df_error)?);
+                keys.push(physical(g, input_schema)?);
+            }
+        } else {
+            // Compute the key expressions once, appended to the row, for the exchange.
+            let mut exprs = Vec::new();
+            let mut fields = Vec::new();
+            for i in 0..width {
+                let (q, f) = input_schema.qualified_field(i);
+                exprs.push(physical(
+                    &Expr::Column(datafusion_common::Column::new(q.cloned(), f.name())),
+                    input_schema,
+                )?);
+                fields.push(Field::new(f.name(), f.data_type().clone(), true));
+            }
+            for (j, g) in agg.group_expr.iter().enumerate() {
+                exprs.push(physical(g, input_schema)?);
+                fields.push(Field::new(format!("__key{j}"), key_types[j].clone(), true));
+                hash_cols.push(width + j);
+                keys.push(Arc::new(
+                    datafusion_physical_expr::expressions::Column::new(
+                        &format!("__key{j}"),
+                        width + j,
+                    ),
+                ));
+            }
+            let f = Arc::new(CalcFactory {
+                name: "KeyBy".into(),
+                step: CalcStep::Project(exprs, Arc::new(Schema::new(fields))),
+            });
+            node = self.add(
+                graph,
+                "KeyBy".into(),
+                s.parallelism,
+                f,
+                node,
+                Partitioning::Forward,
+            );
+        }
+        let props = ExecutionProps::new();
+        let planning = PhysicalPlanningContext::default();
+        let mut aggs = Vec::new();
+        for e in &agg.aggr_expr {
+            let lowered = LoweredAggregateBuilder::new(
+                e,
+                input_schema,
+                input_schema.as_arrow(),
+                &props,
+                &planning,
+            )
+            .build()
+            .map_err(df_error)?;
+            aggs.push(AggSpec {
+                expr: lowered.aggregate,
+                filter: lowered.filter,
+            });
+        }
+        let (parallelism, partitioning) = if keys.is_empty() {
+            (1, Partitioning::Single)
+        } else {
+            (self.config.parallelism, Partitioning::Hash(hash_cols))
+        };
+        let name = "GroupAggregate".to_string();
+        let f = Arc::new(GroupAggregateFactory {
+            name: name.clone(),
+            keys,
+            key_types,
+            aggs,
+            output_schema: arrow_schema(&agg.schema),
+        });
+        let node = self.add(graph, name, parallelism, f, node, partitioning);
+        Ok(Stream {
+            node,
+            parallelism,
+            schema: agg.schema.clone(),
+            rowtime: None,
+            updating: true,
+            pending: None,
+            window_end: None,
         })
     }
 

@@ -143,3 +143,23 @@ fn datagen_bounded_job_finishes() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(out.lines().count(), 5, "{out}");
 }
+
+#[test]
+fn a_sink_that_takes_only_inserts_refuses_an_updating_query_before_the_job_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let sql = format!(
+        "{}CREATE TABLE o (id STRING, n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');\nINSERT INTO o SELECT id, COUNT(*) FROM s GROUP BY id;",
+        table("/tmp", ""),
+        out.display()
+    );
+    let o = run(&sql);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("only takes inserts, but the query produces updates"),
+        "{e}"
+    );
+    assert!(e.contains("line 4, column 1"), "{e}");
+    assert!(!out.exists(), "nothing was started");
+}

@@ -2,6 +2,7 @@
 //! aggregate accumulators on Arrow batches, and own event time, state and windows.
 
 pub mod calc;
+pub mod group_aggregate;
 pub mod top_n;
 pub mod watermark;
 pub mod window_aggregate;

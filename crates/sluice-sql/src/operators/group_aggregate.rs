@@ -1,0 +1,183 @@
+//! Non-windowed aggregation (`GROUP BY key` without a window): an updating stream. For each
+//! input row, in order, the row's group is updated and the change is emitted as Flink's
+//! `GroupAggFunction` emits it (without mini-batch): `+I` for a new group, `-U` old and `+U`
+//! new when the result changed, nothing when it did not.
+
+use super::df;
+use super::window_aggregate::AggSpec;
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion_common::ScalarValue;
+use datafusion_expr::Accumulator;
+use datafusion_physical_expr::PhysicalExpr;
+use sluice_common::{ChangeBatch, Result, RowKind, SluiceError};
+use sluice_engine::{Operator, OperatorFactory, Output, SubtaskContext};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Creates group aggregate operators.
+pub struct GroupAggregateFactory {
+    pub name: String,
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub key_types: Vec<DataType>,
+    pub aggs: Vec<AggSpec>,
+    /// Keys then aggregates.
+    pub output_schema: SchemaRef,
+}
+
+impl OperatorFactory for GroupAggregateFactory {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn create(&self, _ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
+        let fields = if self.key_types.is_empty() {
+            vec![SortField::new(DataType::Boolean)]
+        } else {
+            self.key_types
+                .iter()
+                .map(|t| SortField::new(t.clone()))
+                .collect()
+        };
+        Ok(Box::new(GroupAggregate {
+            name: self.name.clone(),
+            keys: self.keys.clone(),
+            aggs: self.aggs.clone(),
+            output_schema: self.output_schema.clone(),
+            converter: RowConverter::new(fields)?,
+            groups: HashMap::new(),
+        }))
+    }
+}
+
+struct Group {
+    accs: Vec<Box<dyn Accumulator>>,
+    /// The last result emitted.
+    last: Option<Vec<ScalarValue>>,
+}
+
+struct GroupAggregate {
+    name: String,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    aggs: Vec<AggSpec>,
+    output_schema: SchemaRef,
+    converter: RowConverter,
+    groups: HashMap<OwnedRow, Group>,
+}
+
+fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
+    e.evaluate(b)
+        .and_then(|v| v.into_array(b.num_rows()))
+        .map_err(df)
+}
+
+impl Operator for GroupAggregate {
+    fn process_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
+        if batch.kinds.is_some() {
+            return Err(SluiceError::Plan(format!(
+                "{}: aggregating an updating stream (retractions) is not supported yet",
+                self.name
+            )));
+        }
+        let data = &batch.data;
+        let n = data.num_rows();
+        let key_cols: Vec<ArrayRef> = if self.keys.is_empty() {
+            vec![Arc::new(BooleanArray::from(vec![true; n]))]
+        } else {
+            self.keys
+                .iter()
+                .map(|k| eval(k, data))
+                .collect::<Result<_>>()?
+        };
+        let rows = self.converter.convert_columns(&key_cols)?;
+        let mut args = Vec::with_capacity(self.aggs.len());
+        let mut filters = Vec::with_capacity(self.aggs.len());
+        for a in &self.aggs {
+            args.push(
+                a.expr
+                    .expressions()
+                    .iter()
+                    .map(|e| eval(e, data))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+            filters.push(match &a.filter {
+                Some(f) => Some(eval(f, data)?.as_boolean().clone()),
+                None => None,
+            });
+        }
+        // Changes in input order: (kind, key row, values).
+        let mut changes: Vec<(RowKind, OwnedRow, Vec<ScalarValue>)> = Vec::new();
+        for i in 0..n {
+            let key = rows.row(i).owned();
+            let group = match self.groups.get_mut(&key) {
+                Some(g) => g,
+                None => {
+                    let accs = self
+                        .aggs
+                        .iter()
+                        .map(|a| a.expr.create_accumulator())
+                        .collect::<datafusion_common::Result<Vec<_>>>()
+                        .map_err(df)?;
+                    self.groups
+                        .entry(key.clone())
+                        .or_insert(Group { accs, last: None })
+                }
+            };
+            for (a, acc) in group.accs.iter_mut().enumerate() {
+                if filters[a]
+                    .as_ref()
+                    .is_some_and(|f| !(f.is_valid(i) && f.value(i)))
+                {
+                    continue;
+                }
+                let one: Vec<ArrayRef> = args[a].iter().map(|c| c.slice(i, 1)).collect();
+                acc.update_batch(&one).map_err(df)?;
+            }
+            let values = group
+                .accs
+                .iter_mut()
+                .map(|a| a.evaluate())
+                .collect::<datafusion_common::Result<Vec<_>>>()
+                .map_err(df)?;
+            match group.last.replace(values.clone()) {
+                None => changes.push((RowKind::Insert, key, values)),
+                Some(old) if old == values => {}
+                Some(old) => {
+                    changes.push((RowKind::UpdateBefore, key.clone(), old));
+                    changes.push((RowKind::UpdateAfter, key, values));
+                }
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        if !self.keys.is_empty() {
+            columns = self
+                .converter
+                .convert_rows(changes.iter().map(|(_, k, _)| k.row()))?;
+        }
+        let offset = columns.len();
+        for j in 0..self.aggs.len() {
+            let values = changes.iter().map(|(_, _, v)| v[j].clone());
+            let array = ScalarValue::iter_to_array(values).map_err(df)?;
+            let t = self.output_schema.field(offset + j).data_type();
+            columns.push(if array.data_type() == t {
+                array
+            } else {
+                cast(&array, t)?
+            });
+        }
+        let kinds: Arc<[RowKind]> = changes.iter().map(|(k, _, _)| *k).collect();
+        let data = RecordBatch::try_new(self.output_schema.clone(), columns)
+            .map_err(|e| SluiceError::Runtime(format!("{}: {e}", self.name)))?;
+        out.batch(ChangeBatch {
+            data,
+            kinds: Some(kinds),
+        });
+        Ok(())
+    }
+}
