@@ -63,6 +63,38 @@ fn passed_through(p: &datafusion_expr::logical_plan::Projection, idx: usize) -> 
     })
 }
 
+/// Where an aggregation's keys are: the node that has them, the columns to hash, and the
+/// key expressions over that node's output.
+struct Keyed {
+    node: usize,
+    hash_cols: Vec<usize>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+/// DataFusion's physical aggregates (with their `FILTER`) for an aggregation's calls.
+fn lower_aggregates(exprs: &[Expr], input_schema: &DFSchema) -> Result<Vec<AggSpec>> {
+    let props = ExecutionProps::new();
+    let planning = PhysicalPlanningContext::default();
+    exprs
+        .iter()
+        .map(|e| {
+            let lowered = LoweredAggregateBuilder::new(
+                e,
+                input_schema,
+                input_schema.as_arrow(),
+                &props,
+                &planning,
+            )
+            .build()
+            .map_err(df_error)?;
+            Ok(AggSpec {
+                expr: lowered.aggregate,
+                filter: lowered.filter,
+            })
+        })
+        .collect()
+}
+
 /// The largest row number a predicate on column `rn` lets through (`rn <= 3`, `rn < 4`,
 /// `rn = 1`, `rn BETWEEN 1 AND 3`), if it bounds it.
 fn row_number_bound(pred: &Expr, rn: &datafusion_common::Column) -> Option<u64> {
@@ -459,6 +491,71 @@ impl Planner<'_> {
         Ok(Some(Stream { node, ..out }))
     }
 
+    /// Key columns for a hash exchange on `keys`: plain columns as they are; otherwise a calc
+    /// appends the key expressions to the first `width` columns of the input.
+    fn key_by(
+        &self,
+        keys: &[Expr],
+        key_types: &[arrow::datatypes::DataType],
+        input_schema: &DFSchema,
+        width: usize,
+        s: &Stream,
+        graph: &mut JobGraph,
+    ) -> Result<Keyed> {
+        let mut keyed = Keyed {
+            node: s.node,
+            hash_cols: Vec::new(),
+            keys: Vec::new(),
+        };
+        if keys
+            .iter()
+            .all(|k| matches!(k.clone().unalias(), Expr::Column(_)))
+        {
+            for k in keys {
+                let Expr::Column(c) = k.clone().unalias() else {
+                    unreachable!()
+                };
+                keyed
+                    .hash_cols
+                    .push(input_schema.index_of_column(&c).map_err(df_error)?);
+                keyed.keys.push(physical(k, input_schema)?);
+            }
+            return Ok(keyed);
+        }
+        let mut exprs = Vec::new();
+        let mut fields = Vec::new();
+        for i in 0..width {
+            let (q, f) = input_schema.qualified_field(i);
+            exprs.push(physical(
+                &Expr::Column(datafusion_common::Column::new(q.cloned(), f.name())),
+                input_schema,
+            )?);
+            fields.push(Field::new(f.name(), f.data_type().clone(), true));
+        }
+        for (j, k) in keys.iter().enumerate() {
+            let name = format!("__key{j}");
+            exprs.push(physical(k, input_schema)?);
+            fields.push(Field::new(&name, key_types[j].clone(), true));
+            keyed.hash_cols.push(width + j);
+            keyed.keys.push(Arc::new(
+                datafusion_physical_expr::expressions::Column::new(&name, width + j),
+            ));
+        }
+        let f = Arc::new(CalcFactory {
+            name: "KeyBy".into(),
+            step: CalcStep::Project(exprs, Arc::new(Schema::new(fields))),
+        });
+        keyed.node = self.add(
+            graph,
+            "KeyBy".into(),
+            s.parallelism,
+            f,
+            s.node,
+            Partitioning::Forward,
+        );
+        Ok(keyed)
+    }
+
     fn source(&self, name: &str, schema: DFSchemaRef, graph: &mut JobGraph) -> Result<Stream> {
         let table = self
             .catalog
@@ -588,76 +685,13 @@ impl Planner<'_> {
                 "a window aggregation must GROUP BY both window_start and window_end".into(),
             ));
         }
-        // Key columns for the exchange: plain columns as they are, expressions appended by a calc.
-        let mut node = s.node;
-        let mut hash_cols = Vec::new();
-        let mut key_exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
-        let all_columns = keys
-            .iter()
-            .all(|k| matches!(k.clone().unalias(), Expr::Column(_)));
-        if all_columns {
-            for k in &keys {
-                let Expr::Column(c) = k.clone().unalias() else {
-                    unreachable!()
-                };
-                let i = input_schema.index_of_column(&c).map_err(df_error)?;
-                hash_cols.push(i);
-                key_exprs.push(physical(k, input_schema)?);
-            }
-        } else {
-            let physical_width = ws; // the window columns are not materialised
-            let mut exprs = Vec::new();
-            let mut fields = Vec::new();
-            for i in 0..physical_width {
-                let (q, f) = input_schema.qualified_field(i);
-                exprs.push(physical(
-                    &Expr::Column(datafusion_common::Column::new(q.cloned(), f.name())),
-                    input_schema,
-                )?);
-                fields.push(Field::new(f.name(), f.data_type().clone(), true));
-            }
-            for (j, k) in keys.iter().enumerate() {
-                exprs.push(physical(k, input_schema)?);
-                fields.push(Field::new(format!("__key{j}"), key_types[j].clone(), true));
-                hash_cols.push(physical_width + j);
-                key_exprs.push(Arc::new(
-                    datafusion_physical_expr::expressions::Column::new(
-                        &format!("__key{j}"),
-                        physical_width + j,
-                    ),
-                ));
-            }
-            let f = Arc::new(CalcFactory {
-                name: "KeyBy".into(),
-                step: CalcStep::Project(exprs, Arc::new(Schema::new(fields))),
-            });
-            node = self.add(
-                graph,
-                "KeyBy".into(),
-                s.parallelism,
-                f,
-                node,
-                Partitioning::Forward,
-            );
-        }
-        let input_arrow = input_schema.as_arrow();
-        let props = ExecutionProps::new();
-        let planning = PhysicalPlanningContext::default();
-        let mut aggs = Vec::new();
-        for e in &agg.aggr_expr {
-            let lowered =
-                LoweredAggregateBuilder::new(e, input_schema, input_arrow, &props, &planning)
-                    .build()
-                    .map_err(df_error)?;
-            aggs.push(AggSpec {
-                expr: lowered.aggregate,
-                filter: lowered.filter,
-            });
-        }
+        // The window columns are not materialised: only the first `ws` columns exist.
+        let keyed = self.key_by(&keys, &key_types, input_schema, ws, &s, graph)?;
+        let aggs = lower_aggregates(&agg.aggr_expr, input_schema)?;
         let (parallelism, partitioning) = if keys.is_empty() {
             (1, Partitioning::Single)
         } else {
-            (self.config.parallelism, Partitioning::Hash(hash_cols))
+            (self.config.parallelism, Partitioning::Hash(keyed.hash_cols))
         };
         let output_schema = arrow_schema(&agg.schema);
         let name = format!("WindowAggregate({})", window.tvf.kind.describe());
@@ -665,13 +699,13 @@ impl Planner<'_> {
             name: name.clone(),
             kind: window.tvf.kind.clone(),
             time_index: window.time_index,
-            keys: key_exprs,
+            keys: keyed.keys,
             key_types,
             layout: layout.clone(),
             aggs,
             output_schema,
         });
-        let node = self.add(graph, name, parallelism, f, node, partitioning);
+        let node = self.add(graph, name, parallelism, f, keyed.node, partitioning);
         let rowtime = layout.iter().position(|c| *c == OutCol::Time);
         let window_end = layout.iter().position(|c| *c == OutCol::End);
         Ok(Stream {
@@ -699,83 +733,18 @@ impl Planner<'_> {
         }
         let input_schema = agg.input.schema();
         let width = input_schema.fields().len();
-        let mut key_types = Vec::new();
-        let mut hash_cols = Vec::new();
-        let mut keys: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
-        let mut node = s.node;
-        let all_columns = agg
+        let key_types = agg
             .group_expr
             .iter()
-            .all(|k| matches!(k.clone().unalias(), Expr::Column(_)));
-        for g in &agg.group_expr {
-            key_types.push(g.get_type(input_schema).map_err(df_error)?);
-        }
-        if all_columns {
-            for g in &agg.group_expr {
-                let Expr::Column(c) = g.clone().unalias() else {
-                    unreachable!()
-                };
-                hash_cols.push(input_schema.index_of_column(&c).map_err(df_error)?);
-                keys.push(physical(g, input_schema)?);
-            }
-        } else {
-            // Compute the key expressions once, appended to the row, for the exchange.
-            let mut exprs = Vec::new();
-            let mut fields = Vec::new();
-            for i in 0..width {
-                let (q, f) = input_schema.qualified_field(i);
-                exprs.push(physical(
-                    &Expr::Column(datafusion_common::Column::new(q.cloned(), f.name())),
-                    input_schema,
-                )?);
-                fields.push(Field::new(f.name(), f.data_type().clone(), true));
-            }
-            for (j, g) in agg.group_expr.iter().enumerate() {
-                exprs.push(physical(g, input_schema)?);
-                fields.push(Field::new(format!("__key{j}"), key_types[j].clone(), true));
-                hash_cols.push(width + j);
-                keys.push(Arc::new(
-                    datafusion_physical_expr::expressions::Column::new(
-                        &format!("__key{j}"),
-                        width + j,
-                    ),
-                ));
-            }
-            let f = Arc::new(CalcFactory {
-                name: "KeyBy".into(),
-                step: CalcStep::Project(exprs, Arc::new(Schema::new(fields))),
-            });
-            node = self.add(
-                graph,
-                "KeyBy".into(),
-                s.parallelism,
-                f,
-                node,
-                Partitioning::Forward,
-            );
-        }
-        let props = ExecutionProps::new();
-        let planning = PhysicalPlanningContext::default();
-        let mut aggs = Vec::new();
-        for e in &agg.aggr_expr {
-            let lowered = LoweredAggregateBuilder::new(
-                e,
-                input_schema,
-                input_schema.as_arrow(),
-                &props,
-                &planning,
-            )
-            .build()
-            .map_err(df_error)?;
-            aggs.push(AggSpec {
-                expr: lowered.aggregate,
-                filter: lowered.filter,
-            });
-        }
+            .map(|g| g.get_type(input_schema).map_err(df_error))
+            .collect::<Result<Vec<_>>>()?;
+        let keyed = self.key_by(&agg.group_expr, &key_types, input_schema, width, &s, graph)?;
+        let aggs = lower_aggregates(&agg.aggr_expr, input_schema)?;
+        let keys = keyed.keys;
         let (parallelism, partitioning) = if keys.is_empty() {
             (1, Partitioning::Single)
         } else {
-            (self.config.parallelism, Partitioning::Hash(hash_cols))
+            (self.config.parallelism, Partitioning::Hash(keyed.hash_cols))
         };
         let name = "GroupAggregate".to_string();
         let f = Arc::new(GroupAggregateFactory {
@@ -785,7 +754,7 @@ impl Planner<'_> {
             aggs,
             output_schema: arrow_schema(&agg.schema),
         });
-        let node = self.add(graph, name, parallelism, f, node, partitioning);
+        let node = self.add(graph, name, parallelism, f, keyed.node, partitioning);
         Ok(Stream {
             node,
             parallelism,
