@@ -2,56 +2,30 @@
 //! librdkafka) produces with `acks=all`. After each restart, every acknowledged message is
 //! present, once, in order, and producing and consuming work again.
 
+mod common;
+
+use common::{client_script, free_port, python, BrokerProcess};
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn python() -> PathBuf {
-    let venv = std::env::var("SLUICE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/sluice-venv")
-        });
-    let p = venv.join("bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: ./test.sh installs the Python Kafka clients",
-        p.display()
-    );
-    p
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/clients")
-        .join(name)
-}
-
-fn start_broker(dir: &Path, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "broker",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+/// What `consume_all.py` reads of `topic`: the values, in partition order.
+fn stored_values(bootstrap: &str, topic: &str) -> Vec<i64> {
+    let out = Command::new(python())
+        .arg(client_script("consume_all.py"))
+        .args([bootstrap, topic])
+        .output()
         .unwrap();
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the broker did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        .collect()
 }
 
 fn sigkill(child: &mut Child) {
@@ -62,17 +36,13 @@ fn sigkill(child: &mut Child) {
 #[test]
 fn acknowledged_messages_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");
     let mut acked: Vec<i64> = Vec::new();
     for round in 0..3i64 {
-        let mut broker = start_broker(dir.path(), port);
+        let mut broker = BrokerProcess::start(dir.path(), port, &[]);
         let mut producer = Command::new(python())
-            .arg(script("produce_acks_all.py"))
+            .arg(client_script("produce_acks_all.py"))
             .args([
                 &bootstrap,
                 "crash",
@@ -108,7 +78,7 @@ fn acknowledged_messages_survive_sigkill() {
             .subsec_nanos()
             % 300;
         std::thread::sleep(Duration::from_millis(jitter as u64));
-        sigkill(&mut broker);
+        broker.kill();
         // The client retries against a dead broker; stop it before the broker returns, so
         // that only what was acknowledged before the crash is checked.
         std::thread::sleep(Duration::from_millis(300));
@@ -121,21 +91,8 @@ fn acknowledged_messages_survive_sigkill() {
         );
         acked.extend(got);
     }
-    let mut broker = start_broker(dir.path(), port);
-    let out = Command::new(python())
-        .arg(script("consume_all.py"))
-        .args([&bootstrap, "crash"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stored: Vec<i64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
-        .collect();
+    let mut broker = BrokerProcess::start(dir.path(), port, &[]);
+    let stored = stored_values(&bootstrap, "crash");
     // Stored: each value once, in the order produced.
     assert!(
         stored.windows(2).all(|w| w[0] < w[1]),
@@ -161,34 +118,25 @@ fn acknowledged_messages_survive_sigkill() {
 
     // Produce and consume work again.
     let status = Command::new(python())
-        .arg(script("produce_acks_all.py"))
+        .arg(client_script("produce_acks_all.py"))
         .args([&bootstrap, "after-crash", "0", "10"])
         .stdout(Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());
-    let out = Command::new(python())
-        .arg(script("consume_all.py"))
-        .args([&bootstrap, "after-crash"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 10);
-    sigkill(&mut broker);
+    assert_eq!(stored_values(&bootstrap, "after-crash").len(), 10);
+    broker.kill();
 }
 
 #[test]
 fn idempotent_producer_across_a_broker_crash_stores_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");
     let total = 60_000i64;
-    let mut broker = start_broker(dir.path(), port);
+    let mut broker = BrokerProcess::start(dir.path(), port, &[]);
     let mut producer = Command::new(python())
-        .arg(script("produce_acks_all.py"))
+        .arg(client_script("produce_acks_all.py"))
         .args([&bootstrap, "idem", "0", &total.to_string(), "idempotent"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -214,9 +162,9 @@ fn idempotent_producer_across_a_broker_crash_stores_nothing_twice() {
     }
     // Kill the broker under the running producer, and bring it back: the producer retries
     // what was in flight, and the broker must recognise what it already stored.
-    sigkill(&mut broker);
+    broker.kill();
     std::thread::sleep(Duration::from_millis(500));
-    let mut broker = start_broker(dir.path(), port);
+    let mut broker = BrokerProcess::start(dir.path(), port, &[]);
     let status = producer.wait().unwrap();
     reader.join().unwrap();
     assert!(status.success());
@@ -225,21 +173,8 @@ fn idempotent_producer_across_a_broker_crash_stores_nothing_twice() {
         total as usize,
         "every message acknowledged"
     );
-    let out = Command::new(python())
-        .arg(script("consume_all.py"))
-        .args([&bootstrap, "idem"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stored: Vec<i64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
-        .collect();
+    let stored = stored_values(&bootstrap, "idem");
     assert_eq!(stored.len() as i64, total, "stored once each");
     assert_eq!(stored, (0..total).collect::<Vec<_>>(), "in order");
-    sigkill(&mut broker);
+    broker.kill();
 }

@@ -4,65 +4,13 @@
 //! own connection.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct BrokerProcess {
-    child: Child,
-    port: u16,
-}
+mod common;
 
-impl BrokerProcess {
-    fn start(dir: &std::path::Path, port: u16) -> BrokerProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([
-                "broker",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--default-partitions",
-                "3",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting sluice broker");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the broker did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        BrokerProcess { child, port }
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, BrokerProcess};
 
 fn kcat(args: &[&str], input: &str) -> String {
     let mut child = Command::new("kcat")
@@ -113,7 +61,7 @@ fn consume_all(b: &BrokerProcess, topic: &str, format: &str) -> Vec<String> {
 fn kcat_produces_and_consumes_across_partitions_codecs_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut b = BrokerProcess::start(dir.path(), port);
+    let mut b = BrokerProcess::start(dir.path(), port, &["--default-partitions", "3"]);
 
     let input: String = (0..30).map(|i| format!("k{}:value-{i}\n", i % 5)).collect();
     kcat(
@@ -170,7 +118,7 @@ fn kcat_produces_and_consumes_across_partitions_codecs_and_restarts() {
 
     // Restart: the data is still there and offsets go on.
     b.kill();
-    let b = BrokerProcess::start(dir.path(), port);
+    let b = BrokerProcess::start(dir.path(), port, &["--default-partitions", "3"]);
     assert_eq!(consume_all(&b, "orders", "%s\n").len(), 30);
     kcat(
         &["-P", "-b", &b.bootstrap(), "-t", "orders", "-p", "0"],
@@ -206,7 +154,7 @@ fn kcat_produces_and_consumes_across_partitions_codecs_and_restarts() {
 #[test]
 fn malformed_input_costs_only_its_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let b = BrokerProcess::start(dir.path(), free_port());
+    let b = BrokerProcess::start(dir.path(), free_port(), &["--default-partitions", "3"]);
     let hostile: Vec<Vec<u8>> = vec![
         // An absurd length.
         0x7fff_ffffu32.to_be_bytes().to_vec(),
@@ -351,7 +299,7 @@ fn values(lines: &[String]) -> Vec<String> {
 fn kcat_consumer_group_shares_partitions_rebalances_and_resumes_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut b = BrokerProcess::start(dir.path(), port);
+    let mut b = BrokerProcess::start(dir.path(), port, &["--default-partitions", "3"]);
     let first: String = (0..40).map(|i| format!("k{i}:a{i:02}\n")).collect();
     kcat(&["-P", "-b", &b.bootstrap(), "-t", "events", "-K:"], &first);
 
@@ -401,7 +349,7 @@ fn kcat_consumer_group_shares_partitions_rebalances_and_resumes_after_restart() 
 
     // Restart the broker: the group resumes from its committed offsets.
     b.kill();
-    let b = BrokerProcess::start(dir.path(), port);
+    let b = BrokerProcess::start(dir.path(), port, &["--default-partitions", "3"]);
     let third: String = (0..5).map(|i| format!("k{i}:c{i}\n")).collect();
     kcat(&["-P", "-b", &b.bootstrap(), "-t", "events", "-K:"], &third);
     let c3 = GroupConsumer::start(&b, "readers", "events");
