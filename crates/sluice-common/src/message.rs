@@ -42,12 +42,63 @@ pub struct ChangeBatch {
     pub data: RecordBatch,
     /// `None` for an insert-only batch; otherwise one kind per row.
     pub kinds: Option<Arc<[RowKind]>>,
+    /// The source split (a Kafka partition) all rows come from, if the source has splits.
+    /// Operators chained to the source keep it, so that the watermark assigner can keep one
+    /// watermark per split; an exchange drops it.
+    pub split: Option<SplitId>,
+}
+
+/// A source split's number (a Kafka partition's index among the source's partitions).
+pub type SplitId = u32;
+
+/// What a source says about one of its splits, for per-split watermarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitStatus {
+    /// The split is assigned and will have data: its watermark holds time back.
+    Active,
+    /// The split has had no data for a while: leave it out of the minimum until it has.
+    Idle,
+    /// The split has reached its end: it holds nothing back any more.
+    Finished,
 }
 
 impl ChangeBatch {
     /// A batch of inserts.
     pub fn inserts(data: RecordBatch) -> Self {
-        ChangeBatch { data, kinds: None }
+        ChangeBatch {
+            data,
+            kinds: None,
+            split: None,
+        }
+    }
+
+    /// A batch with the given row kinds (`None`: all inserts).
+    pub fn new(data: RecordBatch, kinds: Option<Arc<[RowKind]>>) -> Self {
+        ChangeBatch {
+            data,
+            kinds,
+            split: None,
+        }
+    }
+
+    /// The same rows marked as coming from `split`.
+    pub fn from_split(self, split: SplitId) -> Self {
+        ChangeBatch {
+            split: Some(split),
+            ..self
+        }
+    }
+
+    /// Rows `offset..offset + len`, with their kinds and split.
+    pub fn slice(&self, offset: usize, len: usize) -> Self {
+        ChangeBatch {
+            data: self.data.slice(offset, len),
+            kinds: self
+                .kinds
+                .as_ref()
+                .map(|k| Arc::from(&k[offset..offset + len])),
+            split: self.split,
+        }
     }
 
     /// The number of rows.
@@ -79,6 +130,9 @@ pub enum Message {
     /// The sender has had no data for the idle timeout: leave it out of the minimum watermark
     /// until it sends data or a watermark again (Flink's `WatermarkStatus.IDLE`).
     Idle,
+    /// A source split changed status. It travels only along the source's chain, to the
+    /// watermark assigner; exchanges drop it.
+    Split(SplitId, SplitStatus),
     /// The channel will carry nothing more.
     EndOfStream,
 }

@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use sluice_common::{Result, SluiceError};
+use sluice_common::{ChangeBatch, Result, SluiceError};
 use sluice_engine::{SourceFactory, SourcePoll, SourceReader, SourceSpec, SubtaskContext};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +41,7 @@ impl Connector for DataGenConnector {
     }
 
     fn source(&self, spec: &SourceSpec) -> Result<Arc<dyn SourceFactory>> {
+        spec.check_metadata(self.name(), &[])?;
         let o = &spec.options;
         o.check_known(
             &[
@@ -383,6 +384,8 @@ impl SourceReader for DataGen {
         if let Some(r) = self.remaining.as_mut() {
             *r -= n;
         }
-        Ok(SourcePoll::Batch(RecordBatch::try_new(schema, cols)?))
+        Ok(SourcePoll::Batch(ChangeBatch::inserts(
+            RecordBatch::try_new(schema, cols)?,
+        )))
     }
 }

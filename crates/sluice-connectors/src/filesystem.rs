@@ -65,6 +65,7 @@ impl Connector for FileSystemConnector {
 
     fn source(&self, spec: &SourceSpec) -> Result<Arc<dyn SourceFactory>> {
         let format = check_options(&spec.options)?;
+        spec.check_metadata(self.name(), &[])?;
         if spec.options.get("source.monitor-interval").is_some() {
             return Err(SluiceError::Config(format!(
                 "{}: 'source.monitor-interval' (watching a directory) is not supported yet",
@@ -207,7 +208,7 @@ impl SourceReader for FileReader {
     fn poll(&mut self) -> Result<SourcePoll> {
         loop {
             if let Some(b) = self.ready.pop_front() {
-                return Ok(SourcePoll::Batch(b));
+                return Ok(SourcePoll::Batch(ChangeBatch::inserts(b)));
             }
             let Some(mut open) = self.current.take() else {
                 let Some(path) = self.files.pop_front() else {

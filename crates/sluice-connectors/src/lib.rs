@@ -1,5 +1,5 @@
 //! The connectors Sluice ships, registered by the names Flink gives them: `filesystem`,
-//! `datagen`, `print` and `blackhole`, and the formats they read and write (`json`, `csv`).
+//! `datagen`, `print`, `blackhole`, `kafka`, `upsert-kafka` and `jdbc`, and the formats they read and write (`json`, `csv`).
 //!
 //! Each connector is a type implementing [`Connector`]; [`BuiltinRegistry`] lists them in one
 //! place and is what the SQL front end asks for a table's source or sink.
@@ -8,6 +8,8 @@ pub mod blackhole;
 pub mod datagen;
 pub mod filesystem;
 pub mod format;
+pub mod jdbc;
+pub mod kafka;
 pub mod print;
 
 use sluice_common::{Result, SluiceError};
@@ -51,6 +53,9 @@ impl Default for BuiltinRegistry {
                 Box::new(datagen::DataGenConnector),
                 Box::new(print::PrintConnector),
                 Box::new(blackhole::BlackHoleConnector),
+                Box::new(kafka::KafkaConnector),
+                Box::new(kafka::UpsertKafkaConnector),
+                Box::new(jdbc::JdbcConnector),
             ],
         }
     }

@@ -2,9 +2,21 @@
 
 use crate::operator::OperatorFactory;
 use crate::source::SourceFactory;
-use arrow::datatypes::SchemaRef;
-use sluice_common::{Options, Result};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use sluice_common::{Options, Result, SluiceError};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// A column whose value a connector supplies from a record's metadata (`METADATA FROM 'key'`).
+#[derive(Debug, Clone)]
+pub struct MetadataColumn {
+    /// The column's name.
+    pub name: String,
+    /// The connector's metadata key (`partition`, `offset`, `timestamp`).
+    pub key: String,
+    /// The declared type.
+    pub data_type: DataType,
+}
 
 /// What a source is asked to produce.
 #[derive(Debug, Clone)]
@@ -13,8 +25,48 @@ pub struct SourceSpec {
     pub table: String,
     /// The physical columns to produce, in order.
     pub schema: SchemaRef,
+    /// Metadata columns to produce after the physical ones, in order.
+    pub metadata: Vec<MetadataColumn>,
     /// The table's `WITH` options.
     pub options: Options,
+    /// `table.exec.source.idle-timeout`: when a source split without data counts as idle.
+    pub idle_timeout: Option<Duration>,
+    /// The table's primary key columns, by name.
+    pub primary_key: Vec<String>,
+}
+
+impl SourceSpec {
+    /// The columns the source produces: the physical ones, then the metadata ones.
+    pub fn produced_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for m in &self.metadata {
+            fields.push(Field::new(&m.name, m.data_type.clone(), true));
+        }
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Fails unless every metadata column uses one of `keys` (the connector's readable keys).
+    pub fn check_metadata(&self, connector: &str, keys: &[&str]) -> Result<()> {
+        for m in &self.metadata {
+            if !keys.contains(&m.key.as_str()) {
+                let valid = if keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    keys.join(", ")
+                };
+                return Err(SluiceError::Config(format!(
+                    "table '{}': column '{}' reads metadata '{}', which connector '{connector}' does not have; its metadata keys are: {valid}",
+                    self.table, m.name, m.key
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a sink is asked to consume.

@@ -63,7 +63,7 @@ pub fn split_by_target(
             .as_ref()
             .map(|k| idx.iter().map(|&i| k[i as usize]).collect());
         let data = take_record_batch(&batch.data, &UInt32Array::from(idx))?;
-        out.push(Some(ChangeBatch { data, kinds }));
+        out.push(Some(ChangeBatch::new(data, kinds)));
     }
     Ok(out)
 }

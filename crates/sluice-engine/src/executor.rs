@@ -7,9 +7,7 @@ use crate::graph::{JobGraph, NodeKind, Partitioning};
 use crate::metrics::Metrics;
 use crate::operator::{Operator, Output, SubtaskContext};
 use crate::source::{SourcePoll, SourceReader};
-use sluice_common::{
-    ChangeBatch, EventTime, Message, Result, SluiceError, MAX_WATERMARK, MIN_WATERMARK,
-};
+use sluice_common::{EventTime, Message, Result, SluiceError, MAX_WATERMARK, MIN_WATERMARK};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -103,6 +101,8 @@ impl Router {
                     Ok(())
                 }
             },
+            // Split status is for the source's own chain.
+            Message::Split(..) => Ok(()),
             other => {
                 if self.partitioning == Partitioning::Forward {
                     let i = self.channel_target();
@@ -146,6 +146,7 @@ impl Subtask {
                 match m {
                     Message::Data(b) => op.process_batch(logical_input, b, &mut out)?,
                     Message::Watermark(w) => op.process_watermark(w, &mut out)?,
+                    Message::Split(split, status) => op.process_split(split, status, &mut out)?,
                     other => out_passthrough(&mut out, other),
                 }
             }
@@ -380,9 +381,10 @@ fn run_source(
                 if b.num_rows() > 0 {
                     last_data = Instant::now();
                     idle = false;
-                    sub.push(0, 0, Message::Data(ChangeBatch::inserts(b)))?;
+                    sub.push(0, 0, Message::Data(b))?;
                 }
             }
+            SourcePoll::Split(split, status) => sub.push(0, 0, Message::Split(split, status))?,
             SourcePoll::Idle => {
                 if let Some(timeout) = idle_timeout {
                     if !idle && last_data.elapsed() >= timeout {
@@ -463,7 +465,7 @@ fn run_operator(
                     }
                 }
             }
-            Message::Barrier(_) => {}
+            Message::Barrier(_) | Message::Split(..) => {}
             Message::EndOfStream => {
                 if !ended[channel] {
                     ended[channel] = true;

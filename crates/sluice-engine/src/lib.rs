@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod operator;
 pub mod source;
 
-pub use connector::{ConnectorRegistry, SinkSpec, SourceSpec};
+pub use connector::{ConnectorRegistry, MetadataColumn, SinkSpec, SourceSpec};
 pub use executor::{run_job, JobHandle, JobReport};
 pub use graph::{Input, JobGraph, Node, NodeKind, Partitioning};
 pub use metrics::Metrics;

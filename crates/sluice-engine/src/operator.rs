@@ -2,7 +2,7 @@
 //! of its input.
 
 use crate::metrics::Metrics;
-use sluice_common::{ChangeBatch, EventTime, Message, Result};
+use sluice_common::{ChangeBatch, EventTime, Message, Result, SplitId, SplitStatus};
 use std::sync::Arc;
 
 /// What an operator instance knows about where it runs.
@@ -44,6 +44,11 @@ impl Output {
         self.messages.push(Message::Idle);
     }
 
+    /// Passes on a source split's status.
+    pub fn split(&mut self, split: SplitId, status: SplitStatus) {
+        self.messages.push(Message::Split(split, status));
+    }
+
     /// Takes what was emitted so far.
     pub fn drain(&mut self) -> std::vec::Drain<'_, Message> {
         self.messages.drain(..)
@@ -65,6 +70,18 @@ pub trait Operator: Send {
     /// Handles a watermark, already the minimum over all inputs. The default forwards it.
     fn process_watermark(&mut self, watermark: EventTime, out: &mut Output) -> Result<()> {
         out.watermark(watermark);
+        Ok(())
+    }
+
+    /// Handles a source split's change of status (only operators chained to a source see
+    /// it). The default forwards it.
+    fn process_split(
+        &mut self,
+        split: SplitId,
+        status: SplitStatus,
+        out: &mut Output,
+    ) -> Result<()> {
+        out.split(split, status);
         Ok(())
     }
 

@@ -1,14 +1,15 @@
 //! The source interface: where batches enter a job.
 
 use crate::operator::SubtaskContext;
-use arrow::record_batch::RecordBatch;
-use sluice_common::Result;
+use sluice_common::{ChangeBatch, Result, SplitId, SplitStatus};
 
 /// What a source has for the runtime when asked.
 #[derive(Debug)]
 pub enum SourcePoll {
-    /// New rows.
-    Batch(RecordBatch),
+    /// New rows (of one split, if the source has splits).
+    Batch(ChangeBatch),
+    /// A split changed status (for per-split watermarks).
+    Split(SplitId, SplitStatus),
     /// Nothing right now; ask again soon.
     Idle,
     /// The (bounded) input is exhausted.
@@ -36,6 +37,11 @@ pub trait SourceFactory: Send + Sync {
 
     /// True if the source ends by itself.
     fn is_bounded(&self) -> bool;
+
+    /// True if the source produces a changelog (updates and deletes), not only inserts.
+    fn produces_updates(&self) -> bool {
+        false
+    }
 
     /// Creates the reader of one subtask; the readers of all subtasks divide the input.
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn SourceReader>>;

@@ -41,7 +41,7 @@ impl SourceReader for Reader {
             self.sent = true;
             let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Int64, false)]));
             let b = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1000]))])?;
-            return Ok(SourcePoll::Batch(b));
+            return Ok(SourcePoll::Batch(ChangeBatch::inserts(b)));
         }
         std::thread::sleep(Duration::from_millis(2));
         Ok(SourcePoll::Idle)

@@ -16,6 +16,7 @@ use datafusion_expr::{
 use datafusion_optimizer::Analyzer;
 use datafusion_sql::planner::{ParserOptions, PlannerContext, SqlToRel};
 use sluice_common::{Options, Result, SluiceError};
+use sluice_engine::MetadataColumn;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -23,8 +24,12 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Table {
     pub def: CreateTable,
-    /// The columns a source produces (physical columns, in order).
+    /// The physical columns, in order: what a sink writes.
     pub physical_schema: SchemaRef,
+    /// The metadata columns a source adds after the physical ones.
+    pub metadata: Vec<MetadataColumn>,
+    /// What a source produces: the physical columns, then the metadata columns.
+    pub source_schema: SchemaRef,
     /// All columns, physical and computed, in declared order: what queries see.
     pub schema: SchemaRef,
     /// The expressions of all columns over the physical schema (plain columns for physical
@@ -120,35 +125,52 @@ impl Catalog {
             )));
         }
         let mut physical = Vec::new();
+        let mut metadata = Vec::new();
         for c in &def.columns {
             match c {
                 ColumnDef::Physical { name, data_type } => {
                     physical.push(Field::new(name, data_type.clone(), true))
                 }
-                ColumnDef::Metadata { name, .. } => {
-                    return Err(SluiceError::Plan(format!(
-                    "table '{}': metadata column '{name}' is not supported by this connector yet",
-                    def.name
-                )))
-                }
+                ColumnDef::Metadata {
+                    name,
+                    data_type,
+                    key,
+                    ..
+                } => metadata.push(MetadataColumn {
+                    name: name.clone(),
+                    key: key.clone().unwrap_or_else(|| name.clone()),
+                    data_type: data_type.clone(),
+                }),
                 ColumnDef::Computed { .. } => {}
             }
         }
         let physical_schema = Arc::new(Schema::new(physical));
+        let mut source_fields: Vec<Field> = physical_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for m in &metadata {
+            source_fields.push(Field::new(&m.name, m.data_type.clone(), true));
+        }
+        let source_schema = Arc::new(Schema::new(source_fields));
         let scan_name = format!("__physical_{}", def.name);
-        let provider = self.provider(vec![(scan_name.clone(), physical_schema.clone())]);
+        let provider = self.provider(vec![(scan_name.clone(), source_schema.clone())]);
         let planner = SqlToRel::new_with_options(&provider, parser_options());
         let df_physical = datafusion_common::DFSchema::try_from_qualified_schema(
             scan_name.as_str(),
-            &physical_schema,
+            &source_schema,
         )
         .map_err(df_error)?;
         let mut exprs = Vec::new();
         for c in &def.columns {
             match c {
-                ColumnDef::Physical { name, .. } => exprs.push(datafusion_expr::col(
-                    datafusion_common::Column::new(Some(scan_name.as_str()), name),
-                )),
+                ColumnDef::Physical { name, .. } | ColumnDef::Metadata { name, .. } => {
+                    exprs.push(datafusion_expr::col(datafusion_common::Column::new(
+                        Some(scan_name.as_str()),
+                        name,
+                    )))
+                }
                 ColumnDef::Computed { name, expr } => {
                     let e = planner
                         .sql_to_expr(*expr.clone(), &df_physical, &mut PlannerContext::new())
@@ -161,10 +183,9 @@ impl Catalog {
                         })?;
                     exprs.push(e.alias(name));
                 }
-                ColumnDef::Metadata { .. } => {}
             }
         }
-        let source = Arc::new(LogicalTableSource::new(physical_schema.clone()));
+        let source = Arc::new(LogicalTableSource::new(source_schema.clone()));
         let plan = LogicalPlanBuilder::scan(scan_name.as_str(), source, None)
             .and_then(|b| b.project(exprs))
             .and_then(|b| b.build())
@@ -248,6 +269,8 @@ impl Catalog {
             Table {
                 def,
                 physical_schema,
+                metadata,
+                source_schema,
                 schema,
                 column_exprs,
                 watermark,

@@ -566,9 +566,13 @@ impl Planner<'_> {
         let spec = SourceSpec {
             table: name.to_string(),
             schema: table.physical_schema.clone(),
+            metadata: table.metadata.clone(),
             options: table.options.clone(),
+            idle_timeout: self.config.source_idle_timeout,
+            primary_key: table.def.primary_key.clone(),
         };
         let factory = self.registry.source(&connector, &spec)?;
+        let updating = factory.produces_updates();
         let parallelism = match table.options.i64("scan.parallelism")? {
             Some(p) if p > 0 => p as usize,
             _ => self.config.parallelism,
@@ -579,15 +583,19 @@ impl Planner<'_> {
             kind: NodeKind::Source(factory),
             inputs: vec![],
         });
-        let computed = table
-            .column_exprs
-            .iter()
-            .any(|e| !matches!(e, Expr::Column(_)));
-        if computed {
+        // The declared columns are the produced ones in order, or a projection is needed
+        // (computed columns, metadata columns declared before physical ones).
+        let produced = table.source_schema.fields();
+        let as_produced = table.column_exprs.len() == produced.len()
+            && table
+                .column_exprs
+                .iter()
+                .zip(produced.iter())
+                .all(|(e, f)| matches!(e, Expr::Column(c) if c.name == *f.name()));
+        if !as_produced {
             let scan_name = format!("__physical_{name}");
-            let df =
-                DFSchema::try_from_qualified_schema(scan_name.as_str(), &table.physical_schema)
-                    .map_err(df_error)?;
+            let df = DFSchema::try_from_qualified_schema(scan_name.as_str(), &table.source_schema)
+                .map_err(df_error)?;
             let exprs = table
                 .column_exprs
                 .iter()
@@ -632,7 +640,7 @@ impl Planner<'_> {
             parallelism,
             schema,
             rowtime,
-            updating: false,
+            updating,
             pending: None,
             window_end: None,
         })
@@ -726,11 +734,6 @@ impl Planner<'_> {
         s: Stream,
         graph: &mut JobGraph,
     ) -> Result<Stream> {
-        if s.updating {
-            return Err(unsupported(
-                "aggregating an updating stream (an aggregate over an aggregate or a join)",
-            ));
-        }
         let input_schema = agg.input.schema();
         let width = input_schema.fields().len();
         let key_types = agg
@@ -740,6 +743,22 @@ impl Planner<'_> {
             .collect::<Result<Vec<_>>>()?;
         let keyed = self.key_by(&agg.group_expr, &key_types, input_schema, width, &s, graph)?;
         let aggs = lower_aggregates(&agg.aggr_expr, input_schema)?;
+        if s.updating {
+            // Retractions need accumulators that can take a row back out.
+            for a in &aggs {
+                let retracts = a
+                    .expr
+                    .create_sliding_accumulator()
+                    .map(|acc| acc.supports_retract_batch())
+                    .unwrap_or(false);
+                if !retracts {
+                    return Err(unsupported(&format!(
+                        "{} over an updating stream (its input has updates or deletes, and the aggregate cannot take rows back out)",
+                        a.expr.name()
+                    )));
+                }
+            }
+        }
         let keys = keyed.keys;
         let (parallelism, partitioning) = if keys.is_empty() {
             (1, Partitioning::Single)
@@ -753,6 +772,7 @@ impl Planner<'_> {
             key_types,
             aggs,
             output_schema: arrow_schema(&agg.schema),
+            retracting: s.updating,
         });
         let node = self.add(graph, name, parallelism, f, keyed.node, partitioning);
         Ok(Stream {
@@ -790,6 +810,19 @@ impl Planner<'_> {
                             .join(", ")
                     ))
                 })?;
+                let persisted = table.def.columns.iter().find_map(|c| match c {
+                    crate::parser::ColumnDef::Metadata {
+                        name,
+                        is_virtual: false,
+                        ..
+                    } => Some(name.clone()),
+                    _ => None,
+                });
+                if let Some(name) = persisted {
+                    return Err(SluiceError::Plan(format!(
+                        "INSERT INTO '{t}': writing metadata column '{name}' is not supported yet; declare it VIRTUAL to leave it out of the sink"
+                    )));
+                }
                 (
                     t.to_string(),
                     table.options.required("connector")?.to_string(),

@@ -1,5 +1,7 @@
 //! The `sluice` command: runs Flink SQL scripts in-process.
 
+mod clients;
+
 use clap::{Parser, Subcommand};
 use sluice_connectors::BuiltinRegistry;
 use sluice_engine::{run_job, JobHandle};
@@ -38,6 +40,15 @@ enum Command {
     },
     /// Runs the event log: a broker that speaks the Apache Kafka protocol.
     Broker(BrokerArgs),
+    /// Lists, creates, describes and deletes topics on any Kafka-protocol broker.
+    Topics {
+        #[command(subcommand)]
+        command: clients::TopicsCommand,
+    },
+    /// Writes lines (from standard input or a file) to a topic, one record each.
+    Produce(clients::ProduceArgs),
+    /// Prints a topic's records, one per line.
+    Consume(clients::ConsumeArgs),
 }
 
 #[derive(clap::Args)]
@@ -97,13 +108,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Broker(args) => match broker(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(message) => {
-                eprintln!("error: {message}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Broker(args) => report(broker(args)),
+        Command::Topics { command } => report(clients::topics(command)),
+        Command::Produce(args) => report(clients::produce(args)),
+        Command::Consume(args) => report(clients::consume(args)),
+    }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -70,7 +70,10 @@ fn unknown_connector_lists_the_valid_ones() {
     let e = stderr(&o);
     assert!(!o.status.success());
     assert!(e.contains("unknown connector 'kafkaa'"), "{e}");
-    assert!(e.contains("blackhole, datagen, filesystem, print"), "{e}");
+    assert!(
+        e.contains("blackhole, datagen, filesystem, jdbc, kafka, print, upsert-kafka"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -59,6 +59,11 @@ fn run_case(case: &Path, parallelism: usize) -> Result<(), String> {
     let sql = std::fs::read_to_string(case.join("query.sql"))
         .map_err(|e| e.to_string())?
         .replace("${DATA}", &data.display().to_string());
+    run_sql(case, &sql, parallelism)
+}
+
+/// Runs `sql` and compares what it prints with the case's expected rows.
+fn run_sql(case: &Path, sql: &str, parallelism: usize) -> Result<(), String> {
     let script = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
     std::fs::write(script.path(), sql).map_err(|e| e.to_string())?;
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -146,5 +151,47 @@ fn every_case_matches_flink_with_parallelism_two() {
             failures.push(format!("{}: {e}", case.display()));
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The JSON inputs of the corpus, as topics of a `sluice broker` (one partition each, produced
+/// with kcat); every case over them runs again with its tables reading Kafka
+/// (`'scan.bounded.mode' = 'latest-offset'`) and must give Flink's rows for the files.
+#[test]
+fn cases_over_kafka_match_flink() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::BrokerProcess::start(dir.path(), common::free_port(), &[]);
+    let data = corpus().join("data");
+    let inputs = ["sensors", "clicks"];
+    for name in inputs {
+        let status = Command::new("kcat")
+            .args(["-P", "-b", &broker.bootstrap(), "-t", name, "-p", "0", "-l"])
+            .arg(data.join(format!("{name}.json")))
+            .status()
+            .expect("kcat (test.sh installs it)");
+        assert!(status.success(), "kcat could not produce {name}");
+    }
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for case in cases() {
+        let mut sql = std::fs::read_to_string(case.join("query.sql")).unwrap();
+        for name in inputs {
+            sql = sql.replace(
+                &format!("'connector' = 'filesystem', 'path' = '${{DATA}}/{name}.json'"),
+                &format!(
+                    "'connector' = 'kafka', 'topic' = '{name}', 'properties.bootstrap.servers' = '{}', 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset'",
+                    broker.bootstrap()
+                ),
+            );
+        }
+        if sql.contains("'filesystem'") {
+            continue;
+        }
+        ran += 1;
+        if let Err(e) = run_sql(&case, &sql, 1) {
+            failures.push(format!("{} over Kafka: {e}", case.display()));
+        }
+    }
+    assert!(ran >= 15, "only {ran} cases read JSON");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

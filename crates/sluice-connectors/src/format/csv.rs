@@ -126,6 +126,10 @@ impl LineDecoder for CsvDecoder {
         Ok(vec![concat_batches(&self.schema, &good)?])
     }
 
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
     fn skipped(&self) -> u64 {
         self.skipped
     }

@@ -154,6 +154,10 @@ impl LineDecoder for JsonDecoder {
     fn skipped(&self) -> u64 {
         self.skipped
     }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
 }
 
 /// Writes rows as JSON objects, one per line, as Flink's `json` format does.

@@ -18,6 +18,9 @@ pub trait LineDecoder: Send {
 
     /// How many malformed lines were skipped so far.
     fn skipped(&self) -> u64;
+
+    /// The schema of the rows it decodes.
+    fn schema(&self) -> SchemaRef;
 }
 
 /// Encodes rows as lines of text.

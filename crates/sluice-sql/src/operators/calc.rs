@@ -59,7 +59,11 @@ pub fn apply(step: &CalcStep, batch: ChangeBatch) -> Result<ChangeBatch> {
                     .map(|(_, k)| *k)
                     .collect::<Arc<[RowKind]>>()
             });
-            Ok(ChangeBatch { data, kinds })
+            Ok(ChangeBatch {
+                data,
+                kinds,
+                split: batch.split,
+            })
         }
         CalcStep::Project(exprs, schema) => {
             let n = batch.num_rows();
@@ -76,6 +80,7 @@ pub fn apply(step: &CalcStep, batch: ChangeBatch) -> Result<ChangeBatch> {
             Ok(ChangeBatch {
                 data,
                 kinds: batch.kinds,
+                split: batch.split,
             })
         }
     }

@@ -2,6 +2,11 @@
 //! input row, in order, the row's group is updated and the change is emitted as Flink's
 //! `GroupAggFunction` emits it (without mini-batch): `+I` for a new group, `-U` old and `+U`
 //! new when the result changed, nothing when it did not.
+//!
+//! Over an updating input (an `upsert-kafka` table, another aggregate), `-U` and `-D` rows are
+//! taken back out of their group with retractable accumulators; a group whose last row is
+//! retracted is deleted (`-D`), and a retraction for a group that does not exist is ignored,
+//! as Flink's `GroupAggFunction` does.
 
 use super::df;
 use super::window_aggregate::AggSpec;
@@ -26,6 +31,8 @@ pub struct GroupAggregateFactory {
     pub aggs: Vec<AggSpec>,
     /// Keys then aggregates.
     pub output_schema: SchemaRef,
+    /// True if the input has retractions (then accumulators must support retracting).
+    pub retracting: bool,
 }
 
 impl OperatorFactory for GroupAggregateFactory {
@@ -49,6 +56,7 @@ impl OperatorFactory for GroupAggregateFactory {
             output_schema: self.output_schema.clone(),
             converter: RowConverter::new(fields)?,
             groups: HashMap::new(),
+            retracting: self.retracting,
         }))
     }
 }
@@ -57,6 +65,8 @@ struct Group {
     accs: Vec<Box<dyn Accumulator>>,
     /// The last result emitted.
     last: Option<Vec<ScalarValue>>,
+    /// Rows accumulated minus rows retracted.
+    rows: i64,
 }
 
 struct GroupAggregate {
@@ -66,6 +76,7 @@ struct GroupAggregate {
     output_schema: SchemaRef,
     converter: RowConverter,
     groups: HashMap<OwnedRow, Group>,
+    retracting: bool,
 }
 
 fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
@@ -76,12 +87,6 @@ fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
 
 impl Operator for GroupAggregate {
     fn process_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
-        if batch.kinds.is_some() {
-            return Err(SluiceError::Plan(format!(
-                "{}: aggregating an updating stream (retractions) is not supported yet",
-                self.name
-            )));
-        }
         let data = &batch.data;
         let n = data.num_rows();
         let key_cols: Vec<ArrayRef> = if self.keys.is_empty() {
@@ -112,20 +117,32 @@ impl Operator for GroupAggregate {
         let mut changes: Vec<(RowKind, OwnedRow, Vec<ScalarValue>)> = Vec::new();
         for i in 0..n {
             let key = rows.row(i).owned();
+            let adds = batch.kind(i).is_addition();
             let group = match self.groups.get_mut(&key) {
                 Some(g) => g,
+                // A retraction for a group that is not there (nothing to take back).
+                None if !adds => continue,
                 None => {
                     let accs = self
                         .aggs
                         .iter()
-                        .map(|a| a.expr.create_accumulator())
+                        .map(|a| {
+                            if self.retracting {
+                                a.expr.create_sliding_accumulator()
+                            } else {
+                                a.expr.create_accumulator()
+                            }
+                        })
                         .collect::<datafusion_common::Result<Vec<_>>>()
                         .map_err(df)?;
-                    self.groups
-                        .entry(key.clone())
-                        .or_insert(Group { accs, last: None })
+                    self.groups.entry(key.clone()).or_insert(Group {
+                        accs,
+                        last: None,
+                        rows: 0,
+                    })
                 }
             };
+            group.rows += if adds { 1 } else { -1 };
             for (a, acc) in group.accs.iter_mut().enumerate() {
                 if filters[a]
                     .as_ref()
@@ -134,7 +151,20 @@ impl Operator for GroupAggregate {
                     continue;
                 }
                 let one: Vec<ArrayRef> = args[a].iter().map(|c| c.slice(i, 1)).collect();
-                acc.update_batch(&one).map_err(df)?;
+                if adds {
+                    acc.update_batch(&one).map_err(df)?;
+                } else {
+                    acc.retract_batch(&one).map_err(df)?;
+                }
+            }
+            if group.rows <= 0 {
+                // Every row of the group was taken back: the group is gone.
+                if let Some(g) = self.groups.remove(&key) {
+                    if let Some(old) = g.last {
+                        changes.push((RowKind::Delete, key, old));
+                    }
+                }
+                continue;
             }
             let values = group
                 .accs
@@ -174,10 +204,7 @@ impl Operator for GroupAggregate {
         let kinds: Arc<[RowKind]> = changes.iter().map(|(k, _, _)| *k).collect();
         let data = RecordBatch::try_new(self.output_schema.clone(), columns)
             .map_err(|e| SluiceError::Runtime(format!("{}: {e}", self.name)))?;
-        out.batch(ChangeBatch {
-            data,
-            kinds: Some(kinds),
-        });
+        out.batch(ChangeBatch::new(data, Some(kinds)));
         Ok(())
     }
 }

@@ -6,14 +6,21 @@
 //! or behind a watermark that Flink would already have emitted before it, the batch is cut
 //! there and that watermark is sent ahead of the row. Rows in order (the usual case) never cut
 //! a batch.
+//!
+//! A source with splits (Kafka partitions) gets one watermark per split, as Flink's per-split
+//! watermark generation: the minimum over the active splits drives time; an idle or finished
+//! split holds nothing back.
 
 use super::df;
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use datafusion_physical_expr::PhysicalExpr;
-use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MIN_WATERMARK};
+use sluice_common::{
+    ChangeBatch, EventTime, Result, SluiceError, SplitId, SplitStatus, MIN_WATERMARK,
+};
 use sluice_engine::{Operator, OperatorFactory, Output, SubtaskContext};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Creates watermark assigners.
@@ -35,10 +42,33 @@ impl OperatorFactory for WatermarkAssignerFactory {
             rowtime_index: self.rowtime_index,
             expr: self.expr.clone(),
             interval_ms: self.interval_ms,
-            current: MIN_WATERMARK,
+            splits: BTreeMap::new(),
             emitted: MIN_WATERMARK,
             sent: MIN_WATERMARK,
         }))
+    }
+}
+
+/// The split that rows of a source without splits count as.
+const WHOLE_SOURCE: SplitId = SplitId::MAX;
+
+/// The watermark of one source split (a Kafka partition), as Flink keeps one per split.
+#[derive(Debug, Clone, Copy)]
+struct SplitClock {
+    /// The largest watermark expression value seen in the split.
+    current: EventTime,
+    /// The split's watermark as Flink would have emitted it by now.
+    emitted: EventTime,
+    status: SplitStatus,
+}
+
+impl SplitClock {
+    fn new() -> Self {
+        SplitClock {
+            current: MIN_WATERMARK,
+            emitted: MIN_WATERMARK,
+            status: SplitStatus::Active,
+        }
     }
 }
 
@@ -47,9 +77,9 @@ struct WatermarkAssigner {
     rowtime_index: usize,
     expr: Arc<dyn PhysicalExpr>,
     interval_ms: i64,
-    /// The largest watermark expression value seen.
-    current: EventTime,
-    /// The watermark Flink would have emitted by now.
+    splits: BTreeMap<SplitId, SplitClock>,
+    /// The minimum over the active splits' emitted watermarks: the watermark Flink would
+    /// have emitted by now.
     emitted: EventTime,
     /// The watermark sent downstream.
     sent: EventTime,
@@ -61,6 +91,29 @@ fn millis(a: &dyn Array) -> Result<arrow::array::PrimitiveArray<TimestampMillise
         &DataType::Timestamp(TimeUnit::Millisecond, None),
     )?;
     Ok(c.as_primitive::<TimestampMillisecondType>().clone())
+}
+
+impl WatermarkAssigner {
+    /// Recomputes the combined watermark: the minimum over active splits (idle and finished
+    /// ones hold nothing back). It never goes back.
+    fn combine(&mut self) {
+        let min = self
+            .splits
+            .values()
+            .filter(|c| c.status == SplitStatus::Active)
+            .map(|c| c.emitted)
+            .min();
+        if let Some(min) = min {
+            self.emitted = self.emitted.max(min);
+        }
+    }
+
+    fn flush_watermark(&mut self, out: &mut Output) {
+        if self.emitted > self.sent {
+            out.watermark(self.emitted);
+            self.sent = self.emitted;
+        }
+    }
 }
 
 impl Operator for WatermarkAssigner {
@@ -80,36 +133,63 @@ impl Operator for WatermarkAssigner {
             .and_then(|v| v.into_array(n))
             .map_err(df)?;
         let wm = millis(wm.as_ref())?;
+        let split = batch.split.unwrap_or(WHOLE_SOURCE);
+        let mut clock = self
+            .splits
+            .get(&split)
+            .copied()
+            .unwrap_or(SplitClock::new());
+        if clock.status != SplitStatus::Active {
+            // Data again: the split holds time back from its own watermark.
+            clock.status = SplitStatus::Active;
+            self.splits.insert(split, clock);
+        }
         let mut segment_start = 0;
         for i in 0..n {
             if rowtime.value(i) <= self.emitted && self.emitted > self.sent {
-                out.batch(ChangeBatch {
-                    data: batch.data.slice(segment_start, i - segment_start),
-                    kinds: None,
-                });
+                out.batch(batch.slice(segment_start, i - segment_start));
                 out.watermark(self.emitted);
                 self.sent = self.emitted;
                 segment_start = i;
             }
             if wm.is_valid(i) {
-                self.current = self.current.max(wm.value(i));
-                if self.current.saturating_sub(self.emitted) > self.interval_ms {
-                    self.emitted = self.current;
+                clock.current = clock.current.max(wm.value(i));
+                if clock.current.saturating_sub(clock.emitted) > self.interval_ms {
+                    clock.emitted = clock.current;
+                    self.splits.insert(split, clock);
+                    self.combine();
                 }
             }
         }
+        self.splits.insert(split, clock);
         let rest = if segment_start == 0 {
             batch
         } else {
-            ChangeBatch {
-                data: batch.data.slice(segment_start, n - segment_start),
-                kinds: None,
-            }
+            batch.slice(segment_start, n - segment_start)
         };
         out.batch(rest);
-        if self.emitted > self.sent {
-            out.watermark(self.emitted);
-            self.sent = self.emitted;
+        self.flush_watermark(out);
+        Ok(())
+    }
+
+    fn process_split(
+        &mut self,
+        split: SplitId,
+        status: SplitStatus,
+        out: &mut Output,
+    ) -> Result<()> {
+        let clock = self.splits.entry(split).or_insert_with(SplitClock::new);
+        clock.status = status;
+        self.combine();
+        tracing::debug!(split, ?status, watermark = self.emitted, "split status");
+        self.flush_watermark(out);
+        let any_active = self
+            .splits
+            .values()
+            .any(|c| c.status == SplitStatus::Active);
+        if status == SplitStatus::Idle && !any_active {
+            // Every split is idle or finished: so is this source subtask.
+            out.idle();
         }
         Ok(())
     }

@@ -98,3 +98,156 @@ pub fn manifest_dir() -> PathBuf {
 pub fn client_script(name: &str) -> PathBuf {
     manifest_dir().join("../../tests/clients").join(name)
 }
+
+/// The corpus's input files.
+pub fn data_dir() -> PathBuf {
+    manifest_dir().join("../../tests/conformance/data")
+}
+
+/// Runs `sluice run` on `sql` to the end; returns (success, stdout, stderr).
+pub fn run_sql(sql: &str, args: &[&str]) -> (bool, String, String) {
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), sql).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--quiet"])
+        .args(args)
+        .arg(script.path())
+        .output()
+        .expect("running sluice");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// A `sluice` command (`topics`, `produce`, ...) with `stdin`; returns (success, stdout, stderr).
+pub fn sluice(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running sluice");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// A running `sluice run` whose output lines are collected as they come; killed when dropped.
+pub struct RunningJob {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+    _script: tempfile::NamedTempFile,
+    stderr_path: PathBuf,
+}
+
+impl RunningJob {
+    pub fn start(sql: &str, dir: &Path) -> RunningJob {
+        use std::io::BufRead;
+        let script = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(script.path(), sql).unwrap();
+        let stderr_path = dir.join(format!("job-{}.stderr", free_port()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--quiet"])
+            .arg(script.path())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("running sluice");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        RunningJob {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            _script: script,
+            stderr_path,
+        }
+    }
+
+    /// Waits up to `timeout` for a printed line that satisfies `f`.
+    pub fn wait_for(&mut self, timeout: Duration, f: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        if self.seen.iter().any(|l| f(l)) {
+            return true;
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = f(&l);
+                    self.seen.push(l);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// What the job wrote to standard error so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs kcat with `args` and `stdin`; panics if it fails.
+pub fn kcat(args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("kcat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat (test.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kcat {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}

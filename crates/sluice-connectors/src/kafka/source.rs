@@ -1,0 +1,901 @@
+//! The Kafka source: each subtask reads its share of the partitions with one librdkafka
+//! consumer (assigned, not subscribed, as Flink's source), decodes records in batches per
+//! partition and tags them with their partition so that watermarks are kept per partition.
+
+use super::options::{client_config, BoundedMode, KafkaOptions, LogContext, StartupMode, Topics};
+use crate::format::{self, LineDecoder};
+use arrow::array::{
+    Array, ArrayRef, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+};
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message as _, Timestamp};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_common::{ChangeBatch, Result, RowKind, SluiceError, SplitId, SplitStatus};
+use sluice_engine::{SourceFactory, SourcePoll, SourceReader, SourceSpec, SubtaskContext};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a metadata or offsets request to the brokers may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most records a subtask takes in one poll.
+const MAX_POLL_RECORDS: usize = 8192;
+/// How long one poll waits for the first record.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// The longest wait between attempts to reach the brokers.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
+pub(super) fn factory(spec: SourceSpec, options: KafkaOptions) -> Result<Arc<dyn SourceFactory>> {
+    let value_schema = options.value_schema(&spec.schema);
+    let key_schema = options.key_schema(&spec.schema);
+    // Fail at planning time on bad format options.
+    format::decoder(
+        &options.value_format,
+        value_schema.clone(),
+        &options.value_format_options,
+    )?;
+    if let Some(k) = &options.key_format {
+        format::decoder(k, key_schema.clone(), &options.key_format_options)?;
+    }
+    // And on options librdkafka does not know.
+    consumer_config(&options, 0)
+        .create_with_context::<_, BaseConsumer<LogContext>>(LogContext {
+            owner: options.owner.clone(),
+        })
+        .map_err(|e| SluiceError::Config(format!("{}: Kafka client: {e}", options.owner)))?;
+    Ok(Arc::new(KafkaSourceFactory {
+        spec,
+        options,
+        value_schema,
+        key_schema,
+    }))
+}
+
+fn consumer_config(options: &KafkaOptions, subtask: usize) -> rdkafka::ClientConfig {
+    let mut c = client_config(options);
+    // librdkafka assigns partitions only with a group; without one, a name of its own that
+    // never commits (as Flink generates one).
+    match &options.group_id {
+        Some(g) => c.set("group.id", g),
+        None => c.set("group.id", format!("sluice-source-{}", std::process::id())),
+    };
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    c.set("enable.partition.eof", "true");
+    c.set("client.id", format!("sluice-source-{subtask}"));
+    // A reset policy of Java's name 'none' is librdkafka's 'error'.
+    if options
+        .properties
+        .get("auto.offset.reset")
+        .map(String::as_str)
+        == Some("none")
+    {
+        c.set("auto.offset.reset", "error");
+    }
+    c
+}
+
+struct KafkaSourceFactory {
+    spec: SourceSpec,
+    options: KafkaOptions,
+    value_schema: SchemaRef,
+    key_schema: SchemaRef,
+}
+
+impl SourceFactory for KafkaSourceFactory {
+    fn name(&self) -> String {
+        let topics = match &self.options.topics {
+            Topics::List(t) => t.join(";"),
+            Topics::Pattern(p) => p.as_str().to_string(),
+        };
+        format!(
+            "{}({topics})",
+            if self.options.upsert {
+                "upsert-kafka"
+            } else {
+                "kafka"
+            }
+        )
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.options.bounded != BoundedMode::Unbounded
+    }
+
+    fn produces_updates(&self) -> bool {
+        self.options.upsert
+    }
+
+    fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn SourceReader>> {
+        let consumer: BaseConsumer<LogContext> = consumer_config(&self.options, ctx.subtask_index)
+            .create_with_context(LogContext {
+                owner: self.options.owner.clone(),
+            })
+            .map_err(|e| {
+                SluiceError::Config(format!("{}: Kafka client: {e}", self.options.owner))
+            })?;
+        let produced = self.spec.produced_schema();
+        let normalizer = if self.options.upsert {
+            Some(Normalizer::new(&produced)?)
+        } else {
+            None
+        };
+        Ok(Box::new(KafkaReader {
+            consumer,
+            options: self.options.clone(),
+            spec: self.spec.clone(),
+            produced,
+            value_decoder: format::decoder(
+                &self.options.value_format,
+                self.value_schema.clone(),
+                &self.options.value_format_options,
+            )?,
+            key_decoder: match &self.options.key_format {
+                Some(k) => Some(format::decoder(
+                    k,
+                    self.key_schema.clone(),
+                    &self.options.key_format_options,
+                )?),
+                None => None,
+            },
+            subtask: ctx.subtask_index,
+            parallelism: ctx.parallelism,
+            partitions: Vec::new(),
+            resolved: false,
+            next_attempt: Instant::now(),
+            backoff: Duration::from_secs(1),
+            ready: VecDeque::new(),
+            normalizer,
+            skipped: ctx.metrics.counter(&format!(
+                "{}: records skipped as malformed",
+                self.spec.table
+            )),
+            records_in: ctx
+                .metrics
+                .counter(&format!("{}: records read", self.spec.table)),
+            last_commit: Instant::now(),
+            commit_interval: Duration::from_millis(
+                self.options
+                    .properties
+                    .get("auto.commit.interval.ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(5000),
+            ),
+        }))
+    }
+}
+
+/// One assigned partition.
+struct PartitionState {
+    topic: String,
+    partition: i32,
+    split: SplitId,
+    /// The next offset to read.
+    next: i64,
+    /// Where a bounded read stops (exclusive).
+    stop: Option<i64>,
+    /// The log end when the read started.
+    high_at_start: i64,
+    finished: bool,
+    had_data: bool,
+    idle: bool,
+    last_data: Instant,
+    buffer: RecordBuffer,
+}
+
+/// Records of one partition taken in a poll, not yet decoded.
+#[derive(Default)]
+struct RecordBuffer {
+    values: Vec<u8>,
+    value_ranges: Vec<Option<(usize, usize)>>,
+    keys: Vec<u8>,
+    key_ranges: Vec<Option<(usize, usize)>>,
+    offsets: Vec<i64>,
+    timestamps: Vec<Option<i64>>,
+    timestamp_types: Vec<&'static str>,
+}
+
+impl RecordBuffer {
+    fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    fn value(&self, i: usize) -> Option<&[u8]> {
+        self.value_ranges[i].map(|(a, b)| &self.values[a..b])
+    }
+
+    fn key(&self, i: usize) -> Option<&[u8]> {
+        self.key_ranges[i].map(|(a, b)| &self.keys[a..b])
+    }
+
+    fn push(&mut self, m: &rdkafka::message::BorrowedMessage<'_>, keep_key: bool) {
+        self.value_ranges.push(m.payload().map(|p| {
+            let start = self.values.len();
+            self.values.extend_from_slice(p);
+            self.values.push(b'\n');
+            (start, start + p.len())
+        }));
+        self.key_ranges.push(match m.key() {
+            Some(k) if keep_key => {
+                let start = self.keys.len();
+                self.keys.extend_from_slice(k);
+                self.keys.push(b'\n');
+                Some((start, start + k.len()))
+            }
+            _ => None,
+        });
+        self.offsets.push(m.offset());
+        let (ts, kind) = match m.timestamp() {
+            Timestamp::NotAvailable => (None, "NoTimestampType"),
+            Timestamp::CreateTime(t) => (Some(t), "CreateTime"),
+            Timestamp::LogAppendTime(t) => (Some(t), "LogAppendTime"),
+        };
+        self.timestamps.push(ts);
+        self.timestamp_types.push(kind);
+    }
+}
+
+struct KafkaReader {
+    consumer: BaseConsumer<LogContext>,
+    options: KafkaOptions,
+    spec: SourceSpec,
+    produced: SchemaRef,
+    value_decoder: Box<dyn LineDecoder>,
+    key_decoder: Option<Box<dyn LineDecoder>>,
+    subtask: usize,
+    parallelism: usize,
+    partitions: Vec<PartitionState>,
+    resolved: bool,
+    next_attempt: Instant,
+    backoff: Duration,
+    ready: VecDeque<SourcePoll>,
+    normalizer: Option<Normalizer>,
+    skipped: Arc<AtomicU64>,
+    records_in: Arc<AtomicU64>,
+    last_commit: Instant,
+    commit_interval: Duration,
+}
+
+fn kafka_error(owner: &str, what: &str, e: KafkaError) -> SluiceError {
+    SluiceError::Runtime(format!("{owner}: {what}: {e}"))
+}
+
+impl KafkaReader {
+    fn owner(&self) -> &str {
+        &self.options.owner
+    }
+
+    /// Finds the topics' partitions, keeps this subtask's share and resolves where each
+    /// starts and stops.
+    fn resolve(&mut self) -> Result<()> {
+        let owner = self.owner().to_string();
+        let metadata = match &self.options.topics {
+            Topics::List(t) if t.len() == 1 => {
+                self.consumer.fetch_metadata(Some(&t[0]), REQUEST_TIMEOUT)
+            }
+            _ => self.consumer.fetch_metadata(None, REQUEST_TIMEOUT),
+        }
+        .map_err(|e| {
+            kafka_error(
+                &owner,
+                &format!(
+                    "cannot reach the Kafka brokers at '{}'",
+                    self.options.bootstrap_servers
+                ),
+                e,
+            )
+        })?;
+        let mut all: Vec<(String, i32)> = Vec::new();
+        let wanted = |name: &str| match &self.options.topics {
+            Topics::List(t) => t.iter().any(|x| x == name),
+            Topics::Pattern(p) => p.is_match(name),
+        };
+        for t in metadata.topics() {
+            if !wanted(t.name()) {
+                continue;
+            }
+            if let Some(e) = t.error() {
+                return Err(SluiceError::Runtime(format!(
+                    "{owner}: topic '{}': {:?} (create it first, e.g. `sluice topics create {}`)",
+                    t.name(),
+                    rdkafka::types::RDKafkaErrorCode::from(e),
+                    t.name()
+                )));
+            }
+            for p in t.partitions() {
+                all.push((t.name().to_string(), p.id()));
+            }
+        }
+        if let Topics::List(list) = &self.options.topics {
+            for t in list {
+                if !all.iter().any(|(n, _)| n == t) {
+                    return Err(SluiceError::Runtime(format!(
+                        "{owner}: topic '{t}' does not exist (create it first, e.g. `sluice topics create {t}`)"
+                    )));
+                }
+            }
+        }
+        all.sort();
+        let mine: Vec<(SplitId, String, i32)> = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % self.parallelism == self.subtask)
+            .map(|(i, (t, p))| (i as SplitId, t, p))
+            .collect();
+
+        let mut committed: HashMap<(String, i32), i64> = HashMap::new();
+        let needs_committed = self.options.startup == StartupMode::GroupOffsets
+            || self.options.bounded == BoundedMode::GroupOffsets;
+        if needs_committed && self.options.group_id.is_some() && !mine.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (_, t, p) in &mine {
+                tpl.add_partition(t, *p);
+            }
+            let got = self
+                .consumer
+                .committed_offsets(tpl, REQUEST_TIMEOUT)
+                .map_err(|e| {
+                    kafka_error(&owner, "cannot fetch the group's committed offsets", e)
+                })?;
+            for e in got.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    committed.insert((e.topic().to_string(), e.partition()), o);
+                }
+            }
+        }
+        let times = |t: i64| -> Result<HashMap<(String, i32), Option<i64>>> {
+            let mut tpl = TopicPartitionList::new();
+            for (_, topic, p) in &mine {
+                tpl.add_partition_offset(topic, *p, Offset::Offset(t))
+                    .map_err(|e| kafka_error(&owner, "bad timestamp", e))?;
+            }
+            let got = self
+                .consumer
+                .offsets_for_times(tpl, REQUEST_TIMEOUT)
+                .map_err(|e| kafka_error(&owner, "cannot look up offsets by timestamp", e))?;
+            Ok(got
+                .elements()
+                .iter()
+                .map(|e| {
+                    let o = match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    };
+                    ((e.topic().to_string(), e.partition()), o)
+                })
+                .collect())
+        };
+        let start_times = match &self.options.startup {
+            StartupMode::Timestamp(t) => times(*t)?,
+            _ => HashMap::new(),
+        };
+        let stop_times = match &self.options.bounded {
+            BoundedMode::Timestamp(t) => times(*t)?,
+            _ => HashMap::new(),
+        };
+        let reset = self
+            .options
+            .properties
+            .get("auto.offset.reset")
+            .map(String::as_str);
+        let mut assignment = TopicPartitionList::new();
+        for (split, topic, p) in mine {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&topic, p, REQUEST_TIMEOUT)
+                .map_err(|e| {
+                    kafka_error(
+                        &owner,
+                        &format!("cannot read the offsets of '{topic}' partition {p}"),
+                        e,
+                    )
+                })?;
+            let key = (topic.clone(), p);
+            let start = match &self.options.startup {
+                StartupMode::Earliest => low,
+                StartupMode::Latest => high,
+                StartupMode::Timestamp(_) => start_times.get(&key).copied().flatten().unwrap_or(high),
+                StartupMode::Specific(m) => m.get(&p).copied().unwrap_or(low),
+                StartupMode::GroupOffsets => match committed.get(&key) {
+                    Some(&o) => o,
+                    None if self.options.group_id.is_none() => low,
+                    None => match reset {
+                        Some("earliest" | "smallest" | "beginning") => low,
+                        Some("latest" | "largest" | "end") => high,
+                        _ => {
+                            return Err(SluiceError::Config(format!(
+                                "{owner}: group '{}' has no committed offset for topic '{topic}' partition {p}; set 'properties.auto.offset.reset' to 'earliest' or 'latest', or choose another 'scan.startup.mode'",
+                                self.options.group_id.as_deref().unwrap_or_default()
+                            )))
+                        }
+                    },
+                },
+            }
+            .clamp(low, high.max(low));
+            let stop = match &self.options.bounded {
+                BoundedMode::Unbounded => None,
+                BoundedMode::Latest => Some(high),
+                BoundedMode::Timestamp(_) => {
+                    Some(stop_times.get(&key).copied().flatten().unwrap_or(high))
+                }
+                BoundedMode::Specific(m) => Some(m.get(&p).copied().unwrap_or(high)),
+                BoundedMode::GroupOffsets => Some(committed.get(&key).copied().unwrap_or(high)),
+            };
+            let finished = stop.is_some_and(|s| start >= s);
+            self.ready.push_back(SourcePoll::Split(
+                split,
+                if finished {
+                    SplitStatus::Finished
+                } else {
+                    SplitStatus::Active
+                },
+            ));
+            if !finished {
+                assignment
+                    .add_partition_offset(&topic, p, Offset::Offset(start))
+                    .map_err(|e| kafka_error(&owner, "cannot assign", e))?;
+            }
+            self.partitions.push(PartitionState {
+                topic,
+                partition: p,
+                split,
+                next: start,
+                stop,
+                high_at_start: high,
+                finished,
+                had_data: false,
+                idle: false,
+                last_data: Instant::now(),
+                buffer: RecordBuffer::default(),
+            });
+        }
+        self.consumer
+            .assign(&assignment)
+            .map_err(|e| kafka_error(&owner, "cannot assign partitions", e))?;
+        tracing::debug!(
+            "{owner}: subtask {} reads {} partitions",
+            self.subtask,
+            self.partitions.len()
+        );
+        Ok(())
+    }
+
+    fn all_finished(&self) -> bool {
+        self.partitions.iter().all(|p| p.finished)
+    }
+
+    fn position(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.partitions
+            .iter()
+            .position(|p| p.partition == partition && p.topic == topic)
+    }
+
+    /// Takes up to `MAX_POLL_RECORDS` records into the partitions' buffers.
+    fn fetch(&mut self) -> Result<usize> {
+        let keep_key = self.options.key_format.is_some();
+        let mut taken = 0;
+        let deadline = Instant::now() + POLL_WAIT;
+        while taken < MAX_POLL_RECORDS {
+            let wait = if taken == 0 {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            let Some(polled) = self.consumer.poll(wait) else {
+                break;
+            };
+            match polled {
+                Ok(m) => {
+                    let Some(i) = self.position(m.topic(), m.partition()) else {
+                        continue;
+                    };
+                    let part = &mut self.partitions[i];
+                    if part.finished || part.stop.is_some_and(|s| m.offset() >= s) {
+                        part.finished = true;
+                        continue;
+                    }
+                    part.next = m.offset() + 1;
+                    part.buffer.push(&m, keep_key);
+                    taken += 1;
+                    if part.stop.is_some_and(|s| part.next >= s) {
+                        part.finished = true;
+                    }
+                }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    // The topic is known from the partition's place in the assignment.
+                    for part in self.partitions.iter_mut().filter(|x| x.partition == p) {
+                        if part.stop.is_some_and(|s| s <= part.high_at_start) {
+                            part.finished = true;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("{}: Kafka consumer: {e}", self.owner());
+                    break;
+                }
+            }
+        }
+        self.records_in.fetch_add(taken as u64, Ordering::Relaxed);
+        Ok(taken)
+    }
+
+    /// Decodes the buffered records of every partition into batches.
+    fn decode_buffers(&mut self) -> Result<()> {
+        for i in 0..self.partitions.len() {
+            if self.partitions[i].buffer.len() > 0 {
+                let buffer = std::mem::take(&mut self.partitions[i].buffer);
+                self.partitions[i].had_data = true;
+                self.partitions[i].idle = false;
+                self.partitions[i].last_data = Instant::now();
+                let split = self.partitions[i].split;
+                let batch = self.decode(i, &buffer)?;
+                if let Some(b) = batch {
+                    self.ready.push_back(SourcePoll::Batch(b.from_split(split)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows (and, for `upsert-kafka`, the changes) of one partition's records.
+    fn decode(&mut self, part: usize, buf: &RecordBuffer) -> Result<Option<ChangeBatch>> {
+        let (topic, partition) = (
+            self.partitions[part].topic.clone(),
+            self.partitions[part].partition,
+        );
+        let upsert = self.options.upsert;
+        // Records with a value; for upsert-kafka, the others delete their key.
+        let with_value: Vec<usize> = (0..buf.len()).filter(|&i| buf.value(i).is_some()).collect();
+        let locate = |i: usize| {
+            format!(
+                "topic '{topic}', partition {partition}, offset {}",
+                buf.offsets[i]
+            )
+        };
+        let values: Vec<&[u8]> = with_value
+            .iter()
+            .map(|&i| buf.value(i).unwrap_or_default())
+            .collect();
+        let (value_batch, kept) = decode_records(
+            self.value_decoder.as_mut(),
+            &values,
+            &|j| locate(with_value[j]),
+            &self.skipped,
+        )?;
+        let kept: Vec<usize> = kept.into_iter().map(|j| with_value[j]).collect();
+        let key_batch = match self.key_decoder.as_mut() {
+            Some(d) if !self.options.key_columns.is_empty() => {
+                let keys: Vec<&[u8]> = kept
+                    .iter()
+                    .map(|&i| buf.key(i).unwrap_or_default())
+                    .collect();
+                let (b, key_kept) =
+                    decode_records(d.as_mut(), &keys, &|j| locate(kept[j]), &self.skipped)?;
+                if key_kept.len() != kept.len() {
+                    return Err(SluiceError::Format {
+                        location: Default::default(),
+                        message: format!(
+                            "{}: a record of topic '{topic}' partition {partition} has no readable key",
+                            self.owner()
+                        ),
+                    });
+                }
+                Some(b)
+            }
+            _ => None,
+        };
+        let rows = self.assemble(
+            &value_batch,
+            key_batch.as_ref(),
+            buf,
+            &kept,
+            &topic,
+            partition,
+        )?;
+        if !upsert {
+            return Ok(Some(ChangeBatch::inserts(rows)));
+        }
+        // Deletes: records without a value, keyed by their raw key bytes.
+        let mut changes: Vec<(usize, Option<usize>)> = Vec::new(); // (record, row in `rows`)
+        let mut row = 0;
+        for i in 0..buf.len() {
+            if kept.get(row) == Some(&i) {
+                changes.push((i, Some(row)));
+                row += 1;
+            } else if buf.value(i).is_none() {
+                changes.push((i, None));
+            }
+        }
+        let normalizer = self
+            .normalizer
+            .as_mut()
+            .ok_or_else(|| SluiceError::Runtime("internal: no upsert state".into()))?;
+        normalizer.apply(&rows, buf, &changes)
+    }
+
+    /// The produced columns: physical ones from the value (and key), then metadata.
+    fn assemble(
+        &self,
+        value: &RecordBatch,
+        key: Option<&RecordBatch>,
+        buf: &RecordBuffer,
+        kept: &[usize],
+        topic: &str,
+        partition: i32,
+    ) -> Result<RecordBatch> {
+        let n = kept.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.produced.fields().len());
+        for (i, f) in self.spec.schema.fields().iter().enumerate() {
+            let from_value = self.options.value_columns.iter().position(|&c| c == i);
+            let from_key = self.options.key_columns.iter().position(|&c| c == i);
+            let col = match (from_value, from_key, key) {
+                (Some(v), _, _) => value.column(v).clone(),
+                (None, Some(k), Some(kb)) => kb.column(k).clone(),
+                _ => arrow::array::new_null_array(f.data_type(), n),
+            };
+            columns.push(col);
+        }
+        for m in &self.spec.metadata {
+            let natural: ArrayRef = match m.key.as_str() {
+                "topic" => Arc::new(StringArray::from(vec![topic; n])),
+                "partition" => Arc::new(Int32Array::from(vec![partition; n])),
+                "offset" => Arc::new(Int64Array::from_iter_values(
+                    kept.iter().map(|&i| buf.offsets[i]),
+                )),
+                "timestamp" => Arc::new(
+                    TimestampMillisecondArray::from(
+                        kept.iter().map(|&i| buf.timestamps[i]).collect::<Vec<_>>(),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                "timestamp-type" => Arc::new(StringArray::from_iter_values(
+                    kept.iter().map(|&i| buf.timestamp_types[i]),
+                )),
+                other => {
+                    return Err(SluiceError::Runtime(format!(
+                        "internal: unknown metadata key '{other}'"
+                    )))
+                }
+            };
+            let col = if natural.data_type() == &m.data_type {
+                natural
+            } else if let (
+                DataType::Timestamp(TimeUnit::Millisecond, _),
+                DataType::Timestamp(u, tz),
+            ) = (natural.data_type(), &m.data_type)
+            {
+                // TIMESTAMP(3) and TIMESTAMP_LTZ(3) both hold the instant's UTC fields.
+                cast(&natural, &DataType::Timestamp(*u, tz.clone()))?
+            } else {
+                cast(&natural, &m.data_type)?
+            };
+            columns.push(col);
+        }
+        Ok(RecordBatch::try_new_with_options(
+            self.produced.clone(),
+            columns,
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(n)),
+        )?)
+    }
+
+    fn commit(&self, mode: CommitMode) {
+        if self.options.group_id.is_none() || !self.resolved {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &self.partitions {
+            let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next));
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, mode) {
+                tracing::warn!("{}: cannot commit offsets to the group: {e}", self.owner());
+            }
+        }
+    }
+
+    /// Splits that have been without data long enough to be idle (Flink's idleness: no
+    /// record for `table.exec.source.idle-timeout`). A partition that was empty when the read
+    /// started is idle until it has data, so that it never holds time back.
+    fn mark_idle(&mut self) {
+        for p in &mut self.partitions {
+            if p.finished || p.idle {
+                continue;
+            }
+            let timed_out = self
+                .spec
+                .idle_timeout
+                .is_some_and(|t| p.last_data.elapsed() >= t);
+            let empty = !p.had_data && p.next >= p.high_at_start;
+            if empty || timed_out {
+                tracing::debug!("partition {} of '{}' is idle", p.partition, p.topic);
+                p.idle = true;
+                self.ready
+                    .push_back(SourcePoll::Split(p.split, SplitStatus::Idle));
+            }
+        }
+    }
+}
+
+impl SourceReader for KafkaReader {
+    fn poll(&mut self) -> Result<SourcePoll> {
+        if let Some(r) = self.ready.pop_front() {
+            return Ok(r);
+        }
+        if !self.resolved {
+            if Instant::now() < self.next_attempt {
+                return Ok(SourcePoll::Idle);
+            }
+            match self.resolve() {
+                Ok(()) => {
+                    self.resolved = true;
+                    return Ok(self.ready.pop_front().unwrap_or(SourcePoll::Idle));
+                }
+                Err(e @ SluiceError::Runtime(_)) => {
+                    tracing::error!("{e}; retrying in {} s", self.backoff.as_secs());
+                    self.partitions.clear();
+                    self.ready.clear();
+                    self.next_attempt = Instant::now() + self.backoff;
+                    self.backoff = (self.backoff * 2).min(MAX_RETRY_BACKOFF);
+                    return Ok(SourcePoll::Idle);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if self.all_finished() {
+            self.commit(CommitMode::Sync);
+            return Ok(SourcePoll::End);
+        }
+        let was_finished: Vec<bool> = self.partitions.iter().map(|p| p.finished).collect();
+        self.fetch()?;
+        self.decode_buffers()?;
+        for (i, p) in self.partitions.iter().enumerate() {
+            if p.finished && !was_finished[i] {
+                self.ready
+                    .push_back(SourcePoll::Split(p.split, SplitStatus::Finished));
+            }
+        }
+        self.mark_idle();
+        if self.last_commit.elapsed() >= self.commit_interval {
+            self.commit(CommitMode::Async);
+            self.last_commit = Instant::now();
+        }
+        Ok(self.ready.pop_front().unwrap_or(SourcePoll::Idle))
+    }
+}
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        self.commit(CommitMode::Sync);
+    }
+}
+
+/// Decodes `records` (one value each); returns the rows and which records they come from.
+/// A malformed record fails with `locate(record)`, or is skipped and counted when the format
+/// ignores parse errors; an empty record gives no row (as Flink's formats return null).
+fn decode_records(
+    decoder: &mut dyn LineDecoder,
+    records: &[&[u8]],
+    locate: &dyn Fn(usize) -> String,
+    skipped: &AtomicU64,
+) -> Result<(RecordBatch, Vec<usize>)> {
+    let schema = decoder.schema();
+    if records.is_empty() {
+        return Ok((RecordBatch::new_empty(schema), vec![]));
+    }
+    // Fast path: the whole block at once.
+    let mut block = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum());
+    for r in records {
+        block.extend_from_slice(r);
+        block.push(b'\n');
+    }
+    let before = decoder.skipped();
+    if let Ok(batches) = decoder.decode("", 1, &block) {
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows == records.len() && decoder.skipped() == before {
+            return Ok((
+                concat_batches(&schema, &batches)?,
+                (0..records.len()).collect(),
+            ));
+        }
+    }
+    // Slow path: record by record, to name the bad one.
+    let mut parts = Vec::new();
+    let mut kept = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let before = decoder.skipped();
+        match decoder.decode(&locate(i), 1, r) {
+            Ok(batches) => {
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                if decoder.skipped() > before {
+                    skipped.fetch_add(decoder.skipped() - before, Ordering::Relaxed);
+                }
+                if rows == 1 {
+                    parts.extend(batches);
+                    kept.push(i);
+                }
+            }
+            Err(SluiceError::Format {
+                mut location,
+                message,
+            }) => {
+                location.line = None;
+                return Err(SluiceError::Format { location, message });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((concat_batches(&schema, &parts)?, kept))
+}
+
+/// The last row per key of an upsert topic, to turn upserts and tombstones into a changelog
+/// (`+I`, `-U`/`+U`, `-D`), as Flink's ChangelogNormalize.
+struct Normalizer {
+    converter: RowConverter,
+    last: HashMap<Vec<u8>, OwnedRow>,
+}
+
+impl Normalizer {
+    fn new(schema: &SchemaRef) -> Result<Self> {
+        Ok(Normalizer {
+            converter: RowConverter::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .collect(),
+            )?,
+            last: HashMap::new(),
+        })
+    }
+
+    /// `changes`: per record in order, its row in `rows`, or `None` for a tombstone.
+    fn apply(
+        &mut self,
+        rows: &RecordBatch,
+        buf: &RecordBuffer,
+        changes: &[(usize, Option<usize>)],
+    ) -> Result<Option<ChangeBatch>> {
+        let new_rows = self.converter.convert_columns(rows.columns())?;
+        let mut out: Vec<OwnedRow> = Vec::new();
+        let mut kinds: Vec<RowKind> = Vec::new();
+        for &(record, row) in changes {
+            let key = buf.key(record).unwrap_or_default().to_vec();
+            match row {
+                Some(r) => {
+                    let new = new_rows.row(r).owned();
+                    match self.last.insert(key, new.clone()) {
+                        Some(old) if old == new => {}
+                        Some(old) => {
+                            out.push(old);
+                            kinds.push(RowKind::UpdateBefore);
+                            out.push(new);
+                            kinds.push(RowKind::UpdateAfter);
+                        }
+                        None => {
+                            out.push(new);
+                            kinds.push(RowKind::Insert);
+                        }
+                    }
+                }
+                None => {
+                    if let Some(old) = self.last.remove(&key) {
+                        out.push(old);
+                        kinds.push(RowKind::Delete);
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            return Ok(None);
+        }
+        let columns = self.converter.convert_rows(out.iter().map(|r| r.row()))?;
+        let data = RecordBatch::try_new(rows.schema(), columns)?;
+        Ok(Some(ChangeBatch::new(data, Some(kinds.into()))))
+    }
+}
