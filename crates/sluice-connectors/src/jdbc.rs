@@ -39,6 +39,8 @@ const OPTIONS: &[&str] = &[
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retries of a failed connection when the job starts.
+const CONNECT_RETRIES: u32 = 3;
 /// Batches the sink hands its writer thread before it waits (the backpressure).
 const WRITER_QUEUE_BATCHES: usize = 4;
 
@@ -131,13 +133,28 @@ impl JdbcOptions {
         })
     }
 
+    /// Connects, retrying `CONNECT_RETRIES` times with a growing wait (1 s, 2 s, 4 s).
     fn connect(&self) -> Result<Client> {
-        self.config.connect(NoTls).map_err(|e| {
-            SluiceError::Runtime(format!(
-                "{}: cannot connect to PostgreSQL at '{}': {e}",
-                self.owner, self.url
-            ))
-        })
+        let mut wait = Duration::from_secs(1);
+        let mut attempt = 0;
+        loop {
+            match self.config.connect(NoTls) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    let message = format!(
+                        "{}: cannot connect to PostgreSQL at '{}': {e}",
+                        self.owner, self.url
+                    );
+                    if attempt >= CONNECT_RETRIES {
+                        return Err(SluiceError::Runtime(message));
+                    }
+                    tracing::warn!("{message}; retrying in {} s", wait.as_secs());
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                    attempt += 1;
+                }
+            }
+        }
     }
 }
 

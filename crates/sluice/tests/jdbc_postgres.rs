@@ -228,6 +228,11 @@ INSERT INTO s SELECT * FROM g;";
         !ok && err.contains("cannot connect to PostgreSQL at 'jdbc:postgresql://127.0.0.1:1/test'"),
         "{err}"
     );
+    // ... after retrying with a growing wait.
+    assert!(
+        err.contains("retrying in 1 s") && err.contains("retrying in 4 s"),
+        "{err}"
+    );
     psql(&format!("DROP TABLE {t};"));
 }
 

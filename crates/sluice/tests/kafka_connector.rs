@@ -398,6 +398,14 @@ SELECT id FROM raw;"
     let (ok, out, err) = run_sql(&sql(", 'json.ignore-parse-errors' = 'true'"), &[]);
     assert!(ok, "{err}");
     assert_eq!(printed(&out), vec!["+I[1]", "+I[2]", "+I[4]"]);
+    // Without --quiet, the job's summary counts what it skipped.
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), sql(", 'json.ignore-parse-errors' = 'true'")).unwrap();
+    let (ok, _, err) = sluice(&["run", script.path().to_str().unwrap()], "");
+    assert!(
+        ok && err.contains("raw: records skipped as malformed: 1"),
+        "{err}"
+    );
 }
 
 #[test]

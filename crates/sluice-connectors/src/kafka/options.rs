@@ -497,6 +497,15 @@ impl KafkaOptions {
                 ))
             }
         };
+        if options
+            .get("scan.topic-partition-discovery.interval")
+            .is_some()
+        {
+            return Err(config_error(
+                &owner,
+                "'scan.topic-partition-discovery.interval' is not supported yet: a source reads the partitions that exist when the job starts".into(),
+            ));
+        }
         if let Some(g) = options.get("sink.delivery-guarantee") {
             if !["at-least-once", "none"].contains(&g) {
                 return Err(config_error(
