@@ -138,19 +138,37 @@ fn kafka_sink_then_source_with_keys_partitions_and_metadata() {
     let (_d, b) = broker();
     let bs = b.bootstrap();
     create_topic(&b, "clicks_by_user", 3);
+    create_topic(&b, "clicks_spread", 3);
     let data = common::data_dir().join("clicks.json");
     let write = format!(
         "CREATE TABLE clicks (user_id STRING, url STRING, ts TIMESTAMP(3)) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
 CREATE TABLE out (user_id STRING, url STRING, ts TIMESTAMP(3)) WITH (
   'connector' = 'kafka', 'topic' = 'clicks_by_user', 'properties.bootstrap.servers' = '{bs}',
   'key.format' = 'json', 'key.fields' = 'user_id', 'value.format' = 'json', 'value.fields-include' = 'EXCEPT_KEY');
-INSERT INTO out SELECT * FROM clicks;",
+CREATE TABLE spread (user_id STRING, url STRING, ts TIMESTAMP(3)) WITH (
+  'connector' = 'kafka', 'topic' = 'clicks_spread', 'properties.bootstrap.servers' = '{bs}',
+  'format' = 'json', 'sink.partitioner' = 'round-robin');
+INSERT INTO out SELECT * FROM clicks;
+INSERT INTO spread SELECT * FROM clicks;",
         data.display()
     );
     let (ok, _, err) = run_sql(&write, &["--parallelism", "2"]);
     assert!(ok, "{err}");
     let lines = std::fs::read_to_string(&data).unwrap();
     let n = lines.lines().filter(|l| !l.trim().is_empty()).count();
+    // Round-robin spreads the rows evenly over the partitions.
+    let (ok, out, _) = sluice(&["topics", "describe", "clicks_spread", "-b", &bs], "");
+    assert!(ok, "{out}");
+    let counts: Vec<i64> = out
+        .lines()
+        .skip(2)
+        .map(|l| l.split('\t').nth(3).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(counts.iter().sum::<i64>(), n as i64, "{out}");
+    assert!(
+        counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 2,
+        "{out}"
+    );
     // kcat sees keys {"user_id":...} and values without the key field; one user per partition.
     let got = kcat(
         &[

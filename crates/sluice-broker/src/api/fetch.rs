@@ -28,13 +28,11 @@ fn read_all(broker: &Broker, r: &FetchRequest) -> (FetchResponse, usize) {
             match broker.topics.partition(&name, p.partition) {
                 None => pd.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(part) => {
-                    // The first partition may exceed max_bytes by one batch, as in Kafka.
-                    let room = if total == 0 {
-                        1
-                    } else {
-                        max_bytes.saturating_sub(total)
-                    };
-                    let limit = (p.partition_max_bytes.max(1) as usize).min(room.max(1));
+                    // Up to the partition's limit within what is left of max_bytes; a read
+                    // returns at least one whole batch, so the first partition with data may
+                    // exceed the limits by one batch, as in Kafka.
+                    let room = max_bytes.saturating_sub(total);
+                    let limit = (p.partition_max_bytes.max(1) as usize).min(room).max(1);
                     match part.read(p.fetch_offset, limit) {
                         Ok(read) => {
                             pd.high_watermark = read.log_end_offset;

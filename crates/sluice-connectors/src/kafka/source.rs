@@ -69,6 +69,11 @@ fn consumer_config(options: &KafkaOptions, subtask: usize) -> rdkafka::ClientCon
     c.set("enable.auto.offset.store", "false");
     c.set("enable.partition.eof", "true");
     c.set("client.id", format!("sluice-source-{subtask}"));
+    // librdkafka pauses fetching for `fetch.queue.backoff.ms` (1 s) whenever its queue holds
+    // `queued.min.messages`: with small records that stalls a fast reader most of the time.
+    if !options.properties.contains_key("fetch.queue.backoff.ms") {
+        c.set("fetch.queue.backoff.ms", "10");
+    }
     // A reset policy of Java's name 'none' is librdkafka's 'error'.
     if options
         .properties
@@ -522,6 +527,7 @@ impl KafkaReader {
             }
         }
         self.records_in.fetch_add(taken as u64, Ordering::Relaxed);
+        tracing::trace!(taken, "fetched");
         Ok(taken)
     }
 
