@@ -43,3 +43,24 @@ render() {
   sed -e "s|@BOOTSTRAP@|$BOOTSTRAP|g" -e "s|@JDBC_URL@|$JDBC_URL|g" -e "s|@PGUSER@|$PGUSER|g" \
       -e "s|@ROWS@|$rows_option|g" -e "s|@BOUNDED@|$bounded_option|g" -e "s|@RATE@|${RATE:-200}|g" "$1"
 }
+
+# Runs an example from its directory: creates topic $1 (2 partitions) and the tables of
+# schema.sql, starts the simulated events of generator.sql (to the end when ROWS is set, else
+# in the background), prints $3 to standard error and runs the job $2 until it ends or Ctrl-C.
+run_example() {
+  local topic="$1" job="$2" banner="$3"
+  ensure_postgres
+  ensure_broker
+  "$SLUICE" topics create "$topic" --partitions 2 -b "$BOOTSTRAP" >/dev/null 2>&1 || true
+  psql -q -f schema.sql
+  render generator.sql >"$WORK/generator.sql"
+  render "$job" >"$WORK/job.sql"
+  if [ -n "${ROWS:-}" ]; then
+    "$SLUICE" run --quiet "$WORK/generator.sql"
+  else
+    "$SLUICE" run --quiet "$WORK/generator.sql" &
+    PIDS+=($!)
+  fi
+  echo "$banner" >&2
+  "$SLUICE" run --quiet "$WORK/job.sql"
+}

@@ -36,6 +36,34 @@ impl Connection {
         c.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
         c
     }
+
+    /// A client of type `C` (a consumer for metadata, an admin client).
+    fn client<C: rdkafka::config::FromClientConfig>(&self) -> Result<C, String> {
+        self.config()
+            .create()
+            .map_err(|e| err("cannot create a client", e))
+    }
+
+    /// The message for a request the brokers did not answer.
+    fn unreachable(&self, e: KafkaError) -> String {
+        err(&format!("cannot reach '{}'", self.bootstrap_servers), e)
+    }
+}
+
+/// Prints each topic an admin request handled (`verb`: create, delete), or fails with the
+/// first it could not.
+fn admin_results(
+    results: Vec<rdkafka::admin::TopicResult>,
+    verb: &str,
+    detail: &str,
+) -> Result<(), String> {
+    for r in results {
+        match r {
+            Ok(name) => println!("{verb}d topic '{name}'{detail}"),
+            Err((name, code)) => return Err(format!("cannot {verb} topic '{name}': {code}")),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -135,16 +163,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 pub fn topics(command: TopicsCommand) -> Result<(), String> {
     match command {
         TopicsCommand::List { connection } => {
-            let consumer: BaseConsumer = connection
-                .config()
-                .create()
-                .map_err(|e| err("cannot create a client", e))?;
-            let metadata = consumer.fetch_metadata(None, TIMEOUT).map_err(|e| {
-                err(
-                    &format!("cannot reach '{}'", connection.bootstrap_servers),
-                    e,
-                )
-            })?;
+            let consumer: BaseConsumer = connection.client()?;
+            let metadata = consumer
+                .fetch_metadata(None, TIMEOUT)
+                .map_err(|e| connection.unreachable(e))?;
             let mut topics: Vec<(String, usize)> = metadata
                 .topics()
                 .iter()
@@ -164,10 +186,7 @@ pub fn topics(command: TopicsCommand) -> Result<(), String> {
             configs,
             connection,
         } => {
-            let admin: AdminClient<DefaultClientContext> = connection
-                .config()
-                .create()
-                .map_err(|e| err("cannot create a client", e))?;
+            let admin: AdminClient<DefaultClientContext> = connection.client()?;
             let mut pairs = Vec::new();
             for c in &configs {
                 let (k, v) = c
@@ -188,35 +207,14 @@ pub fn topics(command: TopicsCommand) -> Result<(), String> {
                     &[new],
                     &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
                 ))
-                .map_err(|e| {
-                    err(
-                        &format!("cannot reach '{}'", connection.bootstrap_servers),
-                        e,
-                    )
-                })?;
-            for r in results {
-                match r {
-                    Ok(name) => println!("created topic '{name}' with {partitions} partitions"),
-                    Err((name, code)) => {
-                        return Err(format!("cannot create topic '{name}': {code}"))
-                    }
-                }
-            }
-            Ok(())
+                .map_err(|e| connection.unreachable(e))?;
+            admin_results(results, "create", &format!(" with {partitions} partitions"))
         }
         TopicsCommand::Describe { topic, connection } => {
-            let consumer: BaseConsumer = connection
-                .config()
-                .create()
-                .map_err(|e| err("cannot create a client", e))?;
+            let consumer: BaseConsumer = connection.client()?;
             let metadata = consumer
                 .fetch_metadata(Some(&topic), TIMEOUT)
-                .map_err(|e| {
-                    err(
-                        &format!("cannot reach '{}'", connection.bootstrap_servers),
-                        e,
-                    )
-                })?;
+                .map_err(|e| connection.unreachable(e))?;
             let t = metadata
                 .topics()
                 .iter()
@@ -236,30 +234,14 @@ pub fn topics(command: TopicsCommand) -> Result<(), String> {
             Ok(())
         }
         TopicsCommand::Delete { topic, connection } => {
-            let admin: AdminClient<DefaultClientContext> = connection
-                .config()
-                .create()
-                .map_err(|e| err("cannot create a client", e))?;
+            let admin: AdminClient<DefaultClientContext> = connection.client()?;
             let results = runtime()?
                 .block_on(admin.delete_topics(
                     &[topic.as_str()],
                     &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
                 ))
-                .map_err(|e| {
-                    err(
-                        &format!("cannot reach '{}'", connection.bootstrap_servers),
-                        e,
-                    )
-                })?;
-            for r in results {
-                match r {
-                    Ok(name) => println!("deleted topic '{name}'"),
-                    Err((name, code)) => {
-                        return Err(format!("cannot delete topic '{name}': {code}"))
-                    }
-                }
-            }
-            Ok(())
+                .map_err(|e| connection.unreachable(e))?;
+            admin_results(results, "delete", "")
         }
     }
 }
@@ -350,12 +332,7 @@ pub fn consume(args: ConsumeArgs) -> Result<(), String> {
         .map_err(|e| err("cannot create a consumer", e))?;
     let metadata = consumer
         .fetch_metadata(Some(&args.topic), TIMEOUT)
-        .map_err(|e| {
-            err(
-                &format!("cannot reach '{}'", args.connection.bootstrap_servers),
-                e,
-            )
-        })?;
+        .map_err(|e| args.connection.unreachable(e))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()

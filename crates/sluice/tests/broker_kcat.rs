@@ -10,30 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{free_port, BrokerProcess};
-
-fn kcat(args: &[&str], input: &str) -> String {
-    let mut child = Command::new("kcat")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat is installed by test.sh (apt-get install kcat)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kcat {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
+use common::{free_port, kcat, BrokerProcess};
 
 fn consume_all(b: &BrokerProcess, topic: &str, format: &str) -> Vec<String> {
     let mut lines: Vec<String> = kcat(

@@ -4,30 +4,8 @@
 
 mod common;
 
+use common::psql;
 use std::process::Command;
-
-fn psql(sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-At",
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Runs `examples/<name>/run.sh` with `rows` simulated events, reading them back bounded.
 fn run_example(name: &str, rows: u64) -> String {

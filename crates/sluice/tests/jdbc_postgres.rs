@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{kcat, run_sql, sluice, BrokerProcess, RunningJob};
+use common::{kcat, psql, psql_try, run_sql, sluice, BrokerProcess, RunningJob};
 use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::process::Command;
@@ -37,32 +37,6 @@ fn wait_for_postgres() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn psql_try(sql: &str) -> Option<String> {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("psql");
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn psql(sql: &str) -> String {
-    psql_try(sql).unwrap_or_else(|| panic!("psql failed: {sql}"))
 }
 
 fn restart_postgres() {

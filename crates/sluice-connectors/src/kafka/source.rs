@@ -568,9 +568,12 @@ impl KafkaReader {
             .iter()
             .map(|&i| buf.value(i).unwrap_or_default())
             .collect();
+        // The buffer already holds the values one per line when every record has one.
+        let joined = (with_value.len() == buf.len()).then_some(buf.values.as_slice());
         let (value_batch, kept) = decode_records(
             self.value_decoder.as_mut(),
             &values,
+            joined,
             &|j| locate(with_value[j]),
             &self.skipped,
         )?;
@@ -581,8 +584,16 @@ impl KafkaReader {
                     .iter()
                     .map(|&i| buf.key(i).unwrap_or_default())
                     .collect();
-                let (b, key_kept) =
-                    decode_records(d.as_mut(), &keys, &|j| locate(kept[j]), &self.skipped)?;
+                let joined = (kept.len() == buf.len()
+                    && buf.key_ranges.iter().all(Option::is_some))
+                .then_some(buf.keys.as_slice());
+                let (b, key_kept) = decode_records(
+                    d.as_mut(),
+                    &keys,
+                    joined,
+                    &|j| locate(kept[j]),
+                    &self.skipped,
+                )?;
                 if key_kept.len() != kept.len() {
                     return Err(SluiceError::Format {
                         location: Default::default(),
@@ -781,12 +792,14 @@ impl Drop for KafkaReader {
     }
 }
 
-/// Decodes `records` (one value each); returns the rows and which records they come from.
+/// Decodes `records` (one value each; `joined`, if given, is the same records one per line);
+/// returns the rows and which records they come from.
 /// A malformed record fails with `locate(record)`, or is skipped and counted when the format
 /// ignores parse errors; an empty record gives no row (as Flink's formats return null).
 fn decode_records(
     decoder: &mut dyn LineDecoder,
     records: &[&[u8]],
+    joined: Option<&[u8]>,
     locate: &dyn Fn(usize) -> String,
     skipped: &AtomicU64,
 ) -> Result<(RecordBatch, Vec<usize>)> {
@@ -794,14 +807,22 @@ fn decode_records(
     if records.is_empty() {
         return Ok((RecordBatch::new_empty(schema), vec![]));
     }
-    // Fast path: the whole block at once.
-    let mut block = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum());
-    for r in records {
-        block.extend_from_slice(r);
-        block.push(b'\n');
-    }
+    // Fast path: the whole block at once (`joined`: the records already one per line).
+    let owned;
+    let block = match joined {
+        Some(b) => b,
+        None => {
+            let mut b = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum());
+            for r in records {
+                b.extend_from_slice(r);
+                b.push(b'\n');
+            }
+            owned = b;
+            &owned
+        }
+    };
     let before = decoder.skipped();
-    if let Ok(batches) = decoder.decode("", 1, &block) {
+    if let Ok(batches) = decoder.decode("", 1, block) {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows == records.len() && decoder.skipped() == before {
             return Ok((

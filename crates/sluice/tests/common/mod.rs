@@ -121,23 +121,28 @@ pub fn run_sql(sql: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// A `sluice` command (`topics`, `produce`, ...) with `stdin`; returns (success, stdout, stderr).
-pub fn sluice(args: &[&str], stdin: &str) -> (bool, String, String) {
+/// Runs `program` with `args` and `stdin` to the end.
+fn run_with_stdin(program: &str, args: &[&str], stdin: &str) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("running sluice");
+        .unwrap_or_else(|e| panic!("running {program} (test.sh installs the clients): {e}"));
     child
         .stdin
         .take()
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A `sluice` command (`topics`, `produce`, ...) with `stdin`; returns (success, stdout, stderr).
+pub fn sluice(args: &[&str], stdin: &str) -> (bool, String, String) {
+    let out = run_with_stdin(env!("CARGO_BIN_EXE_sluice"), args, stdin);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -229,25 +234,39 @@ impl Drop for RunningJob {
 
 /// Runs kcat with `args` and `stdin`; panics if it fails.
 pub fn kcat(args: &[&str], stdin: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new("kcat")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat (test.sh installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin("kcat", args, stdin);
     assert!(
         out.status.success(),
         "kcat {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs `sql` with psql on the machine's PostgreSQL (database `test`); `None` if it fails.
+pub fn psql_try(sql: &str) -> Option<String> {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Runs `sql` with psql; panics if it fails.
+pub fn psql(sql: &str) -> String {
+    psql_try(sql).unwrap_or_else(|| panic!("psql failed: {sql}"))
 }
