@@ -10,6 +10,6 @@ pub mod options;
 pub mod time;
 
 pub use error::{Result, SluiceError};
-pub use message::{ChangeBatch, Message, RowKind, SplitId, SplitStatus};
+pub use message::{ChangeBatch, CheckpointId, Message, RowKind, SplitId, SplitStatus};
 pub use options::Options;
 pub use time::{EventTime, MAX_WATERMARK, MIN_WATERMARK};

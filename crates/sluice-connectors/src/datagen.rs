@@ -10,7 +10,9 @@ use arrow::record_batch::RecordBatch;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sluice_common::{ChangeBatch, Result, SluiceError};
-use sluice_engine::{SourceFactory, SourcePoll, SourceReader, SourceSpec, SubtaskContext};
+use sluice_engine::{
+    SourceFactory, SourcePoll, SourceReader, SourceSpec, StateReader, StateWriter, SubtaskContext,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -356,6 +358,27 @@ impl DataGen {
 impl SourceReader for DataGen {
     fn has_nothing_to_read(&self) -> bool {
         self.remaining == Some(0)
+    }
+
+    /// The rows produced so far: sequences go on from there after a restore (random values
+    /// are drawn anew, as Flink's datagen does).
+    fn snapshot_position(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
+        state.put_u64(self.produced);
+        Ok(())
+    }
+
+    fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        let produced = state.u64()?;
+        if let Some(r) = self.remaining.as_mut() {
+            *r = r.saturating_sub(produced);
+        }
+        self.produced = produced;
+        // Keep the rate: as if the rows so far had been produced at it.
+        let behind = Duration::from_secs_f64(produced as f64 / self.rate.max(1) as f64);
+        self.started = Instant::now()
+            .checked_sub(behind)
+            .unwrap_or_else(Instant::now);
+        Ok(())
     }
 
     fn poll(&mut self) -> Result<SourcePoll> {

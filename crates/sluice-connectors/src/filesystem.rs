@@ -4,10 +4,10 @@
 use crate::format::{self, LineDecoder, LineEncoder};
 use crate::Connector;
 use arrow::record_batch::RecordBatch;
-use sluice_common::{ChangeBatch, Options, Result, SluiceError};
+use sluice_common::{ChangeBatch, CheckpointId, Options, Result, SluiceError};
 use sluice_engine::{
     Operator, OperatorFactory, Output, SinkSpec, SourceFactory, SourcePoll, SourceReader,
-    SourceSpec, SubtaskContext,
+    SourceSpec, StateReader, StateWriter, SubtaskContext,
 };
 use std::collections::VecDeque;
 use std::fs::File;
@@ -163,6 +163,8 @@ impl SourceFactory for FileSourceFactory {
                 self.spec.table
             )),
             reported_skips: 0,
+            position: None,
+            skip_rows: 0,
         }))
     }
 }
@@ -174,6 +176,19 @@ struct OpenFile {
     carry: Vec<u8>,
     /// The 1-based number of the first line in `carry`.
     line: u64,
+    /// The offset of `carry` in the file: the bytes before it were decoded.
+    consumed: u64,
+}
+
+/// Where a file reader is: the block of lines its pending batches come from (file, byte
+/// offset of the block's first line, that line's number) and how many of the block's rows
+/// it has emitted. A restore decodes the block again and skips those rows.
+#[derive(Debug, Clone, PartialEq)]
+struct FilePosition {
+    file: String,
+    offset: u64,
+    line: u64,
+    rows_emitted: u64,
 }
 
 struct FileReader {
@@ -183,10 +198,19 @@ struct FileReader {
     ready: VecDeque<RecordBatch>,
     skipped_counter: Arc<AtomicU64>,
     reported_skips: u64,
+    position: Option<FilePosition>,
+    /// Rows still to skip after a restore.
+    skip_rows: u64,
 }
 
 impl FileReader {
-    fn decode(&mut self, name: &str, first_line: u64, block: &[u8]) -> Result<()> {
+    fn decode(&mut self, name: &str, first_line: u64, offset: u64, block: &[u8]) -> Result<()> {
+        self.position = Some(FilePosition {
+            file: name.to_string(),
+            offset,
+            line: first_line,
+            rows_emitted: 0,
+        });
         let batches = self.decoder.decode(name, first_line, block)?;
         self.ready
             .extend(batches.into_iter().filter(|b| b.num_rows() > 0));
@@ -205,9 +229,70 @@ impl SourceReader for FileReader {
         self.files.is_empty() && self.current.is_none()
     }
 
+    fn snapshot_position(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
+        if let Some(p) = &self.position {
+            state.put_str(&p.file);
+            state.put_u64(p.offset);
+            state.put_u64(p.line);
+            state.put_u64(p.rows_emitted);
+        }
+        Ok(())
+    }
+
+    fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        let file = state.str()?.to_string();
+        let (offset, line, rows_emitted) = (state.u64()?, state.u64()?, state.u64()?);
+        // The files before it were read whole.
+        while self
+            .files
+            .front()
+            .is_some_and(|f| f.display().to_string() != file)
+        {
+            self.files.pop_front();
+        }
+        let Some(path) = self.files.pop_front() else {
+            return Err(SluiceError::Config(format!(
+                "the checkpoint was reading '{file}', which is no longer there; restore needs the input files the job was reading"
+            )));
+        };
+        let mut f = File::open(&path).map_err(|e| SluiceError::io(file.clone(), e))?;
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(offset))
+            .map_err(|e| SluiceError::io(file.clone(), e))?;
+        self.current = Some(OpenFile {
+            name: file.clone(),
+            file: f,
+            carry: Vec::new(),
+            line,
+            consumed: offset,
+        });
+        self.position = Some(FilePosition {
+            file,
+            offset,
+            line,
+            rows_emitted: 0,
+        });
+        self.skip_rows = rows_emitted;
+        Ok(())
+    }
+
     fn poll(&mut self) -> Result<SourcePoll> {
         loop {
-            if let Some(b) = self.ready.pop_front() {
+            if let Some(mut b) = self.ready.pop_front() {
+                if self.skip_rows > 0 {
+                    let skip = self.skip_rows.min(b.num_rows() as u64);
+                    self.skip_rows -= skip;
+                    if let Some(p) = self.position.as_mut() {
+                        p.rows_emitted += skip;
+                    }
+                    b = b.slice(skip as usize, b.num_rows() - skip as usize);
+                    if b.num_rows() == 0 {
+                        continue;
+                    }
+                }
+                if let Some(p) = self.position.as_mut() {
+                    p.rows_emitted += b.num_rows() as u64;
+                }
                 return Ok(SourcePoll::Batch(ChangeBatch::inserts(b)));
             }
             let Some(mut open) = self.current.take() else {
@@ -221,6 +306,7 @@ impl SourceReader for FileReader {
                     file,
                     carry: Vec::new(),
                     line: 1,
+                    consumed: 0,
                 });
                 continue;
             };
@@ -233,8 +319,8 @@ impl SourceReader for FileReader {
             if n == 0 {
                 // End of file: the rest is a last line without a newline.
                 if !buf.is_empty() {
-                    let (name, line) = (open.name.clone(), open.line);
-                    self.decode(&name, line, &buf)?;
+                    let (name, line, offset) = (open.name.clone(), open.line, open.consumed);
+                    self.decode(&name, line, offset, &buf)?;
                 }
                 continue;
             }
@@ -243,11 +329,12 @@ impl SourceReader for FileReader {
                 Some(last) => {
                     open.carry = buf[last + 1..].to_vec();
                     let block = &buf[..=last];
-                    let first = open.line;
+                    let (first, offset) = (open.line, open.consumed);
                     open.line += memchr::memchr_iter(b'\n', block).count() as u64;
+                    open.consumed += block.len() as u64;
                     let name = open.name.clone();
                     self.current = Some(open);
-                    self.decode(&name, first, block)?;
+                    self.decode(&name, first, offset, block)?;
                     continue;
                 }
             }
@@ -278,13 +365,14 @@ impl OperatorFactory for FileSinkFactory {
                 .map(|d| d.as_nanos())
                 .unwrap_or(0)
         );
-        let final_path = self
-            .dir
-            .join(format!("part-{unique}-{}-0", ctx.subtask_index));
-        let in_progress = self
-            .dir
-            .join(format!(".part-{unique}-{}-0.inprogress", ctx.subtask_index));
+        let prefix = format!("{unique}-{}", ctx.subtask_index);
+        let (in_progress, final_path) = part_paths(&self.dir, &prefix, 0);
         Ok(Box::new(FileSink {
+            dir: self.dir.clone(),
+            prefix,
+            part: 0,
+            two_phase: ctx.checkpointing,
+            pending: Vec::new(),
             encoder: format::encoder(
                 &self.format,
                 self.spec.schema.clone(),
@@ -302,9 +390,31 @@ impl OperatorFactory for FileSinkFactory {
     }
 }
 
-/// Writes one part file per subtask; the file is hidden (`.part-...inprogress`) until the sink
-/// closes, then renamed into place, so a reader never sees a half-written file.
+/// The hidden and the final path of part file `part` of a sink subtask.
+fn part_paths(dir: &Path, prefix: &str, part: u64) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!(".part-{prefix}-{part}.inprogress")),
+        dir.join(format!("part-{prefix}-{part}")),
+    )
+}
+
+/// Writes part files; a file is hidden (`.part-...inprogress`) until it is complete, then
+/// renamed into place, so a reader never sees a half-written file.
+///
+/// Without checkpoints a subtask writes one file, complete when the sink closes. With
+/// checkpoints (two-phase commit, as Flink's file sink) the barrier closes the file being
+/// written (pre-commit) and the file becomes visible only when that checkpoint completes;
+/// a restore completes the files the restored checkpoint had pre-committed, and what was
+/// written after it stays hidden and is written again by the replay.
 struct FileSink {
+    dir: PathBuf,
+    /// Names this subtask's files (`<run>-<subtask>`).
+    prefix: String,
+    /// The number of the file being written.
+    part: u64,
+    two_phase: bool,
+    /// Closed files waiting for their checkpoint: (checkpoint, hidden path, final path).
+    pending: Vec<(CheckpointId, PathBuf, PathBuf)>,
     encoder: Box<dyn LineEncoder>,
     buffer: Vec<u8>,
     file: Option<File>,
@@ -314,6 +424,34 @@ struct FileSink {
 }
 
 impl FileSink {
+    /// Closes the file being written, if any, and starts the next one.
+    fn finish_file(&mut self) -> Result<Option<(PathBuf, PathBuf)>> {
+        self.flush()?;
+        let Some(f) = self.file.take() else {
+            return Ok(None);
+        };
+        f.sync_all()
+            .map_err(|e| SluiceError::io(self.in_progress.display().to_string(), e))?;
+        let done = (self.in_progress.clone(), self.final_path.clone());
+        self.part += 1;
+        (self.in_progress, self.final_path) = part_paths(&self.dir, &self.prefix, self.part);
+        Ok(Some(done))
+    }
+
+    /// Makes the pending files of checkpoints up to `checkpoint` visible.
+    fn commit(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        let mut committed = false;
+        for (_, hidden, visible) in self.pending.iter().filter(|p| p.0 <= checkpoint) {
+            publish(hidden, visible)?;
+            committed = true;
+        }
+        self.pending.retain(|p| p.0 > checkpoint);
+        if committed {
+            sluice_engine::checkpoint::storage::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
@@ -352,14 +490,71 @@ impl Operator for FileSink {
         Ok(())
     }
 
-    fn close(&mut self, _out: &mut Output) -> Result<()> {
-        self.flush()?;
-        if let Some(f) = self.file.take() {
-            f.sync_all()
-                .map_err(|e| SluiceError::io(self.in_progress.display().to_string(), e))?;
-            std::fs::rename(&self.in_progress, &self.final_path)
-                .map_err(|e| SluiceError::io(self.final_path.display().to_string(), e))?;
+    fn snapshot_state(&mut self, checkpoint: CheckpointId, state: &mut StateWriter) -> Result<()> {
+        if !self.two_phase {
+            self.flush()?;
+            return Ok(());
+        }
+        if let Some((hidden, visible)) = self.finish_file()? {
+            self.pending.push((checkpoint, hidden, visible));
+        }
+        state.put_u64(self.pending.len() as u64);
+        for (id, hidden, visible) in &self.pending {
+            state.put_u64(*id);
+            state.put_str(&hidden.display().to_string());
+            state.put_str(&visible.display().to_string());
         }
         Ok(())
+    }
+
+    fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        // The restored checkpoint is complete: its files become visible.
+        for _ in 0..state.count()? {
+            let _id = state.u64()?;
+            let hidden = PathBuf::from(state.str()?);
+            let visible = PathBuf::from(state.str()?);
+            publish(&hidden, &visible)?;
+        }
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        self.commit(checkpoint)
+    }
+
+    fn end_input(&mut self, _out: &mut Output) -> Result<()> {
+        // The end of the input completes everything, as Flink's final checkpoint does.
+        if let Some((hidden, visible)) = self.finish_file()? {
+            self.pending.push((CheckpointId::MAX, hidden, visible));
+        }
+        self.commit(CheckpointId::MAX)
+    }
+
+    fn close(&mut self, _out: &mut Output) -> Result<()> {
+        if self.two_phase {
+            // Cancelled: what no checkpoint covers stays hidden; a restore writes it again.
+            self.flush()?;
+            return Ok(());
+        }
+        if let Some((hidden, visible)) = self.finish_file()? {
+            publish(&hidden, &visible)?;
+        }
+        Ok(())
+    }
+}
+
+/// Renames a finished hidden part file into place; done already if only the visible one is
+/// there (a commit repeated after a restore).
+fn publish(hidden: &Path, visible: &Path) -> Result<()> {
+    match std::fs::rename(hidden, visible) {
+        Ok(()) => Ok(()),
+        Err(_) if visible.exists() => Ok(()),
+        Err(e) => Err(SluiceError::io(
+            format!(
+                "committing part file {} (the checkpoint's file is gone)",
+                hidden.display()
+            ),
+            e,
+        )),
     }
 }

@@ -7,6 +7,12 @@
 //!
 //! Values travel as text and are cast to each column's own type by the database, so every
 //! PostgreSQL type that reads the text form of Sluice's values works.
+//!
+//! With checkpointing on, the sink is exactly-once (two-phase commit): the changes between
+//! two barriers are held, put into the checkpoint at the barrier, and written in one
+//! transaction when the checkpoint completes. The same transaction records the checkpoint id
+//! in the table `sluice_checkpoints` (per job, sink table and subtask), so a commit replayed
+//! after a crash and a restore finds its id there and writes nothing twice.
 
 use crate::Connector;
 use arrow::array::{Array, ArrayRef};
@@ -14,9 +20,11 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls};
-use sluice_common::{ChangeBatch, Options, Result, RowKind, SluiceError};
-use sluice_engine::{Operator, OperatorFactory, Output, SinkSpec, SubtaskContext};
-use std::collections::HashMap;
+use sluice_common::{ChangeBatch, CheckpointId, Options, Result, RowKind, SluiceError};
+use sluice_engine::{
+    Operator, OperatorFactory, Output, SinkSpec, StateReader, StateWriter, SubtaskContext,
+};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
@@ -421,7 +429,23 @@ impl OperatorFactory for JdbcSinkFactory {
 
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
         let (tx, rx) = sync_channel(WRITER_QUEUE_BATCHES);
+        let committed = Arc::new(AtomicU64::new(0));
+        let marker = CommitMarker {
+            job: ctx.job_name.clone(),
+            sink: self.options.table.clone(),
+            subtask: ctx.subtask_index as i32,
+            run: format!(
+                "{:x}-{:x}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ),
+        };
         let writer = Writer {
+            committed: committed.clone(),
+            marker: marker.clone(),
             options: self.options.clone(),
             statements: self.statements.clone(),
             columns: self.schema.fields().len(),
@@ -441,6 +465,12 @@ impl OperatorFactory for JdbcSinkFactory {
             handle: Some(handle),
             key: self.key.clone(),
             owner: self.options.owner.clone(),
+            exactly_once: ctx.checkpointing,
+            current: Vec::new(),
+            uncommitted: BTreeMap::new(),
+            committed,
+            marker,
+            last_checkpoint: 0,
         }))
     }
 }
@@ -449,16 +479,47 @@ impl OperatorFactory for JdbcSinkFactory {
 type TextRow = Vec<Option<String>>;
 
 /// A change waiting to be written.
+#[derive(Debug, Clone)]
 enum Change {
     Upsert(TextRow),
     Delete(TextRow),
 }
 
+/// What the sink hands its writer thread.
+enum WriterMsg {
+    /// Write these (at-least-once: flushed by size and interval).
+    Changes(Vec<Change>),
+    /// Write each checkpoint's changes in one transaction, with its id, for the run named
+    /// first (exactly-once).
+    Commit(String, Vec<(CheckpointId, Vec<Change>)>),
+}
+
+/// Who commits: the row of `sluice_checkpoints` that records the last committed checkpoint.
+/// `run` tells one run of the job (and its restores) from a run started from scratch, whose
+/// checkpoint ids begin again at 1.
+#[derive(Debug, Clone)]
+struct CommitMarker {
+    job: String,
+    sink: String,
+    subtask: i32,
+    run: String,
+}
+
 struct JdbcSink {
-    tx: Option<SyncSender<Vec<Change>>>,
+    tx: Option<SyncSender<WriterMsg>>,
     handle: Option<JoinHandle<Result<()>>>,
     key: Vec<usize>,
     owner: String,
+    /// Checkpointing is on: changes are written only when their checkpoint completes.
+    exactly_once: bool,
+    /// Changes since the last barrier.
+    current: Vec<Change>,
+    /// Changes of checkpoints taken but not yet committed, by checkpoint.
+    uncommitted: BTreeMap<CheckpointId, Vec<Change>>,
+    /// The last checkpoint the writer has committed.
+    committed: Arc<AtomicU64>,
+    marker: CommitMarker,
+    last_checkpoint: CheckpointId,
 }
 
 fn text_columns(batch: &ChangeBatch) -> Result<Vec<Vec<Option<String>>>> {
@@ -485,6 +546,31 @@ fn text_values(col: &ArrayRef, opts: &FormatOptions<'_>) -> Result<Vec<Option<St
 }
 
 impl JdbcSink {
+    fn send(&mut self, msg: WriterMsg) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(msg).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(self.writer_failed());
+        }
+        Ok(())
+    }
+
+    /// Hands the writer every uncommitted checkpoint up to `checkpoint`.
+    fn commit_up_to(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        let sent = self.committed.load(Ordering::SeqCst);
+        let batch: Vec<(CheckpointId, Vec<Change>)> = self
+            .uncommitted
+            .range(sent + 1..=checkpoint)
+            .map(|(id, c)| (*id, c.clone()))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.send(WriterMsg::Commit(self.marker.run.clone(), batch))
+    }
+
     fn writer_failed(&mut self) -> SluiceError {
         self.tx = None;
         match self.handle.take().map(|h| h.join()) {
@@ -513,12 +599,95 @@ impl Operator for JdbcSink {
                 RowKind::UpdateBefore | RowKind::Delete => {}
             }
         }
-        let sent = match &self.tx {
-            Some(tx) => tx.send(changes).is_ok(),
-            None => false,
-        };
-        if !sent {
-            return Err(self.writer_failed());
+        if self.exactly_once {
+            self.current.extend(changes);
+            return Ok(());
+        }
+        self.send(WriterMsg::Changes(changes))
+    }
+
+    fn snapshot_state(&mut self, checkpoint: CheckpointId, state: &mut StateWriter) -> Result<()> {
+        if !self.exactly_once {
+            return Ok(());
+        }
+        self.last_checkpoint = checkpoint;
+        let changes = std::mem::take(&mut self.current);
+        self.uncommitted.insert(checkpoint, changes);
+        // Forget what the writer has committed.
+        let committed = self.committed.load(Ordering::SeqCst);
+        self.uncommitted.retain(|id, _| *id > committed);
+        state.put_str(&self.marker.run);
+        state.put_u64(self.uncommitted.len() as u64);
+        for (id, changes) in &self.uncommitted {
+            state.put_u64(*id);
+            state.put_u64(changes.len() as u64);
+            for c in changes {
+                let (kind, row) = match c {
+                    Change::Upsert(r) => (0, r),
+                    Change::Delete(r) => (1, r),
+                };
+                state.put_u64(kind);
+                state.put_u64(row.len() as u64);
+                for v in row {
+                    state.put_bool(v.is_some());
+                    state.put_str(v.as_deref().unwrap_or_default());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        // The restored run goes on: its commits are checked against the same marker.
+        self.marker.run = state.str()?.to_string();
+        for _ in 0..state.count()? {
+            let id = state.u64()?;
+            let mut changes = Vec::new();
+            for _ in 0..state.count()? {
+                let kind = state.u64()?;
+                let mut row = Vec::new();
+                for _ in 0..state.count()? {
+                    let present = state.bool()?;
+                    let v = state.str()?;
+                    row.push(present.then(|| v.to_string()));
+                }
+                changes.push(if kind == 1 {
+                    Change::Delete(row)
+                } else {
+                    Change::Upsert(row)
+                });
+            }
+            self.last_checkpoint = self.last_checkpoint.max(id);
+            self.uncommitted.insert(id, changes);
+        }
+        // The checkpoint restored from is complete: commit what it had pre-committed (the
+        // database skips what it already has).
+        let all: Vec<(CheckpointId, Vec<Change>)> = self
+            .uncommitted
+            .iter()
+            .map(|(i, c)| (*i, c.clone()))
+            .collect();
+        self.send(WriterMsg::Commit(self.marker.run.clone(), all))
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        if self.exactly_once {
+            self.commit_up_to(checkpoint)?;
+        }
+        Ok(())
+    }
+
+    fn end_input(&mut self, _out: &mut Output) -> Result<()> {
+        if self.exactly_once {
+            // The end of a bounded input commits everything, as a final checkpoint would.
+            let id = self.last_checkpoint + 1;
+            self.last_checkpoint = id;
+            let changes = std::mem::take(&mut self.current);
+            self.uncommitted.insert(id, changes);
+            self.commit_up_to(id)?;
         }
         Ok(())
     }
@@ -554,7 +723,13 @@ struct Writer {
     client: Option<Client>,
     rows: Arc<AtomicU64>,
     pending: Pending,
+    /// The last checkpoint committed (exactly-once).
+    committed: Arc<AtomicU64>,
+    marker: CommitMarker,
 }
+
+/// The table that records each exactly-once sink's last committed checkpoint.
+const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS sluice_checkpoints (job TEXT NOT NULL, sink TEXT NOT NULL, subtask INT NOT NULL, run_id TEXT NOT NULL, checkpoint_id BIGINT NOT NULL, PRIMARY KEY (job, sink, subtask))";
 
 /// True if retrying cannot help: the data itself is rejected.
 fn is_data_error(e: &postgres::Error) -> bool {
@@ -567,7 +742,7 @@ fn is_data_error(e: &postgres::Error) -> bool {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Vec<Change>>) -> Result<()> {
+    fn run(mut self, rx: Receiver<WriterMsg>) -> Result<()> {
         let mut last_flush = Instant::now();
         loop {
             let wait = match self.options.interval {
@@ -575,7 +750,16 @@ impl Writer {
                 None => Duration::from_secs(3600),
             };
             match rx.recv_timeout(wait) {
-                Ok(changes) => {
+                Ok(WriterMsg::Commit(run, checkpoints)) => {
+                    for (id, changes) in checkpoints {
+                        for c in changes {
+                            self.add(c);
+                        }
+                        self.flush_checkpoint(&run, id)?;
+                        self.committed.fetch_max(id, Ordering::SeqCst);
+                    }
+                }
+                Ok(WriterMsg::Changes(changes)) => {
                     for c in changes {
                         self.add(c);
                     }
@@ -613,6 +797,20 @@ impl Writer {
         if self.pending.count == 0 {
             return Ok(());
         }
+        self.write_pending(None)
+    }
+
+    /// Writes what is pending as checkpoint `id` of `run`: in one transaction that also
+    /// records the id, and not at all if the database already has it.
+    fn flush_checkpoint(&mut self, run: &str, id: CheckpointId) -> Result<()> {
+        self.write_pending(Some((run.to_string(), id)))
+    }
+
+    fn write_pending(&mut self, checkpoint: Option<(String, CheckpointId)>) -> Result<()> {
+        if self.pending.count == 0 {
+            // Nothing to write, so nothing that could be written twice.
+            return Ok(());
+        }
         let pending = std::mem::take(&mut self.pending);
         let mut upserts: Vec<&TextRow> = pending.appends.iter().collect();
         let mut deletes: Vec<&TextRow> = Vec::new();
@@ -627,8 +825,17 @@ impl Writer {
         let written = (upserts.len() + deletes.len()) as u64;
         let mut attempt = 0;
         loop {
-            match self.try_flush(&write_params, &delete_params) {
-                Ok(()) => break,
+            match self.try_flush(&write_params, &delete_params, checkpoint.as_ref()) {
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::info!(
+                        "{}: checkpoint {} was already committed to table '{}'; skipping its {written} rows",
+                        self.options.owner,
+                        checkpoint.as_ref().map(|c| c.1).unwrap_or(0),
+                        self.options.table
+                    );
+                    return Ok(());
+                }
                 Err(e) if attempt >= self.options.max_retries || is_data_error(&e) => {
                     return Err(SluiceError::Runtime(format!(
                         "{}: cannot write {written} rows to table '{}' after {} attempts: {}",
@@ -659,18 +866,50 @@ impl Writer {
         Ok(())
     }
 
+    /// One attempt; `Ok(false)`: the checkpoint was committed before, nothing was written.
     fn try_flush(
         &mut self,
         write_params: &[Vec<Option<&str>>],
         delete_params: &[Vec<Option<&str>>],
-    ) -> std::result::Result<(), postgres::Error> {
+        checkpoint: Option<&(String, CheckpointId)>,
+    ) -> std::result::Result<bool, postgres::Error> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.client = Some(self.options.config.connect(NoTls)?);
+            let mut client = self.options.config.connect(NoTls)?;
+            if checkpoint.is_some() {
+                if let Err(e) = client.batch_execute(CHECKPOINT_TABLE) {
+                    // Two subtasks creating it at once: one wins, which is all we need.
+                    if !e
+                        .code()
+                        .is_some_and(|c| c.code() == "23505" || c.code() == "42P07")
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+            self.client = Some(client);
         }
         let Some(client) = self.client.as_mut() else {
             unreachable!("connected above");
         };
         let mut tx = client.transaction()?;
+        if let Some((run, id)) = checkpoint {
+            let m = &self.marker;
+            let row = tx.query_opt(
+                "SELECT run_id, checkpoint_id FROM sluice_checkpoints WHERE job = $1 AND sink = $2 AND subtask = $3 FOR UPDATE",
+                &[&m.job, &m.sink, &m.subtask],
+            )?;
+            if let Some(row) = row {
+                let (done_run, done_id): (String, i64) = (row.get(0), row.get(1));
+                if done_run == *run && done_id >= *id as i64 {
+                    tx.rollback()?;
+                    return Ok(false);
+                }
+            }
+            tx.execute(
+                "INSERT INTO sluice_checkpoints (job, sink, subtask, run_id, checkpoint_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job, sink, subtask) DO UPDATE SET run_id = EXCLUDED.run_id, checkpoint_id = EXCLUDED.checkpoint_id",
+                &[&m.job, &m.sink, &m.subtask, run, &(*id as i64)],
+            )?;
+        }
         if !write_params[0].is_empty() {
             let params: Vec<&(dyn ToSql + Sync)> = write_params
                 .iter()
@@ -685,7 +924,8 @@ impl Writer {
                 .collect();
             tx.execute(self.statements.delete.as_str(), &params)?;
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(true)
     }
 }
 

@@ -1,6 +1,7 @@
 //! A job as a graph: nodes (sources and operators) with a parallelism, and the edges between
 //! them with the way rows are distributed over the next node's subtasks.
 
+use crate::checkpoint::CheckpointConfig;
 use crate::operator::OperatorFactory;
 use crate::source::SourceFactory;
 use std::fmt::Write;
@@ -74,6 +75,8 @@ pub struct JobGraph {
     /// A source subtask without data for this long is marked idle
     /// (`table.exec.source.idle-timeout`); `None` never.
     pub source_idle_timeout: Option<std::time::Duration>,
+    /// How the job takes checkpoints and where it keeps them.
+    pub checkpoint: CheckpointConfig,
 }
 
 impl JobGraph {
@@ -83,6 +86,7 @@ impl JobGraph {
             name: name.into(),
             nodes: Vec::new(),
             source_idle_timeout: None,
+            checkpoint: CheckpointConfig::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! The runtime knows nothing of SQL or of any concrete connector: those come in through the
 //! [`Operator`], [`SourceReader`] and [`ConnectorRegistry`] traits.
 
+pub mod checkpoint;
 pub mod connector;
 pub mod exchange;
 pub mod executor;
@@ -13,10 +14,13 @@ pub mod graph;
 pub mod metrics;
 pub mod operator;
 pub mod source;
+pub mod state;
 
+pub use checkpoint::{CheckpointConfig, CheckpointStats, RestoreMode};
 pub use connector::{ConnectorRegistry, MetadataColumn, SinkSpec, SourceSpec};
-pub use executor::{run_job, JobHandle, JobReport};
+pub use executor::{restore_point, run_job, JobHandle, JobReport};
 pub use graph::{Input, JobGraph, Node, NodeKind, Partitioning};
 pub use metrics::Metrics;
 pub use operator::{Operator, OperatorFactory, Output, SubtaskContext};
 pub use source::{SourceFactory, SourcePoll, SourceReader};
+pub use state::{StateReader, StateWriter};

@@ -2,7 +2,8 @@
 //! of its input.
 
 use crate::metrics::Metrics;
-use sluice_common::{ChangeBatch, EventTime, Message, Result, SplitId, SplitStatus};
+use crate::state::{StateReader, StateWriter};
+use sluice_common::{ChangeBatch, CheckpointId, EventTime, Message, Result, SplitId, SplitStatus};
 use std::sync::Arc;
 
 /// What an operator instance knows about where it runs.
@@ -18,6 +19,9 @@ pub struct SubtaskContext {
     pub parallelism: usize,
     /// The job's counters.
     pub metrics: Arc<Metrics>,
+    /// True if the job takes periodic checkpoints: a two-phase-commit sink then makes its
+    /// output visible only when a checkpoint completes (or at the end of the input).
+    pub checkpointing: bool,
 }
 
 /// Where an operator puts what it emits.
@@ -85,9 +89,39 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// Called once after the last input (after the final watermark of a bounded input, or
-    /// after cancellation): flush and release resources.
+    /// Called once when every input has ended (a bounded input, after its final watermark),
+    /// before [`Operator::close`]; not called when the job is cancelled. A two-phase-commit
+    /// sink commits everything here, as Flink's sinks do at the end of input.
+    fn end_input(&mut self, _out: &mut Output) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once after the last input (after [`Operator::end_input`], or after
+    /// cancellation): flush and release resources.
     fn close(&mut self, _out: &mut Output) -> Result<()> {
+        Ok(())
+    }
+
+    /// Writes the operator's state for checkpoint `checkpoint`, taken when the barrier
+    /// passes it: everything before the barrier is in the state, nothing after. A
+    /// two-phase-commit sink pre-commits here. The default has no state.
+    fn snapshot_state(
+        &mut self,
+        _checkpoint: CheckpointId,
+        _state: &mut StateWriter,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Restores what [`Operator::snapshot_state`] wrote, before any input arrives. A
+    /// two-phase-commit sink commits what the restored checkpoint had pre-committed.
+    fn restore_state(&mut self, _state: &mut StateReader<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` (and every one before it) is complete: a two-phase-commit sink
+    /// commits what it pre-committed for it.
+    fn notify_checkpoint_complete(&mut self, _checkpoint: CheckpointId) -> Result<()> {
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! The source interface: where batches enter a job.
 
 use crate::operator::SubtaskContext;
-use sluice_common::{ChangeBatch, Result, SplitId, SplitStatus};
+use crate::state::{StateReader, StateWriter};
+use sluice_common::{ChangeBatch, CheckpointId, Result, SplitId, SplitStatus};
 
 /// What a source has for the runtime when asked.
 #[derive(Debug)]
@@ -27,6 +28,23 @@ pub trait SourceReader: Send {
     /// do not wait on it: the result does not depend on which thread starts first.
     fn has_nothing_to_read(&self) -> bool {
         false
+    }
+
+    /// Writes the reader's position for checkpoint `checkpoint`: just after the last batch
+    /// `poll` returned (file offsets, Kafka partition offsets).
+    fn snapshot_position(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut StateWriter,
+    ) -> Result<()>;
+
+    /// Goes back to a position [`SourceReader::snapshot_position`] wrote, before the first
+    /// `poll`.
+    fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()>;
+
+    /// Checkpoint `checkpoint` is complete (a Kafka source commits its offsets to the group).
+    fn notify_checkpoint_complete(&mut self, _checkpoint: CheckpointId) -> Result<()> {
+        Ok(())
     }
 }
 

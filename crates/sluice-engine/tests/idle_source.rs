@@ -8,7 +8,8 @@ use arrow::record_batch::RecordBatch;
 use sluice_common::{ChangeBatch, EventTime, Result};
 use sluice_engine::{
     run_job, Input, JobGraph, JobHandle, Node, NodeKind, Operator, OperatorFactory, Output,
-    Partitioning, SourceFactory, SourcePoll, SourceReader, SubtaskContext,
+    Partitioning, SourceFactory, SourcePoll, SourceReader, StateReader, StateWriter,
+    SubtaskContext,
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +37,14 @@ impl SourceFactory for Src {
 }
 
 impl SourceReader for Reader {
+    fn snapshot_position(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
+        state.put_bool(self.sent);
+        Ok(())
+    }
+    fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        self.sent = state.bool()?;
+        Ok(())
+    }
     fn poll(&mut self) -> Result<SourcePoll> {
         if self.subtask == 0 && !self.sent {
             self.sent = true;
@@ -130,7 +139,7 @@ fn watermarks_seen(idle_timeout: Option<Duration>, run_for: Duration) -> Vec<Eve
         }
         stopper.cancel();
     });
-    let report = run_job(&g, &handle).unwrap();
+    let report = run_job(&g, &handle, None).unwrap();
     stop.join().unwrap();
     assert!(report.cancelled);
     let v = seen.lock().unwrap().clone();

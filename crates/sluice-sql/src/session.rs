@@ -11,8 +11,9 @@ use datafusion_expr::logical_plan::builder::LogicalTableSource;
 use datafusion_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion_sql::planner::SqlToRel;
 use sluice_common::{Result, SluiceError};
-use sluice_engine::{ConnectorRegistry, JobGraph};
+use sluice_engine::{CheckpointConfig, ConnectorRegistry, JobGraph};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The keys `SET` knows, with their defaults.
@@ -24,6 +25,16 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("execution.runtime-mode", "streaming"),
     ("sql-client.execution.result-mode", "tableau"),
     ("table.exec.source.idle-timeout", "0 ms"),
+    ("execution.checkpointing.interval", ""),
+    ("execution.checkpointing.timeout", "10 min"),
+    ("execution.checkpointing.min-pause", "0 ms"),
+    ("execution.checkpointing.mode", "EXACTLY_ONCE"),
+    ("state.checkpoints.dir", ""),
+    ("execution.checkpointing.dir", ""),
+    ("state.checkpoints.num-retained", "1"),
+    ("execution.checkpointing.num-retained", ""),
+    ("execution.checkpointing.savepoint-dir", ""),
+    ("state.savepoints.dir", ""),
 ];
 
 /// What running a script produced.
@@ -39,6 +50,8 @@ pub struct Session {
     pub catalog: Catalog,
     config: BTreeMap<String, String>,
     registry: Arc<dyn ConnectorRegistry>,
+    /// Where jobs keep their state: `<data_dir>/jobs/<pipeline.name>/`.
+    data_dir: PathBuf,
 }
 
 impl Session {
@@ -48,7 +61,88 @@ impl Session {
             catalog: Catalog::new(),
             config: BTreeMap::new(),
             registry,
+            data_dir: PathBuf::from("sluice-data"),
         }
+    }
+
+    /// Sets where jobs keep their state (checkpoints under `<dir>/jobs/<pipeline.name>/`).
+    pub fn set_data_dir(&mut self, dir: impl Into<PathBuf>) {
+        self.data_dir = dir.into();
+    }
+
+    /// A duration key, or `None` when it is empty (unset).
+    fn duration(&self, key: &str) -> Result<Option<std::time::Duration>> {
+        let v = self.get(key);
+        if v.trim().is_empty() {
+            return Ok(None);
+        }
+        sluice_common::options::parse_duration(&v)
+            .map(Some)
+            .ok_or_else(|| {
+                SluiceError::Config(format!(
+                    "SET '{key}' = '{v}': expected a duration such as '10 s' or '500 ms'"
+                ))
+            })
+    }
+
+    /// The first of `keys` that is set (Flink 2 names and their older aliases).
+    fn first_set(&self, keys: &[&str]) -> Option<(String, String)> {
+        keys.iter()
+            .map(|k| (k.to_string(), self.get(k)))
+            .find(|(_, v)| !v.trim().is_empty())
+    }
+
+    /// How the job takes checkpoints, from the `execution.checkpointing.*` and
+    /// `state.checkpoints.*` keys.
+    pub fn checkpoint_config(&self) -> Result<CheckpointConfig> {
+        let name = self.get("pipeline.name");
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let mut c = CheckpointConfig::new(&self.data_dir.join("jobs").join(safe));
+        c.interval = self
+            .duration("execution.checkpointing.interval")?
+            .filter(|d| !d.is_zero());
+        if let Some(t) = self.duration("execution.checkpointing.timeout")? {
+            c.timeout = t;
+        }
+        if let Some(p) = self.duration("execution.checkpointing.min-pause")? {
+            c.min_pause = p;
+        }
+        let mode = self.get("execution.checkpointing.mode");
+        if !["EXACTLY_ONCE", "AT_LEAST_ONCE"].contains(&mode.trim().to_uppercase().as_str()) {
+            return Err(SluiceError::Config(format!(
+                "SET 'execution.checkpointing.mode' = '{mode}': expected EXACTLY_ONCE or AT_LEAST_ONCE"
+            )));
+        }
+        let path = |v: &str| PathBuf::from(v.trim().strip_prefix("file://").unwrap_or(v.trim()));
+        if let Some((_, v)) =
+            self.first_set(&["execution.checkpointing.dir", "state.checkpoints.dir"])
+        {
+            c.dir = path(&v);
+        }
+        if let Some((_, v)) = self.first_set(&[
+            "execution.checkpointing.savepoint-dir",
+            "state.savepoints.dir",
+        ]) {
+            c.savepoint_dir = path(&v);
+        }
+        if let Some((k, v)) = self.first_set(&[
+            "execution.checkpointing.num-retained",
+            "state.checkpoints.num-retained",
+        ]) {
+            c.num_retained = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                SluiceError::Config(format!("SET '{k}' = '{v}': expected a positive integer"))
+            })?;
+        }
+        Ok(c)
     }
 
     /// Sets a configuration key, as `SET 'key' = 'value'`.
@@ -57,7 +151,8 @@ impl Session {
             tracing::warn!("SET '{key}': Sluice does not use this key");
         }
         self.config.insert(key.to_string(), value.to_string());
-        self.job_config().map(|_| ())
+        self.job_config()?;
+        self.checkpoint_config().map(|_| ())
     }
 
     fn get(&self, key: &str) -> String {
@@ -214,6 +309,7 @@ impl Session {
             let config = self.job_config()?;
             g.name = config.name;
             g.source_idle_timeout = config.source_idle_timeout;
+            g.checkpoint = self.checkpoint_config()?;
         }
         Ok(ScriptOutcome {
             job: graph,

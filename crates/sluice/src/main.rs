@@ -4,7 +4,7 @@ mod clients;
 
 use clap::{Parser, Subcommand};
 use sluice_connectors::BuiltinRegistry;
-use sluice_engine::{run_job, JobHandle};
+use sluice_engine::{restore_point, run_job, JobHandle, RestoreMode};
 use sluice_sql::Session;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +37,17 @@ enum Command {
         /// Prints only errors and the job's output.
         #[arg(long, short)]
         quiet: bool,
+        /// Starts from this savepoint (or checkpoint) directory instead of the job's latest
+        /// checkpoint.
+        #[arg(long, value_name = "PATH")]
+        from_savepoint: Option<PathBuf>,
+        /// On Ctrl-C, takes a savepoint and stops once it is complete (a second Ctrl-C stops
+        /// at once).
+        #[arg(long)]
+        savepoint_on_stop: bool,
+        /// Where jobs keep their checkpoints and savepoints (`<dir>/jobs/<pipeline.name>/`).
+        #[arg(long, value_name = "DIR", default_value = "sluice-data")]
+        data_dir: PathBuf,
     },
     /// Runs the event log: a broker that speaks the Apache Kafka protocol.
     Broker(BrokerArgs),
@@ -101,7 +112,19 @@ fn main() -> ExitCode {
             script,
             parallelism,
             quiet,
-        } => match run(&script, parallelism, quiet) {
+            from_savepoint,
+            savepoint_on_stop,
+            data_dir,
+        } => match run(
+            &script,
+            RunOptions {
+                parallelism,
+                quiet,
+                from_savepoint,
+                savepoint_on_stop,
+                data_dir,
+            },
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("error: {message}");
@@ -206,7 +229,16 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
     })
 }
 
-fn run(script: &PathBuf, parallelism: Option<usize>, quiet: bool) -> Result<(), String> {
+/// How `sluice run` runs a script.
+struct RunOptions {
+    parallelism: Option<usize>,
+    quiet: bool,
+    from_savepoint: Option<PathBuf>,
+    savepoint_on_stop: bool,
+    data_dir: PathBuf,
+}
+
+fn run(script: &PathBuf, opts: RunOptions) -> Result<(), String> {
     let name = script.display().to_string();
     let sql = if name == "-" {
         std::io::read_to_string(std::io::stdin())
@@ -215,7 +247,16 @@ fn run(script: &PathBuf, parallelism: Option<usize>, quiet: bool) -> Result<(), 
         std::fs::read_to_string(script).map_err(|e| format!("{name}: {e}"))?
     };
     let mut session = Session::new(Arc::new(BuiltinRegistry::default()));
-    if let Some(p) = parallelism {
+    session.set_data_dir(&opts.data_dir);
+    if name != "-" {
+        // A job is known by its script unless it sets 'pipeline.name'.
+        if let Some(stem) = script.file_stem() {
+            session
+                .set("pipeline.name", &stem.to_string_lossy())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(p) = opts.parallelism {
         session
             .set("parallelism.default", &p.to_string())
             .map_err(|e| e.to_string())?;
@@ -229,15 +270,50 @@ fn run(script: &PathBuf, parallelism: Option<usize>, quiet: bool) -> Result<(), 
     let Some(job) = outcome.job else {
         return Ok(());
     };
+    let mode = match &opts.from_savepoint {
+        Some(p) => RestoreMode::Savepoint(p.clone()),
+        None => RestoreMode::Latest,
+    };
+    let restored = restore_point(&job, &job.checkpoint, &mode)
+        .map_err(|e| format!("job '{}': {e}", job.name))?;
+    if let Some(r) = &restored {
+        let what = if r.metadata.savepoint {
+            "savepoint"
+        } else {
+            "checkpoint"
+        };
+        eprintln!(
+            "Restoring job '{}' from {what} {} ({})",
+            job.name,
+            r.metadata.id,
+            r.path.display()
+        );
+    }
     let handle = JobHandle::default();
     let on_signal = handle.clone();
+    let savepoint_on_stop = opts.savepoint_on_stop;
+    let signals = std::sync::atomic::AtomicUsize::new(0);
     ctrlc::set_handler(move || {
-        eprintln!("stopping the job (Ctrl-C)...");
-        on_signal.cancel();
+        let n = signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if savepoint_on_stop && n == 0 {
+            eprintln!("stopping the job with a savepoint (Ctrl-C again to stop at once)...");
+            on_signal.stop_with_savepoint();
+        } else {
+            eprintln!("stopping the job (Ctrl-C)...");
+            on_signal.cancel();
+        }
     })
     .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
-    let report = run_job(&job, &handle).map_err(|e| format!("job '{}' failed: {e}", job.name))?;
-    if !quiet {
+    let report =
+        run_job(&job, &handle, restored).map_err(|e| format!("job '{}' failed: {e}", job.name))?;
+    if let Some(path) = &report.savepoint {
+        eprintln!(
+            "Savepoint written to {}; resume with: sluice run --from-savepoint {} {name}",
+            path.display(),
+            path.display()
+        );
+    }
+    if !opts.quiet {
         let verb = if report.cancelled {
             "was stopped"
         } else {

@@ -5,50 +5,14 @@
 
 mod common;
 
-use common::{kcat, psql, psql_try, run_sql, sluice, BrokerProcess, RunningJob};
+use common::{ensure_postgres, kcat, psql, psql_try, run_sql, sluice, BrokerProcess, RunningJob};
 use std::collections::BTreeMap;
-use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const URL: &str = "jdbc:postgresql://127.0.0.1:5432/test";
 
-fn ensure_postgres() {
-    if TcpStream::connect("127.0.0.1:5432").is_ok() {
-        return;
-    }
-    let status = Command::new("sh")
-        .args([
-            "-c",
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-        ])
-        .status()
-        .expect("starting PostgreSQL");
-    assert!(status.success(), "PostgreSQL did not start");
-    wait_for_postgres();
-}
-
-fn wait_for_postgres() {
-    let started = Instant::now();
-    while psql_try("SELECT 1").is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "PostgreSQL is not accepting connections"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn restart_postgres() {
-    let status = Command::new("sh")
-        .args([
-            "-c",
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart",
-        ])
-        .status()
-        .expect("restarting PostgreSQL");
-    assert!(status.success());
-    wait_for_postgres();
+    common::pg_cluster("restart");
 }
 
 fn sink(table: &str, columns: &str, key: &str) -> String {

@@ -15,9 +15,13 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message as _, Timestamp};
 use rdkafka::{Offset, TopicPartitionList};
-use sluice_common::{ChangeBatch, Result, RowKind, SluiceError, SplitId, SplitStatus};
-use sluice_engine::{SourceFactory, SourcePoll, SourceReader, SourceSpec, SubtaskContext};
-use std::collections::{HashMap, VecDeque};
+use sluice_common::{
+    ChangeBatch, CheckpointId, Result, RowKind, SluiceError, SplitId, SplitStatus,
+};
+use sluice_engine::{
+    SourceFactory, SourcePoll, SourceReader, SourceSpec, StateReader, StateWriter, SubtaskContext,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -156,6 +160,9 @@ impl SourceFactory for KafkaSourceFactory {
             next_attempt: Instant::now(),
             backoff: Duration::from_secs(1),
             ready: VecDeque::new(),
+            restored: None,
+            pending_commits: BTreeMap::new(),
+            checkpointing: ctx.checkpointing,
             normalizer,
             skipped: ctx.metrics.counter(&format!(
                 "{}: records skipped as malformed",
@@ -183,6 +190,8 @@ struct PartitionState {
     split: SplitId,
     /// The next offset to read.
     next: i64,
+    /// The offset after the last record whose rows `poll` has returned.
+    emitted: i64,
     /// Where a bounded read stops (exclusive).
     stop: Option<i64>,
     /// The log end when the read started.
@@ -246,6 +255,9 @@ impl RecordBuffer {
     }
 }
 
+/// A partition's offset to read from, and where a bounded read stops, from a checkpoint.
+type RestoredPartition = (i64, Option<i64>);
+
 struct KafkaReader {
     consumer: BaseConsumer<LogContext>,
     options: KafkaOptions,
@@ -259,7 +271,14 @@ struct KafkaReader {
     resolved: bool,
     next_attempt: Instant,
     backoff: Duration,
-    ready: VecDeque<SourcePoll>,
+    /// What `poll` returns next, each with the partition and next offset it brings the
+    /// emitted position to (a `SourcePoll::Idle` entry only moves the position).
+    ready: VecDeque<(SourcePoll, Option<(usize, i64)>)>,
+    /// Offsets (and stop offsets) from a restored checkpoint, by topic and partition.
+    restored: Option<HashMap<(String, i32), RestoredPartition>>,
+    /// Offsets to commit to the group when a checkpoint completes.
+    pending_commits: BTreeMap<CheckpointId, Vec<(String, i32, i64)>>,
+    checkpointing: bool,
     normalizer: Option<Normalizer>,
     skipped: Arc<AtomicU64>,
     records_in: Arc<AtomicU64>,
@@ -402,7 +421,9 @@ impl KafkaReader {
                     )
                 })?;
             let key = (topic.clone(), p);
+            let restored = self.restored.as_ref().and_then(|r| r.get(&key).copied());
             let start = match &self.options.startup {
+                _ if restored.is_some() => restored.map(|r| r.0).unwrap_or(low),
                 StartupMode::Earliest => low,
                 StartupMode::Latest => high,
                 StartupMode::Timestamp(_) => start_times.get(&key).copied().flatten().unwrap_or(high),
@@ -424,6 +445,7 @@ impl KafkaReader {
             }
             .clamp(low, high.max(low));
             let stop = match &self.options.bounded {
+                _ if restored.is_some() => restored.and_then(|r| r.1),
                 BoundedMode::Unbounded => None,
                 BoundedMode::Latest => Some(high),
                 BoundedMode::Timestamp(_) => {
@@ -433,13 +455,16 @@ impl KafkaReader {
                 BoundedMode::GroupOffsets => Some(committed.get(&key).copied().unwrap_or(high)),
             };
             let finished = stop.is_some_and(|s| start >= s);
-            self.ready.push_back(SourcePoll::Split(
-                split,
-                if finished {
-                    SplitStatus::Finished
-                } else {
-                    SplitStatus::Active
-                },
+            self.ready.push_back((
+                SourcePoll::Split(
+                    split,
+                    if finished {
+                        SplitStatus::Finished
+                    } else {
+                        SplitStatus::Active
+                    },
+                ),
+                None,
             ));
             if !finished {
                 assignment
@@ -451,6 +476,7 @@ impl KafkaReader {
                 partition: p,
                 split,
                 next: start,
+                emitted: start,
                 stop,
                 high_at_start: high,
                 finished,
@@ -541,8 +567,12 @@ impl KafkaReader {
                 self.partitions[i].last_data = Instant::now();
                 let split = self.partitions[i].split;
                 let batch = self.decode(i, &buffer)?;
-                if let Some(b) = batch {
-                    self.ready.push_back(SourcePoll::Batch(b.from_split(split)));
+                let reached = buffer.offsets.last().map(|o| (i, o + 1));
+                match batch {
+                    Some(b) => self
+                        .ready
+                        .push_back((SourcePoll::Batch(b.from_split(split)), reached)),
+                    None => self.ready.push_back((SourcePoll::Idle, reached)),
                 }
             }
         }
@@ -707,7 +737,7 @@ impl KafkaReader {
         }
         let mut tpl = TopicPartitionList::new();
         for p in &self.partitions {
-            let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next));
+            let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.emitted));
         }
         if tpl.count() > 0 {
             if let Err(e) = self.consumer.commit(&tpl, mode) {
@@ -733,15 +763,118 @@ impl KafkaReader {
                 tracing::debug!("partition {} of '{}' is idle", p.partition, p.topic);
                 p.idle = true;
                 self.ready
-                    .push_back(SourcePoll::Split(p.split, SplitStatus::Idle));
+                    .push_back((SourcePoll::Split(p.split, SplitStatus::Idle), None));
             }
         }
     }
 }
 
+impl KafkaReader {
+    /// The next entry of `ready` that is more than a move of the position.
+    fn next_ready(&mut self) -> Option<SourcePoll> {
+        while let Some((poll, reached)) = self.ready.pop_front() {
+            if let Some((i, offset)) = reached {
+                if let Some(p) = self.partitions.get_mut(i) {
+                    p.emitted = p.emitted.max(offset);
+                }
+            }
+            if !matches!(poll, SourcePoll::Idle) {
+                return Some(poll);
+            }
+        }
+        None
+    }
+
+    /// Every partition's emitted position (and stop offset), or the restored ones if the
+    /// partitions are not resolved yet.
+    fn positions(&self) -> Vec<(String, i32, i64, Option<i64>)> {
+        if !self.resolved {
+            return self
+                .restored
+                .iter()
+                .flatten()
+                .map(|((t, p), (o, s))| (t.clone(), *p, *o, *s))
+                .collect();
+        }
+        self.partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.emitted, p.stop))
+            .collect()
+    }
+}
+
 impl SourceReader for KafkaReader {
+    fn snapshot_position(
+        &mut self,
+        checkpoint: CheckpointId,
+        state: &mut StateWriter,
+    ) -> Result<()> {
+        let positions = self.positions();
+        state.put_u64(positions.len() as u64);
+        for (topic, partition, offset, stop) in &positions {
+            state.put_str(topic);
+            state.put_i64(*partition as i64);
+            state.put_i64(*offset);
+            state.put_i64(stop.unwrap_or(-1));
+        }
+        // The changelog normalizer of upsert-kafka: the last row per key.
+        if let Some(n) = self.normalizer.as_ref() {
+            n.snapshot(state)?;
+        }
+        self.pending_commits.insert(
+            checkpoint,
+            positions
+                .into_iter()
+                .map(|(t, p, o, _)| (t, p, o))
+                .collect(),
+        );
+        // Bounded: a checkpoint that never completes must not pile up commits.
+        while self.pending_commits.len() > 16 {
+            self.pending_commits.pop_first();
+        }
+        Ok(())
+    }
+
+    fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        let mut restored = HashMap::new();
+        for _ in 0..state.count()? {
+            let topic = state.str()?.to_string();
+            let partition = state.i64()? as i32;
+            let offset = state.i64()?;
+            let stop = state.i64()?;
+            restored.insert((topic, partition), (offset, (stop >= 0).then_some(stop)));
+        }
+        if let Some(n) = self.normalizer.as_mut() {
+            n.restore(state)?;
+        }
+        self.restored = Some(restored);
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        let mut latest = None;
+        while let Some(entry) = self.pending_commits.first_entry() {
+            if *entry.key() > checkpoint {
+                break;
+            }
+            latest = Some(entry.remove());
+        }
+        if let (Some(offsets), Some(_)) = (latest, self.options.group_id.as_ref()) {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p, o) in offsets {
+                let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o));
+            }
+            if tpl.count() > 0 {
+                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::warn!("{}: cannot commit offsets to the group: {e}", self.owner());
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn poll(&mut self) -> Result<SourcePoll> {
-        if let Some(r) = self.ready.pop_front() {
+        if let Some(r) = self.next_ready() {
             return Ok(r);
         }
         if !self.resolved {
@@ -751,7 +884,7 @@ impl SourceReader for KafkaReader {
             match self.resolve() {
                 Ok(()) => {
                     self.resolved = true;
-                    return Ok(self.ready.pop_front().unwrap_or(SourcePoll::Idle));
+                    return Ok(self.next_ready().unwrap_or(SourcePoll::Idle));
                 }
                 Err(e @ SluiceError::Runtime(_)) => {
                     tracing::error!("{e}; retrying in {} s", self.backoff.as_secs());
@@ -774,20 +907,24 @@ impl SourceReader for KafkaReader {
         for (i, p) in self.partitions.iter().enumerate() {
             if p.finished && !was_finished[i] {
                 self.ready
-                    .push_back(SourcePoll::Split(p.split, SplitStatus::Finished));
+                    .push_back((SourcePoll::Split(p.split, SplitStatus::Finished), None));
             }
         }
         self.mark_idle();
-        if self.last_commit.elapsed() >= self.commit_interval {
+        if !self.checkpointing && self.last_commit.elapsed() >= self.commit_interval {
             self.commit(CommitMode::Async);
             self.last_commit = Instant::now();
         }
-        Ok(self.ready.pop_front().unwrap_or(SourcePoll::Idle))
+        Ok(self.next_ready().unwrap_or(SourcePoll::Idle))
     }
 }
 
 impl Drop for KafkaReader {
     fn drop(&mut self) {
+        // With checkpoints, only a completed checkpoint commits offsets.
+        if self.checkpointing {
+            return;
+        }
         self.commit(CommitMode::Sync);
     }
 }
@@ -879,6 +1016,50 @@ impl Normalizer {
             )?,
             last: HashMap::new(),
         })
+    }
+
+    /// Writes the last row of every key: a batch of the key bytes, then the row's columns.
+    fn snapshot(&self, state: &mut StateWriter) -> Result<()> {
+        state.put_u64(self.last.len() as u64);
+        if self.last.is_empty() {
+            return Ok(());
+        }
+        let keys = arrow::array::BinaryArray::from_iter_values(self.last.keys());
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(keys)];
+        columns.extend(
+            self.converter
+                .convert_rows(self.last.values().map(|r| r.row()))?,
+        );
+        let fields: Vec<arrow::datatypes::Field> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                arrow::datatypes::Field::new(format!("c{i}"), c.data_type().clone(), true)
+            })
+            .collect();
+        let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
+        state.put_batch(&batch)
+    }
+
+    fn restore(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        if state.count()? == 0 {
+            return Ok(());
+        }
+        let batch = state.batch()?;
+        let keys = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::BinaryArray>()
+            .ok_or_else(|| {
+                SluiceError::Runtime("upsert-kafka: the checkpointed keys are not binary".into())
+            })?
+            .clone();
+        let rows = self.converter.convert_columns(&batch.columns()[1..])?;
+        for i in 0..batch.num_rows() {
+            self.last
+                .insert(keys.value(i).to_vec(), rows.row(i).owned());
+        }
+        Ok(())
     }
 
     /// `changes`: per record in order, its row in `rows`, or `None` for a tombstone.

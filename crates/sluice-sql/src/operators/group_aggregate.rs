@@ -8,9 +8,13 @@
 //! retracted is deleted (`-D`), and a retraction for a group that does not exist is ignored,
 //! as Flink's `GroupAggFunction` does.
 
+use super::acc_state::{
+    check_retractable_state, columns_batch, restore_accumulator, snapshot_accumulators,
+    state_widths,
+};
 use super::df;
 use super::window_aggregate::AggSpec;
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
@@ -19,7 +23,7 @@ use datafusion_common::ScalarValue;
 use datafusion_expr::Accumulator;
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, Result, RowKind, SluiceError};
-use sluice_engine::{Operator, OperatorFactory, Output, SubtaskContext};
+use sluice_engine::{Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -79,6 +83,13 @@ struct GroupAggregate {
     retracting: bool,
 }
 
+impl GroupAggregate {
+    /// The number of columns of a key row (one boolean for a keyless aggregate).
+    fn converter_width(&self) -> usize {
+        self.keys.len().max(1)
+    }
+}
+
 fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
     e.evaluate(b)
         .and_then(|v| v.into_array(b.num_rows()))
@@ -86,6 +97,118 @@ fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
 }
 
 impl Operator for GroupAggregate {
+    fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
+        if self.retracting {
+            for a in &self.aggs {
+                check_retractable_state(a, &self.name)?;
+            }
+        }
+        let n = self.groups.len();
+        state.put_u64(n as u64);
+        if n == 0 {
+            return Ok(());
+        }
+        // Columns: the key row's columns, the row count, the last emitted values, then the
+        // accumulators' state.
+        let keys: Vec<OwnedRow> = self.groups.keys().cloned().collect();
+        let mut columns = self.converter.convert_rows(keys.iter().map(|k| k.row()))?;
+        let mut rows = Vec::with_capacity(n);
+        let mut last: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(n); self.aggs.len()];
+        let mut accs: Vec<Vec<&mut Box<dyn Accumulator>>> =
+            self.aggs.iter().map(|_| Vec::with_capacity(n)).collect();
+        for k in &keys {
+            let Some(g) = self.groups.get(k) else {
+                continue;
+            };
+            rows.push(g.rows);
+            for (j, col) in last.iter_mut().enumerate() {
+                let v = g.last.as_ref().and_then(|l| l.get(j)).cloned();
+                col.push(v.unwrap_or(ScalarValue::Null));
+            }
+        }
+        for g in self.groups.values_mut() {
+            // Same order as `keys`: both iterate the same unchanged map.
+            for (j, acc) in g.accs.iter_mut().enumerate() {
+                accs[j].push(acc);
+            }
+        }
+        columns.push(Arc::new(Int64Array::from(rows)));
+        for (j, values) in last.into_iter().enumerate() {
+            let t = self
+                .output_schema
+                .field(self.output_schema.fields().len() - self.aggs.len() + j)
+                .data_type();
+            let values = values
+                .into_iter()
+                .map(|v| {
+                    if v.is_null() {
+                        ScalarValue::try_from(t)
+                    } else {
+                        Ok(v)
+                    }
+                })
+                .collect::<datafusion_common::Result<Vec<_>>>()
+                .map_err(df)?;
+            columns.push(ScalarValue::iter_to_array(values).map_err(df)?);
+        }
+        for (mut a, spec) in accs.into_iter().zip(&self.aggs) {
+            columns.extend(snapshot_accumulators(&mut a, spec, self.retracting)?);
+        }
+        state.put_batch(&columns_batch(columns, n)?)
+    }
+
+    fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        let n = state.count()?;
+        if n == 0 {
+            return Ok(());
+        }
+        let batch = state.batch()?;
+        let bad = || {
+            SluiceError::Runtime(format!(
+                "{}: the checkpointed state does not match this query's keys and aggregates",
+                self.name
+            ))
+        };
+        let k = self.converter_width();
+        let widths = state_widths(&self.aggs)?;
+        if batch.num_columns() != k + 1 + self.aggs.len() + widths.iter().sum::<usize>() {
+            return Err(bad());
+        }
+        let rows = self.converter.convert_columns(&batch.columns()[..k])?;
+        let counts = batch
+            .column(k)
+            .as_primitive_opt::<arrow::datatypes::Int64Type>()
+            .ok_or_else(bad)?
+            .clone();
+        let mut at = k + 1 + self.aggs.len();
+        let mut state_cols = Vec::new();
+        for w in widths {
+            state_cols.push(batch.columns()[at..at + w].to_vec());
+            at += w;
+        }
+        for i in 0..batch.num_rows() {
+            let last = (0..self.aggs.len())
+                .map(|j| ScalarValue::try_from_array(batch.column(k + 1 + j), i))
+                .collect::<datafusion_common::Result<Vec<_>>>()
+                .map_err(df)?;
+            let accs = self
+                .aggs
+                .iter()
+                .zip(&state_cols)
+                .map(|(spec, cols)| restore_accumulator(spec, self.retracting, cols, i))
+                .collect::<Result<Vec<_>>>()?;
+            self.groups.insert(
+                rows.row(i).owned(),
+                Group {
+                    accs,
+                    last: Some(last),
+                    rows: counts.value(i),
+                },
+            );
+        }
+        Ok(())
+    }
+
     fn process_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
         let data = &batch.data;
         let n = data.num_rows();

@@ -1,6 +1,7 @@
 //! Sluice's streaming operators for SQL: they evaluate DataFusion's physical expressions and
 //! aggregate accumulators on Arrow batches, and own event time, state and windows.
 
+pub(crate) mod acc_state;
 pub mod calc;
 pub mod group_aggregate;
 pub mod top_n;

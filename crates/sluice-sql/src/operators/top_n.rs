@@ -11,7 +11,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError};
-use sluice_engine::{Operator, OperatorFactory, Output, SubtaskContext};
+use sluice_engine::{Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -135,6 +135,32 @@ impl WindowTopN {
 }
 
 impl Operator for WindowTopN {
+    fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
+        state.put_i64(self.watermark);
+        state.put_u64(self.pending.len() as u64);
+        for (end, batches) in &self.pending {
+            state.put_i64(*end);
+            state.put_u64(batches.len() as u64);
+            for b in batches {
+                state.put_batch(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        self.watermark = state.i64()?;
+        for _ in 0..state.count()? {
+            let end = state.i64()?;
+            let mut batches = Vec::new();
+            for _ in 0..state.count()? {
+                batches.push(state.batch()?);
+            }
+            self.pending.insert(end, batches);
+        }
+        Ok(())
+    }
+
     fn process_batch(
         &mut self,
         _input: usize,

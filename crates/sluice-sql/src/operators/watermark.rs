@@ -19,7 +19,7 @@ use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{
     ChangeBatch, EventTime, Result, SluiceError, SplitId, SplitStatus, MIN_WATERMARK,
 };
-use sluice_engine::{Operator, OperatorFactory, Output, SubtaskContext};
+use sluice_engine::{Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -116,7 +116,52 @@ impl WatermarkAssigner {
     }
 }
 
+fn status_code(s: SplitStatus) -> u64 {
+    match s {
+        SplitStatus::Active => 0,
+        SplitStatus::Idle => 1,
+        SplitStatus::Finished => 2,
+    }
+}
+
 impl Operator for WatermarkAssigner {
+    fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
+        state.put_i64(self.emitted);
+        state.put_i64(self.sent);
+        state.put_u64(self.splits.len() as u64);
+        for (split, clock) in &self.splits {
+            state.put_u64(*split as u64);
+            state.put_i64(clock.current);
+            state.put_i64(clock.emitted);
+            state.put_u64(status_code(clock.status));
+        }
+        Ok(())
+    }
+
+    fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        self.emitted = state.i64()?;
+        self.sent = state.i64()?;
+        for _ in 0..state.count()? {
+            let split = state.u64()? as SplitId;
+            let current = state.i64()?;
+            let emitted = state.i64()?;
+            let status = match state.u64()? {
+                0 => SplitStatus::Active,
+                1 => SplitStatus::Idle,
+                _ => SplitStatus::Finished,
+            };
+            self.splits.insert(
+                split,
+                SplitClock {
+                    current,
+                    emitted,
+                    status,
+                },
+            );
+        }
+        Ok(())
+    }
+
     fn process_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
         let n = batch.num_rows();
         let rowtime = millis(batch.data.column(self.rowtime_index).as_ref())?;

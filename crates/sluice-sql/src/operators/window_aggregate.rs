@@ -8,10 +8,14 @@
 //! so a watermark pops the finished windows without a scan. Session windows are kept per key
 //! and merged when a row bridges them.
 
+use super::acc_state::{
+    columns_batch, restore_accumulator, restore_groups_accumulator, snapshot_accumulators,
+    snapshot_groups_accumulator, state_widths,
+};
 use super::df;
 use crate::window::WindowKind;
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, TimestampMillisecondArray, UInt32Array,
 };
 use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
@@ -22,7 +26,7 @@ use datafusion_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MIN_WATERMARK};
-use sluice_engine::{Operator, OperatorFactory, Output, SubtaskContext};
+use sluice_engine::{Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -410,7 +414,185 @@ impl WindowAggregate {
     }
 }
 
+impl WindowAggregate {
+    /// The key row of every row of a keyless aggregate.
+    fn keyless_key() -> Result<Box<[u8]>> {
+        let c = RowConverter::new(vec![SortField::new(DataType::Boolean)])?;
+        let ones: ArrayRef = Arc::new(BooleanArray::from(vec![true]));
+        Ok(c.convert_columns(&[ones])?.row(0).as_ref().into())
+    }
+
+    /// Key rows as columns (none for a keyless aggregate), for a checkpoint.
+    fn key_columns(&self, keys: &[&[u8]]) -> Result<Vec<ArrayRef>> {
+        if self.spec.keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let parser = self.converter.parser();
+        Ok(self
+            .converter
+            .convert_rows(keys.iter().map(|k| parser.parse(k)))?)
+    }
+
+    /// Key rows back from the first `self.spec.keys.len()` columns of `batch`.
+    fn key_rows_of(&self, batch: &RecordBatch) -> Result<Vec<Box<[u8]>>> {
+        let n = batch.num_rows();
+        if self.spec.keys.is_empty() {
+            let k = Self::keyless_key()?;
+            return Ok(vec![k; n]);
+        }
+        let cols = batch.columns()[..self.spec.keys.len()].to_vec();
+        let rows = self.converter.convert_columns(&cols)?;
+        Ok((0..n).map(|i| rows.row(i).as_ref().into()).collect())
+    }
+
+    /// Splits the state columns after `from` into one group per aggregate.
+    fn agg_columns(&self, batch: &RecordBatch, from: usize) -> Result<Vec<Vec<ArrayRef>>> {
+        let mut at = from;
+        let mut out = Vec::new();
+        for width in state_widths(&self.spec.aggs)? {
+            let cols = batch
+                .columns()
+                .get(at..at + width)
+                .ok_or_else(|| {
+                    SluiceError::Runtime(format!(
+                        "{}: the checkpointed state has {} columns, fewer than this query's aggregates need",
+                        self.spec.name,
+                        batch.num_columns()
+                    ))
+                })?
+                .to_vec();
+            out.push(cols);
+            at += width;
+        }
+        Ok(out)
+    }
+}
+
 impl Operator for WindowAggregate {
+    fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
+        state.put_i64(self.watermark);
+        let windows: Vec<(EventTime, EventTime)> = self.windows.keys().copied().collect();
+        state.put_u64(windows.len() as u64);
+        for w in windows {
+            let Some(mut table) = self.windows.remove(&w) else {
+                continue;
+            };
+            let n = table.keys.len();
+            let keys: Vec<&[u8]> = table.keys.iter().map(|k| k.as_ref()).collect();
+            let mut columns = self.key_columns(&keys)?;
+            for (acc, spec) in table.accs.iter_mut().zip(&self.spec.aggs) {
+                columns.extend(match acc {
+                    Acc::Groups(g) => snapshot_groups_accumulator(g, spec, n)?,
+                    Acc::Single(v) => {
+                        let mut refs: Vec<&mut Box<dyn Accumulator>> = v.iter_mut().collect();
+                        snapshot_accumulators(&mut refs, spec, false)?
+                    }
+                });
+            }
+            state.put_i64(w.0);
+            state.put_i64(w.1);
+            state.put_batch(&columns_batch(columns, n)?)?;
+            self.windows.insert(w, table);
+        }
+        // Sessions: one row per session.
+        let mut keys: Vec<Box<[u8]>> = Vec::new();
+        let mut bounds: Vec<(i64, i64)> = Vec::new();
+        let mut per_agg: Vec<Vec<&mut Box<dyn Accumulator>>> =
+            self.spec.aggs.iter().map(|_| Vec::new()).collect();
+        for (key, sessions) in self.sessions.iter_mut() {
+            for session in sessions.iter_mut() {
+                keys.push(key.clone());
+                bounds.push((session.start, session.end));
+                for (a, acc) in session.accs.iter_mut().enumerate() {
+                    per_agg[a].push(acc);
+                }
+            }
+        }
+        state.put_u64(keys.len() as u64);
+        if !keys.is_empty() {
+            let mut state_cols = Vec::new();
+            for (mut accs, spec) in per_agg.into_iter().zip(&self.spec.aggs) {
+                state_cols.extend(snapshot_accumulators(&mut accs, spec, false)?);
+            }
+            let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+            let mut columns = self.key_columns(&key_refs)?;
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                bounds.iter().map(|b| b.0),
+            )));
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                bounds.iter().map(|b| b.1),
+            )));
+            columns.extend(state_cols);
+            state.put_batch(&columns_batch(columns, keys.len())?)?;
+        }
+        Ok(())
+    }
+
+    fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        self.watermark = state.i64()?;
+        for _ in 0..state.count()? {
+            let end = state.i64()?;
+            let start = state.i64()?;
+            let batch = state.batch()?;
+            let n = batch.num_rows();
+            let keys = self.key_rows_of(&batch)?;
+            let agg_cols = self.agg_columns(&batch, self.spec.keys.len())?;
+            let mut table = GroupTable::new(&self.spec.aggs)?;
+            for (i, k) in keys.into_iter().enumerate() {
+                table.index.insert(k.clone(), i);
+                table.keys.push(k);
+            }
+            for ((acc, spec), cols) in table.accs.iter_mut().zip(&self.spec.aggs).zip(&agg_cols) {
+                match acc {
+                    Acc::Groups(g) => *g = restore_groups_accumulator(spec, cols, n)?,
+                    Acc::Single(v) => {
+                        for row in 0..n {
+                            v.push(restore_accumulator(spec, false, cols, row)?);
+                        }
+                    }
+                }
+            }
+            self.windows.insert((end, start), table);
+        }
+        let sessions = state.count()?;
+        if sessions > 0 {
+            let batch = state.batch()?;
+            let keys = self.key_rows_of(&batch)?;
+            let k = self.spec.keys.len();
+            let column = |i: usize| -> Result<Int64Array> {
+                batch
+                    .columns()
+                    .get(i)
+                    .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+                    .cloned()
+                    .ok_or_else(|| {
+                        SluiceError::Runtime(format!(
+                            "{}: the checkpointed sessions have no bounds",
+                            self.spec.name
+                        ))
+                    })
+            };
+            let (starts, ends) = (column(k)?, column(k + 1)?);
+            let agg_cols = self.agg_columns(&batch, k + 2)?;
+            for (row, key) in keys.into_iter().enumerate() {
+                let accs = self
+                    .spec
+                    .aggs
+                    .iter()
+                    .zip(&agg_cols)
+                    .map(|(spec, cols)| restore_accumulator(spec, false, cols, row))
+                    .collect::<Result<Vec<_>>>()?;
+                self.sessions.entry(key).or_default().push(Session {
+                    start: starts.value(row),
+                    end: ends.value(row),
+                    accs,
+                    pending: Vec::new(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn process_batch(
         &mut self,
         _input: usize,

@@ -161,12 +161,18 @@ pub struct RunningJob {
 
 impl RunningJob {
     pub fn start(sql: &str, dir: &Path) -> RunningJob {
+        Self::start_with(sql, dir, &[])
+    }
+
+    /// Starts `sluice run --quiet ARGS SCRIPT`.
+    pub fn start_with(sql: &str, dir: &Path, args: &[&str]) -> RunningJob {
         use std::io::BufRead;
         let script = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(script.path(), sql).unwrap();
         let stderr_path = dir.join(format!("job-{}.stderr", free_port()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["run", "--quiet"])
+            .args(args)
             .arg(script.path())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -223,6 +229,26 @@ impl RunningJob {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to end by itself; true if it succeeded.
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for RunningJob {
@@ -269,4 +295,36 @@ pub fn psql_try(sql: &str) -> Option<String> {
 /// Runs `sql` with psql; panics if it fails.
 pub fn psql(sql: &str) -> String {
     psql_try(sql).unwrap_or_else(|| panic!("psql failed: {sql}"))
+}
+
+/// Starts the machine's PostgreSQL if it is not running, and waits until it takes queries.
+pub fn ensure_postgres() {
+    if TcpStream::connect("127.0.0.1:5432").is_err() {
+        pg_cluster("start");
+    }
+    wait_for_postgres();
+}
+
+/// Runs `pg_ctlcluster ... ACTION` on the machine's cluster and waits for it to take queries.
+pub fn pg_cluster(action: &str) {
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            &format!("pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main {action}"),
+        ])
+        .status()
+        .expect("running pg_ctlcluster");
+    assert!(status.success(), "pg_ctlcluster {action} failed");
+    wait_for_postgres();
+}
+
+fn wait_for_postgres() {
+    let started = Instant::now();
+    while psql_try("SELECT 1").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "PostgreSQL is not accepting connections"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

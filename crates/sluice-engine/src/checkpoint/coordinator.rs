@@ -1,0 +1,307 @@
+//! The checkpoint coordinator: triggers checkpoints on the interval (or a savepoint when the
+//! user stops the job with one), collects the tasks' acknowledgements, completes a checkpoint
+//! when every subtask has acknowledged it, abandons one that takes longer than the timeout,
+//! keeps the newest `num-retained` and records the history.
+
+use super::storage::{self, Metadata, NodeInfo, PartInfo};
+use super::{CheckpointConfig, CheckpointShared, CheckpointStats, OperatorCheckpointStats};
+use crate::executor::JobHandle;
+use sluice_common::CheckpointId;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What a task subtask tells the coordinator.
+#[derive(Debug)]
+pub(crate) enum TaskEvent {
+    /// The subtask wrote its part of checkpoint `id`.
+    Ack {
+        id: CheckpointId,
+        subtask: SubtaskKey,
+        part: PartInfo,
+        /// State bytes per node of the task.
+        sizes: Vec<(usize, u64)>,
+    },
+    /// The subtask could not take checkpoint `id`.
+    Declined { id: CheckpointId, reason: String },
+    /// The subtask has finished; this is its final state, for the checkpoints that follow.
+    Finished {
+        subtask: SubtaskKey,
+        sections: Vec<(usize, Vec<u8>)>,
+    },
+}
+
+/// A task subtask: the first node of its task and its index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SubtaskKey {
+    pub node: usize,
+    pub subtask: usize,
+}
+
+impl SubtaskKey {
+    /// The name of its part file in a checkpoint.
+    pub fn file_name(&self) -> String {
+        format!("{}-{}.state", self.node, self.subtask)
+    }
+}
+
+/// A subtask's acknowledgement: its part file, its state bytes per node, and the time from
+/// trigger to acknowledgement in milliseconds.
+type AckInfo = (PartInfo, Vec<(usize, u64)>, u64);
+
+struct Pending {
+    id: CheckpointId,
+    savepoint: bool,
+    dir: PathBuf,
+    triggered: Instant,
+    trigger_time_ms: i64,
+    acks: HashMap<SubtaskKey, AckInfo>,
+}
+
+pub(crate) struct Coordinator {
+    pub config: CheckpointConfig,
+    pub shared: Arc<CheckpointShared>,
+    pub handle: JobHandle,
+    pub events: Receiver<TaskEvent>,
+    pub job: String,
+    pub nodes: Vec<NodeInfo>,
+    /// Every task subtask of the job.
+    pub subtasks: Vec<SubtaskKey>,
+    /// Subtasks that finished before the job started (nothing to read), with their state.
+    pub finished: BTreeMap<SubtaskKey, Vec<(usize, Vec<u8>)>>,
+    /// The id the next checkpoint gets.
+    pub next_id: CheckpointId,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Coordinator {
+    /// Runs until every subtask has finished or the job is cancelled.
+    pub fn run(mut self) {
+        let mut pending: Option<Pending> = None;
+        let mut last_done = Instant::now();
+        let mut next_trigger = self.config.interval.map(|i| Instant::now() + i);
+        loop {
+            if self.finished.len() == self.subtasks.len() {
+                return;
+            }
+            let savepoint_wanted = self.shared.savepoint_requested.load(Ordering::SeqCst);
+            if self.handle.is_cancelled() && !(savepoint_wanted && pending.is_some()) {
+                return;
+            }
+            if pending.is_none() {
+                let periodic_due = next_trigger.is_some_and(|t| Instant::now() >= t)
+                    && last_done.elapsed() >= self.config.min_pause;
+                let savepoint_due =
+                    savepoint_wanted && self.shared.stop_after.load(Ordering::SeqCst) == 0;
+                if savepoint_due || periodic_due {
+                    pending = self.trigger(savepoint_due);
+                    if let Some(i) = self.config.interval {
+                        next_trigger = Some(Instant::now() + i);
+                    }
+                }
+            }
+            match self.events.recv_timeout(Duration::from_millis(5)) {
+                Ok(TaskEvent::Ack {
+                    id,
+                    subtask,
+                    part,
+                    sizes,
+                }) => {
+                    if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
+                        let ms = p.triggered.elapsed().as_millis() as u64;
+                        p.acks.insert(subtask, (part, sizes, ms));
+                    }
+                }
+                Ok(TaskEvent::Declined { id, reason }) => {
+                    if let Some(p) = pending.take_if(|p| p.id == id) {
+                        self.fail(p, &reason);
+                        last_done = Instant::now();
+                    }
+                }
+                Ok(TaskEvent::Finished { subtask, sections }) => {
+                    self.finished.insert(subtask, sections);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let Some(p) = pending.as_ref() else { continue };
+            let all_in = self
+                .subtasks
+                .iter()
+                .all(|s| p.acks.contains_key(s) || self.finished.contains_key(s));
+            if all_in && self.handle.is_cancelled() && !p.savepoint {
+                // Stopped meanwhile: the tasks may be gone before they could commit it.
+                return;
+            }
+            if all_in {
+                if let Some(p) = pending.take() {
+                    let savepoint = p.savepoint;
+                    match self.complete(p) {
+                        Ok(()) => {}
+                        Err(e) => tracing::warn!("checkpoint failed: {e}"),
+                    }
+                    last_done = Instant::now();
+                    if savepoint {
+                        self.handle.cancel();
+                    }
+                }
+            } else if p.triggered.elapsed() >= self.config.timeout {
+                if let Some(p) = pending.take() {
+                    let reason = format!(
+                        "it did not complete within execution.checkpointing.timeout ({} ms)",
+                        self.config.timeout.as_millis()
+                    );
+                    self.fail(p, &reason);
+                    last_done = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn trigger(&mut self, savepoint: bool) -> Option<Pending> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let dir = if savepoint {
+            self.config.savepoint_dir.join(format!("savepoint-{id}"))
+        } else {
+            storage::checkpoint_dir(&self.config.dir, id)
+        };
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!("checkpoint {id}: cannot create {}: {e}", dir.display());
+            return None;
+        }
+        if let Ok(mut d) = self.shared.pending_dir.lock() {
+            *d = Some((id, dir.clone()));
+        }
+        if savepoint {
+            self.shared.stop_after.store(id, Ordering::SeqCst);
+        }
+        self.shared.triggered.store(id, Ordering::SeqCst);
+        tracing::debug!(id, savepoint, "checkpoint triggered");
+        Some(Pending {
+            id,
+            savepoint,
+            dir,
+            triggered: Instant::now(),
+            trigger_time_ms: now_ms(),
+            acks: HashMap::new(),
+        })
+    }
+
+    fn fail(&self, p: Pending, reason: &str) {
+        tracing::warn!("checkpoint {} abandoned: {reason}", p.id);
+        let _ = std::fs::remove_dir_all(&p.dir);
+        if p.savepoint {
+            // Sources stopped for it: the job cannot go on without it, and stops.
+            tracing::error!("the savepoint failed; stopping without one");
+            self.handle.cancel();
+        }
+        self.shared.record(CheckpointStats {
+            id: p.id,
+            savepoint: p.savepoint,
+            trigger_time_ms: p.trigger_time_ms,
+            duration_ms: p.triggered.elapsed().as_millis() as u64,
+            size_bytes: 0,
+            status: format!("Failed: {reason}"),
+            operators: Vec::new(),
+            path: p.dir,
+        });
+        self.count("checkpoints failed", 1);
+    }
+
+    fn count(&self, name: &str, n: u64) {
+        self.handle
+            .metrics
+            .counter(name)
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn complete(&mut self, mut p: Pending) -> sluice_common::Result<()> {
+        let mut parts = Vec::new();
+        let mut per_node: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
+        for s in &self.subtasks {
+            if let Some((part, sizes, ms)) = p.acks.remove(s) {
+                for (node, size) in sizes {
+                    let e = per_node.entry(node).or_default();
+                    e.0 += size;
+                    e.1 = e.1.max(ms);
+                }
+                parts.push(part);
+            } else if let Some(sections) = self.finished.get(s) {
+                for (node, bytes) in sections {
+                    per_node.entry(*node).or_default().0 += bytes.len() as u64;
+                }
+                parts.push(storage::write_part(&p.dir.join(s.file_name()), sections)?);
+            }
+        }
+        let size: u64 = parts.iter().map(|x| x.size_bytes).sum();
+        storage::write_metadata(
+            &p.dir,
+            &Metadata {
+                job: self.job.clone(),
+                id: p.id,
+                savepoint: p.savepoint,
+                trigger_time_ms: p.trigger_time_ms,
+                nodes: self.nodes.clone(),
+                parts,
+            },
+        )?;
+        self.shared.completed.store(p.id, Ordering::SeqCst);
+        let duration_ms = p.triggered.elapsed().as_millis() as u64;
+        if p.savepoint {
+            if let Ok(mut s) = self.shared.savepoint_path.lock() {
+                *s = Some(p.dir.clone());
+            }
+        } else {
+            storage::prune(&self.config.dir, self.config.num_retained.max(1));
+        }
+        tracing::info!(
+            id = p.id,
+            duration_ms,
+            size_bytes = size,
+            "checkpoint complete: {}",
+            p.dir.display()
+        );
+        self.count("checkpoints completed", 1);
+        self.handle
+            .metrics
+            .counter("last checkpoint duration (ms)")
+            .store(duration_ms, Ordering::Relaxed);
+        self.handle
+            .metrics
+            .counter("last checkpoint size (bytes)")
+            .store(size, Ordering::Relaxed);
+        self.shared.record(CheckpointStats {
+            id: p.id,
+            savepoint: p.savepoint,
+            trigger_time_ms: p.trigger_time_ms,
+            duration_ms,
+            size_bytes: size,
+            status: "Completed".into(),
+            operators: per_node
+                .into_iter()
+                .map(|(node, (size_bytes, ack_ms))| OperatorCheckpointStats {
+                    node,
+                    name: self
+                        .nodes
+                        .get(node)
+                        .map(|n| n.name.clone())
+                        .unwrap_or_default(),
+                    size_bytes,
+                    ack_ms,
+                })
+                .collect(),
+            path: std::mem::take(&mut p.dir),
+        });
+        Ok(())
+    }
+}

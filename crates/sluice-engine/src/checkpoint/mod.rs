@@ -1,0 +1,164 @@
+//! Checkpoints: aligned barriers, as Flink's asynchronous barrier snapshotting.
+//!
+//! The coordinator ([`coordinator`]) asks every source subtask to take checkpoint `n`. A
+//! source writes its position and sends `Barrier(n)` down its chain; an operator with several
+//! input channels waits until the barrier has come on every one (alignment), then every
+//! operator of the task snapshots its state as the barrier passes it, the task writes one
+//! file and acknowledges. When every subtask has acknowledged, the coordinator writes the
+//! checkpoint's metadata and renames it into place ([`storage`]): only then is the checkpoint
+//! complete, and only then are sinks told to commit what they pre-committed at the barrier
+//! (two-phase commit).
+
+pub mod coordinator;
+pub mod storage;
+
+use sluice_common::CheckpointId;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How a job takes checkpoints (`execution.checkpointing.*`, `state.checkpoints.*`).
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// `execution.checkpointing.interval`: `None` disables periodic checkpoints.
+    pub interval: Option<Duration>,
+    /// `execution.checkpointing.timeout`: a checkpoint not complete by then is abandoned.
+    pub timeout: Duration,
+    /// `execution.checkpointing.min-pause`: the least time between the end of one checkpoint
+    /// and the start of the next.
+    pub min_pause: Duration,
+    /// `state.checkpoints.dir`: where this job's checkpoints are kept (`chk-<id>/`).
+    pub dir: PathBuf,
+    /// `state.checkpoints.num-retained`: complete checkpoints kept.
+    pub num_retained: usize,
+    /// `execution.checkpointing.savepoint-dir`: where a stop with savepoint writes.
+    pub savepoint_dir: PathBuf,
+}
+
+impl CheckpointConfig {
+    /// Flink's defaults, with the checkpoints under `job_dir`.
+    pub fn new(job_dir: &std::path::Path) -> Self {
+        CheckpointConfig {
+            interval: None,
+            timeout: Duration::from_secs(600),
+            min_pause: Duration::ZERO,
+            dir: job_dir.join("checkpoints"),
+            num_retained: 1,
+            savepoint_dir: job_dir.join("savepoints"),
+        }
+    }
+
+    /// True if periodic checkpoints are on (sinks then commit only on checkpoints).
+    pub fn enabled(&self) -> bool {
+        self.interval.is_some()
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig::new(std::path::Path::new("sluice-data/jobs/sluice-job"))
+    }
+}
+
+/// Where a job starts from.
+#[derive(Debug, Clone, Default)]
+pub enum RestoreMode {
+    /// From its latest complete checkpoint, if it has one.
+    #[default]
+    Latest,
+    /// From this savepoint (or checkpoint) directory.
+    Savepoint(PathBuf),
+}
+
+/// One checkpoint as the dashboard shows it.
+#[derive(Debug, Clone)]
+pub struct CheckpointStats {
+    /// Its id.
+    pub id: CheckpointId,
+    /// True for a savepoint.
+    pub savepoint: bool,
+    /// When it was triggered, in milliseconds since the epoch.
+    pub trigger_time_ms: i64,
+    /// From trigger to complete (or to abandoned).
+    pub duration_ms: u64,
+    /// The bytes of state written.
+    pub size_bytes: u64,
+    /// `Completed`, or why it failed.
+    pub status: String,
+    /// Per operator (node): its name, the state bytes of all its subtasks, and the longest
+    /// time a subtask of it took from trigger to acknowledge.
+    pub operators: Vec<OperatorCheckpointStats>,
+    /// Where it is kept.
+    pub path: PathBuf,
+}
+
+/// One operator's part of a checkpoint.
+#[derive(Debug, Clone)]
+pub struct OperatorCheckpointStats {
+    /// The node's index in the job graph.
+    pub node: usize,
+    /// The operator's name.
+    pub name: String,
+    /// The state bytes of all its subtasks.
+    pub size_bytes: u64,
+    /// The longest time a subtask took from trigger to acknowledge.
+    pub ack_ms: u64,
+}
+
+/// The most checkpoints kept in the history.
+pub const HISTORY_LIMIT: usize = 100;
+
+/// The state shared between the coordinator and the tasks of one job.
+#[derive(Debug, Default)]
+pub struct CheckpointShared {
+    /// The latest checkpoint triggered; a source injects its barrier once.
+    pub(crate) triggered: AtomicU64,
+    /// When set, sources stop reading after injecting this checkpoint's barrier (a stop with
+    /// savepoint).
+    pub(crate) stop_after: AtomicU64,
+    /// The latest complete checkpoint: sinks commit what they pre-committed up to it.
+    pub(crate) completed: AtomicU64,
+    /// The checkpoint being taken and the directory its parts go to.
+    pub(crate) pending_dir: Mutex<Option<(CheckpointId, PathBuf)>>,
+    /// Set when the user asks to stop with a savepoint.
+    pub(crate) savepoint_requested: AtomicBool,
+    /// Where the stop's savepoint went, once complete.
+    pub(crate) savepoint_path: Mutex<Option<PathBuf>>,
+    /// Recent checkpoints, oldest first, at most [`HISTORY_LIMIT`].
+    pub(crate) history: Mutex<Vec<CheckpointStats>>,
+}
+
+impl CheckpointShared {
+    /// The latest complete checkpoint (0: none yet).
+    pub fn completed(&self) -> CheckpointId {
+        self.completed.load(Ordering::SeqCst)
+    }
+
+    /// Recent checkpoints, oldest first.
+    pub fn history(&self) -> Vec<CheckpointStats> {
+        match self.history.lock() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Where the stop's savepoint was written, once it is complete.
+    pub fn savepoint_path(&self) -> Option<PathBuf> {
+        match self.savepoint_path.lock() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn record(&self, stats: CheckpointStats) {
+        let mut h = match self.history.lock() {
+            Ok(h) => h,
+            Err(p) => p.into_inner(),
+        };
+        if h.len() >= HISTORY_LIMIT {
+            h.remove(0);
+        }
+        h.push(stats);
+    }
+}

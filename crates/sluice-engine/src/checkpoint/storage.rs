@@ -1,0 +1,374 @@
+//! Checkpoints on disk. A checkpoint is a directory `chk-<id>` (a savepoint `savepoint-<id>`)
+//! holding one file per task subtask and a `_metadata` file. Each part file ends with a
+//! CRC-32C of its contents and is fsynced before the task acknowledges; `_metadata` (written
+//! to a temporary name, fsynced, then renamed) lists every part with its size and CRC. So a
+//! checkpoint is complete exactly when its `_metadata` exists, and a part that was truncated
+//! or altered afterwards is detected when the checkpoint is read back.
+
+use sluice_common::{CheckpointId, Result, SluiceError};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const PART_MAGIC: &[u8; 8] = b"SLUICEK1";
+const METADATA: &str = "_metadata";
+const FORMAT_VERSION: u64 = 1;
+
+/// One operator (graph node) as a checkpoint records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Its name.
+    pub name: String,
+    /// Its number of subtasks.
+    pub parallelism: usize,
+}
+
+/// A part file as the metadata lists it.
+#[derive(Debug, Clone)]
+pub struct PartInfo {
+    /// The file's name inside the checkpoint directory.
+    pub file: String,
+    /// Its size.
+    pub size_bytes: u64,
+    /// Its CRC-32C.
+    pub crc: u32,
+}
+
+/// What `_metadata` says.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    /// The job's name.
+    pub job: String,
+    /// The checkpoint's id.
+    pub id: CheckpointId,
+    /// True for a savepoint.
+    pub savepoint: bool,
+    /// When it was triggered (ms since the epoch).
+    pub trigger_time_ms: i64,
+    /// The graph's nodes, in order.
+    pub nodes: Vec<NodeInfo>,
+    /// Its part files.
+    pub parts: Vec<PartInfo>,
+}
+
+fn io(path: &Path, e: std::io::Error) -> SluiceError {
+    SluiceError::io(path.display().to_string(), e)
+}
+
+/// The directory of checkpoint `id` under `dir`.
+pub fn checkpoint_dir(dir: &Path, id: CheckpointId) -> PathBuf {
+    dir.join(format!("chk-{id}"))
+}
+
+/// Writes a part file: the state of each node of one task subtask. Returns its size and CRC.
+pub fn write_part(path: &Path, sections: &[(usize, Vec<u8>)]) -> Result<PartInfo> {
+    let mut buf = Vec::with_capacity(16 + sections.iter().map(|s| s.1.len() + 16).sum::<usize>());
+    buf.extend_from_slice(PART_MAGIC);
+    buf.extend_from_slice(&(sections.len() as u64).to_le_bytes());
+    for (node, bytes) in sections {
+        buf.extend_from_slice(&(*node as u64).to_le_bytes());
+        buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        buf.extend_from_slice(bytes);
+    }
+    let crc = crc32c::crc32c(&buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    let mut f = File::create(path).map_err(|e| io(path, e))?;
+    f.write_all(&buf).map_err(|e| io(path, e))?;
+    f.sync_all().map_err(|e| io(path, e))?;
+    Ok(PartInfo {
+        file: path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        size_bytes: buf.len() as u64,
+        crc,
+    })
+}
+
+/// Reads a part file back, checking it against what the metadata says of it.
+pub fn read_part(path: &Path, expected: &PartInfo) -> Result<Vec<(usize, Vec<u8>)>> {
+    let bad = |what: &str| SluiceError::Runtime(format!("{}: {what}", path.display()));
+    let data = std::fs::read(path).map_err(|e| io(path, e))?;
+    if data.len() as u64 != expected.size_bytes {
+        return Err(bad(&format!(
+            "{} bytes, but the checkpoint wrote {} (truncated or altered)",
+            data.len(),
+            expected.size_bytes
+        )));
+    }
+    if data.len() < 20 || &data[..8] != PART_MAGIC {
+        return Err(bad("not a Sluice checkpoint part"));
+    }
+    let (body, tail) = data.split_at(data.len() - 4);
+    let crc = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+    if crc != crc32c::crc32c(body) || crc != expected.crc {
+        return Err(bad("checksum mismatch (the file is corrupt)"));
+    }
+    let mut pos = 8;
+    let next_u64 = |pos: &mut usize| -> Result<u64> {
+        let b = body.get(*pos..*pos + 8).ok_or_else(|| bad("ends early"))?;
+        *pos += 8;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    };
+    let n = next_u64(&mut pos)?;
+    let mut sections = Vec::new();
+    for _ in 0..n {
+        let node = next_u64(&mut pos)? as usize;
+        let len = next_u64(&mut pos)? as usize;
+        let bytes = body
+            .get(pos..pos.saturating_add(len))
+            .ok_or_else(|| bad("ends early"))?;
+        pos += len;
+        sections.push((node, bytes.to_vec()));
+    }
+    Ok(sections)
+}
+
+/// Writes `_metadata` into `dir`, completing the checkpoint.
+pub fn write_metadata(dir: &Path, m: &Metadata) -> Result<()> {
+    let json = serde_json::json!({
+        "version": FORMAT_VERSION,
+        "job": m.job,
+        "checkpoint": m.id,
+        "savepoint": m.savepoint,
+        "trigger_time_ms": m.trigger_time_ms,
+        "nodes": m.nodes.iter().map(|n| serde_json::json!({"name": n.name, "parallelism": n.parallelism})).collect::<Vec<_>>(),
+        "parts": m.parts.iter().map(|p| serde_json::json!({"file": p.file, "size": p.size_bytes, "crc": p.crc})).collect::<Vec<_>>(),
+    });
+    let tmp = dir.join("_metadata.inprogress");
+    let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    f.write_all(json.to_string().as_bytes())
+        .map_err(|e| io(&tmp, e))?;
+    f.sync_all().map_err(|e| io(&tmp, e))?;
+    let path = dir.join(METADATA);
+    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+    sync_dir(dir)
+}
+
+/// Makes a rename or a new file in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
+}
+
+/// Reads `_metadata` of the checkpoint in `dir`.
+pub fn read_metadata(dir: &Path) -> Result<Metadata> {
+    let path = dir.join(METADATA);
+    let bad = |what: &str| SluiceError::Runtime(format!("{}: {what}", path.display()));
+    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(&format!("not valid JSON ({e})")))?;
+    let version = v["version"].as_u64().unwrap_or(0);
+    if version != FORMAT_VERSION {
+        return Err(bad(&format!(
+            "format version {version}; this Sluice reads version {FORMAT_VERSION}"
+        )));
+    }
+    let field = |k: &str| v.get(k).ok_or_else(|| bad(&format!("no '{k}'")));
+    let nodes = field("nodes")?
+        .as_array()
+        .ok_or_else(|| bad("'nodes' is not a list"))?
+        .iter()
+        .map(|n| {
+            Ok(NodeInfo {
+                name: n["name"]
+                    .as_str()
+                    .ok_or_else(|| bad("a node without a name"))?
+                    .into(),
+                parallelism: n["parallelism"]
+                    .as_u64()
+                    .ok_or_else(|| bad("a node without a parallelism"))?
+                    as usize,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let parts = field("parts")?
+        .as_array()
+        .ok_or_else(|| bad("'parts' is not a list"))?
+        .iter()
+        .map(|p| {
+            Ok(PartInfo {
+                file: p["file"]
+                    .as_str()
+                    .ok_or_else(|| bad("a part without a file"))?
+                    .into(),
+                size_bytes: p["size"]
+                    .as_u64()
+                    .ok_or_else(|| bad("a part without a size"))?,
+                crc: p["crc"]
+                    .as_u64()
+                    .ok_or_else(|| bad("a part without a crc"))? as u32,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Metadata {
+        job: field("job")?.as_str().unwrap_or_default().to_string(),
+        id: field("checkpoint")?
+            .as_u64()
+            .ok_or_else(|| bad("'checkpoint' is not a number"))?,
+        savepoint: v["savepoint"].as_bool().unwrap_or(false),
+        trigger_time_ms: v["trigger_time_ms"].as_i64().unwrap_or(0),
+        nodes,
+        parts,
+    })
+}
+
+/// A checkpoint read back: the state of every (node, subtask).
+#[derive(Debug)]
+pub struct Restored {
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// Its directory.
+    pub path: PathBuf,
+    states: HashMap<(usize, usize), Vec<u8>>,
+}
+
+impl Restored {
+    /// The state of `node`'s subtask `subtask`, if it had any.
+    pub fn take(&mut self, node: usize, subtask: usize) -> Option<Vec<u8>> {
+        self.states.remove(&(node, subtask))
+    }
+}
+
+/// Reads the complete checkpoint in `dir`, checking every part. Part files are named
+/// `<node>-<subtask>.state` after the first node of their task.
+pub fn load(dir: &Path) -> Result<Restored> {
+    let metadata = read_metadata(dir)?;
+    let mut states = HashMap::new();
+    for part in &metadata.parts {
+        let subtask = part
+            .file
+            .trim_end_matches(".state")
+            .rsplit_once('-')
+            .and_then(|(_, s)| s.parse::<usize>().ok())
+            .ok_or_else(|| {
+                SluiceError::Runtime(format!(
+                    "{}: part '{}' has no subtask in its name",
+                    dir.display(),
+                    part.file
+                ))
+            })?;
+        for (node, bytes) in read_part(&dir.join(&part.file), part)? {
+            states.insert((node, subtask), bytes);
+        }
+    }
+    Ok(Restored {
+        metadata,
+        path: dir.to_path_buf(),
+        states,
+    })
+}
+
+/// The checkpoint directories under `dir`, newest first, with their ids.
+pub fn list(dir: &Path) -> Vec<(CheckpointId, PathBuf)> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(id) = name
+                .strip_prefix("chk-")
+                .and_then(|s| s.parse::<CheckpointId>().ok())
+            {
+                out.push((id, e.path()));
+            }
+        }
+    }
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
+    out
+}
+
+/// True if the checkpoint in `dir` was completed (its metadata is in place).
+pub fn is_complete(dir: &Path) -> bool {
+    dir.join(METADATA).is_file()
+}
+
+/// Deletes the checkpoints in `dir` but the newest `retained` complete ones (and anything
+/// incomplete and older than the newest complete one).
+pub fn prune(dir: &Path, retained: usize) {
+    let mut kept = 0;
+    for (_, path) in list(dir) {
+        if kept < retained {
+            if is_complete(&path) {
+                kept += 1;
+            }
+            continue;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            tracing::warn!("cannot delete old checkpoint {}: {e}", path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(parts: Vec<PartInfo>) -> Metadata {
+        Metadata {
+            job: "j".into(),
+            id: 3,
+            savepoint: false,
+            trigger_time_ms: 1,
+            nodes: vec![NodeInfo {
+                name: "Source".into(),
+                parallelism: 1,
+            }],
+            parts,
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = checkpoint_dir(tmp.path(), 3);
+        std::fs::create_dir_all(&dir).unwrap();
+        let part =
+            write_part(&dir.join("0-0.state"), &[(0, b"abc".to_vec()), (1, vec![])]).unwrap();
+        assert!(!is_complete(&dir));
+        write_metadata(&dir, &metadata(vec![part])).unwrap();
+        assert!(is_complete(&dir));
+        let mut r = load(&dir).unwrap();
+        assert_eq!(r.metadata.id, 3);
+        assert_eq!(r.take(0, 0).unwrap(), b"abc");
+        assert_eq!(r.take(1, 0).unwrap(), b"");
+        assert!(r.take(0, 1).is_none());
+    }
+
+    #[test]
+    fn truncated_or_altered_parts_are_detected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = checkpoint_dir(tmp.path(), 3);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("0-0.state");
+        let part = write_part(&path, &[(0, vec![7; 100])]).unwrap();
+        write_metadata(&dir, &metadata(vec![part])).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &good[..good.len() - 10]).unwrap();
+        let e = load(&dir).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        let mut bad = good.clone();
+        bad[30] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        let e = load(&dir).unwrap_err().to_string();
+        assert!(e.contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_complete_checkpoints() {
+        let tmp = tempfile::tempdir().unwrap();
+        for id in 1..=4 {
+            let dir = checkpoint_dir(tmp.path(), id);
+            std::fs::create_dir_all(&dir).unwrap();
+            if id != 4 {
+                write_metadata(&dir, &metadata(vec![])).unwrap();
+            }
+        }
+        prune(tmp.path(), 2);
+        let ids: Vec<u64> = list(tmp.path()).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec![4, 3, 2]);
+    }
+}
