@@ -510,7 +510,7 @@ impl KafkaOptions {
             if !["at-least-once", "none"].contains(&g) {
                 return Err(config_error(
                     &owner,
-                    format!("option 'sink.delivery-guarantee' = '{g}' is not supported yet (exactly-once needs checkpoints); use at-least-once or none"),
+                    format!("option 'sink.delivery-guarantee' = '{g}' is not supported yet (Sluice cannot write Kafka transactions yet); use at-least-once (flushed on every checkpoint) or none"),
                 ));
             }
         }

@@ -306,7 +306,23 @@ impl Operator for KafkaSink {
         Ok(())
     }
 
+    /// At-least-once: every record sent before the barrier is acknowledged before the
+    /// checkpoint counts, as Flink's Kafka sink flushes on checkpoints.
+    fn snapshot_state(
+        &mut self,
+        _checkpoint: sluice_common::CheckpointId,
+        _state: &mut sluice_engine::StateWriter,
+    ) -> Result<()> {
+        self.flush()
+    }
+
     fn close(&mut self, _out: &mut Output) -> Result<()> {
+        self.flush()
+    }
+}
+
+impl KafkaSink {
+    fn flush(&mut self) -> Result<()> {
         self.producer.flush(FLUSH_TIMEOUT).map_err(|e| {
             SluiceError::Runtime(format!(
                 "{}: records to topic '{}' were not all written: {e}",
