@@ -19,8 +19,6 @@ import tempfile
 import threading
 import time
 
-import psutil
-
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
 target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
@@ -69,6 +67,8 @@ def generate(path, rows):
 
 def measure(cmd, **kw):
     """Runs cmd; returns (seconds, peak RSS of its process tree in MiB, stdout)."""
+    import psutil  # in the Flink venv; not needed by the scripts that only import `generate`
+
     start = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     peak = [0]
