@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const ROWS_PER_SUBTASK: i64 = 3000;
+const ROWS_PER_SUBTASK: i64 = 6000;
 
 fn schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -52,7 +52,7 @@ impl SourceReader for NumbersReader {
         if self.next >= self.end {
             return Ok(SourcePoll::End);
         }
-        std::thread::sleep(Duration::from_micros(300));
+        std::thread::sleep(Duration::from_millis(1));
         let n = 10.min(self.end - self.next);
         let v: Vec<i64> = (self.next..self.next + n).collect();
         self.next += n;
@@ -285,7 +285,7 @@ fn a_stopped_job_resumes_from_its_checkpoint_exactly_once() {
     let handle = JobHandle::default();
     let stopper = handle.clone();
     let t = std::thread::spawn(move || {
-        while stopper.checkpoints.completed() < 3 {
+        while stopper.checkpoints.completed() < 2 {
             std::thread::sleep(Duration::from_millis(5));
         }
         stopper.cancel();
