@@ -665,12 +665,7 @@ impl Operator for JdbcSink {
         }
         // The checkpoint restored from is complete: commit what it had pre-committed (the
         // database skips what it already has).
-        let all: Vec<(CheckpointId, Vec<Change>)> = self
-            .uncommitted
-            .iter()
-            .map(|(i, c)| (*i, c.clone()))
-            .collect();
-        self.send(WriterMsg::Commit(self.marker.run.clone(), all))
+        self.commit_up_to(self.last_checkpoint)
     }
 
     fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {

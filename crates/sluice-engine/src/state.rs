@@ -17,10 +17,13 @@
 //! assert!(r.is_empty());
 //! ```
 
+use arrow::array::ArrayRef;
+use arrow::datatypes::{Field, Schema};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use sluice_common::{Result, SluiceError};
+use std::sync::Arc;
 
 /// Writes the fields of one operator's state.
 #[derive(Debug, Default)]
@@ -65,6 +68,22 @@ impl StateWriter {
         }
         self.put_bytes(&ipc);
         Ok(())
+    }
+
+    /// Appends columns of equal length (`rows` of them, which may be 0 columns) as a batch
+    /// whose fields are named by position.
+    pub fn put_columns(&mut self, columns: Vec<ArrayRef>, rows: usize) -> Result<()> {
+        let fields: Vec<Field> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+            .collect();
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        self.put_batch(&batch)
     }
 
     /// The bytes written so far.
@@ -191,8 +210,7 @@ impl<'a> StateReader<'a> {
 mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
-    use std::sync::Arc;
+    use arrow::datatypes::DataType;
 
     #[test]
     fn fields_round_trip() {

@@ -164,6 +164,17 @@ impl CollectOp {
     fn publish(&mut self, c: CheckpointId, rows: Vec<(i64, i64)>) {
         self.published.lock().unwrap().entry(c).or_insert(rows);
     }
+
+    /// Publishes what the checkpoints up to `c` pre-committed.
+    fn publish_up_to(&mut self, c: CheckpointId) {
+        let mut ids: Vec<CheckpointId> = self.pending.keys().copied().filter(|i| *i <= c).collect();
+        ids.sort();
+        for id in ids {
+            if let Some(rows) = self.pending.remove(&id) {
+                self.publish(id, rows);
+            }
+        }
+    }
 }
 impl Operator for CollectOp {
     fn process_batch(&mut self, _i: usize, batch: ChangeBatch, _out: &mut Output) -> Result<()> {
@@ -196,23 +207,11 @@ impl Operator for CollectOp {
         Ok(())
     }
     fn notify_checkpoint_complete(&mut self, c: CheckpointId) -> Result<()> {
-        let mut ids: Vec<CheckpointId> = self.pending.keys().copied().filter(|i| *i <= c).collect();
-        ids.sort();
-        for id in ids {
-            if let Some(rows) = self.pending.remove(&id) {
-                self.publish(id, rows);
-            }
-        }
+        self.publish_up_to(c);
         Ok(())
     }
     fn end_input(&mut self, _out: &mut Output) -> Result<()> {
-        let mut ids: Vec<CheckpointId> = self.pending.keys().copied().collect();
-        ids.sort();
-        for id in ids {
-            if let Some(rows) = self.pending.remove(&id) {
-                self.publish(id, rows);
-            }
-        }
+        self.publish_up_to(CheckpointId::MAX - 1);
         let rows = std::mem::take(&mut self.current);
         self.publish(CheckpointId::MAX, rows);
         Ok(())

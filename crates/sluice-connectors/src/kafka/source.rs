@@ -731,13 +731,25 @@ impl KafkaReader {
         )?)
     }
 
+    /// Commits this subtask's emitted offsets to the group (for monitoring).
     fn commit(&self, mode: CommitMode) {
-        if self.options.group_id.is_none() || !self.resolved {
+        if !self.resolved {
+            return;
+        }
+        let offsets = self
+            .partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.emitted));
+        self.commit_offsets(offsets, mode);
+    }
+
+    fn commit_offsets(&self, offsets: impl Iterator<Item = (String, i32, i64)>, mode: CommitMode) {
+        if self.options.group_id.is_none() {
             return;
         }
         let mut tpl = TopicPartitionList::new();
-        for p in &self.partitions {
-            let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.emitted));
+        for (t, p, o) in offsets {
+            let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o));
         }
         if tpl.count() > 0 {
             if let Err(e) = self.consumer.commit(&tpl, mode) {
@@ -859,16 +871,8 @@ impl SourceReader for KafkaReader {
             }
             latest = Some(entry.remove());
         }
-        if let (Some(offsets), Some(_)) = (latest, self.options.group_id.as_ref()) {
-            let mut tpl = TopicPartitionList::new();
-            for (t, p, o) in offsets {
-                let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o));
-            }
-            if tpl.count() > 0 {
-                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                    tracing::warn!("{}: cannot commit offsets to the group: {e}", self.owner());
-                }
-            }
+        if let Some(offsets) = latest {
+            self.commit_offsets(offsets.into_iter(), CommitMode::Async);
         }
         Ok(())
     }
@@ -1030,15 +1034,7 @@ impl Normalizer {
             self.converter
                 .convert_rows(self.last.values().map(|r| r.row()))?,
         );
-        let fields: Vec<arrow::datatypes::Field> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                arrow::datatypes::Field::new(format!("c{i}"), c.data_type().clone(), true)
-            })
-            .collect();
-        let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?;
-        state.put_batch(&batch)
+        state.put_columns(columns, self.last.len())
     }
 
     fn restore(&mut self, state: &mut StateReader<'_>) -> Result<()> {

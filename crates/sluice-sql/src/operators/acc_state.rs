@@ -7,12 +7,9 @@
 use super::df;
 use super::window_aggregate::AggSpec;
 use arrow::array::{new_empty_array, ArrayRef};
-use arrow::datatypes::{Field, Schema};
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion_common::ScalarValue;
 use datafusion_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use sluice_common::{Result, SluiceError};
-use std::sync::Arc;
 
 /// A new accumulator for `spec` (retractable over an updating input).
 pub(crate) fn new_accumulator(spec: &AggSpec, retracting: bool) -> Result<Box<dyn Accumulator>> {
@@ -110,20 +107,6 @@ pub(crate) fn restore_groups_accumulator(
         acc.merge_batch(columns, &ids, groups).map_err(df)?;
     }
     Ok(acc)
-}
-
-/// Columns as a batch (named by position), for a checkpoint.
-pub(crate) fn columns_batch(columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
-    let fields: Vec<Field> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
-        .collect();
-    Ok(RecordBatch::try_new_with_options(
-        Arc::new(Schema::new(fields)),
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(rows)),
-    )?)
 }
 
 /// How many state columns each aggregate of `aggs` has.

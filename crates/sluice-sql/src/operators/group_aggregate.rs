@@ -9,8 +9,7 @@
 //! as Flink's `GroupAggFunction` does.
 
 use super::acc_state::{
-    check_retractable_state, columns_batch, restore_accumulator, snapshot_accumulators,
-    state_widths,
+    check_retractable_state, restore_accumulator, snapshot_accumulators, state_widths,
 };
 use super::df;
 use super::window_aggregate::AggSpec;
@@ -104,57 +103,41 @@ impl Operator for GroupAggregate {
             }
         }
         let n = self.groups.len();
-        state.put_u64(n as u64);
-        if n == 0 {
-            return Ok(());
-        }
         // Columns: the key row's columns, the row count, the last emitted values, then the
         // accumulators' state.
-        let keys: Vec<OwnedRow> = self.groups.keys().cloned().collect();
-        let mut columns = self.converter.convert_rows(keys.iter().map(|k| k.row()))?;
+        let mut keys = Vec::with_capacity(n);
         let mut rows = Vec::with_capacity(n);
         let mut last: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(n); self.aggs.len()];
         let mut accs: Vec<Vec<&mut Box<dyn Accumulator>>> =
             self.aggs.iter().map(|_| Vec::with_capacity(n)).collect();
-        for k in &keys {
-            let Some(g) = self.groups.get(k) else {
+        for (k, g) in self.groups.iter_mut() {
+            // A group always has a result once its first row is in.
+            let Some(values) = g.last.as_ref() else {
                 continue;
             };
+            keys.push(k.row());
             rows.push(g.rows);
-            for (j, col) in last.iter_mut().enumerate() {
-                let v = g.last.as_ref().and_then(|l| l.get(j)).cloned();
-                col.push(v.unwrap_or(ScalarValue::Null));
+            for (col, v) in last.iter_mut().zip(values) {
+                col.push(v.clone());
             }
-        }
-        for g in self.groups.values_mut() {
-            // Same order as `keys`: both iterate the same unchanged map.
             for (j, acc) in g.accs.iter_mut().enumerate() {
                 accs[j].push(acc);
             }
         }
+        let n = keys.len();
+        state.put_u64(n as u64);
+        if n == 0 {
+            return Ok(());
+        }
+        let mut columns = self.converter.convert_rows(keys)?;
         columns.push(Arc::new(Int64Array::from(rows)));
-        for (j, values) in last.into_iter().enumerate() {
-            let t = self
-                .output_schema
-                .field(self.output_schema.fields().len() - self.aggs.len() + j)
-                .data_type();
-            let values = values
-                .into_iter()
-                .map(|v| {
-                    if v.is_null() {
-                        ScalarValue::try_from(t)
-                    } else {
-                        Ok(v)
-                    }
-                })
-                .collect::<datafusion_common::Result<Vec<_>>>()
-                .map_err(df)?;
+        for values in last {
             columns.push(ScalarValue::iter_to_array(values).map_err(df)?);
         }
         for (mut a, spec) in accs.into_iter().zip(&self.aggs) {
             columns.extend(snapshot_accumulators(&mut a, spec, self.retracting)?);
         }
-        state.put_batch(&columns_batch(columns, n)?)
+        state.put_columns(columns, n)
     }
 
     fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {

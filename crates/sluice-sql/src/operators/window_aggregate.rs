@@ -9,7 +9,7 @@
 //! and merged when a row bridges them.
 
 use super::acc_state::{
-    columns_batch, restore_accumulator, restore_groups_accumulator, snapshot_accumulators,
+    restore_accumulator, restore_groups_accumulator, snapshot_accumulators,
     snapshot_groups_accumulator, state_widths,
 };
 use super::df;
@@ -288,13 +288,8 @@ impl WindowAggregate {
             if n == 0 {
                 continue;
             }
-            let key_columns = if self.spec.keys.is_empty() {
-                Vec::new()
-            } else {
-                let parser = self.converter.parser();
-                let rows: Vec<_> = keys.iter().map(|k| parser.parse(k)).collect();
-                self.converter.convert_rows(rows)?
-            };
+            let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+            let key_columns = self.key_columns(&key_refs)?;
             let mut columns: Vec<ArrayRef> = Vec::new();
             for (i, c) in self.spec.layout.iter().enumerate() {
                 let field = self.spec.output_schema.field(i);
@@ -422,7 +417,7 @@ impl WindowAggregate {
         Ok(c.convert_columns(&[ones])?.row(0).as_ref().into())
     }
 
-    /// Key rows as columns (none for a keyless aggregate), for a checkpoint.
+    /// Key rows as columns (none for a keyless aggregate).
     fn key_columns(&self, keys: &[&[u8]]) -> Result<Vec<ArrayRef>> {
         if self.spec.keys.is_empty() {
             return Ok(Vec::new());
@@ -491,7 +486,7 @@ impl Operator for WindowAggregate {
             }
             state.put_i64(w.0);
             state.put_i64(w.1);
-            state.put_batch(&columns_batch(columns, n)?)?;
+            state.put_columns(columns, n)?;
             self.windows.insert(w, table);
         }
         // Sessions: one row per session.
@@ -523,7 +518,7 @@ impl Operator for WindowAggregate {
                 bounds.iter().map(|b| b.1),
             )));
             columns.extend(state_cols);
-            state.put_batch(&columns_batch(columns, keys.len())?)?;
+            state.put_columns(columns, keys.len())?;
         }
         Ok(())
     }
