@@ -26,6 +26,11 @@ pub struct BrokerConfig {
     /// How long a new consumer group waits for more members before its first assignment
     /// (`group.initial.rebalance.delay.ms`).
     pub initial_rebalance_delay: std::time::Duration,
+    /// The longest transaction timeout a producer may ask for (`transaction.max.timeout.ms`).
+    pub transaction_max_timeout: std::time::Duration,
+    /// How long an idle transactional id is remembered
+    /// (`transactional.id.expiration.ms`).
+    pub transactional_id_expiration: std::time::Duration,
 }
 
 impl BrokerConfig {
@@ -42,6 +47,8 @@ impl BrokerConfig {
             node_id: 1,
             cluster_id: "sluice".into(),
             initial_rebalance_delay: std::time::Duration::from_millis(300),
+            transaction_max_timeout: std::time::Duration::from_secs(15 * 60),
+            transactional_id_expiration: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -64,6 +71,8 @@ pub const PROPERTY_KEYS: &[&str] = &[
     "log.segment.bytes",
     "num.partitions",
     "socket.request.max.bytes",
+    "transaction.max.timeout.ms",
+    "transactional.id.expiration.ms",
 ];
 
 /// The host:port of a Kafka listener (`PLAINTEXT://host:port` or `host:port`).
@@ -136,6 +145,12 @@ impl BrokerConfig {
                 }
                 "socket.request.max.bytes" => {
                     self.max_request_bytes = int(value)?.clamp(1024, 1 << 30) as usize
+                }
+                "transaction.max.timeout.ms" => {
+                    self.transaction_max_timeout = Duration::from_millis(int(value)?.max(1))
+                }
+                "transactional.id.expiration.ms" => {
+                    self.transactional_id_expiration = Duration::from_millis(int(value)?.max(1))
                 }
                 other => tracing::warn!(
                     "{at}: '{other}' is not used by Sluice; it uses: {}",

@@ -27,6 +27,7 @@ pub fn of_log_error(e: &sluice_log::partition::LogError) -> i16 {
         LogError::Io { .. } => KAFKA_STORAGE_ERROR,
         LogError::OutOfOrderSequence { .. } => OUT_OF_ORDER_SEQUENCE_NUMBER,
         LogError::ProducerFenced { .. } => INVALID_PRODUCER_EPOCH,
+        LogError::ControlBatchFromClient { .. } => INVALID_RECORD,
     }
 }
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
@@ -42,3 +43,10 @@ pub const MEMBER_ID_REQUIRED: i16 = 79;
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 pub const INVALID_CONFIG: i16 = 40;
+pub const INVALID_TXN_STATE: i16 = 48;
+pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+pub const PRODUCER_FENCED: i16 = 90;
+pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;

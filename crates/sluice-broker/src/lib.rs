@@ -15,6 +15,7 @@ pub mod offsets;
 pub mod producer_ids;
 pub mod topic_config;
 pub mod topics;
+pub mod transactions;
 
 use config::BrokerConfig;
 use sluice_common::{Result, SluiceError};
@@ -35,6 +36,8 @@ pub struct Broker {
     pub offsets: offsets::OffsetStore,
     /// Ids of idempotent producers.
     pub producer_ids: producer_ids::ProducerIds,
+    /// Transactional ids and their transactions.
+    pub transactions: transactions::TransactionCoordinator,
 }
 
 impl Broker {
@@ -44,12 +47,28 @@ impl Broker {
         let offsets = offsets::OffsetStore::open(&config.data_dir)
             .map_err(|e| SluiceError::io(config.data_dir.display().to_string(), e))?;
         let (appended, _) = tokio::sync::watch::channel(0);
+        let transactions = transactions::TransactionCoordinator::open(
+            &config.data_dir,
+            config.transaction_max_timeout,
+            config.transactional_id_expiration,
+        )
+        .map_err(|e| {
+            SluiceError::io(
+                config
+                    .data_dir
+                    .join("transactions.log")
+                    .display()
+                    .to_string(),
+                e,
+            )
+        })?;
         Ok(Arc::new(Broker {
             flusher: flusher::Flusher::start(),
             groups: groups::Coordinator::new(config.initial_rebalance_delay),
             producer_ids: producer_ids::ProducerIds::open(&config.data_dir)
                 .map_err(|e| SluiceError::io(config.data_dir.display().to_string(), e))?,
             offsets,
+            transactions,
             topics,
             config,
             appended,
@@ -69,14 +88,19 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     tokio::pin!(shutdown);
-    // Session timeouts and rebalance deadlines.
+    // Transactions decided before a crash get their markers now.
+    api::transactions::finish_pending(&broker, true).await;
+    // Session timeouts, rebalance deadlines and transaction timeouts.
     let ticker = {
         let broker = broker.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
-            loop {
+            for n in 0u64.. {
                 tick.tick().await;
                 broker.groups.tick();
+                if n % 10 == 0 {
+                    api::transactions::finish_pending(&broker, false).await;
+                }
             }
         })
     };

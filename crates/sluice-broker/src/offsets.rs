@@ -22,11 +22,11 @@ pub struct OffsetStore {
     groups: Mutex<HashMap<String, GroupOffsets>>,
 }
 
-fn hex(s: &[u8]) -> String {
+pub(crate) fn hex(s: &[u8]) -> String {
     s.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

@@ -35,6 +35,27 @@ impl Partition {
         self.lock().read(offset, max_bytes)
     }
 
+    /// A `read_committed` read (up to the last stable offset, with the aborted transactions).
+    pub fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        self.lock().read_committed(offset, max_bytes)
+    }
+
+    /// Writes a transaction marker for `producer_id`.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: sluice_log::batch::Marker,
+        timestamp_ms: i64,
+    ) -> Result<i64, LogError> {
+        self.lock()
+            .append_marker(producer_id, producer_epoch, marker, timestamp_ms)
+    }
+
+    pub fn last_stable_offset(&self) -> i64 {
+        self.lock().last_stable_offset()
+    }
+
     /// Makes every append so far durable. The fsyncs run without the partition's lock, so
     /// that producers keep appending meanwhile.
     pub fn sync(&self) -> Result<(), LogError> {

@@ -372,6 +372,7 @@ impl OperatorFactory for FileSinkFactory {
             prefix,
             part: 0,
             two_phase: ctx.checkpointing,
+            ended: false,
             pending: Vec::new(),
             encoder: format::encoder(
                 &self.format,
@@ -413,6 +414,8 @@ struct FileSink {
     /// The number of the file being written.
     part: u64,
     two_phase: bool,
+    /// The input has ended: the next checkpoint (the final one) completes every file.
+    ended: bool,
     /// Closed files waiting for their checkpoint: (checkpoint, hidden path, final path).
     pending: Vec<(CheckpointId, PathBuf, PathBuf)>,
     encoder: Box<dyn LineEncoder>,
@@ -519,13 +522,22 @@ impl Operator for FileSink {
     }
 
     fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {
-        self.commit(checkpoint)
+        self.commit(if self.ended {
+            CheckpointId::MAX
+        } else {
+            checkpoint
+        })
     }
 
+    /// The end of the input closes the last file. With checkpoints it becomes visible with the
+    /// final checkpoint, which holds this subtask's final state (as Flink's file sink).
     fn end_input(&mut self, _out: &mut Output) -> Result<()> {
-        // The end of the input completes everything, as Flink's final checkpoint does.
         if let Some((hidden, visible)) = self.finish_file()? {
             self.pending.push((CheckpointId::MAX, hidden, visible));
+        }
+        if self.two_phase {
+            self.ended = true;
+            return Ok(());
         }
         self.commit(CheckpointId::MAX)
     }

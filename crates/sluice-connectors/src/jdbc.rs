@@ -471,6 +471,7 @@ impl OperatorFactory for JdbcSinkFactory {
             committed,
             marker,
             last_checkpoint: 0,
+            ended: false,
         }))
     }
 }
@@ -520,6 +521,8 @@ struct JdbcSink {
     committed: Arc<AtomicU64>,
     marker: CommitMarker,
     last_checkpoint: CheckpointId,
+    /// The input has ended; its last changes wait for the final checkpoint.
+    ended: bool,
 }
 
 fn text_columns(batch: &ChangeBatch) -> Result<Vec<Vec<Option<String>>>> {
@@ -610,9 +613,11 @@ impl Operator for JdbcSink {
         if !self.exactly_once {
             return Ok(());
         }
-        self.last_checkpoint = checkpoint;
-        let changes = std::mem::take(&mut self.current);
-        self.uncommitted.insert(checkpoint, changes);
+        if !self.ended {
+            self.last_checkpoint = checkpoint;
+            let changes = std::mem::take(&mut self.current);
+            self.uncommitted.insert(checkpoint, changes);
+        }
         // Forget what the writer has committed.
         let committed = self.committed.load(Ordering::SeqCst);
         self.uncommitted.retain(|id, _| *id > committed);
@@ -670,19 +675,27 @@ impl Operator for JdbcSink {
 
     fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {
         if self.exactly_once {
-            self.commit_up_to(checkpoint)?;
+            // After the end of the input, the final checkpoint commits everything.
+            let up_to = if self.ended {
+                self.last_checkpoint
+            } else {
+                checkpoint
+            };
+            self.commit_up_to(up_to)?;
         }
         Ok(())
     }
 
+    /// The end of the input pre-commits the last changes under the id after the last
+    /// checkpoint; the final checkpoint (which holds them in this subtask's final state)
+    /// commits them.
     fn end_input(&mut self, _out: &mut Output) -> Result<()> {
         if self.exactly_once {
-            // The end of a bounded input commits everything, as a final checkpoint would.
             let id = self.last_checkpoint + 1;
             self.last_checkpoint = id;
             let changes = std::mem::take(&mut self.current);
             self.uncommitted.insert(id, changes);
-            self.commit_up_to(id)?;
+            self.ended = true;
         }
         Ok(())
     }

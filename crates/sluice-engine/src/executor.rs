@@ -173,6 +173,10 @@ struct Subtask {
     events: Sender<TaskEvent>,
     /// The latest complete checkpoint the operators were told of.
     notified: CheckpointId,
+    /// True if the job takes checkpoints: the end of the input then waits for a checkpoint
+    /// that holds the subtask's final state before its sinks commit (see [`Subtask::end`]).
+    checkpointing: bool,
+    handle: JobHandle,
 }
 
 impl Subtask {
@@ -216,12 +220,20 @@ impl Subtask {
     /// Ends the input of every operator (only when the input really ended) and closes them
     /// in order, passing what each emits down the chain.
     fn close(&mut self, end_of_input: bool) -> Result<()> {
+        if end_of_input {
+            self.each_in_order(|op, out| op.end_input(out))?;
+        }
+        self.each_in_order(|op, out| op.close(out))
+    }
+
+    /// Calls `f` on every operator in chain order, passing what each emits down the chain.
+    fn each_in_order(
+        &mut self,
+        mut f: impl FnMut(&mut Box<dyn Operator>, &mut Output) -> Result<()>,
+    ) -> Result<()> {
         for pos in 0..self.operators.len() {
             let mut out = Output::default();
-            if end_of_input {
-                self.operators[pos].end_input(&mut out)?;
-            }
-            self.operators[pos].close(&mut out)?;
+            f(&mut self.operators[pos], &mut out)?;
             let emitted: Vec<Message> = out.drain().collect();
             for m in emitted {
                 if pos + 1 < self.operators.len() {
@@ -310,6 +322,40 @@ impl Subtask {
             op.notify_checkpoint_complete(completed)?;
         }
         Ok(())
+    }
+
+    /// The input has ended: end every operator's input, end the outputs and hand the final
+    /// state to the coordinator, then close.
+    ///
+    /// With checkpoints, this is Flink's final checkpoint: `end_input` only pre-commits what
+    /// two-phase-commit sinks hold, and the subtask waits for a checkpoint that holds its final
+    /// state (one triggered after it finished) before telling its operators, which then
+    /// commit. A crash before that checkpoint restores an earlier one and replays, with
+    /// nothing of the replayed part committed twice; a crash after it restores the final
+    /// state. A cancel while waiting closes without committing.
+    fn end(&mut self, mut reader: Option<&mut Box<dyn SourceReader>>) -> Result<()> {
+        if !self.checkpointing {
+            self.close(true)?;
+            self.end_outputs();
+            return self.finished(reader);
+        }
+        self.each_in_order(|op, out| op.end_input(out))?;
+        self.end_outputs();
+        // Any checkpoint after the latest triggered or completed one holds the final state.
+        let before = self
+            .checkpoints
+            .triggered
+            .load(Ordering::SeqCst)
+            .max(self.checkpoints.completed());
+        self.finished(reader.as_deref_mut())?;
+        while self.checkpoints.completed() <= before {
+            if self.handle.is_cancelled() {
+                return self.each_in_order(|op, out| op.close(out));
+            }
+            std::thread::sleep(NOTIFY_POLL);
+        }
+        self.notify(reader)?;
+        self.each_in_order(|op, out| op.close(out))
     }
 
     /// This subtask has ended its output: tell the coordinator its final state.
@@ -554,6 +600,8 @@ pub fn run_job(
                 checkpoints: shared.clone(),
                 events: events_tx.clone(),
                 notified: shared.completed(),
+                checkpointing: config.enabled(),
+                handle: handle.clone(),
             };
             if source.as_ref().is_some_and(|r| r.has_nothing_to_read()) {
                 // End this subtask's stream now, before any thread runs (see
@@ -707,10 +755,7 @@ fn run_source(
             }
             SourcePoll::End => {
                 sub.push(0, 0, Message::Watermark(MAX_WATERMARK))?;
-                sub.close(true)?;
-                sub.end_outputs();
-                sub.finished(Some(&mut reader))?;
-                return Ok(());
+                return sub.end(Some(&mut reader));
             }
         }
     }
@@ -840,10 +885,7 @@ fn run_operator(
         }
         sub.notify(None)?;
     }
-    sub.close(true)?;
-    sub.end_outputs();
-    sub.finished(None)?;
-    Ok(())
+    sub.end(None)
 }
 
 /// Ends an alignment: every channel flows again, and what was held back is taken before

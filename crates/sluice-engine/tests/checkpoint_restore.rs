@@ -2,7 +2,8 @@
 //! (so barriers are aligned over two channels) and a keyed running sum is stopped in the
 //! middle, restored from its latest checkpoint and run to the end. A two-phase-commit sink
 //! publishes rows only when their checkpoint completes; the published rows must equal those
-//! of an uninterrupted run, none lost and none twice.
+//! of an uninterrupted run, none lost and none twice. A second test fails the commit of the
+//! final checkpoint (taken when the input ends) and runs the job again from it.
 
 use arrow::array::{AsArray, Int64Array};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
@@ -13,7 +14,8 @@ use sluice_engine::{
     OperatorFactory, Output, Partitioning, RestoreMode, SourceFactory, SourcePoll, SourceReader,
     StateReader, StateWriter, SubtaskContext,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,14 +125,16 @@ impl Operator for RunningSumOp {
     }
 }
 
-/// Publishes rows to `published` when their checkpoint completes (or at the end of input).
-/// Published rows by the checkpoint that committed them: publishing is idempotent, as a
-/// real two-phase-commit sink's commit must be.
+/// Publishes rows to `published` when their checkpoint completes; what the end of the input
+/// leaves is published with the final checkpoint. Published rows by the checkpoint that
+/// committed them: publishing is idempotent, as a real two-phase-commit sink's commit must be.
 type Published = Arc<Mutex<BTreeMap<CheckpointId, Vec<(i64, i64)>>>>;
 
 #[derive(Clone, Default)]
 struct Collect {
     published: Published,
+    /// Fails the commit of the final checkpoint once, as a crash there would.
+    fail_final_commit: Arc<AtomicBool>,
 }
 impl Collect {
     fn rows(&self) -> Vec<(i64, i64)> {
@@ -145,8 +149,11 @@ impl Collect {
 }
 struct CollectOp {
     published: Published,
+    fail_final_commit: Arc<AtomicBool>,
     current: Vec<(i64, i64)>,
-    pending: HashMap<CheckpointId, Vec<(i64, i64)>>,
+    /// Pre-committed rows by checkpoint (`MAX`: the end of the input).
+    pending: BTreeMap<CheckpointId, Vec<(i64, i64)>>,
+    ended: bool,
 }
 impl OperatorFactory for Collect {
     fn name(&self) -> String {
@@ -155,8 +162,10 @@ impl OperatorFactory for Collect {
     fn create(&self, _ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
         Ok(Box::new(CollectOp {
             published: self.published.clone(),
+            fail_final_commit: self.fail_final_commit.clone(),
             current: Vec::new(),
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
+            ended: false,
         }))
     }
 }
@@ -167,12 +176,13 @@ impl CollectOp {
 
     /// Publishes what the checkpoints up to `c` pre-committed.
     fn publish_up_to(&mut self, c: CheckpointId) {
-        let mut ids: Vec<CheckpointId> = self.pending.keys().copied().filter(|i| *i <= c).collect();
-        ids.sort();
-        for id in ids {
-            if let Some(rows) = self.pending.remove(&id) {
-                self.publish(id, rows);
-            }
+        let later = match c.checked_add(1) {
+            Some(next) => self.pending.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let due = std::mem::replace(&mut self.pending, later);
+        for (id, rows) in due {
+            self.publish(id, rows);
         }
     }
 }
@@ -186,34 +196,46 @@ impl Operator for CollectOp {
         Ok(())
     }
     fn snapshot_state(&mut self, c: CheckpointId, state: &mut StateWriter) -> Result<()> {
-        let rows = std::mem::take(&mut self.current);
-        state.put_u64(c);
-        state.put_u64(rows.len() as u64);
-        for (k, v) in &rows {
-            state.put_i64(*k);
-            state.put_i64(*v);
+        if !self.ended {
+            let rows = std::mem::take(&mut self.current);
+            self.pending.insert(c, rows);
         }
-        self.pending.insert(c, rows);
+        state.put_u64(self.pending.len() as u64);
+        for (id, rows) in &self.pending {
+            state.put_u64(*id);
+            state.put_u64(rows.len() as u64);
+            for (k, v) in rows {
+                state.put_i64(*k);
+                state.put_i64(*v);
+            }
+        }
         Ok(())
     }
     fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
         // The restored checkpoint is complete: commit what it pre-committed.
-        let c = state.u64()?;
-        let mut rows = Vec::new();
         for _ in 0..state.count()? {
-            rows.push((state.i64()?, state.i64()?));
+            let id = state.u64()?;
+            let mut rows = Vec::new();
+            for _ in 0..state.count()? {
+                rows.push((state.i64()?, state.i64()?));
+            }
+            self.publish(id, rows);
         }
-        self.publish(c, rows);
         Ok(())
     }
     fn notify_checkpoint_complete(&mut self, c: CheckpointId) -> Result<()> {
-        self.publish_up_to(c);
+        if self.ended && self.fail_final_commit.swap(false, Ordering::SeqCst) {
+            return Err(sluice_common::SluiceError::Runtime(
+                "the final commit failed (a crash, simulated)".into(),
+            ));
+        }
+        self.publish_up_to(if self.ended { CheckpointId::MAX } else { c });
         Ok(())
     }
     fn end_input(&mut self, _out: &mut Output) -> Result<()> {
-        self.publish_up_to(CheckpointId::MAX - 1);
         let rows = std::mem::take(&mut self.current);
-        self.publish(CheckpointId::MAX, rows);
+        self.pending.insert(CheckpointId::MAX, rows);
+        self.ended = true;
         Ok(())
     }
 }
@@ -320,4 +342,45 @@ fn a_stopped_job_resumes_from_its_checkpoint_exactly_once() {
     assert!(restore_point(&g2, &g2.checkpoint, &RestoreMode::Latest)
         .unwrap()
         .is_none());
+}
+
+/// The end of the input is committed only by the final checkpoint, which holds every
+/// subtask's final state: when that commit fails (as a crash between the end of the input and
+/// the end of the job would), the job keeps its checkpoints, and running it again restores the
+/// final one, publishes what it pre-committed and replays nothing.
+#[test]
+fn the_end_of_the_input_commits_with_the_final_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("final");
+    let sink = Collect::default();
+    sink.fail_final_commit.store(true, Ordering::SeqCst);
+    let g = graph(&dir, sink.clone());
+    let err = run_job(&g, &JobHandle::default(), None).expect_err("the final commit fails");
+    assert!(err.to_string().contains("final commit failed"), "{err}");
+    let before = sink.rows().len() as i64;
+    assert!(
+        before < 2 * ROWS_PER_SUBTASK,
+        "what the end of the input left is not published without the final checkpoint"
+    );
+    let restored = restore_point(&g, &g.checkpoint, &RestoreMode::Latest)
+        .unwrap()
+        .expect("the final checkpoint is kept");
+    let report = run_job(
+        &graph(&dir, sink.clone()),
+        &JobHandle::default(),
+        Some(restored),
+    )
+    .unwrap();
+    assert!(!report.cancelled);
+    let rows = sink.rows();
+    assert_eq!(
+        rows.len() as i64,
+        2 * ROWS_PER_SUBTASK,
+        "no row lost or duplicated"
+    );
+    let mut expected = BTreeMap::new();
+    for i in 0..2 * ROWS_PER_SUBTASK {
+        *expected.entry(i % 7).or_insert(0) += i;
+    }
+    assert_eq!(finals(&rows), expected);
 }

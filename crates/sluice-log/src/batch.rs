@@ -239,6 +239,110 @@ pub fn build_producer_batch(
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Vec<u8> {
+    let producer = Producer {
+        id: producer_id,
+        epoch: producer_epoch,
+        base_sequence,
+    };
+    build(base_timestamp, records, producer, 0)
+}
+
+/// Builds a batch of a transactional producer (attribute bit 4 set), for tests.
+pub fn build_transactional_batch(
+    base_timestamp: i64,
+    records: &[(Option<&[u8]>, &[u8])],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Vec<u8> {
+    let producer = Producer {
+        id: producer_id,
+        epoch: producer_epoch,
+        base_sequence,
+    };
+    build(base_timestamp, records, producer, TRANSACTIONAL)
+}
+
+/// Attribute bit of a transactional batch.
+const TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit of a control batch.
+const CONTROL: i16 = 0x20;
+
+/// How a transaction ended, as its control record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Abort,
+    Commit,
+}
+
+/// Builds the control batch that ends a producer's transaction in a partition: one record
+/// whose key is (version 0, type 0 abort / 1 commit) and whose value is (version 0,
+/// coordinator epoch), as Kafka writes it.
+pub fn build_control_batch(
+    timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: Marker,
+    coordinator_epoch: i32,
+) -> Vec<u8> {
+    let kind: i16 = match marker {
+        Marker::Abort => 0,
+        Marker::Commit => 1,
+    };
+    let mut key = 0i16.to_be_bytes().to_vec();
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = 0i16.to_be_bytes().to_vec();
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let producer = Producer {
+        id: producer_id,
+        epoch: producer_epoch,
+        base_sequence: -1,
+    };
+    build(
+        timestamp,
+        &[(Some(&key), &value)],
+        producer,
+        TRANSACTIONAL | CONTROL,
+    )
+}
+
+/// The marker of a control batch (`None` if `batch` is not one or is malformed). Control
+/// batches are never compressed, so the key of their one record is read directly.
+pub fn control_marker(batch: &[u8]) -> Option<Marker> {
+    let h = BatchHeader::parse(batch).ok()?;
+    if !h.is_control() || h.records_count < 1 {
+        return None;
+    }
+    let mut pos = BATCH_HEADER_BYTES;
+    read_varint(batch, &mut pos)?; // record length
+    pos += 1; // attributes
+    read_varint(batch, &mut pos)?; // timestamp delta
+    read_varint(batch, &mut pos)?; // offset delta
+    let key_len = usize::try_from(read_varint(batch, &mut pos)?).ok()?;
+    let key = batch.get(pos..pos.checked_add(key_len)?)?;
+    if key.len() < 4 {
+        return None;
+    }
+    match i16_at(key, 2) {
+        0 => Some(Marker::Abort),
+        1 => Some(Marker::Commit),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Producer {
+    id: i64,
+    epoch: i16,
+    base_sequence: i32,
+}
+
+fn build(
+    base_timestamp: i64,
+    records: &[(Option<&[u8]>, &[u8])],
+    producer: Producer,
+    attributes: i16,
+) -> Vec<u8> {
     fn varint(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         loop {
@@ -276,13 +380,13 @@ pub fn build_producer_batch(
     b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
     b.push(2);
     b.extend_from_slice(&0u32.to_be_bytes()); // crc, below
-    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&attributes.to_be_bytes());
     b.extend_from_slice(&((records.len() as i32 - 1).max(0)).to_be_bytes());
     b.extend_from_slice(&base_timestamp.to_be_bytes());
     b.extend_from_slice(&base_timestamp.to_be_bytes());
-    b.extend_from_slice(&producer_id.to_be_bytes());
-    b.extend_from_slice(&producer_epoch.to_be_bytes());
-    b.extend_from_slice(&base_sequence.to_be_bytes());
+    b.extend_from_slice(&producer.id.to_be_bytes());
+    b.extend_from_slice(&producer.epoch.to_be_bytes());
+    b.extend_from_slice(&producer.base_sequence.to_be_bytes());
     b.extend_from_slice(&(records.len() as i32).to_be_bytes());
     b.extend_from_slice(&body);
     let crc = crc32c::crc32c(&b[21..]);
@@ -325,6 +429,23 @@ mod tests {
             Some(vec![(10, 1000), (11, 1000), (12, 1000)])
         );
         assert_eq!(record_times(&b[..40]), None);
+    }
+
+    #[test]
+    fn control_batches_carry_their_marker() {
+        let commit = build_control_batch(5, 7, 3, Marker::Commit, 0);
+        let h = validate(&commit).unwrap();
+        assert!(h.is_control() && h.is_transactional());
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (7, 3, -1)
+        );
+        assert_eq!(control_marker(&commit), Some(Marker::Commit));
+        let abort = build_control_batch(5, 7, 3, Marker::Abort, 0);
+        assert_eq!(control_marker(&abort), Some(Marker::Abort));
+        assert_eq!(control_marker(&build_batch(0, &[(None, b"x")])), None);
+        let data = build_transactional_batch(0, &[(None, b"x")], 7, 3, 0);
+        assert!(validate(&data).unwrap().is_transactional());
     }
 
     #[test]

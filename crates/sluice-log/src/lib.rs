@@ -13,6 +13,7 @@ pub mod index;
 pub mod partition;
 pub mod producers;
 pub mod segment;
+pub mod transactions;
 
 pub use batch::{BatchHeader, BATCH_HEADER_BYTES};
 pub use config::LogConfig;

@@ -1,10 +1,11 @@
 //! One partition's log: its segments in offset order, appends that assign offsets, reads by
 //! offset and by time, roll, retention and sync.
 
-use crate::batch::{split_batches, BatchError};
+use crate::batch::{build_control_batch, control_marker, split_batches, BatchError, Marker};
 use crate::config::LogConfig;
 use crate::producers::{ProducerStates, SequenceCheck};
 use crate::segment::Segment;
+use crate::transactions::{AbortedTxn, TxnIndex};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
@@ -36,6 +37,9 @@ pub enum LogError {
         current: i16,
         got: i16,
     },
+    /// A control batch sent by a client: only the transaction coordinator writes those
+    /// (Kafka's INVALID_RECORD).
+    ControlBatchFromClient { producer_id: i64 },
 }
 
 impl fmt::Display for LogError {
@@ -65,6 +69,10 @@ impl fmt::Display for LogError {
             } => write!(
                 f,
                 "producer {producer_id}: epoch {got} is older than the current epoch {current}"
+            ),
+            LogError::ControlBatchFromClient { producer_id } => write!(
+                f,
+                "producer {producer_id} sent a control batch; only the transaction coordinator writes transaction markers"
             ),
         }
     }
@@ -96,6 +104,10 @@ pub struct ReadResult {
     /// The log end offset when read.
     pub log_end_offset: i64,
     pub log_start_offset: i64,
+    /// The last stable offset when read (the first offset of the oldest open transaction).
+    pub last_stable_offset: i64,
+    /// For a `read_committed` read: the aborted transactions with records in what was read.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// A partition's log in a directory of its own.
@@ -106,6 +118,7 @@ pub struct PartitionLog {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     producers: ProducerStates,
+    txns: TxnIndex,
 }
 
 impl PartitionLog {
@@ -134,11 +147,13 @@ impl PartitionLog {
             segments.insert(*base, seg);
         }
         let log_start_offset = *segments.keys().next().unwrap_or(&0);
-        // Idempotent producers' sequences, from the batch headers.
+        // Idempotent producers' sequences and transactions, from the batch headers.
         let mut producers = ProducerStates::default();
+        let mut txns = TxnIndex::default();
         for seg in segments.values() {
-            for h in seg.headers().map_err(io_err(dir))? {
+            for (h, marker) in seg.headers().map_err(io_err(dir))? {
                 producers.record(&h, h.base_offset);
+                txns.record(&h, marker);
             }
         }
         Ok(PartitionLog {
@@ -147,6 +162,7 @@ impl PartitionLog {
             segments,
             log_start_offset,
             producers,
+            txns,
         })
     }
 
@@ -193,6 +209,11 @@ impl PartitionLog {
             };
             let mut next = self.log_end_offset();
             for (_, h) in &batches {
+                if h.is_control() {
+                    return Err(LogError::ControlBatchFromClient {
+                        producer_id: h.producer_id,
+                    });
+                }
                 let states = scratch.as_ref().unwrap_or(&self.producers);
                 let check = states.check(h);
                 match check {
@@ -241,6 +262,7 @@ impl PartitionLog {
                     let dir = self.dir.clone();
                     self.active().append(bytes, &h).map_err(io_err(&dir))?;
                     self.producers.record(&h, next);
+                    self.txns.record(&h, None);
                     first.get_or_insert(next);
                     last = h.last_offset();
                 }
@@ -251,6 +273,59 @@ impl PartitionLog {
             last_offset: last,
             duplicate: all_duplicates,
         })
+    }
+
+    /// Ends `producer_id`'s transaction in this partition with a control batch (written by the
+    /// transaction coordinator). Returns the marker's offset.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        timestamp_ms: i64,
+    ) -> Result<i64, LogError> {
+        let mut batch = build_control_batch(timestamp_ms, producer_id, producer_epoch, marker, 0);
+        self.maybe_roll(batch.len() as u64)?;
+        let offset = self.log_end_offset();
+        crate::batch::set_base_offset(&mut batch, offset);
+        let h = crate::batch::validate(&batch).map_err(LogError::Batch)?;
+        debug_assert_eq!(control_marker(&batch), Some(marker));
+        let dir = self.dir.clone();
+        self.active().append(&batch, &h).map_err(io_err(&dir))?;
+        self.producers.record(&h, offset);
+        self.txns.record(&h, Some(marker));
+        Ok(offset)
+    }
+
+    /// The last stable offset: `read_committed` consumers read up to it.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.txns.last_stable_offset(self.log_end_offset())
+    }
+
+    /// True if `producer_id` has a transaction open in this partition.
+    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
+        self.txns.is_ongoing(producer_id)
+    }
+
+    /// A `read_committed` read: whole batches below the last stable offset, with the aborted
+    /// transactions among them (their records are to be skipped by the consumer).
+    pub fn read_committed(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+        let mut r = self.read(offset, max_bytes)?;
+        let lso = r.last_stable_offset;
+        let mut keep = 0;
+        let mut next = offset;
+        let mut rest = r.bytes.as_slice();
+        while let Ok(h) = crate::BatchHeader::parse(rest) {
+            if h.base_offset >= lso || h.total_bytes() > rest.len() {
+                break;
+            }
+            keep += h.total_bytes();
+            next = h.last_offset() + 1;
+            rest = &rest[h.total_bytes()..];
+        }
+        r.bytes.truncate(keep);
+        r.aborted = self.txns.aborted_between(offset, next.max(offset));
+        Ok(r)
     }
 
     fn maybe_roll(&mut self, incoming: u64) -> Result<(), LogError> {
@@ -308,6 +383,8 @@ impl PartitionLog {
             bytes,
             log_end_offset: end,
             log_start_offset: self.log_start_offset,
+            last_stable_offset: self.txns.last_stable_offset(end),
+            aborted: Vec::new(),
         })
     }
 
@@ -373,6 +450,7 @@ impl PartitionLog {
                 deleted += 1;
             }
             self.log_start_offset = *self.segments.keys().next().unwrap_or(&0);
+            self.txns.truncate_before(self.log_start_offset);
         }
         Ok(deleted)
     }
@@ -551,6 +629,52 @@ mod tests {
                 proptest::prop_assert_eq!(next, Some(model.len() as i64));
             }
         }
+    }
+
+    #[test]
+    fn transactions_survive_a_reopen_and_bound_read_committed() {
+        use crate::batch::{build_transactional_batch, Marker};
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        log.append(&build_batch(0, &[(None, b"plain")])).unwrap(); // 0
+        log.append(&build_transactional_batch(0, &[(None, b"t1")], 5, 0, 0))
+            .unwrap(); // 1
+        log.append(&build_transactional_batch(0, &[(None, b"t2")], 6, 0, 0))
+            .unwrap(); // 2
+        assert_eq!(log.last_stable_offset(), 1);
+        let r = log.read_committed(0, 1 << 20).unwrap();
+        assert_eq!(offsets_of(&r.bytes), vec![0]);
+        log.append_marker(5, 0, Marker::Abort, 0).unwrap(); // 3
+        assert_eq!(log.last_stable_offset(), 2);
+        // A client may not write markers.
+        let forged = crate::batch::build_control_batch(0, 6, 0, Marker::Commit, 0);
+        assert!(matches!(
+            log.append(&forged),
+            Err(LogError::ControlBatchFromClient { .. })
+        ));
+        drop(log);
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).unwrap();
+        assert_eq!(
+            log.last_stable_offset(),
+            2,
+            "the open transaction is found again"
+        );
+        assert!(log.has_open_transaction(6));
+        log.append_marker(6, 0, Marker::Commit, 0).unwrap(); // 4
+        let r = log.read_committed(0, 1 << 20).unwrap();
+        assert_eq!(r.last_stable_offset, 5);
+        assert_eq!(offsets_of(&r.bytes), vec![0, 1, 2, 3, 4]);
+        assert_eq!(r.aborted.len(), 1);
+        assert_eq!(
+            (r.aborted[0].producer_id, r.aborted[0].first_offset),
+            (5, 1)
+        );
+        // A zombie of producer 5 with the old epoch is fenced by a marker of a newer epoch.
+        log.append_marker(5, 1, Marker::Abort, 0).unwrap();
+        assert!(matches!(
+            log.append(&build_transactional_batch(0, &[(None, b"z")], 5, 0, 1)),
+            Err(LogError::ProducerFenced { .. })
+        ));
     }
 
     #[test]

@@ -74,6 +74,10 @@ impl ProducerStates {
                 }
             };
         }
+        if entry.batches.is_empty() {
+            // Known only from a transaction marker: its sequences here are not remembered.
+            return SequenceCheck::Append;
+        }
         let last = last_sequence(h);
         if let Some(b) = entry
             .batches
@@ -102,6 +106,16 @@ impl ProducerStates {
 
     /// Records a batch that was appended with these offsets.
     pub fn record(&mut self, h: &BatchHeader, base_offset: i64) {
+        if h.is_control() && h.producer_id >= 0 {
+            // A transaction marker written with a newer epoch fences the producer's older
+            // epochs here too; its sequences start again from 0.
+            let entry = self.producers.entry(h.producer_id).or_default();
+            if h.producer_epoch > entry.epoch {
+                entry.epoch = h.producer_epoch;
+                entry.batches.clear();
+            }
+            return;
+        }
         if h.producer_id < 0 || h.base_sequence < 0 {
             return;
         }

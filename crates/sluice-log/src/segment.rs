@@ -2,7 +2,7 @@
 //! time index. Files are named by the base offset, as Kafka names them
 //! (`00000000000000000000.log`, `.index`, `.timeindex`).
 
-use crate::batch::{validate, BatchHeader, BATCH_HEADER_BYTES};
+use crate::batch::{control_marker, validate, BatchHeader, Marker, BATCH_HEADER_BYTES};
 use crate::index::SparseIndex;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -162,16 +162,25 @@ impl Segment {
         Ok(())
     }
 
-    /// The header of every batch, in order (to rebuild state kept beside the log).
-    pub fn headers(&self) -> io::Result<Vec<BatchHeader>> {
+    /// The header of every batch, in order, with the marker of each control batch (to rebuild
+    /// the state kept beside the log: producers and transactions).
+    pub fn headers(&self) -> io::Result<Vec<(BatchHeader, Option<Marker>)>> {
         let mut out = Vec::new();
         let mut pos = 0u64;
         while let Some(h) = self.header_at(pos)? {
+            let start = pos;
             pos += h.total_bytes() as u64;
             if pos > self.size {
                 break;
             }
-            out.push(h);
+            let marker = if h.is_control() {
+                let mut batch = vec![0u8; h.total_bytes()];
+                self.file.read_exact_at(&mut batch, start)?;
+                control_marker(&batch)
+            } else {
+                None
+            };
+            out.push((h, marker));
         }
         Ok(out)
     }

@@ -1,8 +1,10 @@
 //! Exactly-once under crashes: a job reads Kafka (two partitions, filled while it runs) and
-//! writes a windowed aggregate to a filesystem sink and to PostgreSQL (`jdbc`, append-only, so
-//! a duplicate would show). It is killed with SIGKILL at random moments and started again
-//! each time; it resumes from its latest checkpoint. Its final output must equal that of one
-//! uninterrupted run, row for row: none lost, none twice.
+//! writes a windowed aggregate to a filesystem sink, to PostgreSQL (`jdbc`, append-only, so
+//! a duplicate would show) and to a Kafka topic in transactions (read back with
+//! `isolation.level=read_committed`). It is killed with SIGKILL at random moments and started
+//! again each time; it resumes from its latest checkpoint. Its final output must equal that of
+//! one uninterrupted run, row for row: none lost, none twice. A second test restarts the
+//! broker under a running job.
 
 mod common;
 
@@ -17,7 +19,8 @@ const ROUNDS: usize = 300;
 const SENSORS: usize = 4;
 const KILLS: usize = 20;
 
-/// The job: tumbling 1-second windows per sensor, to files and to PostgreSQL.
+/// The job: tumbling 1-second windows per sensor, to files, to PostgreSQL and to the topic
+/// `<name>-out` (exactly-once, transactional ids prefixed with the name).
 fn script(bootstrap: &str, out_dir: &Path, table: &str, name: &str) -> String {
     let per_partition = ROUNDS * SENSORS;
     format!(
@@ -41,12 +44,20 @@ CREATE TABLE files (sensor STRING, window_start TIMESTAMP(3), readings BIGINT, t
 CREATE TABLE db (sensor STRING, window_start TIMESTAMP(3), readings BIGINT, total INT) WITH (
   'connector' = 'jdbc', 'url' = '{URL}', 'table-name' = '{table}', 'username' = 'postgres'
 );
+CREATE TABLE topic (sensor STRING, window_start TIMESTAMP(3), readings BIGINT, total INT) WITH (
+  'connector' = 'kafka', 'topic' = '{name}-out',
+  'properties.bootstrap.servers' = '{bootstrap}',
+  'format' = 'json',
+  'sink.delivery-guarantee' = 'exactly-once',
+  'sink.transactional-id-prefix' = '{name}'
+);
 CREATE TEMPORARY VIEW per_second AS
 SELECT sensor, window_start, COUNT(*) AS readings, SUM(temperature) AS total
 FROM TABLE(TUMBLE(TABLE readings, DESCRIPTOR(ts), INTERVAL '1' SECOND))
 GROUP BY sensor, window_start, window_end;
 INSERT INTO files SELECT * FROM per_second;
 INSERT INTO db SELECT * FROM per_second;
+INSERT INTO topic SELECT * FROM per_second;
 ",
         out = out_dir.display()
     )
@@ -98,6 +109,31 @@ fn file_rows(dir: &Path) -> Vec<String> {
         let text = std::fs::read_to_string(e.path()).unwrap();
         rows.extend(text.lines().map(String::from));
     }
+    rows.sort();
+    rows
+}
+
+/// The records of `topic` a `read_committed` consumer (kcat) sees, sorted.
+fn topic_rows(bootstrap: &str, topic: &str) -> Vec<String> {
+    let out = kcat(
+        &[
+            "-C",
+            "-b",
+            bootstrap,
+            "-t",
+            topic,
+            "-e",
+            "-q",
+            "-X",
+            "isolation.level=read_committed",
+        ],
+        "",
+    );
+    let mut rows: Vec<String> = out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     rows.sort();
     rows
 }
@@ -217,5 +253,91 @@ fn killed_jobs_resume_with_exactly_once_output() {
         table_rows("crash_out"),
         expected,
         "PostgreSQL: rows lost or duplicated"
+    );
+    let expected = topic_rows(&bootstrap, "crash-reference-out");
+    assert_eq!(expected.len(), 30 * SENSORS);
+    let got = topic_rows(&bootstrap, "crash-test-out");
+    assert_eq!(got.len(), expected.len(), "Kafka: rows lost or duplicated");
+    assert_eq!(got, expected, "Kafka: rows differ");
+}
+
+/// The broker is killed and restarted (same port, same data) twice while a checkpointed job
+/// reads from it and writes to it in transactions: the job rides it out, and its output
+/// equals an uninterrupted run's.
+#[test]
+fn a_job_survives_broker_restarts() {
+    ensure_postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let broker_dir = tmp.path().join("broker");
+    let port = common::free_port();
+    let mut broker = BrokerProcess::start(&broker_dir, port, &[]);
+    let bootstrap = broker.bootstrap();
+    let (ok, _, err) = common::sluice(
+        &[
+            "topics",
+            "create",
+            "readings",
+            "--partitions",
+            "2",
+            "-b",
+            &bootstrap,
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    for t in ["restart_out", "restart_expected"] {
+        psql(&format!(
+            "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (sensor text, window_start timestamp(3), readings bigint, total int)"
+        ));
+    }
+    let data_arg = tmp.path().join("state").display().to_string();
+    let out_dir = tmp.path().join("out");
+    let sql = script(&bootstrap, &out_dir, "restart_out", "restart-test");
+    produce_rounds(&bootstrap, 0..20);
+    let mut produced = 20;
+    let mut job = RunningJob::start_with(&sql, tmp.path(), &["--data-dir", &data_arg]);
+    for restart in 0..2 {
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until && produced < ROUNDS {
+            produce_rounds(&bootstrap, produced..produced + 2);
+            produced += 2;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(job.is_running(), "the job ended early: {}", job.stderr());
+        broker.kill();
+        std::thread::sleep(Duration::from_millis(300 + restart * 700));
+        broker = BrokerProcess::start(&broker_dir, port, &[]);
+    }
+    produce_rounds(&bootstrap, produced..ROUNDS);
+    assert!(
+        job.wait(Duration::from_secs(180)),
+        "the job did not finish after the broker restarts: {}",
+        job.stderr()
+    );
+    let expected_dir = tmp.path().join("expected");
+    let reference = script(
+        &bootstrap,
+        &expected_dir,
+        "restart_expected",
+        "restart-reference",
+    );
+    let (ok, _, err) = run_sql(&reference, &["--data-dir", &data_arg]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        file_rows(&out_dir),
+        file_rows(&expected_dir),
+        "files differ"
+    );
+    assert_eq!(
+        table_rows("restart_out"),
+        table_rows("restart_expected"),
+        "PostgreSQL rows differ"
+    );
+    let expected = topic_rows(&bootstrap, "restart-reference-out");
+    assert_eq!(expected.len(), 30 * SENSORS);
+    assert_eq!(
+        topic_rows(&bootstrap, "restart-test-out"),
+        expected,
+        "Kafka rows differ"
     );
 }

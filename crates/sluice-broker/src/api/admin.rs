@@ -193,6 +193,14 @@ fn configs(broker: &Broker, resource_type: i8, topic: &str) -> Vec<(&'static str
             ("log.segment.bytes", log.segment_bytes.to_string()),
             ("num.partitions", c.default_partitions.to_string()),
             ("socket.request.max.bytes", c.max_request_bytes.to_string()),
+            (
+                "transaction.max.timeout.ms",
+                c.transaction_max_timeout.as_millis().to_string(),
+            ),
+            (
+                "transactional.id.expiration.ms",
+                c.transactional_id_expiration.as_millis().to_string(),
+            ),
         ],
     }
 }

@@ -4,13 +4,17 @@
 use crate::errors;
 use crate::Broker;
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use std::time::Duration;
 
 fn read_all(broker: &Broker, r: &FetchRequest) -> (FetchResponse, usize) {
     let mut resp = FetchResponse::default();
     let mut total = 0usize;
+    let read_committed = r.isolation_level == 1;
     let max_bytes = if r.max_bytes > 0 {
         r.max_bytes as usize
     } else {
@@ -33,11 +37,24 @@ fn read_all(broker: &Broker, r: &FetchRequest) -> (FetchResponse, usize) {
                     // exceed the limits by one batch, as in Kafka.
                     let room = max_bytes.saturating_sub(total);
                     let limit = (p.partition_max_bytes.max(1) as usize).min(room).max(1);
-                    match part.read(p.fetch_offset, limit) {
+                    let read = if read_committed {
+                        part.read_committed(p.fetch_offset, limit)
+                    } else {
+                        part.read(p.fetch_offset, limit)
+                    };
+                    match read {
                         Ok(read) => {
                             pd.high_watermark = read.log_end_offset;
-                            pd.last_stable_offset = read.log_end_offset;
+                            pd.last_stable_offset = read.last_stable_offset;
                             pd.log_start_offset = read.log_start_offset;
+                            if read_committed {
+                                let aborted = read.aborted.iter().map(|a| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(a.producer_id))
+                                        .with_first_offset(a.first_offset)
+                                });
+                                pd.aborted_transactions = Some(aborted.collect());
+                            }
                             if !read.bytes.is_empty()
                                 && (total == 0 || total + read.bytes.len() <= max_bytes)
                             {

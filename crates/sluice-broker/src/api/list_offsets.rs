@@ -14,6 +14,8 @@ const EARLIEST: i64 = -2;
 /// Answers a ListOffsets request.
 pub fn handle(broker: &Broker, r: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
+    // read_committed consumers see the latest offset as the last stable offset.
+    let read_committed = r.isolation_level == 1;
     for topic in r.topics {
         let name = topic.name.0.to_string();
         let mut t = ListOffsetsTopicResponse::default().with_name(topic.name.clone());
@@ -25,6 +27,7 @@ pub fn handle(broker: &Broker, r: ListOffsetsRequest) -> ListOffsetsResponse {
             match broker.topics.partition(&name, p.partition_index) {
                 None => pr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(part) => match p.timestamp {
+                    LATEST if read_committed => pr.offset = part.last_stable_offset(),
                     LATEST => pr.offset = part.log_end_offset(),
                     EARLIEST => pr.offset = part.log_start_offset(),
                     ts if ts >= 0 => match part.offset_for_timestamp(ts) {

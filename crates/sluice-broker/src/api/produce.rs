@@ -38,20 +38,25 @@ pub fn append(broker: &Broker, r: ProduceRequest) -> PendingProduce {
             match (broker.topics.partition(&name, p.index), p.records) {
                 (None, _) => pr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,
                 (Some(_), None) => pr.error_code = errors::INVALID_RECORD,
-                (Some(part), Some(records)) => match part.append(&records) {
-                    Ok(info) => {
-                        pr.base_offset = info.base_offset;
-                        pr.log_start_offset = part.log_start_offset();
-                        if all && part.fsync_on_ack {
-                            waits.push((ti, pi, broker.flusher.request(part)));
+                (Some(part), Some(records)) => {
+                    match check_transaction(broker, &name, p.index, &records).and_then(|()| {
+                        part.append(&records)
+                            .map_err(|e| (errors::of_log_error(&e), e.to_string()))
+                    }) {
+                        Ok(info) => {
+                            pr.base_offset = info.base_offset;
+                            pr.log_start_offset = part.log_start_offset();
+                            if all && part.fsync_on_ack {
+                                waits.push((ti, pi, broker.flusher.request(part)));
+                            }
+                        }
+                        Err((code, message)) => {
+                            tracing::info!(topic = %name, partition = p.index, error = %message, "produce refused");
+                            pr.error_code = code;
+                            pr.error_message = Some(StrBytes::from_string(message));
                         }
                     }
-                    Err(e) => {
-                        tracing::info!(topic = %name, partition = p.index, error = %e, "produce refused");
-                        pr.error_code = errors::of_log_error(&e);
-                        pr.error_message = Some(StrBytes::from_string(e.to_string()));
-                    }
-                },
+                }
             }
             t.partition_responses.push(pr);
         }
@@ -63,6 +68,32 @@ pub fn append(broker: &Broker, r: ProduceRequest) -> PendingProduce {
         waits,
         acks: r.acks,
     }
+}
+
+/// A transactional producer may write only to partitions of its open transaction, with its
+/// current epoch (checked on the first batch: a request's batches share their producer).
+fn check_transaction(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+) -> Result<(), (i16, String)> {
+    let Ok(h) = sluice_log::BatchHeader::parse(records) else {
+        return Ok(()); // the append reports what is wrong with the batch
+    };
+    if !h.is_transactional() || h.is_control() {
+        return Ok(());
+    }
+    broker
+        .transactions
+        .check_produce(h.producer_id, h.producer_epoch, topic, partition)
+        .map_err(|code| {
+            let message = format!(
+                "producer {} (epoch {}) has no open transaction holding {topic}-{partition}",
+                h.producer_id, h.producer_epoch
+            );
+            (code, message)
+        })
 }
 
 impl PendingProduce {

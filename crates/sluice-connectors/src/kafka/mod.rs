@@ -9,6 +9,7 @@
 mod options;
 mod sink;
 mod source;
+pub mod txn_admin;
 
 pub use options::{client_config, KafkaOptions, LogContext};
 

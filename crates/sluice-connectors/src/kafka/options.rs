@@ -117,6 +117,23 @@ pub struct KafkaOptions {
     pub partitioner: Partitioner,
     /// True for `upsert-kafka`.
     pub upsert: bool,
+    /// `sink.delivery-guarantee`.
+    pub delivery: DeliveryGuarantee,
+    /// `sink.transactional-id-prefix` (required for exactly-once).
+    pub transactional_id_prefix: Option<String>,
+}
+
+/// What a Kafka sink promises about its records (`sink.delivery-guarantee`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryGuarantee {
+    /// Records are sent and not waited for.
+    None,
+    /// Every record is acknowledged before a checkpoint completes; a restore may write some
+    /// again.
+    AtLeastOnce,
+    /// Records are written in Kafka transactions committed when their checkpoint completes;
+    /// `read_committed` consumers see each once.
+    ExactlyOnce,
 }
 
 fn config_error(owner: &str, message: String) -> SluiceError {
@@ -506,11 +523,41 @@ impl KafkaOptions {
                 "'scan.topic-partition-discovery.interval' is not supported yet: a source reads the partitions that exist when the job starts".into(),
             ));
         }
-        if let Some(g) = options.get("sink.delivery-guarantee") {
-            if !["at-least-once", "none"].contains(&g) {
+        let delivery = match options.get("sink.delivery-guarantee").unwrap_or("at-least-once") {
+            "at-least-once" => DeliveryGuarantee::AtLeastOnce,
+            "exactly-once" => DeliveryGuarantee::ExactlyOnce,
+            "none" => DeliveryGuarantee::None,
+            other => {
                 return Err(config_error(
                     &owner,
-                    format!("option 'sink.delivery-guarantee' = '{g}' is not supported yet (Sluice cannot write Kafka transactions yet); use at-least-once (flushed on every checkpoint) or none"),
+                    format!("option 'sink.delivery-guarantee' has value '{other}', expected exactly-once, at-least-once or none"),
+                ))
+            }
+        };
+        let transactional_id_prefix = options
+            .get("sink.transactional-id-prefix")
+            .map(str::to_string);
+        if delivery == DeliveryGuarantee::ExactlyOnce {
+            match &transactional_id_prefix {
+                None => {
+                    return Err(config_error(
+                        &owner,
+                        "'sink.delivery-guarantee' = 'exactly-once' needs 'sink.transactional-id-prefix', a prefix of the transactional ids unique to this job among all jobs writing to the cluster".into(),
+                    ))
+                }
+                Some(p) if p.is_empty() => {
+                    return Err(config_error(
+                        &owner,
+                        "option 'sink.transactional-id-prefix' must not be empty".into(),
+                    ))
+                }
+                Some(_) => {}
+            }
+            if upsert {
+                // Flink's upsert-kafka sink has no exactly-once mode either.
+                return Err(config_error(
+                    &owner,
+                    "the upsert-kafka sink does not take 'sink.delivery-guarantee' = 'exactly-once' (as in Flink); its upserts are idempotent by key".into(),
                 ));
             }
         }
@@ -531,6 +578,8 @@ impl KafkaOptions {
             value_columns,
             partitioner,
             upsert,
+            delivery,
+            transactional_id_prefix,
         })
     }
 

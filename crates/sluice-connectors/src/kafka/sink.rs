@@ -1,8 +1,24 @@
 //! The Kafka sink: each subtask writes with one librdkafka producer; a record's key and value
 //! are encoded with the table's formats. `upsert-kafka` writes `+I`/`+U` as upserts and `-D`
 //! as tombstones (an empty value), and leaves `-U` out, as Flink does.
+//!
+//! `sink.delivery-guarantee`:
+//! - `at-least-once` (the default): every record is acknowledged before a checkpoint counts;
+//! - `none`: records are sent and not waited for;
+//! - `exactly-once`: two-phase commit with Kafka transactions, as Flink's `KafkaSink`. Each
+//!   subtask writes in a transaction of its own with transactional id
+//!   `<prefix>-<subtask>-<n>`, where `n` is one more than the checkpoint before it. At a
+//!   barrier the transaction is flushed (pre-committed) and kept open, its id goes into the
+//!   checkpoint, and a new producer starts the next one; when the checkpoint completes, the
+//!   transaction commits. On restore, transactions of the checkpoint that are still open are
+//!   committed through [`TxnAdmin`] with the producer id and epoch their coordinator reports
+//!   (librdkafka cannot resume another producer's transaction), and every other open
+//!   transaction of the subtask's ids is aborted by fencing its id.
 
-use super::options::{client_config, KafkaOptions, LogContext, Partitioner, Topics};
+use super::options::{
+    client_config, DeliveryGuarantee, KafkaOptions, LogContext, Partitioner, Topics,
+};
+use super::txn_admin::TxnAdmin;
 use crate::format::{self, LineEncoder};
 use arrow::record_batch::RecordBatch;
 use rdkafka::error::KafkaError;
@@ -19,6 +35,14 @@ use std::time::Duration;
 /// `message.timeout.ms`).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How long a transaction request (init, commit, abort) may take.
+const TXN_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `transaction.timeout.ms` unless the table sets `properties.transaction.timeout.ms`: the
+/// default `transaction.max.timeout.ms` of Kafka brokers (and of `sluice broker`), so that a
+/// crashed job has 15 minutes to come back and commit what its last checkpoint holds.
+const DEFAULT_TRANSACTION_TIMEOUT_MS: i32 = 15 * 60 * 1000;
+
 pub(super) fn factory(spec: SinkSpec, options: KafkaOptions) -> Result<Arc<dyn OperatorFactory>> {
     let value_schema = options.value_schema(&spec.schema);
     let key_schema = options.key_schema(&spec.schema);
@@ -31,13 +55,26 @@ pub(super) fn factory(spec: SinkSpec, options: KafkaOptions) -> Result<Arc<dyn O
     if let Some(k) = &options.key_format {
         format::encoder(k, key_schema, &options.key_format_options, &spec.time_zone)?;
     }
-    drop(producer(&options, 0)?);
+    drop(producer(&options, 0, None)?);
     Ok(Arc::new(KafkaSinkFactory { spec, options }))
 }
 
-fn producer(options: &KafkaOptions, subtask: usize) -> Result<ThreadedProducer<SinkContext>> {
+fn producer(
+    options: &KafkaOptions,
+    subtask: usize,
+    transactional_id: Option<&str>,
+) -> Result<ThreadedProducer<SinkContext>> {
     let mut c = client_config(options);
     c.set("client.id", format!("sluice-sink-{subtask}"));
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id);
+        if !options.properties.contains_key("transaction.timeout.ms") {
+            c.set(
+                "transaction.timeout.ms",
+                DEFAULT_TRANSACTION_TIMEOUT_MS.to_string(),
+            );
+        }
+    }
     if !options.properties.contains_key("partitioner") {
         // The Java client's key hash, so that keys land where Flink and Kafka Streams put them.
         c.set("partitioner", "murmur2_random");
@@ -99,10 +136,40 @@ impl OperatorFactory for KafkaSinkFactory {
 
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
         let o = &self.options;
-        let producer = producer(o, ctx.subtask_index)?;
-        let failure = producer.context().failure.clone();
+        let (producer, txn) = match (o.delivery, &o.transactional_id_prefix) {
+            (DeliveryGuarantee::ExactlyOnce, Some(prefix)) => {
+                if !ctx.checkpointing {
+                    return Err(SluiceError::Config(format!(
+                        "{}: 'sink.delivery-guarantee' = 'exactly-once' commits its transactions when checkpoints complete; enable checkpoints with SET 'execution.checkpointing.interval' = '10s' (or use at-least-once)",
+                        o.owner
+                    )));
+                }
+                let timeout_ms = o
+                    .properties
+                    .get("transaction.timeout.ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(DEFAULT_TRANSACTION_TIMEOUT_MS);
+                let txn = Transactions {
+                    id_prefix: format!("{prefix}-{}-", ctx.subtask_index),
+                    admin: TxnAdmin::new(&o.bootstrap_servers, &o.owner),
+                    timeout_ms,
+                    current: None,
+                    precommitted: Vec::new(),
+                    last_checkpoint: 0,
+                    recovered: false,
+                    ended: false,
+                };
+                (None, Some(txn))
+            }
+            _ => (Some(producer(o, ctx.subtask_index, None)?), None),
+        };
+        let failure = match &producer {
+            Some(p) => p.context().failure.clone(),
+            None => Arc::new(Mutex::new(None)),
+        };
         Ok(Box::new(KafkaSink {
             producer,
+            txn,
             failure,
             topic: self.topic(),
             value_encoder: format::encoder(
@@ -141,7 +208,12 @@ impl KafkaSinkFactory {
 }
 
 struct KafkaSink {
-    producer: ThreadedProducer<SinkContext>,
+    /// The producer records go to: for exactly-once, the one of the open transaction (created
+    /// on first use, after recovery).
+    producer: Option<ThreadedProducer<SinkContext>>,
+    /// Exactly-once state.
+    txn: Option<Transactions>,
+    /// The first delivery failure of the current producer.
     failure: Arc<Mutex<Option<String>>>,
     topic: String,
     value_encoder: Box<dyn LineEncoder>,
@@ -178,15 +250,153 @@ fn encode_rows(
     Ok(out)
 }
 
+/// Commits a producer's transaction, retrying what librdkafka calls retriable (a coordinator
+/// that is moving or restarting) until [`TXN_REQUEST_TIMEOUT`].
+fn commit(p: &ThreadedProducer<SinkContext>) -> std::result::Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + TXN_REQUEST_TIMEOUT;
+    loop {
+        match p.commit_transaction(TXN_REQUEST_TIMEOUT) {
+            Err(KafkaError::Transaction(e))
+                if e.is_retriable() && std::time::Instant::now() < deadline =>
+            {
+                tracing::info!("retrying a transaction commit: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn check_failure(failure: &Mutex<Option<String>>, owner: &str, topic: &str) -> Result<()> {
+    if let Ok(slot) = failure.lock() {
+        if let Some(e) = slot.as_ref() {
+            return Err(SluiceError::Runtime(format!(
+                "{owner}: a record could not be written to topic '{topic}': {e}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The exactly-once state of a subtask.
+struct Transactions {
+    /// `<prefix>-<subtask>-`; the transaction after checkpoint `n` is `<id_prefix><n+1>`.
+    id_prefix: String,
+    admin: TxnAdmin,
+    timeout_ms: i32,
+    /// The id of the open transaction the producer writes in.
+    current: Option<String>,
+    /// Flushed transactions waiting for their checkpoint: (checkpoint, id, producer).
+    precommitted: Vec<(u64, String, ThreadedProducer<SinkContext>)>,
+    /// The last checkpoint taken or restored.
+    last_checkpoint: u64,
+    /// True once the transactions of an earlier run were committed or aborted.
+    recovered: bool,
+    /// True after the end of the input committed everything.
+    ended: bool,
+}
+
+impl Transactions {
+    fn error(&self, owner: &str, what: &str, id: &str, e: impl std::fmt::Display) -> SluiceError {
+        SluiceError::Runtime(format!("{owner}: {what} transaction '{id}': {e}"))
+    }
+
+    /// Commits what a restored checkpoint pre-committed (if still open), then aborts every
+    /// other open transaction of this subtask's ids: they hold records no checkpoint covers.
+    fn recover(&mut self, owner: &str, pending: &[(u64, String)]) -> Result<()> {
+        for (checkpoint, id) in pending {
+            match self.admin.describe(id)? {
+                Some(d) if d.state == "Ongoing" || d.state == "PrepareCommit" => {
+                    self.admin.commit(id, d.producer_id, d.producer_epoch)?;
+                    tracing::info!("{owner}: committed transaction '{id}' of checkpoint {checkpoint} after a restore");
+                }
+                Some(d) if d.state == "CompleteCommit" || d.state == "Empty" => {}
+                Some(d) => {
+                    let message = format!(
+                        "{owner}: transaction '{id}' of checkpoint {checkpoint} is {} and cannot be committed: its records are lost (did it outlive 'transaction.timeout.ms' = {} ms?)",
+                        d.state, self.timeout_ms
+                    );
+                    tracing::error!("{message}");
+                    eprintln!("warning: {message}");
+                }
+                None => {
+                    let message = format!("{owner}: transaction '{id}' of checkpoint {checkpoint} is unknown to the cluster (expired?); its records are lost");
+                    tracing::error!("{message}");
+                    eprintln!("warning: {message}");
+                }
+            }
+        }
+        for id in self.admin.open_transactions(&self.id_prefix)? {
+            let ours = id[self.id_prefix.len()..].parse::<u64>().is_ok();
+            if ours {
+                self.admin.fence(&id, self.timeout_ms)?;
+                tracing::info!("{owner}: aborted lingering transaction '{id}'");
+            }
+        }
+        self.recovered = true;
+        Ok(())
+    }
+}
+
 impl KafkaSink {
     fn check_failure(&self) -> Result<()> {
-        if let Ok(slot) = self.failure.lock() {
-            if let Some(e) = slot.as_ref() {
-                return Err(SluiceError::Runtime(format!(
-                    "{}: a record could not be written to topic '{}': {e}",
-                    self.options.owner, self.topic
-                )));
-            }
+        check_failure(&self.failure, &self.options.owner, &self.topic)
+    }
+
+    /// The producer to write with; for exactly-once, recovers the transactions of an earlier
+    /// run first and opens a transaction.
+    fn producer(&mut self) -> Result<&ThreadedProducer<SinkContext>> {
+        if self.producer.is_none() {
+            self.begin_transaction()?;
+        }
+        self.producer.as_ref().ok_or_else(|| {
+            SluiceError::Runtime(format!(
+                "{}: the Kafka sink has no producer",
+                self.options.owner
+            ))
+        })
+    }
+
+    /// Starts the transaction that follows the last checkpoint, with a producer of its own.
+    fn begin_transaction(&mut self) -> Result<()> {
+        let owner = self.options.owner.clone();
+        let Some(txn) = self.txn.as_mut() else {
+            self.producer = Some(producer(&self.options, self.subtask, None)?);
+            return Ok(());
+        };
+        if txn.ended {
+            return Err(SluiceError::Runtime(format!(
+                "{owner}: records after the end of the input"
+            )));
+        }
+        if !txn.recovered {
+            txn.recover(&owner, &[])?;
+        }
+        let id = format!("{}{}", txn.id_prefix, txn.last_checkpoint + 1);
+        let p = producer(&self.options, self.subtask, Some(&id))?;
+        p.init_transactions(TXN_REQUEST_TIMEOUT)
+            .map_err(|e| txn.error(&owner, "cannot start", &id, e))?;
+        p.begin_transaction()
+            .map_err(|e| txn.error(&owner, "cannot begin", &id, e))?;
+        self.failure = p.context().failure.clone();
+        txn.current = Some(id);
+        self.producer = Some(p);
+        Ok(())
+    }
+
+    /// Commits the pre-committed transactions of checkpoints up to `checkpoint`.
+    fn commit_up_to(&mut self, checkpoint: u64) -> Result<()> {
+        let owner = self.options.owner.clone();
+        let Some(txn) = self.txn.as_mut() else {
+            return Ok(());
+        };
+        while txn
+            .precommitted
+            .first()
+            .is_some_and(|(c, _, _)| *c <= checkpoint)
+        {
+            let (_, id, p) = txn.precommitted.remove(0);
+            commit(&p).map_err(|e| txn.error(&owner, "cannot commit", &id, e))?;
         }
         Ok(())
     }
@@ -195,10 +405,11 @@ impl KafkaSink {
         if let Some(n) = self.partitions {
             return Ok(n);
         }
+        let topic = self.topic.clone();
         let metadata = self
-            .producer
+            .producer()?
             .client()
-            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
             .map_err(|e| {
                 SluiceError::Runtime(format!(
                     "{}: cannot read the partitions of topic '{}' from '{}': {e}",
@@ -231,6 +442,7 @@ impl KafkaSink {
                 Some((self.round_robin % n as usize) as i32)
             }
         };
+        self.producer()?;
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic);
         if let Some(k) = key {
             record = record.key(k);
@@ -241,14 +453,21 @@ impl KafkaSink {
         if let Some(p) = partition {
             record = record.partition(p);
         }
+        let Some(producer) = self.producer.as_ref() else {
+            return Err(SluiceError::Runtime(format!(
+                "{}: the Kafka sink has no producer",
+                self.options.owner
+            )));
+        };
+        let failure = producer.context().failure.clone();
         loop {
-            match self.producer.send(record) {
+            match producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     // Backpressure: wait for the brokers to take some.
                     record = r;
                     std::thread::sleep(Duration::from_millis(5));
-                    self.check_failure()?;
+                    check_failure(&failure, &self.options.owner, &self.topic)?;
                 }
                 Err((e, _)) => {
                     return Err(SluiceError::Runtime(format!(
@@ -307,23 +526,113 @@ impl Operator for KafkaSink {
     }
 
     /// At-least-once: every record sent before the barrier is acknowledged before the
-    /// checkpoint counts, as Flink's Kafka sink flushes on checkpoints.
+    /// checkpoint counts, as Flink's Kafka sink flushes on checkpoints. Exactly-once: the
+    /// open transaction is flushed and kept for the checkpoint's completion, and the next
+    /// one begins.
     fn snapshot_state(
         &mut self,
-        _checkpoint: sluice_common::CheckpointId,
-        _state: &mut sluice_engine::StateWriter,
+        checkpoint: sluice_common::CheckpointId,
+        state: &mut sluice_engine::StateWriter,
     ) -> Result<()> {
-        self.flush()
+        let n = checkpoint;
+        self.flush()?;
+        let owner = self.options.owner.clone();
+        if let Some(txn) = self.txn.as_mut().filter(|t| !t.ended) {
+            if !txn.recovered {
+                txn.recover(&owner, &[])?;
+            }
+            // A subtask that wrote nothing since the last barrier has no transaction open.
+            if let Some(p) = self.producer.take() {
+                let id = txn.current.take().unwrap_or_default();
+                txn.precommitted.push((n, id, p));
+            }
+            txn.last_checkpoint = n;
+        }
+        state.put_u64(n);
+        let pending = self
+            .txn
+            .as_ref()
+            .map(|t| t.precommitted.as_slice())
+            .unwrap_or(&[]);
+        state.put_u64(pending.len() as u64);
+        for (c, id, _) in pending {
+            state.put_u64(*c);
+            state.put_str(id);
+        }
+        // The next transaction begins with the next record.
+        Ok(())
     }
 
+    fn restore_state(&mut self, state: &mut sluice_engine::StateReader<'_>) -> Result<()> {
+        let n = state.u64()?;
+        let count = state.count()?;
+        let mut pending = Vec::with_capacity(count.min(1 << 16));
+        for _ in 0..count {
+            let c = state.u64()?;
+            pending.push((c, state.str()?.to_string()));
+        }
+        let owner = self.options.owner.clone();
+        match self.txn.as_mut() {
+            Some(txn) => {
+                txn.last_checkpoint = n;
+                txn.recover(&owner, &pending)?;
+            }
+            None if !pending.is_empty() => {
+                // The sink was exactly-once when the checkpoint was taken.
+                let message = format!("{owner}: the checkpoint holds {} Kafka transactions of an exactly-once sink, but the sink is no longer exactly-once; they are left to time out", pending.len());
+                tracing::warn!("{message}");
+                eprintln!("warning: {message}");
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint: sluice_common::CheckpointId,
+    ) -> Result<()> {
+        // After the end of the input, the final checkpoint commits everything.
+        let ended = self.txn.as_ref().is_some_and(|t| t.ended);
+        self.commit_up_to(if ended { u64::MAX } else { checkpoint })
+    }
+
+    /// The end of the input pre-commits the open transaction; the final checkpoint (which
+    /// holds it in this subtask's final state) commits it.
+    fn end_input(&mut self, _out: &mut Output) -> Result<()> {
+        self.flush()?;
+        if let Some(txn) = self.txn.as_mut().filter(|t| !t.ended) {
+            if let Some(p) = self.producer.take() {
+                let id = txn.current.take().unwrap_or_default();
+                txn.precommitted.push((u64::MAX, id, p));
+            }
+            txn.ended = true;
+        }
+        Ok(())
+    }
+
+    /// On cancel, exactly-once aborts the open transaction (no checkpoint holds it) and
+    /// leaves the pre-committed ones for the restore to commit.
     fn close(&mut self, _out: &mut Output) -> Result<()> {
-        self.flush()
+        if self.txn.is_none() {
+            return self.flush();
+        }
+        if let (Some(txn), Some(p)) = (self.txn.as_mut(), self.producer.take()) {
+            let id = txn.current.take().unwrap_or_default();
+            if let Err(e) = p.abort_transaction(TXN_REQUEST_TIMEOUT) {
+                tracing::warn!("{}: aborting transaction '{id}': {e}", self.options.owner);
+            }
+        }
+        Ok(())
     }
 }
 
 impl KafkaSink {
     fn flush(&mut self) -> Result<()> {
-        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| {
+        let Some(p) = self.producer.as_ref() else {
+            return Ok(());
+        };
+        p.flush(FLUSH_TIMEOUT).map_err(|e| {
             SluiceError::Runtime(format!(
                 "{}: records to topic '{}' were not all written: {e}",
                 self.options.owner, self.topic

@@ -91,6 +91,9 @@ impl Coordinator {
         let mut next_trigger = self.config.interval.map(|i| Instant::now() + i);
         loop {
             if self.finished.len() == self.subtasks.len() {
+                if self.config.enabled() && !self.handle.is_cancelled() {
+                    self.final_checkpoint(pending.take());
+                }
                 return;
             }
             let savepoint_wanted = self.shared.savepoint_requested.load(Ordering::SeqCst);
@@ -164,6 +167,33 @@ impl Coordinator {
                     last_done = Instant::now();
                 }
             }
+        }
+    }
+
+    /// Every subtask has finished: completes the checkpoint in flight (all its parts are in)
+    /// and takes the final one, made of every subtask's final state, which the subtasks wait
+    /// for before their sinks commit what the end of the input left.
+    /// If it cannot be written, the job is cancelled: the subtasks then close without
+    /// committing, and the next run restores the latest checkpoint.
+    fn final_checkpoint(&mut self, in_flight: Option<Pending>) {
+        if let Some(p) = in_flight {
+            let id = p.id;
+            if let Err(e) = self.complete(p) {
+                tracing::warn!("checkpoint {id} failed: {e}");
+            }
+        }
+        let result = match self.trigger(false) {
+            Some(p) => self.complete(p),
+            None => Err(sluice_common::SluiceError::Runtime(
+                "its directory could not be created".into(),
+            )),
+        };
+        if let Err(e) = result {
+            tracing::error!(
+                "the final checkpoint failed: {e}; stopping without committing the last output"
+            );
+            eprintln!("error: the final checkpoint failed: {e}; run the job again to finish it");
+            self.handle.cancel();
         }
     }
 
