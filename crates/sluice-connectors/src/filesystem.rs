@@ -234,7 +234,9 @@ impl SourceReader for FileReader {
             state.put_str(&p.file);
             state.put_u64(p.offset);
             state.put_u64(p.line);
-            state.put_u64(p.rows_emitted);
+            // Rows still to skip after a restore were emitted before it: a checkpoint taken
+            // before the reader got to them must count them too.
+            state.put_u64(p.rows_emitted + self.skip_rows);
         }
         Ok(())
     }

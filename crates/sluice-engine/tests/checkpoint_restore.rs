@@ -298,6 +298,25 @@ fn a_stopped_job_resumes_from_its_checkpoint_exactly_once() {
     );
     let expected = whole.rows();
     assert_eq!(expected.len() as i64, 2 * ROWS_PER_SUBTASK);
+    // The history stays beside the (deleted) checkpoints, for a dashboard or a person.
+    let history = std::fs::read_to_string(
+        tmp.path()
+            .join("whole")
+            .join("checkpoints")
+            .join("history.json"),
+    )
+    .unwrap();
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    let last = history.as_array().and_then(|h| h.last()).expect("entries");
+    assert_eq!(last["status"], "Completed", "{last}");
+    assert!(last["state_size"].as_u64().unwrap() > 0, "{last}");
+    let operators: Vec<&str> = last["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(operators, ["numbers", "sum", "collect"], "{last}");
 
     // Stopped after some checkpoints, then restored.
     let dir = tmp.path().join("stopped");

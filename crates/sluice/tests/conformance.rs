@@ -195,3 +195,340 @@ fn cases_over_kafka_match_flink() {
     assert!(ran >= 15, "only {ran} cases read JSON");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every operator's state across restores: each case runs in-process as a job whose sources hand
+// out one row at a time and which takes a checkpoint every few milliseconds. The job is stopped
+// after some checkpoints and restored from its latest one, again and again until it reaches
+// the end; its sink (the print sink replaced by a two-phase-commit collector) publishes rows
+// only for completed checkpoints. What it published must be the rows Flink produced.
+
+mod restore {
+    use sluice_common::{ChangeBatch, CheckpointId, Result, RowKind};
+    use sluice_engine::{
+        restore_point, run_job, CheckpointConfig, JobGraph, JobHandle, NodeKind, Operator,
+        OperatorFactory, Output, RestoreMode, SourceFactory, SourcePoll, SourceReader, StateReader,
+        StateWriter, SubtaskContext,
+    };
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// A source that hands out its inner source's rows one at a time, a little slowly, so
+    /// that barriers fall between any two rows.
+    pub struct OneRowAtATime(pub Arc<dyn SourceFactory>);
+    struct OneRowReader {
+        inner: Box<dyn SourceReader>,
+        rest: Option<ChangeBatch>,
+    }
+    impl SourceFactory for OneRowAtATime {
+        fn name(&self) -> String {
+            self.0.name()
+        }
+        fn is_bounded(&self) -> bool {
+            self.0.is_bounded()
+        }
+        fn produces_updates(&self) -> bool {
+            self.0.produces_updates()
+        }
+        fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn SourceReader>> {
+            Ok(Box::new(OneRowReader {
+                inner: self.0.create(ctx)?,
+                rest: None,
+            }))
+        }
+    }
+    fn kind_code(k: RowKind) -> u64 {
+        match k {
+            RowKind::Insert => 0,
+            RowKind::UpdateBefore => 1,
+            RowKind::UpdateAfter => 2,
+            RowKind::Delete => 3,
+        }
+    }
+    impl SourceReader for OneRowReader {
+        fn poll(&mut self) -> Result<SourcePoll> {
+            if let Some(b) = self.rest.take() {
+                std::thread::sleep(Duration::from_micros(300));
+                if b.num_rows() > 1 {
+                    self.rest = Some(b.slice(1, b.num_rows() - 1));
+                }
+                return Ok(SourcePoll::Batch(b.slice(0, 1)));
+            }
+            match self.inner.poll()? {
+                SourcePoll::Batch(b) if b.num_rows() > 0 => {
+                    self.rest = Some(b);
+                    self.poll()
+                }
+                other => Ok(other),
+            }
+        }
+        fn has_nothing_to_read(&self) -> bool {
+            self.inner.has_nothing_to_read()
+        }
+        fn snapshot_position(&mut self, c: CheckpointId, state: &mut StateWriter) -> Result<()> {
+            let mut inner = StateWriter::default();
+            self.inner.snapshot_position(c, &mut inner)?;
+            state.put_bytes(&inner.finish());
+            state.put_bool(self.rest.is_some());
+            if let Some(b) = &self.rest {
+                state.put_batch(&b.data)?;
+                let kinds: Vec<u64> = match &b.kinds {
+                    Some(k) => k.iter().map(|k| kind_code(*k)).collect(),
+                    None => Vec::new(),
+                };
+                state.put_u64(kinds.len() as u64);
+                for k in kinds {
+                    state.put_u64(k);
+                }
+                state.put_i64(b.split.map(i64::from).unwrap_or(-1));
+            }
+            Ok(())
+        }
+        fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+            let inner = state.bytes()?;
+            if !inner.is_empty() {
+                self.inner
+                    .restore_position(&mut StateReader::new(inner, "inner source"))?;
+            }
+            if state.bool()? {
+                let data = state.batch()?;
+                let mut kinds = Vec::new();
+                for _ in 0..state.count()? {
+                    kinds.push(match state.u64()? {
+                        1 => RowKind::UpdateBefore,
+                        2 => RowKind::UpdateAfter,
+                        3 => RowKind::Delete,
+                        _ => RowKind::Insert,
+                    });
+                }
+                let split = state.i64()?;
+                let kinds = (!kinds.is_empty()).then(|| kinds.into());
+                let mut b = ChangeBatch::new(data, kinds);
+                if split >= 0 {
+                    b = b.from_split(split as u32);
+                }
+                self.rest = Some(b);
+            }
+            Ok(())
+        }
+    }
+
+    /// Published lines by (sink subtask, checkpoint): publishing is idempotent.
+    pub type Published = Arc<Mutex<BTreeMap<(usize, CheckpointId), Vec<String>>>>;
+
+    /// The print sink's lines, published when their checkpoint completes (what the end of
+    /// the input leaves, with the final checkpoint).
+    pub struct Collect(pub Published);
+    struct CollectOp {
+        published: Published,
+        subtask: usize,
+        current: Vec<String>,
+        pending: BTreeMap<CheckpointId, Vec<String>>,
+        ended: bool,
+    }
+    impl OperatorFactory for Collect {
+        fn name(&self) -> String {
+            "collect".into()
+        }
+        fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
+            Ok(Box::new(CollectOp {
+                published: self.0.clone(),
+                subtask: ctx.subtask_index,
+                current: Vec::new(),
+                pending: BTreeMap::new(),
+                ended: false,
+            }))
+        }
+    }
+    impl CollectOp {
+        fn publish(&self, id: CheckpointId, lines: Vec<String>) {
+            if let Ok(mut p) = self.published.lock() {
+                p.entry((self.subtask, id)).or_insert(lines);
+            }
+        }
+    }
+    impl Operator for CollectOp {
+        fn process_batch(&mut self, _i: usize, b: ChangeBatch, _o: &mut Output) -> Result<()> {
+            for row in 0..b.num_rows() {
+                self.current
+                    .push(sluice_connectors::print::format_change(&b, row));
+            }
+            Ok(())
+        }
+        fn snapshot_state(&mut self, c: CheckpointId, state: &mut StateWriter) -> Result<()> {
+            if !self.ended {
+                let lines = std::mem::take(&mut self.current);
+                self.pending.insert(c, lines);
+            }
+            state.put_u64(self.pending.len() as u64);
+            for (id, lines) in &self.pending {
+                state.put_u64(*id);
+                state.put_u64(lines.len() as u64);
+                for l in lines {
+                    state.put_str(l);
+                }
+            }
+            Ok(())
+        }
+        fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+            for _ in 0..state.count()? {
+                let id = state.u64()?;
+                let mut lines = Vec::new();
+                for _ in 0..state.count()? {
+                    lines.push(state.str()?.to_string());
+                }
+                self.publish(id, lines);
+            }
+            Ok(())
+        }
+        fn notify_checkpoint_complete(&mut self, c: CheckpointId) -> Result<()> {
+            let up_to = if self.ended { CheckpointId::MAX } else { c };
+            let due: Vec<CheckpointId> = self.pending.range(..=up_to).map(|(k, _)| *k).collect();
+            for id in due {
+                if let Some(lines) = self.pending.remove(&id) {
+                    self.publish(id, lines);
+                }
+            }
+            Ok(())
+        }
+        fn end_input(&mut self, _o: &mut Output) -> Result<()> {
+            let lines = std::mem::take(&mut self.current);
+            self.pending.insert(CheckpointId::MAX, lines);
+            self.ended = true;
+            Ok(())
+        }
+    }
+
+    /// Plans `sql` with its sources made slow and its print sink replaced by [`Collect`].
+    pub fn job(sql: &str, parallelism: usize, dir: &std::path::Path, out: Published) -> JobGraph {
+        let registry = Arc::new(sluice_connectors::BuiltinRegistry::default());
+        let mut session = sluice_sql::Session::new(registry);
+        session
+            .set("parallelism.default", &parallelism.to_string())
+            .unwrap();
+        let mut g = match session.execute_script(sql) {
+            Ok(outcome) => outcome.job.expect("a job"),
+            Err(e) => panic!("{e}\n{sql}"),
+        };
+        let mut config = CheckpointConfig::new(dir);
+        config.interval = Some(Duration::from_millis(3));
+        config.num_retained = 2;
+        g.checkpoint = config;
+        for node in &mut g.nodes {
+            node.kind = match &node.kind {
+                NodeKind::Source(f) => NodeKind::Source(Arc::new(OneRowAtATime(f.clone()))),
+                NodeKind::Operator(f) if f.name() == "Sink: print" => {
+                    NodeKind::Operator(Arc::new(Collect(out.clone())))
+                }
+                other => other.clone(),
+            };
+        }
+        g
+    }
+
+    /// Runs `sql` to its end, stopping it after every few checkpoints and restoring it from
+    /// its latest one; returns the published lines and how many runs were restored.
+    pub fn run_with_restores(sql: &str, parallelism: usize) -> (Vec<String>, usize) {
+        let tmp = tempfile::tempdir().unwrap();
+        let published: Published = Arc::default();
+        let mut restores = 0;
+        for attempt in 0.. {
+            let g = job(sql, parallelism, tmp.path(), published.clone());
+            let restored = restore_point(&g, &g.checkpoint, &RestoreMode::Latest).unwrap();
+            restores += usize::from(restored.is_some());
+            let handle = JobHandle::default();
+            let stopper = handle.clone();
+            let start = restored.as_ref().map(|r| r.metadata.id).unwrap_or(0);
+            // The last attempts run to the end.
+            let stop_at = (attempt < 8).then_some(start + 2 + attempt % 3);
+            let watcher = std::thread::spawn(move || {
+                while let Some(at) = stop_at {
+                    if stopper.checkpoints.completed() >= at {
+                        stopper.cancel();
+                        break;
+                    }
+                    if stopper.is_cancelled() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+            let report = run_job(&g, &handle, restored).unwrap();
+            handle.cancel();
+            watcher.join().unwrap();
+            if !report.cancelled {
+                break;
+            }
+        }
+        let lines = published
+            .lock()
+            .unwrap()
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        (lines, restores)
+    }
+}
+
+/// Compares published changelog lines with the case's expected rows.
+fn compare(case: &Path, lines: &[String]) -> Result<(), String> {
+    let actual = multiset(lines.iter().map(|line| {
+        let (kind, rest) = line.split_at(2);
+        let inner = rest.trim_start_matches('[').trim_end_matches(']');
+        let fields: Vec<&str> = if inner.is_empty() {
+            vec![]
+        } else {
+            inner.split(", ").collect()
+        };
+        canonical_row(kind, &fields)
+    }));
+    let expected_text =
+        std::fs::read_to_string(case.join("expected.txt")).map_err(|e| e.to_string())?;
+    let expected = multiset(expected_text.lines().filter(|l| !l.is_empty()).map(|line| {
+        let mut parts = line.split('|');
+        let kind = parts.next().unwrap_or("");
+        let fields: Vec<&str> = parts.collect();
+        canonical_row(kind, &fields)
+    }));
+    if actual != expected {
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| actual.get(*k) != Some(v))
+            .collect();
+        let extra: Vec<_> = actual
+            .iter()
+            .filter(|(k, v)| expected.get(*k) != Some(v))
+            .collect();
+        return Err(format!(
+            "rows differ from Flink's after restores\n  missing or miscounted: {missing:?}\n  unexpected: {extra:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn every_case_matches_flink_across_restores() {
+    let data = corpus().join("data");
+    let mut failures = Vec::new();
+    let mut restored_runs = 0;
+    for parallelism in [1, 2] {
+        for case in cases() {
+            let sql = std::fs::read_to_string(case.join("query.sql"))
+                .unwrap()
+                .replace("${DATA}", &data.display().to_string());
+            let (lines, restores) = restore::run_with_restores(&sql, parallelism);
+            restored_runs += restores;
+            if let Err(e) = compare(&case, &lines) {
+                failures.push(format!(
+                    "{} (parallelism {parallelism}): {e}",
+                    case.display()
+                ));
+            }
+        }
+    }
+    eprintln!("{restored_runs} runs restored from a checkpoint");
+    assert!(restored_runs >= 20, "too few restores ({restored_runs})");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -235,7 +235,7 @@ impl Coordinator {
             tracing::error!("the savepoint failed; stopping without one");
             self.handle.cancel();
         }
-        self.shared.record(CheckpointStats {
+        self.record(CheckpointStats {
             id: p.id,
             savepoint: p.savepoint,
             trigger_time_ms: p.trigger_time_ms,
@@ -246,6 +246,17 @@ impl Coordinator {
             path: p.dir,
         });
         self.count("checkpoints failed", 1);
+    }
+
+    /// Adds a checkpoint to the history and rewrites the history file.
+    fn record(&self, stats: CheckpointStats) {
+        self.shared.record(stats);
+        if let Err(e) = super::write_history(&self.config.dir, &self.shared.history()) {
+            tracing::warn!(
+                "cannot write {}: {e}",
+                self.config.dir.join(super::HISTORY_FILE).display()
+            );
+        }
     }
 
     fn count(&self, name: &str, n: u64) {
@@ -310,7 +321,7 @@ impl Coordinator {
             .metrics
             .counter("last checkpoint size (bytes)")
             .store(size, Ordering::Relaxed);
-        self.shared.record(CheckpointStats {
+        self.record(CheckpointStats {
             id: p.id,
             savepoint: p.savepoint,
             trigger_time_ms: p.trigger_time_ms,

@@ -109,6 +109,42 @@ pub struct OperatorCheckpointStats {
 /// The most checkpoints kept in the history.
 pub const HISTORY_LIMIT: usize = 100;
 
+/// The file in a job's checkpoint directory that holds its recent checkpoints, for a
+/// dashboard or a person (rewritten after every checkpoint).
+pub const HISTORY_FILE: &str = "history.json";
+
+impl CheckpointStats {
+    /// The checkpoint as JSON, with Flink's REST names where they exist.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "is_savepoint": self.savepoint,
+            "trigger_timestamp": self.trigger_time_ms,
+            "end_to_end_duration": self.duration_ms,
+            "state_size": self.size_bytes,
+            "status": self.status,
+            "external_path": self.path.display().to_string(),
+            "operators": self.operators.iter().map(|o| serde_json::json!({
+                "node": o.node,
+                "name": o.name,
+                "state_size": o.size_bytes,
+                "ack_duration": o.ack_ms,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Writes `history` as JSON (an array, oldest first) to `dir/history.json`, through a
+/// temporary file so a reader never sees half of it.
+pub fn write_history(dir: &std::path::Path, history: &[CheckpointStats]) -> std::io::Result<()> {
+    let json = serde_json::Value::Array(history.iter().map(CheckpointStats::to_json).collect());
+    let path = dir.join(HISTORY_FILE);
+    let tmp = dir.join(format!(".{HISTORY_FILE}.tmp"));
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(&tmp, format!("{json:#}\n"))?;
+    std::fs::rename(&tmp, &path)
+}
+
 /// The state shared between the coordinator and the tasks of one job.
 #[derive(Debug, Default)]
 pub struct CheckpointShared {
