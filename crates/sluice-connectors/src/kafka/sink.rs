@@ -35,6 +35,10 @@ use std::time::Duration;
 /// `message.timeout.ms`).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The most transactions a subtask keeps pre-committed, waiting for their checkpoints: each
+/// holds a producer, and they pile up only while checkpoints fail.
+const MAX_PRECOMMITTED: usize = 32;
+
 /// How long a transaction request (init, commit, abort) may take.
 const TXN_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -543,6 +547,11 @@ impl Operator for KafkaSink {
             }
             // A subtask that wrote nothing since the last barrier has no transaction open.
             if let Some(p) = self.producer.take() {
+                if txn.precommitted.len() >= MAX_PRECOMMITTED {
+                    return Err(SluiceError::Runtime(format!(
+                        "{owner}: {MAX_PRECOMMITTED} checkpoints in a row did not complete, and the Kafka sink holds a transaction (and a producer) open for each; see why checkpoints fail (SLUICE_LOG=info) or raise execution.checkpointing.timeout"
+                    )));
+                }
                 let id = txn.current.take().unwrap_or_default();
                 txn.precommitted.push((n, id, p));
             }
