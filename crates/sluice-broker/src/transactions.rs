@@ -222,6 +222,24 @@ struct Inner {
     lines: usize,
 }
 
+impl Inner {
+    /// The transaction of `transactional_id`, if (`producer_id`, `producer_epoch`) is its
+    /// current producer.
+    fn txn_of(
+        &mut self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<&mut TxnMetadata, i16> {
+        let m = self
+            .txns
+            .get_mut(transactional_id)
+            .ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+        m.check_producer(producer_id, producer_epoch)?;
+        Ok(m)
+    }
+}
+
 /// Every transactional id this broker coordinates.
 pub struct TransactionCoordinator {
     path: PathBuf,
@@ -429,11 +447,7 @@ impl TransactionCoordinator {
         partitions: &[(String, i32)],
     ) -> Result<(), i16> {
         let mut inner = self.lock();
-        let m = inner
-            .txns
-            .get_mut(transactional_id)
-            .ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
-        m.check_producer(producer_id, producer_epoch)?;
+        let m = inner.txn_of(transactional_id, producer_id, producer_epoch)?;
         m.begin(now_ms())?;
         let before = m.partitions.len();
         m.partitions.extend(partitions.iter().cloned());
@@ -452,11 +466,7 @@ impl TransactionCoordinator {
         group: &str,
     ) -> Result<(), i16> {
         let mut inner = self.lock();
-        let m = inner
-            .txns
-            .get_mut(transactional_id)
-            .ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
-        m.check_producer(producer_id, producer_epoch)?;
+        let m = inner.txn_of(transactional_id, producer_id, producer_epoch)?;
         m.begin(now_ms())?;
         m.offsets.entry(group.to_string()).or_default();
         self.persist(&mut inner, transactional_id)
@@ -473,11 +483,7 @@ impl TransactionCoordinator {
         offsets: TxnOffsets,
     ) -> Result<(), i16> {
         let mut inner = self.lock();
-        let m = inner
-            .txns
-            .get_mut(transactional_id)
-            .ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
-        m.check_producer(producer_id, producer_epoch)?;
+        let m = inner.txn_of(transactional_id, producer_id, producer_epoch)?;
         if m.state != TxnState::Ongoing {
             return Err(errors::INVALID_TXN_STATE);
         }
@@ -499,11 +505,7 @@ impl TransactionCoordinator {
         commit: bool,
     ) -> Result<EndOutcome, i16> {
         let mut inner = self.lock();
-        let m = inner
-            .txns
-            .get_mut(transactional_id)
-            .ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
-        m.check_producer(producer_id, producer_epoch)?;
+        let m = inner.txn_of(transactional_id, producer_id, producer_epoch)?;
         let outcome = match (m.state, commit) {
             (TxnState::Ongoing, _) => {
                 m.state = if commit {

@@ -374,7 +374,6 @@ impl OperatorFactory for FileSinkFactory {
             prefix,
             part: 0,
             two_phase: ctx.checkpointing,
-            ended: false,
             pending: Vec::new(),
             encoder: format::encoder(
                 &self.format,
@@ -416,8 +415,6 @@ struct FileSink {
     /// The number of the file being written.
     part: u64,
     two_phase: bool,
-    /// The input has ended: the next checkpoint (the final one) completes every file.
-    ended: bool,
     /// Closed files waiting for their checkpoint: (checkpoint, hidden path, final path).
     pending: Vec<(CheckpointId, PathBuf, PathBuf)>,
     encoder: Box<dyn LineEncoder>,
@@ -524,11 +521,7 @@ impl Operator for FileSink {
     }
 
     fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {
-        self.commit(if self.ended {
-            CheckpointId::MAX
-        } else {
-            checkpoint
-        })
+        self.commit(checkpoint)
     }
 
     /// The end of the input closes the last file. With checkpoints it becomes visible with the
@@ -538,7 +531,6 @@ impl Operator for FileSink {
             self.pending.push((CheckpointId::MAX, hidden, visible));
         }
         if self.two_phase {
-            self.ended = true;
             return Ok(());
         }
         self.commit(CheckpointId::MAX)

@@ -675,13 +675,7 @@ impl Operator for JdbcSink {
 
     fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {
         if self.exactly_once {
-            // After the end of the input, the final checkpoint commits everything.
-            let up_to = if self.ended {
-                self.last_checkpoint
-            } else {
-                checkpoint
-            };
-            self.commit_up_to(up_to)?;
+            self.commit_up_to(checkpoint)?;
         }
         Ok(())
     }

@@ -315,11 +315,19 @@ impl Subtask {
             return Ok(());
         }
         self.notified = completed;
+        self.notify_all(completed, reader)
+    }
+
+    fn notify_all(
+        &mut self,
+        id: CheckpointId,
+        reader: Option<&mut Box<dyn SourceReader>>,
+    ) -> Result<()> {
         if let Some(r) = reader {
-            r.notify_checkpoint_complete(completed)?;
+            r.notify_checkpoint_complete(id)?;
         }
         for op in &mut self.operators {
-            op.notify_checkpoint_complete(completed)?;
+            op.notify_checkpoint_complete(id)?;
         }
         Ok(())
     }
@@ -329,8 +337,9 @@ impl Subtask {
     ///
     /// With checkpoints, this is Flink's final checkpoint: `end_input` only pre-commits what
     /// two-phase-commit sinks hold, and the subtask waits for a checkpoint that holds its final
-    /// state (one triggered after it finished) before telling its operators, which then
-    /// commit. A crash before that checkpoint restores an earlier one and replays, with
+    /// state (one triggered after it finished) before telling its operators, with
+    /// `CheckpointId::MAX`: that checkpoint holds everything they pre-committed, what the end
+    /// of the input left included, so they commit it all. A crash before that checkpoint restores an earlier one and replays, with
     /// nothing of the replayed part committed twice; a crash after it restores the final
     /// state. A cancel while waiting closes without committing.
     fn end(&mut self, mut reader: Option<&mut Box<dyn SourceReader>>) -> Result<()> {
@@ -354,7 +363,7 @@ impl Subtask {
             }
             std::thread::sleep(NOTIFY_POLL);
         }
-        self.notify(reader)?;
+        self.notify_all(CheckpointId::MAX, reader)?;
         self.each_in_order(|op, out| op.close(out))
     }
 

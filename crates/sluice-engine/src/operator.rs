@@ -120,7 +120,8 @@ pub trait Operator: Send {
     }
 
     /// Checkpoint `checkpoint` (and every one before it) is complete: a two-phase-commit sink
-    /// commits what it pre-committed for it.
+    /// commits what it pre-committed for it. After `end_input`, the final checkpoint is told
+    /// as `CheckpointId::MAX`: everything pre-committed, what `end_input` left included.
     fn notify_checkpoint_complete(&mut self, _checkpoint: CheckpointId) -> Result<()> {
         Ok(())
     }

@@ -229,7 +229,7 @@ impl Operator for CollectOp {
                 "the final commit failed (a crash, simulated)".into(),
             ));
         }
-        self.publish_up_to(if self.ended { CheckpointId::MAX } else { c });
+        self.publish_up_to(c);
         Ok(())
     }
     fn end_input(&mut self, _out: &mut Output) -> Result<()> {

@@ -239,11 +239,7 @@ pub fn build_producer_batch(
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Vec<u8> {
-    let producer = Producer {
-        id: producer_id,
-        epoch: producer_epoch,
-        base_sequence,
-    };
+    let producer = (producer_id, producer_epoch, base_sequence);
     build(base_timestamp, records, producer, 0)
 }
 
@@ -255,11 +251,7 @@ pub fn build_transactional_batch(
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Vec<u8> {
-    let producer = Producer {
-        id: producer_id,
-        epoch: producer_epoch,
-        base_sequence,
-    };
+    let producer = (producer_id, producer_epoch, base_sequence);
     build(base_timestamp, records, producer, TRANSACTIONAL)
 }
 
@@ -293,11 +285,7 @@ pub fn build_control_batch(
     key.extend_from_slice(&kind.to_be_bytes());
     let mut value = 0i16.to_be_bytes().to_vec();
     value.extend_from_slice(&coordinator_epoch.to_be_bytes());
-    let producer = Producer {
-        id: producer_id,
-        epoch: producer_epoch,
-        base_sequence: -1,
-    };
+    let producer = (producer_id, producer_epoch, -1);
     build(
         timestamp,
         &[(Some(&key), &value)],
@@ -330,17 +318,11 @@ pub fn control_marker(batch: &[u8]) -> Option<Marker> {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Producer {
-    id: i64,
-    epoch: i16,
-    base_sequence: i32,
-}
-
+/// Builds a batch; `producer` is (id, epoch, base sequence), -1 for none.
 fn build(
     base_timestamp: i64,
     records: &[(Option<&[u8]>, &[u8])],
-    producer: Producer,
+    (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
     attributes: i16,
 ) -> Vec<u8> {
     fn varint(out: &mut Vec<u8>, v: i64) {
@@ -384,9 +366,9 @@ fn build(
     b.extend_from_slice(&((records.len() as i32 - 1).max(0)).to_be_bytes());
     b.extend_from_slice(&base_timestamp.to_be_bytes());
     b.extend_from_slice(&base_timestamp.to_be_bytes());
-    b.extend_from_slice(&producer.id.to_be_bytes());
-    b.extend_from_slice(&producer.epoch.to_be_bytes());
-    b.extend_from_slice(&producer.base_sequence.to_be_bytes());
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
+    b.extend_from_slice(&base_sequence.to_be_bytes());
     b.extend_from_slice(&(records.len() as i32).to_be_bytes());
     b.extend_from_slice(&body);
     let crc = crc32c::crc32c(&b[21..]);

@@ -145,13 +145,8 @@ fn table_rows(table: &str) -> Vec<String> {
     out.lines().map(String::from).collect()
 }
 
-#[test]
-fn killed_jobs_resume_with_exactly_once_output() {
-    ensure_postgres();
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(tmp.path(), common::free_port(), &[]);
-    let bootstrap = broker.bootstrap();
-    kcat(&["-b", &bootstrap, "-L"], "");
+/// The input topic (2 partitions) and empty output tables.
+fn prepare(bootstrap: &str, tables: [&str; 2]) {
     let (ok, _, err) = common::sluice(
         &[
             "topics",
@@ -160,16 +155,26 @@ fn killed_jobs_resume_with_exactly_once_output() {
             "--partitions",
             "2",
             "-b",
-            &bootstrap,
+            bootstrap,
         ],
         "",
     );
     assert!(ok, "{err}");
-    for t in ["crash_out", "crash_expected"] {
+    for t in tables {
         psql(&format!(
             "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (sensor text, window_start timestamp(3), readings bigint, total int)"
         ));
     }
+}
+
+#[test]
+fn killed_jobs_resume_with_exactly_once_output() {
+    ensure_postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(tmp.path(), common::free_port(), &[]);
+    let bootstrap = broker.bootstrap();
+    kcat(&["-b", &bootstrap, "-L"], "");
+    prepare(&bootstrap, ["crash_out", "crash_expected"]);
     let data_dir = tmp.path().join("state");
     let data_arg = data_dir.display().to_string();
     let out_dir = tmp.path().join("out");
@@ -272,24 +277,7 @@ fn a_job_survives_broker_restarts() {
     let port = common::free_port();
     let mut broker = BrokerProcess::start(&broker_dir, port, &[]);
     let bootstrap = broker.bootstrap();
-    let (ok, _, err) = common::sluice(
-        &[
-            "topics",
-            "create",
-            "readings",
-            "--partitions",
-            "2",
-            "-b",
-            &bootstrap,
-        ],
-        "",
-    );
-    assert!(ok, "{err}");
-    for t in ["restart_out", "restart_expected"] {
-        psql(&format!(
-            "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (sensor text, window_start timestamp(3), readings bigint, total int)"
-        ));
-    }
+    prepare(&bootstrap, ["restart_out", "restart_expected"]);
     let data_arg = tmp.path().join("state").display().to_string();
     let out_dir = tmp.path().join("out");
     let sql = script(&bootstrap, &out_dir, "restart_out", "restart-test");

@@ -601,9 +601,7 @@ impl Operator for KafkaSink {
         &mut self,
         checkpoint: sluice_common::CheckpointId,
     ) -> Result<()> {
-        // After the end of the input, the final checkpoint commits everything.
-        let ended = self.txn.as_ref().is_some_and(|t| t.ended);
-        self.commit_up_to(if ended { u64::MAX } else { checkpoint })
+        self.commit_up_to(checkpoint)
     }
 
     /// The end of the input pre-commits the open transaction; the final checkpoint (which

@@ -25,6 +25,15 @@ const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 /// The largest response accepted.
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
+/// A Kafka error code as a result: `Err(code)` unless it is 0.
+fn succeeded(code: i16) -> std::result::Result<(), i16> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(code)
+    }
+}
+
 /// What the coordinator says about a transactional id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Described {
@@ -288,11 +297,7 @@ impl TxnAdmin {
                     .with_producer_epoch(epoch)
                     .with_committed(true),
             )?;
-            Ok(if resp.error_code == 0 {
-                Ok(())
-            } else {
-                Err(resp.error_code)
-            })
+            Ok(succeeded(resp.error_code))
         })
     }
 
@@ -309,11 +314,7 @@ impl TxnAdmin {
                     ))))
                     .with_transaction_timeout_ms(timeout_ms),
             )?;
-            Ok(if resp.error_code == 0 {
-                Ok(())
-            } else {
-                Err(resp.error_code)
-            })
+            Ok(succeeded(resp.error_code))
         })
     }
 }
