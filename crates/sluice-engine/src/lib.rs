@@ -11,6 +11,7 @@ pub mod connector;
 pub mod exchange;
 pub mod executor;
 pub mod graph;
+pub mod keyed;
 pub mod metrics;
 pub mod operator;
 pub mod source;

@@ -53,6 +53,11 @@ impl StateWriter {
         self.buf.extend_from_slice(v);
     }
 
+    /// Appends bytes another writer wrote (fields of their own, without a length).
+    pub fn put_raw(&mut self, v: &[u8]) {
+        self.buf.extend_from_slice(v);
+    }
+
     /// Appends a string.
     pub fn put_str(&mut self, v: &str) {
         self.put_bytes(v.as_bytes());

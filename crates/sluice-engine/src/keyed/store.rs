@@ -1,0 +1,1075 @@
+//! [`KeyedStore`]: the keyed state and timers of one operator subtask.
+//!
+//! An operator asks its [`crate::SubtaskContext`] for a store, registers its states by name
+//! (value, map, list and event-time-ordered state), then for every row sets the current key
+//! and reads or writes through the state handles. The store keeps every entry under its
+//! key's key group, in a [`StateBackend`] chosen by `state.backend.type`; timers (event time
+//! and processing time) are kept per key as well. The runtime snapshots the store at every
+//! checkpoint barrier (an O(1) view) and writes it on another thread, and restores it, at any
+//! parallelism, from the key groups of its range.
+//!
+//! States with a time-to-live (`table.exec.state.ttl`) stamp every entry with the processing
+//! time of its last write; an expired entry is never returned, and it is removed when it is
+//! read, a few at a time by an incremental cleanup on every write, and when a snapshot is
+//! written, as Flink's `StateTtlConfig` with `OnCreateAndWrite` and `NeverReturnExpired`.
+//!
+//! ```
+//! use sluice_engine::keyed::{KeyedStore, KeyGroupRange, StateBackendKind};
+//! let mut store = KeyedStore::new(StateBackendKind::HashMap, 128, KeyGroupRange::all(128));
+//! let count = store.value_state::<i64>("count", None).unwrap();
+//! store.set_current_key(b"user-1").unwrap();
+//! let n = count.get(&mut store).unwrap().unwrap_or(0);
+//! count.set(&mut store, &(n + 1)).unwrap();
+//! assert_eq!(count.get(&mut store).unwrap(), Some(1));
+//! store.register_event_timer(1_000, b"window").unwrap();
+//! let fired = store.pop_event_timers(1_000);
+//! assert_eq!((fired[0].time_ms, fired[0].key.as_slice()), (1_000, &b"user-1"[..]));
+//! ```
+
+use super::backend::{BackendSnapshot, StateBackend, StateBackendKind};
+use super::key_group::{key_group_of, KeyGroupRange};
+use crate::state::{StateReader, StateWriter};
+use sluice_common::{Result, SluiceError};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a value is stored in keyed state.
+pub trait StateCodec: Sized {
+    /// Appends the value's bytes.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Reads a value back.
+    fn decode(bytes: &[u8]) -> Result<Self>;
+}
+
+impl StateCodec for Vec<u8> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        Ok(bytes.to_vec())
+    }
+}
+
+impl StateCodec for String {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| corrupt("a string that is not UTF-8"))
+    }
+}
+
+macro_rules! int_codec {
+    ($($t:ty),*) => {$(
+        impl StateCodec for $t {
+            fn encode(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn decode(bytes: &[u8]) -> Result<Self> {
+                bytes
+                    .try_into()
+                    .map(<$t>::from_le_bytes)
+                    .map_err(|_| corrupt(concat!("a ", stringify!($t), " of the wrong size")))
+            }
+        }
+    )*};
+}
+int_codec!(i64, u64, i32, u32);
+
+fn corrupt(what: &str) -> SluiceError {
+    SluiceError::Runtime(format!("keyed state is corrupt: {what}"))
+}
+
+/// A timer that fired: its time, the key and the key group it was set for, and the
+/// namespace (what the operator set it for, such as a window).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    /// When it fires (event or processing time, in ms since the epoch).
+    pub time_ms: i64,
+    /// The key group of its key.
+    pub key_group: u16,
+    /// The key it was set for.
+    pub key: Vec<u8>,
+    /// What it was set for.
+    pub namespace: Vec<u8>,
+}
+
+type TimerQueue = imbl::OrdSet<(i64, u16, Vec<u8>, Vec<u8>)>;
+
+/// Processing time in ms since the epoch; a test can stop the clock.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
+
+#[derive(Debug, Clone)]
+struct StateMeta {
+    name: String,
+    ttl_ms: Option<i64>,
+}
+
+/// Entries an incremental TTL cleanup looks at per write, as Flink's default.
+const CLEANUP_PER_WRITE: usize = 5;
+
+/// The keyed state and timers of one operator subtask.
+pub struct KeyedStore {
+    backend: Box<dyn StateBackend>,
+    max_parallelism: usize,
+    range: KeyGroupRange,
+    states: Vec<StateMeta>,
+    group: u16,
+    key: Vec<u8>,
+    event_timers: TimerQueue,
+    processing_timers: TimerQueue,
+    clock: Clock,
+    /// Where the incremental TTL cleanup goes on: a key group and the key after which.
+    cleanup_at: (u16, Vec<u8>),
+    expired: u64,
+}
+
+/// The format of a store's snapshot (the first field of every one).
+const SNAPSHOT_MAGIC: &str = "sluice-keyed-state-1";
+
+impl KeyedStore {
+    /// An empty store for the key groups `range` of `max_parallelism`.
+    pub fn new(kind: StateBackendKind, max_parallelism: usize, range: KeyGroupRange) -> Self {
+        KeyedStore {
+            backend: kind.create(range.start, range.end),
+            max_parallelism,
+            range,
+            states: Vec::new(),
+            group: range.start,
+            key: Vec::new(),
+            event_timers: TimerQueue::new(),
+            processing_timers: TimerQueue::new(),
+            clock: system_clock(),
+            cleanup_at: (range.start, Vec::new()),
+            expired: 0,
+        }
+    }
+
+    /// Uses `clock` for processing time (TTL and processing-time timers).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The key groups this store holds.
+    pub fn key_groups(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// The processing time now, by the store's clock.
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn register(&mut self, name: &str, ttl: Option<Duration>) -> Result<u8> {
+        if self.states.iter().any(|s| s.name == name) {
+            return Err(SluiceError::Runtime(format!(
+                "keyed state '{name}' is registered twice"
+            )));
+        }
+        let id = u8::try_from(self.states.len())
+            .map_err(|_| SluiceError::Runtime("an operator has more than 256 keyed states".into()))?;
+        self.states.push(StateMeta {
+            name: name.to_string(),
+            ttl_ms: ttl.map(|d| d.as_millis().min(i64::MAX as u128) as i64),
+        });
+        Ok(id)
+    }
+
+    /// Registers a value state (one value per key).
+    pub fn value_state<T: StateCodec>(
+        &mut self,
+        name: &str,
+        ttl: Option<Duration>,
+    ) -> Result<ValueState<T>> {
+        Ok(ValueState {
+            id: self.register(name, ttl)?,
+            _t: PhantomData,
+        })
+    }
+
+    /// Registers a map state (a map per key).
+    pub fn map_state<K: StateCodec, V: StateCodec>(
+        &mut self,
+        name: &str,
+        ttl: Option<Duration>,
+    ) -> Result<MapState<K, V>> {
+        Ok(MapState {
+            id: self.register(name, ttl)?,
+            _t: PhantomData,
+        })
+    }
+
+    /// Registers a list state (a list per key).
+    pub fn list_state<T: StateCodec>(
+        &mut self,
+        name: &str,
+        ttl: Option<Duration>,
+    ) -> Result<ListState<T>> {
+        Ok(ListState {
+            id: self.register(name, ttl)?,
+            _t: PhantomData,
+        })
+    }
+
+    /// Registers a state of rows ordered by event time per key, for operators that buffer
+    /// rows until the watermark passes them.
+    pub fn time_ordered_state<T: StateCodec>(
+        &mut self,
+        name: &str,
+        ttl: Option<Duration>,
+    ) -> Result<TimeOrderedState<T>> {
+        Ok(TimeOrderedState {
+            map: self.map_state(name, ttl)?,
+        })
+    }
+
+    /// Makes `key` (its stable encoding, see [`super::RowCodec`]) the key that states and
+    /// timers read and write. A key outside this subtask's key groups is a routing error.
+    pub fn set_current_key(&mut self, key: &[u8]) -> Result<()> {
+        let group = key_group_of(key, self.max_parallelism);
+        if !self.range.contains(group) {
+            return Err(SluiceError::Runtime(format!(
+                "a key of key group {group} reached the subtask of key groups {}..{}",
+                self.range.start, self.range.end
+            )));
+        }
+        self.group = group;
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        Ok(())
+    }
+
+    /// Makes the key of a fired timer current.
+    pub fn set_current_timer_key(&mut self, timer: &Timer) {
+        self.group = timer.key_group;
+        self.key.clear();
+        self.key.extend_from_slice(&timer.key);
+    }
+
+    /// The current key.
+    pub fn current_key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The backend key of `state` for the current key, followed by `user_key`.
+    fn entry_key(&self, state: u8, user_key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(5 + self.key.len() + user_key.len());
+        k.push(state);
+        k.extend_from_slice(&(self.key.len() as u32).to_be_bytes());
+        k.extend_from_slice(&self.key);
+        k.extend_from_slice(user_key);
+        k
+    }
+
+    fn ttl(&self, state: u8) -> Option<i64> {
+        self.states.get(state as usize).and_then(|s| s.ttl_ms)
+    }
+
+    fn is_expired(ttl: Option<i64>, stored: &[u8], now: i64) -> bool {
+        match (ttl, stored.get(..8)) {
+            (Some(ttl), Some(ts)) => {
+                let written = i64::from_le_bytes(ts.try_into().unwrap_or([0; 8]));
+                now.saturating_sub(written) >= ttl
+            }
+            _ => false,
+        }
+    }
+
+    /// The payload of a stored value (without its TTL stamp).
+    fn payload(ttl: Option<i64>, stored: &[u8]) -> &[u8] {
+        if ttl.is_some() {
+            stored.get(8..).unwrap_or_default()
+        } else {
+            stored
+        }
+    }
+
+    fn read(&mut self, state: u8, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some(stored) = self.backend.get(self.group, key)? else {
+            return Ok(None);
+        };
+        let ttl = self.ttl(state);
+        if Self::is_expired(ttl, &stored, self.now_ms()) {
+            self.backend.delete(self.group, key)?;
+            self.expired += 1;
+            return Ok(None);
+        }
+        Ok(Some(Self::payload(ttl, &stored).to_vec()))
+    }
+
+    fn write(&mut self, state: u8, key: &[u8], value: &[u8]) -> Result<()> {
+        let ttl = self.ttl(state);
+        let mut stored = Vec::with_capacity(value.len() + 8);
+        if ttl.is_some() {
+            stored.extend_from_slice(&self.now_ms().to_le_bytes());
+        }
+        stored.extend_from_slice(value);
+        self.backend.put(self.group, key, stored)?;
+        if ttl.is_some() {
+            self.cleanup_step(CLEANUP_PER_WRITE)?;
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.backend.delete(self.group, key)
+    }
+
+    /// The entries of `state` for the current key: (user key, payload), expired ones left
+    /// out (and removed).
+    fn scan_key(&mut self, state: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_key_from(state, &[], &|_| true)
+    }
+
+    /// The entries of `state` for the current key from user key `from` on, while `more`
+    /// says yes of their user key.
+    fn scan_key_from(
+        &mut self,
+        state: u8,
+        from: &[u8],
+        more: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let prefix = self.entry_key(state, &[]);
+        let start = self.entry_key(state, from);
+        let ttl = self.ttl(state);
+        let now = self.now_ms();
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        self.backend.scan(self.group, &start, &mut |k, v| {
+            if !k.starts_with(&prefix) || !more(&k[prefix.len()..]) {
+                return false;
+            }
+            if Self::is_expired(ttl, v, now) {
+                dead.push(k.to_vec());
+            } else {
+                live.push((k[prefix.len()..].to_vec(), Self::payload(ttl, v).to_vec()));
+            }
+            true
+        })?;
+        for k in dead {
+            self.backend.delete(self.group, &k)?;
+            self.expired += 1;
+        }
+        Ok(live)
+    }
+
+    /// Looks at up to `n` entries from where the last cleanup stopped and removes the
+    /// expired ones, so that state nobody reads any more does not stay for ever.
+    fn cleanup_step(&mut self, n: usize) -> Result<()> {
+        let now = self.now_ms();
+        let (mut group, mut after) = std::mem::take(&mut self.cleanup_at);
+        let mut looked = 0;
+        let mut groups_seen = 0;
+        while looked < n && groups_seen <= self.range.len() {
+            let mut dead = Vec::new();
+            let mut last = None;
+            let states = &self.states;
+            let start = after.clone();
+            self.backend.scan(group, &start, &mut |k, v| {
+                if k == start.as_slice() && !start.is_empty() {
+                    return true;
+                }
+                looked += 1;
+                let ttl = k.first().and_then(|s| states.get(*s as usize)).and_then(|s| s.ttl_ms);
+                if Self::is_expired(ttl, v, now) {
+                    dead.push(k.to_vec());
+                }
+                last = Some(k.to_vec());
+                looked < n
+            })?;
+            for k in dead {
+                self.backend.delete(group, &k)?;
+                self.expired += 1;
+            }
+            match last {
+                Some(k) if looked >= n => {
+                    after = k;
+                    break;
+                }
+                _ => {
+                    // The end of this key group: go on with the next one.
+                    group = if group + 1 >= self.range.end {
+                        self.range.start
+                    } else {
+                        group + 1
+                    };
+                    after = Vec::new();
+                    groups_seen += 1;
+                }
+            }
+        }
+        self.cleanup_at = (group, after);
+        Ok(())
+    }
+
+    /// Entries removed because their time-to-live had passed.
+    pub fn expired_entries(&self) -> u64 {
+        self.expired
+    }
+
+    /// The number of state entries.
+    pub fn entries(&self) -> u64 {
+        self.backend.entries()
+    }
+
+    /// The bytes of state held (keys and values).
+    pub fn size_bytes(&self) -> u64 {
+        self.backend.size_bytes()
+    }
+
+    /// Sets an event-time timer for the current key: it fires when the watermark reaches
+    /// `time_ms`. Setting the same timer twice sets it once.
+    pub fn register_event_timer(&mut self, time_ms: i64, namespace: &[u8]) -> Result<()> {
+        let t = (time_ms, self.group, self.key.clone(), namespace.to_vec());
+        self.event_timers.insert(t);
+        Ok(())
+    }
+
+    /// Removes an event-time timer of the current key.
+    pub fn delete_event_timer(&mut self, time_ms: i64, namespace: &[u8]) {
+        let t = (time_ms, self.group, self.key.clone(), namespace.to_vec());
+        self.event_timers.remove(&t);
+    }
+
+    /// Sets a processing-time timer for the current key.
+    pub fn register_processing_timer(&mut self, time_ms: i64, namespace: &[u8]) -> Result<()> {
+        let t = (time_ms, self.group, self.key.clone(), namespace.to_vec());
+        self.processing_timers.insert(t);
+        Ok(())
+    }
+
+    /// Removes a processing-time timer of the current key.
+    pub fn delete_processing_timer(&mut self, time_ms: i64, namespace: &[u8]) {
+        let t = (time_ms, self.group, self.key.clone(), namespace.to_vec());
+        self.processing_timers.remove(&t);
+    }
+
+    /// Takes the event-time timers due at `watermark` (time <= watermark), earliest first.
+    pub fn pop_event_timers(&mut self, watermark: i64) -> Vec<Timer> {
+        pop_due(&mut self.event_timers, watermark)
+    }
+
+    /// Takes the processing-time timers due at `now_ms`, earliest first.
+    pub fn pop_processing_timers(&mut self, now_ms: i64) -> Vec<Timer> {
+        pop_due(&mut self.processing_timers, now_ms)
+    }
+
+    /// The earliest processing-time timer.
+    pub fn next_processing_timer(&self) -> Option<i64> {
+        self.processing_timers.get_min().map(|t| t.0)
+    }
+
+    /// The number of timers set (event and processing time).
+    pub fn timers(&self) -> usize {
+        self.event_timers.len() + self.processing_timers.len()
+    }
+
+    /// A view of the whole store as it is now (cheap: nothing is copied); write it with
+    /// [`KeyedSnapshot::write`], on any thread.
+    pub fn snapshot(&self) -> KeyedSnapshot {
+        KeyedSnapshot {
+            max_parallelism: self.max_parallelism,
+            states: self.states.clone(),
+            backend: self.backend.snapshot(),
+            event_timers: self.event_timers.clone(),
+            processing_timers: self.processing_timers.clone(),
+            taken_ms: self.now_ms(),
+        }
+    }
+
+    /// Takes the entries and timers of this store's key groups from a snapshot written by
+    /// any subtask of the operator, at any parallelism.
+    pub fn restore(&mut self, bytes: &[u8], owner: &str) -> Result<()> {
+        let mut r = StateReader::new(bytes, owner);
+        let magic = r.str()?;
+        if magic != SNAPSHOT_MAGIC {
+            return Err(SluiceError::Runtime(format!(
+                "{owner}: keyed state in an unknown format ('{magic}')"
+            )));
+        }
+        let max = r.u64()? as usize;
+        if max != self.max_parallelism {
+            return Err(SluiceError::Config(format!(
+                "{owner}: the checkpoint was taken with 'pipeline.max-parallelism' = '{max}', this job has '{}'; the maximum parallelism of a job cannot change",
+                self.max_parallelism
+            )));
+        }
+        let n = r.count()?;
+        // Old state id -> this store's id (by name).
+        let mut ids = [None::<u8>; 256];
+        for _ in 0..n {
+            let old = r.u64()?;
+            let name = r.str()?;
+            let _ttl = r.i64()?;
+            let new = self.states.iter().position(|s| s.name == name).ok_or_else(|| {
+                SluiceError::Config(format!(
+                    "{owner}: the checkpoint has keyed state '{name}', which this operator does not have (the query changed?)"
+                ))
+            })?;
+            if let Some(slot) = ids.get_mut(old as usize) {
+                *slot = Some(new as u8);
+            }
+        }
+        let groups = r.count()?;
+        for _ in 0..groups {
+            let group = r.u64()? as u16;
+            let entries = r.count()?;
+            let mine = self.range.contains(group);
+            for _ in 0..entries {
+                let key = r.bytes()?;
+                let value = r.bytes()?;
+                if !mine {
+                    continue;
+                }
+                let id = key
+                    .first()
+                    .and_then(|i| ids[*i as usize])
+                    .ok_or_else(|| corrupt("an entry of an unlisted state"))?;
+                let mut k = key.to_vec();
+                k[0] = id;
+                self.backend.put(group, &k, value.to_vec())?;
+            }
+            for queue in [&mut self.event_timers, &mut self.processing_timers] {
+                let timers = r.count()?;
+                for _ in 0..timers {
+                    let time = r.i64()?;
+                    let key = r.bytes()?;
+                    let ns = r.bytes()?;
+                    if mine {
+                        queue.insert((time, group, key.to_vec(), ns.to_vec()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pop_due(queue: &mut TimerQueue, up_to: i64) -> Vec<Timer> {
+    let mut due = Vec::new();
+    while queue.get_min().is_some_and(|t| t.0 <= up_to) {
+        if let Some((time_ms, key_group, key, namespace)) = queue.remove_min() {
+            due.push(Timer {
+                time_ms,
+                key_group,
+                key,
+                namespace,
+            });
+        }
+    }
+    due
+}
+
+/// A store as it was at a checkpoint barrier, to be written on another thread.
+pub struct KeyedSnapshot {
+    max_parallelism: usize,
+    states: Vec<StateMeta>,
+    backend: Box<dyn BackendSnapshot>,
+    event_timers: TimerQueue,
+    processing_timers: TimerQueue,
+    taken_ms: i64,
+}
+
+impl KeyedSnapshot {
+    /// The snapshot's bytes: per key group its entries (expired ones left out) and timers.
+    pub fn write(&self) -> Result<Vec<u8>> {
+        let mut w = StateWriter::default();
+        w.put_str(SNAPSHOT_MAGIC);
+        w.put_u64(self.max_parallelism as u64);
+        w.put_u64(self.states.len() as u64);
+        for (id, s) in self.states.iter().enumerate() {
+            w.put_u64(id as u64);
+            w.put_str(&s.name);
+            w.put_i64(s.ttl_ms.unwrap_or(-1));
+        }
+        let groups = self.backend.groups();
+        w.put_u64(groups.len() as u64);
+        let mut event = self.event_timers.iter().peekable();
+        let mut processing = self.processing_timers.iter().peekable();
+        // Timers are ordered by time first; bucket them by key group.
+        let mut by_group: Vec<[Vec<&(i64, u16, Vec<u8>, Vec<u8>)>; 2]> =
+            (0..groups.len()).map(|_| [Vec::new(), Vec::new()]).collect();
+        for (q, it) in [(0, &mut event), (1, &mut processing)] {
+            for t in it.by_ref() {
+                if let Some(b) = by_group.get_mut((t.1 - groups.start) as usize) {
+                    b[q].push(t);
+                }
+            }
+        }
+        for g in groups.clone() {
+            w.put_u64(g as u64);
+            let mut entries = StateWriter::default();
+            let mut n = 0u64;
+            self.backend.for_each(g, &mut |k, v| {
+                let ttl = k
+                    .first()
+                    .and_then(|s| self.states.get(*s as usize))
+                    .and_then(|s| s.ttl_ms);
+                if !KeyedStore::is_expired(ttl, v, self.taken_ms) {
+                    entries.put_bytes(k);
+                    entries.put_bytes(v);
+                    n += 1;
+                }
+                Ok(())
+            })?;
+            w.put_u64(n);
+            w.put_raw(&entries.finish());
+            for q in &by_group[(g - groups.start) as usize] {
+                w.put_u64(q.len() as u64);
+                for (time, _, key, ns) in q {
+                    w.put_i64(*time);
+                    w.put_bytes(key);
+                    w.put_bytes(ns);
+                }
+            }
+        }
+        Ok(w.finish())
+    }
+}
+
+/// One value per key.
+#[derive(Debug)]
+pub struct ValueState<T> {
+    id: u8,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for ValueState<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for ValueState<T> {}
+
+impl<T: StateCodec> ValueState<T> {
+    /// The current key's value.
+    pub fn get(&self, store: &mut KeyedStore) -> Result<Option<T>> {
+        let k = store.entry_key(self.id, &[]);
+        store.read(self.id, &k)?.map(|b| T::decode(&b)).transpose()
+    }
+
+    /// Sets the current key's value.
+    pub fn set(&self, store: &mut KeyedStore, value: &T) -> Result<()> {
+        let k = store.entry_key(self.id, &[]);
+        let mut v = Vec::new();
+        value.encode(&mut v);
+        store.write(self.id, &k, &v)
+    }
+
+    /// Removes the current key's value.
+    pub fn clear(&self, store: &mut KeyedStore) -> Result<()> {
+        let k = store.entry_key(self.id, &[]);
+        store.delete(&k)
+    }
+}
+
+/// A map per key.
+#[derive(Debug)]
+pub struct MapState<K, V> {
+    id: u8,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for MapState<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for MapState<K, V> {}
+
+fn encoded<T: StateCodec>(v: &T) -> Vec<u8> {
+    let mut b = Vec::new();
+    v.encode(&mut b);
+    b
+}
+
+impl<K: StateCodec, V: StateCodec> MapState<K, V> {
+    /// The value of `user_key` in the current key's map.
+    pub fn get(&self, store: &mut KeyedStore, user_key: &K) -> Result<Option<V>> {
+        let k = store.entry_key(self.id, &encoded(user_key));
+        store.read(self.id, &k)?.map(|b| V::decode(&b)).transpose()
+    }
+
+    /// Sets `user_key` in the current key's map.
+    pub fn put(&self, store: &mut KeyedStore, user_key: &K, value: &V) -> Result<()> {
+        let k = store.entry_key(self.id, &encoded(user_key));
+        store.write(self.id, &k, &encoded(value))
+    }
+
+    /// Removes `user_key` from the current key's map.
+    pub fn remove(&self, store: &mut KeyedStore, user_key: &K) -> Result<()> {
+        let k = store.entry_key(self.id, &encoded(user_key));
+        store.delete(&k)
+    }
+
+    /// The current key's map, in the order of the user keys' encoding.
+    pub fn entries(&self, store: &mut KeyedStore) -> Result<Vec<(K, V)>> {
+        store
+            .scan_key(self.id)?
+            .into_iter()
+            .map(|(k, v)| Ok((K::decode(&k)?, V::decode(&v)?)))
+            .collect()
+    }
+
+    /// Removes the current key's whole map.
+    pub fn clear(&self, store: &mut KeyedStore) -> Result<()> {
+        for (k, _) in store.scan_key(self.id)? {
+            let full = store.entry_key(self.id, &k);
+            store.delete(&full)?;
+        }
+        Ok(())
+    }
+}
+
+/// A list per key.
+#[derive(Debug)]
+pub struct ListState<T> {
+    id: u8,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for ListState<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for ListState<T> {}
+
+impl<T: StateCodec> ListState<T> {
+    fn raw(&self, store: &mut KeyedStore) -> Result<Vec<u8>> {
+        let k = store.entry_key(self.id, &[]);
+        Ok(store.read(self.id, &k)?.unwrap_or_default())
+    }
+
+    /// The current key's list.
+    pub fn get(&self, store: &mut KeyedStore) -> Result<Vec<T>> {
+        let raw = self.raw(store)?;
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < raw.len() {
+            let len = raw
+                .get(pos..pos + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or_else(|| corrupt("a list ends early"))?;
+            let item = raw
+                .get(pos + 4..pos + 4 + len)
+                .ok_or_else(|| corrupt("a list ends early"))?;
+            out.push(T::decode(item)?);
+            pos += 4 + len;
+        }
+        Ok(out)
+    }
+
+    /// Appends to the current key's list.
+    pub fn add(&self, store: &mut KeyedStore, value: &T) -> Result<()> {
+        let mut raw = self.raw(store)?;
+        let item = encoded(value);
+        raw.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        raw.extend_from_slice(&item);
+        let k = store.entry_key(self.id, &[]);
+        store.write(self.id, &k, &raw)
+    }
+
+    /// Removes the current key's list.
+    pub fn clear(&self, store: &mut KeyedStore) -> Result<()> {
+        let k = store.entry_key(self.id, &[]);
+        store.delete(&k)
+    }
+}
+
+/// Rows by event time per key: what an interval join or a pattern buffers until the
+/// watermark passes.
+#[derive(Debug)]
+pub struct TimeOrderedState<T> {
+    map: MapState<Vec<u8>, T>,
+}
+
+impl<T> Clone for TimeOrderedState<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for TimeOrderedState<T> {}
+
+/// An order-preserving encoding of a timestamp and a sequence number.
+fn time_key(time_ms: i64, seq: u32) -> Vec<u8> {
+    let mut k = ((time_ms as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn time_of(key: &[u8]) -> Result<(i64, u32)> {
+    if key.len() != 12 {
+        return Err(corrupt("a time-ordered entry with a bad key"));
+    }
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&key[..8]);
+    let mut s = [0u8; 4];
+    s.copy_from_slice(&key[8..]);
+    Ok(((u64::from_be_bytes(t) ^ (1 << 63)) as i64, u32::from_be_bytes(s)))
+}
+
+impl<T: StateCodec> TimeOrderedState<T> {
+    /// Adds a row at `time_ms` for the current key (rows at the same time keep their order).
+    pub fn add(&self, store: &mut KeyedStore, time_ms: i64, value: &T) -> Result<()> {
+        let at = time_key(time_ms, 0);
+        let same_time = |k: &[u8]| k.starts_with(&at[..8]);
+        let next = store
+            .scan_key_from(self.map.id, &at, &same_time)?
+            .last()
+            .map(|(k, _)| time_of(k).map(|(_, s)| s + 1))
+            .transpose()?
+            .unwrap_or(0);
+        self.map.put(store, &time_key(time_ms, next), value)
+    }
+
+    /// The current key's rows, earliest first.
+    pub fn rows(&self, store: &mut KeyedStore) -> Result<Vec<(i64, T)>> {
+        self.map
+            .entries(store)?
+            .into_iter()
+            .map(|(k, v)| Ok((time_of(&k)?.0, v)))
+            .collect()
+    }
+
+    /// Removes the current key's rows at or before `time_ms`; returns them, earliest first.
+    pub fn take_up_to(&self, store: &mut KeyedStore, time_ms: i64) -> Result<Vec<(i64, T)>> {
+        let end = time_key(time_ms, u32::MAX);
+        let due = |k: &[u8]| k <= end.as_slice();
+        let mut out = Vec::new();
+        for (k, v) in store.scan_key_from(self.map.id, &[], &due)? {
+            let full = store.entry_key(self.map.id, &k);
+            store.delete(&full)?;
+            out.push((time_of(&k)?.0, T::decode(&v)?));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    fn store(range: KeyGroupRange) -> KeyedStore {
+        KeyedStore::new(StateBackendKind::HashMap, 128, range)
+    }
+
+    fn registered(s: &mut KeyedStore) -> (ValueState<i64>, MapState<String, u64>, ListState<String>) {
+        (
+            s.value_state("v", None).unwrap(),
+            s.map_state("m", None).unwrap(),
+            s.list_state("l", None).unwrap(),
+        )
+    }
+
+    #[test]
+    fn states_are_per_key() {
+        let mut s = store(KeyGroupRange::all(128));
+        let (v, m, l) = registered(&mut s);
+        for (key, n) in [(&b"a"[..], 1i64), (b"b", 2)] {
+            s.set_current_key(key).unwrap();
+            v.set(&mut s, &n).unwrap();
+            m.put(&mut s, &"x".to_string(), &(n as u64)).unwrap();
+            m.put(&mut s, &"y".to_string(), &10).unwrap();
+            l.add(&mut s, &format!("{n}")).unwrap();
+            l.add(&mut s, &"z".to_string()).unwrap();
+        }
+        s.set_current_key(b"a").unwrap();
+        assert_eq!(v.get(&mut s).unwrap(), Some(1));
+        assert_eq!(
+            m.entries(&mut s).unwrap(),
+            vec![("x".to_string(), 1), ("y".to_string(), 10)]
+        );
+        m.remove(&mut s, &"x".to_string()).unwrap();
+        assert_eq!(m.get(&mut s, &"x".to_string()).unwrap(), None);
+        assert_eq!(l.get(&mut s).unwrap(), vec!["1", "z"]);
+        v.clear(&mut s).unwrap();
+        m.clear(&mut s).unwrap();
+        assert_eq!(v.get(&mut s).unwrap(), None);
+        assert!(m.entries(&mut s).unwrap().is_empty());
+        s.set_current_key(b"b").unwrap();
+        assert_eq!(v.get(&mut s).unwrap(), Some(2));
+        assert_eq!(m.get(&mut s, &"x".to_string()).unwrap(), Some(2));
+    }
+
+    #[test]
+    fn time_ordered_state_keeps_event_time_order() {
+        let mut s = store(KeyGroupRange::all(128));
+        let t = s.time_ordered_state::<String>("rows", None).unwrap();
+        s.set_current_key(b"k").unwrap();
+        for (ts, v) in [(5, "c"), (-3, "a"), (5, "d"), (0, "b"), (9, "e")] {
+            t.add(&mut s, ts, &v.to_string()).unwrap();
+        }
+        let rows: Vec<(i64, String)> = t.rows(&mut s).unwrap();
+        let order: Vec<&str> = rows.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(order, vec!["a", "b", "c", "d", "e"]);
+        let taken = t.take_up_to(&mut s, 5).unwrap();
+        assert_eq!(taken.len(), 4);
+        assert_eq!(t.rows(&mut s).unwrap(), vec![(9, "e".to_string())]);
+    }
+
+    #[test]
+    fn timers_fire_in_time_order_for_their_key_once() {
+        let mut s = store(KeyGroupRange::all(128));
+        s.set_current_key(b"a").unwrap();
+        s.register_event_timer(20, b"w2").unwrap();
+        s.register_event_timer(10, b"w1").unwrap();
+        s.register_event_timer(10, b"w1").unwrap();
+        s.set_current_key(b"b").unwrap();
+        s.register_event_timer(15, b"").unwrap();
+        s.register_event_timer(30, b"").unwrap();
+        s.delete_event_timer(30, b"");
+        s.register_processing_timer(100, b"p").unwrap();
+        assert_eq!(s.timers(), 4);
+        let fired = s.pop_event_timers(20);
+        let seen: Vec<(i64, &[u8])> = fired.iter().map(|t| (t.time_ms, t.key.as_slice())).collect();
+        assert_eq!(seen, vec![(10, &b"a"[..]), (15, b"b"), (20, b"a")]);
+        assert!(s.pop_event_timers(1_000).is_empty());
+        assert_eq!(s.next_processing_timer(), Some(100));
+        assert!(s.pop_processing_timers(99).is_empty());
+        assert_eq!(s.pop_processing_timers(100).len(), 1);
+    }
+
+    #[test]
+    fn a_key_of_another_subtask_is_refused() {
+        let range = KeyGroupRange::for_subtask(128, 2, 0);
+        let mut s = store(range);
+        let foreign = (0u32..)
+            .map(|i| i.to_le_bytes())
+            .find(|k| !range.contains(key_group_of(k, 128)))
+            .unwrap();
+        let e = s.set_current_key(&foreign).unwrap_err().to_string();
+        assert!(e.contains("key groups 0..64"), "{e}");
+    }
+
+    /// Fills a store of parallelism `from`, snapshots every subtask, restores at parallelism
+    /// `to` and checks every key and timer arrived at the subtask that owns it.
+    fn rescale(from: usize, to: usize) {
+        let keys: Vec<Vec<u8>> = (0..500u32).map(|i| format!("key-{i}").into_bytes()).collect();
+        let mut blobs = Vec::new();
+        for i in 0..from {
+            let mut s = store(KeyGroupRange::for_subtask(128, from, i));
+            let (v, m, _) = registered(&mut s);
+            for (n, k) in keys.iter().enumerate() {
+                if !s.key_groups().contains(key_group_of(k, 128)) {
+                    continue;
+                }
+                s.set_current_key(k).unwrap();
+                v.set(&mut s, &(n as i64)).unwrap();
+                m.put(&mut s, &"n".to_string(), &(n as u64 * 2)).unwrap();
+                s.register_event_timer(n as i64, b"t").unwrap();
+            }
+            let snap = s.snapshot();
+            // Writes after the barrier are not in the snapshot.
+            s.set_current_key(&keys[0]).ok();
+            v.set(&mut s, &-1).ok();
+            blobs.push(snap.write().unwrap());
+        }
+        let mut total = 0;
+        for i in 0..to {
+            let mut s = store(KeyGroupRange::for_subtask(128, to, i));
+            // Registered in another order than they were written: matched by name.
+            let m: MapState<String, u64> = s.map_state("m", None).unwrap();
+            let _l: ListState<String> = s.list_state("l", None).unwrap();
+            let v: ValueState<i64> = s.value_state("v", None).unwrap();
+            for b in &blobs {
+                s.restore(b, "test").unwrap();
+            }
+            let timers = s.pop_event_timers(i64::MAX);
+            total += timers.len();
+            for t in &timers {
+                assert!(s.key_groups().contains(t.key_group));
+            }
+            for (n, k) in keys.iter().enumerate() {
+                if !s.key_groups().contains(key_group_of(k, 128)) {
+                    continue;
+                }
+                s.set_current_key(k).unwrap();
+                assert_eq!(v.get(&mut s).unwrap(), Some(n as i64));
+                assert_eq!(m.get(&mut s, &"n".to_string()).unwrap(), Some(n as u64 * 2));
+            }
+        }
+        assert_eq!(total, keys.len());
+    }
+
+    #[test]
+    fn snapshots_restore_at_another_parallelism() {
+        rescale(1, 3);
+        rescale(3, 2);
+        rescale(2, 1);
+    }
+
+    #[test]
+    fn a_snapshot_of_another_max_parallelism_or_state_is_refused() {
+        let mut s = store(KeyGroupRange::all(128));
+        s.value_state::<i64>("v", None).unwrap();
+        let blob = s.snapshot().write().unwrap();
+        let mut other = KeyedStore::new(StateBackendKind::HashMap, 256, KeyGroupRange::all(256));
+        other.value_state::<i64>("v", None).unwrap();
+        let e = other.restore(&blob, "Op (1/1)").unwrap_err().to_string();
+        assert!(e.contains("pipeline.max-parallelism") && e.contains("Op (1/1)"), "{e}");
+        let mut other = store(KeyGroupRange::all(128));
+        other.value_state::<i64>("w", None).unwrap();
+        let e = other.restore(&blob, "Op").unwrap_err().to_string();
+        assert!(e.contains("'v'"), "{e}");
+        assert!(store(KeyGroupRange::all(128)).restore(&blob[..10], "Op").is_err());
+    }
+
+    #[test]
+    fn expired_state_is_never_read_and_is_cleaned_up() {
+        let now = Arc::new(AtomicI64::new(1_000));
+        let clock = now.clone();
+        let mut s = store(KeyGroupRange::all(128))
+            .with_clock(Arc::new(move || clock.load(Ordering::SeqCst)));
+        let v = s
+            .value_state::<i64>("v", Some(Duration::from_millis(100)))
+            .unwrap();
+        let forever = s.value_state::<i64>("forever", None).unwrap();
+        for i in 0..50i64 {
+            s.set_current_key(&i.to_le_bytes()).unwrap();
+            v.set(&mut s, &i).unwrap();
+            forever.set(&mut s, &i).unwrap();
+        }
+        now.store(1_099, Ordering::SeqCst);
+        s.set_current_key(&7i64.to_le_bytes()).unwrap();
+        assert_eq!(v.get(&mut s).unwrap(), Some(7));
+        // Written again: lives another 100 ms.
+        v.set(&mut s, &70).unwrap();
+        now.store(1_100, Ordering::SeqCst);
+        let snap = s.snapshot().write().unwrap();
+        s.set_current_key(&3i64.to_le_bytes()).unwrap();
+        assert_eq!(v.get(&mut s).unwrap(), None);
+        assert_eq!(forever.get(&mut s).unwrap(), Some(3));
+        // Writes clean up what nobody reads.
+        for _ in 0..40 {
+            s.set_current_key(&7i64.to_le_bytes()).unwrap();
+            v.set(&mut s, &70).unwrap();
+        }
+        assert_eq!(s.entries(), 51, "50 forever and key 7");
+        assert!(s.expired_entries() >= 49);
+        // The snapshot left out what had expired.
+        let later = now.clone();
+        let mut r = store(KeyGroupRange::all(128))
+            .with_clock(Arc::new(move || later.load(Ordering::SeqCst)));
+        let v2 = r.value_state::<i64>("v", Some(Duration::from_millis(100))).unwrap();
+        r.value_state::<i64>("forever", None).unwrap();
+        r.restore(&snap, "test").unwrap();
+        assert_eq!(r.entries(), 51);
+        r.set_current_key(&7i64.to_le_bytes()).unwrap();
+        assert_eq!(v2.get(&mut r).unwrap(), Some(70));
+        now.store(1_199, Ordering::SeqCst);
+        assert_eq!(v2.get(&mut r).unwrap(), None);
+    }
+}
