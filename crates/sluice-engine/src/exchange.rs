@@ -1,16 +1,21 @@
-//! Splitting a batch over the subtasks of the next node: by key hash, round robin or all to one.
+//! Splitting a batch over the subtasks of the next node: by key group, round robin or all to one.
 
+use crate::keyed::{key_group_of, KeyGroupRange, RowCodec};
 use arrow::array::UInt32Array;
 use arrow::compute::take_record_batch;
-use arrow::row::{RowConverter, SortField};
 use sluice_common::{ChangeBatch, Result, RowKind};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// Hashes the key columns of every row to one of `n` subtasks. The same key always goes to the
-/// same subtask, in every run.
-pub fn hash_targets(batch: &ChangeBatch, key_columns: &[usize], n: usize) -> Result<Vec<u32>> {
-    assert!(n > 0);
+/// Sends every row to the subtask (of `n`) that owns the key group of its key columns (see
+/// [`crate::keyed::key_group`]): the subtask whose keyed state holds that key. The same key
+/// always goes to the same subtask, in every run and every version.
+pub fn hash_targets(
+    batch: &ChangeBatch,
+    key_columns: &[usize],
+    max_parallelism: usize,
+    n: usize,
+) -> Result<Vec<u32>> {
+    assert!(n > 0 && n <= max_parallelism);
     let rows = batch.num_rows();
     if key_columns.is_empty() {
         return Ok(vec![0; rows]);
@@ -19,21 +24,13 @@ pub fn hash_targets(batch: &ChangeBatch, key_columns: &[usize], n: usize) -> Res
         .iter()
         .map(|&i| batch.data.column(i).clone())
         .collect();
-    let fields = columns
-        .iter()
-        .map(|c| SortField::new(c.data_type().clone()))
-        .collect();
-    let converter = RowConverter::new(fields)?;
-    let encoded = converter.convert_columns(&columns)?;
-    Ok(encoded
-        .iter()
-        .map(|row| {
-            // SipHash with fixed keys: stable across runs and processes.
-            let mut h = std::hash::DefaultHasher::new();
-            row.as_ref().hash(&mut h);
-            (h.finish() % n as u64) as u32
-        })
-        .collect())
+    let codec = RowCodec::new(columns.iter().map(|c| c.data_type().clone()).collect());
+    let mut targets = Vec::with_capacity(rows);
+    codec.for_each_row(&columns, rows, |_, key| {
+        let group = key_group_of(key, max_parallelism);
+        targets.push(KeyGroupRange::subtask_of(group, max_parallelism, n) as u32);
+    })?;
+    Ok(targets)
 }
 
 /// Splits `batch` into one batch per subtask following `targets` (a subtask index per row).
@@ -96,7 +93,14 @@ mod tests {
     #[test]
     fn equal_keys_go_to_the_same_subtask_and_no_row_is_lost() {
         let b = batch(&["a", "b", "a", "c", "b", "a"]);
-        let t = hash_targets(&b, &[0], 3).unwrap();
+        let t = hash_targets(&b, &[0], 128, 3).unwrap();
+        for (i, k) in ["a", "b", "c"].iter().enumerate() {
+            let mut key = vec![1u8];
+            key.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            key.extend_from_slice(k.as_bytes());
+            let owner = KeyGroupRange::subtask_of(key_group_of(&key, 128), 128, 3);
+            assert_eq!(t[[0, 1, 3][i]] as usize, owner, "{k} goes to the owner of its key group");
+        }
         assert_eq!(t[0], t[2]);
         assert_eq!(t[0], t[5]);
         assert_eq!(t[1], t[4]);

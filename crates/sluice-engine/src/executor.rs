@@ -1,101 +1,58 @@
 //! Runs a [`JobGraph`]: chains nodes into tasks, starts one thread per subtask of each task,
-//! wires them with bounded channels and carries watermarks (the minimum over a task's input
-//! channels). The first error cancels the whole job.
+//! wires them with bounded channels (one per pair of upstream and downstream subtask, read
+//! through an [`InputGate`]) and carries watermarks. The first error cancels the whole job.
 //!
 //! Checkpoint barriers travel with the data: a source subtask injects one when the
-//! coordinator triggers a checkpoint, a task with several input channels aligns them (it holds
-//! back what arrives on a channel after its barrier until the barrier has come on every
-//! channel), and each task snapshots its operators as the barrier passes (see
-//! [`crate::checkpoint`]).
+//! coordinator triggers a checkpoint, the input gate of a task with several input channels
+//! aligns them, and each task takes a snapshot of its operators as the barrier passes (the
+//! synchronous part: operator bytes and O(1) views of keyed state), passes the barrier on and
+//! hands the snapshot to its writer thread, which writes and acknowledges it while the task
+//! goes on (see [`crate::checkpoint`]).
 
 use crate::checkpoint::coordinator::{Coordinator, SubtaskKey, TaskEvent};
 use crate::checkpoint::storage::{self, NodeInfo, Restored};
-use crate::checkpoint::{CheckpointConfig, CheckpointShared, CheckpointStats, RestoreMode};
+use crate::checkpoint::writer::{finish_all, SnapshotWriter, TakenSection};
+use crate::checkpoint::{CheckpointConfig, CheckpointShared, RestoreMode};
 use crate::exchange::{hash_targets, split_by_target};
 use crate::graph::{JobGraph, NodeKind, Partitioning};
-use crate::metrics::Metrics;
+use crate::input_gate::{GateEvent, InputGate};
+use crate::job::{JobHandle, JobReport};
 use crate::operator::{Operator, Output, SubtaskContext};
 use crate::source::{SourcePoll, SourceReader};
 use crate::state::{StateReader, StateWriter};
-use sluice_common::{
-    CheckpointId, EventTime, Message, Result, SluiceError, MAX_WATERMARK, MIN_WATERMARK,
-};
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use sluice_common::{CheckpointId, Message, Result, SluiceError, MAX_WATERMARK};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Messages a channel buffers before its sender blocks (the backpressure).
+/// Messages one channel buffers before its sender blocks (the backpressure).
 pub const CHANNEL_CAPACITY_MESSAGES: usize = 16;
 
 /// How long a source sleeps when it has nothing.
 const IDLE_SLEEP: Duration = Duration::from_millis(5);
 
-/// A message with the index of the input channel it arrived on.
-type Envelope = (usize, Message);
-
-/// How to watch and stop a running job from outside (Ctrl-C, the dashboard).
-#[derive(Clone, Default)]
-pub struct JobHandle {
-    cancelled: Arc<AtomicBool>,
-    /// The job's counters.
-    pub metrics: Arc<Metrics>,
-    /// The job's checkpoints.
-    pub checkpoints: Arc<CheckpointShared>,
-}
-
-impl JobHandle {
-    /// Asks every source to stop; operators close and sinks flush.
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-    }
-
-    /// True once cancelled.
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
-    }
-
-    /// Asks the job to take a savepoint and stop once it is complete (Flink's stop with
-    /// savepoint): sources stop reading at the savepoint's barrier, sinks commit, and the
-    /// job ends without firing open windows. [`CheckpointShared::savepoint_path`] then says
-    /// where it is.
-    pub fn stop_with_savepoint(&self) {
-        self.checkpoints
-            .savepoint_requested
-            .store(true, Ordering::SeqCst);
-    }
-}
-
-/// What a finished job reports.
-#[derive(Debug)]
-pub struct JobReport {
-    /// The counters, by name.
-    pub counters: Vec<(String, u64)>,
-    /// How long it ran.
-    pub elapsed: Duration,
-    /// True if it was cancelled rather than reaching the end of its input.
-    pub cancelled: bool,
-    /// Its checkpoints, oldest first.
-    pub checkpoints: Vec<CheckpointStats>,
-    /// Where a stop with savepoint wrote the savepoint.
-    pub savepoint: Option<std::path::PathBuf>,
-}
+/// How long an operator task waits for input before it looks for completed checkpoints and
+/// due processing-time timers.
+const NOTIFY_POLL: Duration = Duration::from_millis(20);
 
 /// One chain of nodes run as one task.
 struct Task {
     nodes: Vec<usize>,
 }
 
-/// Where a task sends its output: to the subtasks of one consumer task.
+/// Where a task sends its output: to the subtasks of one consumer task, over one edge.
 struct Router {
     partitioning: Partitioning,
-    senders: Vec<SyncSender<Envelope>>,
-    /// The channel index this subtask has at the receivers.
-    channel: usize,
+    /// The channel from this subtask to each subtask of the consumer (`None` where a
+    /// forward edge has none).
+    senders: Vec<Option<Sender<Message>>>,
     /// This subtask's index (the target of a forward edge).
     subtask: usize,
+    max_parallelism: usize,
     round_robin: usize,
 }
 
@@ -104,10 +61,7 @@ impl Router {
         let n = self.senders.len();
         match msg {
             Message::Data(batch) => match &self.partitioning {
-                Partitioning::Forward => {
-                    let i = self.channel_target();
-                    self.deliver(i, Message::Data(batch))
-                }
+                Partitioning::Forward => self.deliver(self.subtask, Message::Data(batch)),
                 Partitioning::Single => self.deliver(0, Message::Data(batch)),
                 Partitioning::Rebalance => {
                     self.round_robin = (self.round_robin + 1) % n;
@@ -120,7 +74,7 @@ impl Router {
                     Ok(())
                 }
                 Partitioning::Hash(keys) => {
-                    let targets = hash_targets(&batch, keys, n)?;
+                    let targets = hash_targets(&batch, keys, self.max_parallelism, n)?;
                     for (i, part) in split_by_target(&batch, &targets, n)?
                         .into_iter()
                         .enumerate()
@@ -136,8 +90,7 @@ impl Router {
             Message::Split(..) => Ok(()),
             other => {
                 if self.partitioning == Partitioning::Forward {
-                    let i = self.channel_target();
-                    return self.deliver(i, other);
+                    return self.deliver(self.subtask, other);
                 }
                 for i in 0..n {
                     self.deliver(i, other.clone())?;
@@ -147,22 +100,18 @@ impl Router {
         }
     }
 
-    fn channel_target(&self) -> usize {
-        // Forward: upstream subtask i feeds downstream subtask i (same parallelism).
-        self.subtask % self.senders.len()
-    }
-
     fn deliver(&self, target: usize, msg: Message) -> Result<()> {
-        self.senders[target]
-            .send((self.channel, msg))
-            .map_err(|_| SluiceError::Cancelled)
+        match self.senders.get(target) {
+            Some(Some(tx)) => tx.send(msg).map_err(|_| SluiceError::Cancelled),
+            _ => Err(SluiceError::Runtime(format!(
+                "no channel to subtask {target} of the next task"
+            ))),
+        }
     }
 }
 
 /// The running state of one subtask of a task.
 struct Subtask {
-    /// This subtask: the first node of its task and its index.
-    key: SubtaskKey,
     /// The node of each operator in `operators`.
     nodes: Vec<usize>,
     /// The node of the task's source, if it has one.
@@ -170,7 +119,8 @@ struct Subtask {
     operators: Vec<Box<dyn Operator>>,
     routers: Vec<Router>,
     checkpoints: Arc<CheckpointShared>,
-    events: Sender<TaskEvent>,
+    /// Writes snapshots and speaks to the coordinator.
+    writer: SnapshotWriter,
     /// The latest complete checkpoint the operators were told of.
     notified: CheckpointId,
     /// True if the job takes checkpoints: the end of the input then waits for a checkpoint
@@ -246,66 +196,82 @@ impl Subtask {
         Ok(())
     }
 
+    /// Fires the processing-time timers that are due, operator by operator.
+    fn fire_processing_timers(&mut self) -> Result<()> {
+        for pos in 0..self.operators.len() {
+            let due = self.operators[pos]
+                .keyed_store()
+                .and_then(|s| s.next_processing_timer().map(|t| (t, s.now_ms())))
+                .filter(|(t, now)| t <= now);
+            if let Some((_, now)) = due {
+                let mut out = Output::default();
+                self.operators[pos].on_processing_time(now, &mut out)?;
+                let emitted: Vec<Message> = out.drain().collect();
+                for m in emitted {
+                    if pos + 1 < self.operators.len() {
+                        self.push(pos + 1, 0, m)?;
+                    } else {
+                        self.emit(m)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn end_outputs(&mut self) {
         for r in &mut self.routers {
             let _ = r.send(Message::EndOfStream);
         }
     }
 
-    /// The state of the source (if any) and of every operator, by node.
+    /// The state of the source (if any) and of every operator, by node, as the barrier
+    /// passes: the operators' own bytes and views of their keyed state.
     fn snapshot(
         &mut self,
         id: CheckpointId,
         reader: Option<&mut Box<dyn SourceReader>>,
-    ) -> Result<Vec<(usize, Vec<u8>)>> {
+    ) -> Result<Vec<TakenSection>> {
         let mut sections = Vec::with_capacity(self.operators.len() + 1);
         if let (Some(r), Some(node)) = (reader, self.source_node) {
             let mut w = StateWriter::default();
             r.snapshot_position(id, &mut w)?;
-            sections.push((node, w.finish()));
+            sections.push(TakenSection {
+                node,
+                operator: w.finish(),
+                keyed: None,
+            });
         }
         for (op, &node) in self.operators.iter_mut().zip(&self.nodes) {
             let mut w = StateWriter::default();
             op.snapshot_state(id, &mut w)?;
-            sections.push((node, w.finish()));
+            let keyed = op.keyed_store().map(|s| s.snapshot());
+            sections.push(TakenSection {
+                node,
+                operator: w.finish(),
+                keyed,
+            });
         }
         Ok(sections)
     }
 
     /// The barrier of checkpoint `id` has reached this task (on every input): snapshot,
-    /// pass the barrier on, write the part file and acknowledge.
+    /// pass the barrier on, and hand the snapshot to the writer.
     fn checkpoint(
         &mut self,
         id: CheckpointId,
         reader: Option<&mut Box<dyn SourceReader>>,
     ) -> Result<()> {
+        let started = Instant::now();
         let sections = self.snapshot(id, reader)?;
+        let sync_ms = started.elapsed().as_millis() as u64;
         self.emit(Message::Barrier(id))?;
         let dir = match self.checkpoints.pending_dir.lock() {
             Ok(d) => d.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        let event = match dir.filter(|(pending, _)| *pending == id) {
-            None => TaskEvent::Declined {
-                id,
-                reason: "it was abandoned".into(),
-            },
-            Some((_, dir)) => match storage::write_part(&dir.join(self.key.file_name()), &sections)
-            {
-                Ok(part) => TaskEvent::Ack {
-                    id,
-                    subtask: self.key,
-                    part,
-                    sizes: sections.iter().map(|(n, b)| (*n, b.len() as u64)).collect(),
-                },
-                Err(e) => TaskEvent::Declined {
-                    id,
-                    reason: e.to_string(),
-                },
-            },
-        };
-        let _ = self.events.send(event);
-        Ok(())
+        let dir = dir.filter(|(pending, _)| *pending == id).map(|(_, d)| d);
+        self.writer.checkpoint(id, dir, sections, sync_ms)
     }
 
     /// Tells the operators (and the source) of a newly completed checkpoint.
@@ -339,9 +305,10 @@ impl Subtask {
     /// two-phase-commit sinks hold, and the subtask waits for a checkpoint that holds its final
     /// state (one triggered after it finished) before telling its operators, with
     /// `CheckpointId::MAX`: that checkpoint holds everything they pre-committed, what the end
-    /// of the input left included, so they commit it all. A crash before that checkpoint restores an earlier one and replays, with
-    /// nothing of the replayed part committed twice; a crash after it restores the final
-    /// state. A cancel while waiting closes without committing.
+    /// of the input left included, so they commit it all. A crash before that checkpoint
+    /// restores an earlier one and replays, with nothing of the replayed part committed
+    /// twice; a crash after it restores the final state. A cancel while waiting closes
+    /// without committing.
     fn end(&mut self, mut reader: Option<&mut Box<dyn SourceReader>>) -> Result<()> {
         if !self.checkpointing {
             self.close(true)?;
@@ -370,11 +337,7 @@ impl Subtask {
     /// This subtask has ended its output: tell the coordinator its final state.
     fn finished(&mut self, reader: Option<&mut Box<dyn SourceReader>>) -> Result<()> {
         let sections = self.snapshot(self.checkpoints.completed(), reader)?;
-        let _ = self.events.send(TaskEvent::Finished {
-            subtask: self.key,
-            sections,
-        });
-        Ok(())
+        self.writer.finished(sections)
     }
 }
 
@@ -484,6 +447,15 @@ pub fn run_job(
     let metrics = handle.metrics.clone();
     let shared = handle.checkpoints.clone();
     let config = graph.checkpoint.clone();
+    let max_parallelism = graph.state.max_parallelism;
+    for n in &graph.nodes {
+        if n.parallelism > max_parallelism {
+            return Err(SluiceError::Config(format!(
+                "{} has parallelism {}, more than 'pipeline.max-parallelism' = '{max_parallelism}'",
+                n.name, n.parallelism
+            )));
+        }
+    }
     let first_error: Arc<Mutex<Option<SluiceError>>> = Arc::new(Mutex::new(None));
     let (events_tx, events_rx) = channel::<TaskEvent>();
 
@@ -501,38 +473,40 @@ pub fn run_job(
         }
     }
 
-    // One receiver per subtask of every task; channel indexes per input edge.
-    let mut senders: Vec<Vec<SyncSender<Envelope>>> = Vec::new();
-    let mut receivers: Vec<Vec<Option<Receiver<Envelope>>>> = Vec::new();
-    // For each task: (channel offset, logical input, upstream parallelism) per input edge.
-    let mut channel_layout: Vec<Vec<(usize, usize, usize)>> = Vec::new();
-    for task in &tasks {
+    // One bounded channel per (edge into a task, upstream subtask, downstream subtask); a
+    // forward edge has only the channels i -> i.
+    // senders[(task, edge)][upstream subtask][downstream subtask]
+    let mut senders: HashMap<(usize, usize), Vec<Vec<Option<Sender<Message>>>>> = HashMap::new();
+    // receivers[task][downstream subtask]: (channel, logical input)
+    let mut receivers: Vec<Vec<Vec<(Receiver<Message>, usize)>>> = Vec::new();
+    for (t, task) in tasks.iter().enumerate() {
         let head = &graph.nodes[task.nodes[0]];
-        let mut s = Vec::new();
-        let mut r = Vec::new();
-        for _ in 0..head.parallelism {
-            let (tx, rx) = sync_channel(CHANNEL_CAPACITY_MESSAGES);
-            s.push(tx);
-            r.push(Some(rx));
+        let mut per_subtask: Vec<Vec<(Receiver<Message>, usize)>> =
+            (0..head.parallelism).map(|_| Vec::new()).collect();
+        for (edge, input) in head.inputs.iter().enumerate() {
+            let up = graph.nodes[input.node].parallelism;
+            let mut grid: Vec<Vec<Option<Sender<Message>>>> =
+                (0..up).map(|_| vec![None; head.parallelism]).collect();
+            for (j, row) in grid.iter_mut().enumerate() {
+                for (s, slot) in row.iter_mut().enumerate() {
+                    if input.partitioning == Partitioning::Forward && j != s {
+                        continue;
+                    }
+                    let (tx, rx) = bounded(CHANNEL_CAPACITY_MESSAGES);
+                    *slot = Some(tx);
+                    per_subtask[s].push((rx, edge));
+                }
+            }
+            senders.insert((t, edge), grid);
         }
-        senders.push(s);
-        receivers.push(r);
-        let mut layout = Vec::new();
-        let mut offset = 0;
-        for (logical, input) in head.inputs.iter().enumerate() {
-            let p = graph.nodes[input.node].parallelism;
-            layout.push((offset, logical, p));
-            offset += p;
-        }
-        channel_layout.push(layout);
+        receivers.push(per_subtask);
     }
 
     // Every subtask is set up (and restored) before any thread starts.
     type Pending = (
         String,
         Option<Box<dyn SourceReader>>,
-        Option<Receiver<Envelope>>,
-        Vec<(usize, usize, usize)>,
+        Option<Vec<(Receiver<Message>, usize)>>,
         Subtask,
     );
     let mut pending: Vec<Pending> = Vec::new();
@@ -546,19 +520,23 @@ pub fn run_job(
             let mut routers = Vec::new();
             for &c in &consumers {
                 let ct = task_of[c];
-                let edge_pos = graph.nodes[c]
-                    .inputs
-                    .iter()
-                    .position(|i| i.node == tail)
-                    .unwrap_or(0);
-                let (offset, _, _) = channel_layout[ct][edge_pos];
-                routers.push(Router {
-                    partitioning: graph.nodes[c].inputs[edge_pos].partitioning.clone(),
-                    senders: senders[ct].clone(),
-                    channel: offset + subtask,
-                    subtask,
-                    round_robin: subtask,
-                });
+                for (edge, input) in graph.nodes[c].inputs.iter().enumerate() {
+                    if input.node != tail {
+                        continue;
+                    }
+                    let row = senders
+                        .get(&(ct, edge))
+                        .and_then(|g| g.get(subtask))
+                        .cloned()
+                        .unwrap_or_default();
+                    routers.push(Router {
+                        partitioning: input.partitioning.clone(),
+                        senders: row,
+                        subtask,
+                        max_parallelism,
+                        round_robin: subtask,
+                    });
+                }
             }
             let mut operators = Vec::new();
             let mut nodes = Vec::new();
@@ -573,6 +551,7 @@ pub fn run_job(
                     parallelism: node.parallelism,
                     metrics: metrics.clone(),
                     checkpointing: config.enabled(),
+                    state: graph.state,
                 };
                 let state = restored.as_mut().and_then(|r| r.take(n, subtask));
                 let owner = format!("{} ({}/{})", node.name, subtask + 1, node.parallelism);
@@ -587,6 +566,11 @@ pub fn run_job(
                     }
                     NodeKind::Operator(f) => {
                         let mut op = f.create(&ctx)?;
+                        if let (Some(store), Some(r)) = (op.keyed_store(), restored.as_ref()) {
+                            for blob in r.keyed(n) {
+                                store.restore(blob, &owner)?;
+                            }
+                        }
                         if let Some(bytes) = state.filter(|b| !b.is_empty()) {
                             op.restore_state(&mut StateReader::new(&bytes, &owner))?;
                         }
@@ -601,13 +585,12 @@ pub fn run_job(
             };
             all_subtasks.push(key);
             let mut sub = Subtask {
-                key,
                 nodes,
                 source_node,
                 operators,
                 routers,
                 checkpoints: shared.clone(),
-                events: events_tx.clone(),
+                writer: SnapshotWriter::start(key, events_tx.clone())?,
                 notified: shared.completed(),
                 checkpointing: config.enabled(),
                 handle: handle.clone(),
@@ -618,13 +601,12 @@ pub fn run_job(
                 sub.push(0, 0, Message::Watermark(MAX_WATERMARK))?;
                 sub.close(true)?;
                 sub.end_outputs();
-                finished_early.insert(key, sub.snapshot(0, source.as_mut())?);
+                finished_early.insert(key, finish_all(sub.snapshot(0, source.as_mut())?)?);
                 continue;
             }
-            let rx = receivers[t].get_mut(subtask).and_then(Option::take);
-            let layout = channel_layout[t].clone();
+            let rx = receivers[t].get_mut(subtask).map(std::mem::take);
             let name = format!("{} ({}/{})", head.name, subtask + 1, head.parallelism);
-            pending.push((name, source, rx, layout, sub));
+            pending.push((name, source, rx, sub));
         }
     }
     drop(events_tx);
@@ -636,7 +618,7 @@ pub fn run_job(
         + 1;
     shared.completed.store(next_id - 1, Ordering::SeqCst);
     for p in &mut pending {
-        p.4.notified = next_id - 1;
+        p.3.notified = next_id - 1;
     }
     let coordinator = Coordinator {
         config: config.clone(),
@@ -656,7 +638,7 @@ pub fn run_job(
 
     let idle_timeout = graph.source_idle_timeout;
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    for (name, source, rx, layout, sub) in pending {
+    for (name, source, rx, sub) in pending {
         let handle = handle.clone();
         let first_error = first_error.clone();
         let thread = std::thread::Builder::new()
@@ -664,7 +646,7 @@ pub fn run_job(
             .spawn(move || {
                 let result = match (source, rx) {
                     (Some(reader), _) => run_source(reader, sub, &handle, idle_timeout),
-                    (None, Some(rx)) => run_operator(rx, layout, sub),
+                    (None, Some(rx)) => run_operator(rx, sub),
                     (None, None) => Ok(()),
                 };
                 if let Err(e) = result {
@@ -744,6 +726,7 @@ fn run_source(
             std::thread::sleep(IDLE_SLEEP);
             continue;
         }
+        sub.fire_processing_timers()?;
         match reader.poll()? {
             SourcePoll::Batch(b) => {
                 if b.num_rows() > 0 {
@@ -770,147 +753,24 @@ fn run_source(
     }
 }
 
-/// How long an operator task waits for input before it looks for completed checkpoints.
-const NOTIFY_POLL: Duration = Duration::from_millis(20);
-
-fn run_operator(
-    rx: Receiver<Envelope>,
-    layout: Vec<(usize, usize, usize)>,
-    mut sub: Subtask,
-) -> Result<()> {
-    let channels: usize = layout.iter().map(|(_, _, p)| p).sum();
-    let mut logical_of = vec![0usize; channels];
-    for &(offset, logical, p) in &layout {
-        for slot in logical_of.iter_mut().skip(offset).take(p) {
-            *slot = logical;
-        }
-    }
-    let mut watermarks = vec![MIN_WATERMARK; channels];
-    // Ended or idle channels do not hold the watermark back.
-    let mut ended = vec![false; channels];
-    let mut idle = vec![false; channels];
-    let mut current: EventTime = MIN_WATERMARK;
-    let mut open = channels;
-    // Barrier alignment: the checkpoint being aligned, the channels whose barrier has come,
-    // what they sent after it (held back), and held-back messages to take before new ones.
-    let mut aligning: Option<CheckpointId> = None;
-    let mut blocked = vec![false; channels];
-    let mut held: VecDeque<Envelope> = VecDeque::new();
-    let mut replay: VecDeque<Envelope> = VecDeque::new();
-    let mut last_barrier: CheckpointId = sub.notified;
-    while open > 0 {
-        let (channel, msg) = match replay.pop_front() {
-            Some(e) => e,
-            None => match rx.recv_timeout(NOTIFY_POLL) {
-                Ok(e) => e,
-                Err(RecvTimeoutError::Timeout) => {
-                    sub.notify(None)?;
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    // Every upstream is gone without ending its stream: cancelled or failed.
-                    sub.notify(None)?;
-                    sub.close(false)?;
-                    return Ok(());
-                }
-            },
-        };
-        if blocked[channel] {
-            held.push_back((channel, msg));
-            continue;
-        }
-        let mut aligned = false;
-        match msg {
-            Message::Data(b) => {
-                idle[channel] = false;
-                sub.push(0, logical_of[channel], Message::Data(b))?
-            }
-            Message::Watermark(w) => {
-                idle[channel] = false;
-                watermarks[channel] = watermarks[channel].max(w);
-                if let Some(min) = min_active(&watermarks, &ended, &idle) {
-                    if min > current {
-                        current = min;
-                        sub.push(0, 0, Message::Watermark(current))?;
-                    }
-                }
-            }
-            Message::Idle => {
-                idle[channel] = true;
-                if (0..channels).all(|c| ended[c] || idle[c]) {
-                    // Every input is idle: as Flink, advance to the largest watermark any
-                    // input has reached, then this task is idle too.
-                    let max = (0..channels)
-                        .filter(|&c| !ended[c])
-                        .map(|c| watermarks[c])
-                        .max()
-                        .unwrap_or(MIN_WATERMARK);
-                    if max > current {
-                        current = max;
-                        sub.push(0, 0, Message::Watermark(current))?;
-                    }
-                    sub.push(0, 0, Message::Idle)?;
-                } else if let Some(min) = min_active(&watermarks, &ended, &idle) {
-                    if min > current {
-                        current = min;
-                        sub.push(0, 0, Message::Watermark(current))?;
-                    }
-                }
-            }
-            Message::Barrier(id) => {
-                if id <= last_barrier || aligning.is_some_and(|a| id < a) {
-                    // A barrier of a checkpoint already taken or given up.
-                    continue;
-                }
-                if aligning.is_some_and(|a| id > a) {
-                    // A newer checkpoint overtook the one being aligned: give that one up.
-                    release(&mut blocked, &mut held, &mut replay);
-                }
-                aligning = Some(id);
-                blocked[channel] = true;
-                aligned = (0..channels).all(|c| blocked[c] || ended[c]);
-            }
-            Message::Split(..) => {}
-            Message::EndOfStream => {
-                if !ended[channel] {
-                    ended[channel] = true;
-                    open -= 1;
-                    if let Some(min) = min_active(&watermarks, &ended, &idle) {
-                        if min > current {
-                            current = min;
-                            sub.push(0, 0, Message::Watermark(current))?;
-                        }
-                    }
-                    aligned = aligning.is_some() && (0..channels).all(|c| blocked[c] || ended[c]);
-                }
-            }
-        }
-        if aligned {
-            if let Some(id) = aligning.take() {
-                sub.checkpoint(id, None)?;
-                last_barrier = id;
-                release(&mut blocked, &mut held, &mut replay);
+fn run_operator(channels: Vec<(Receiver<Message>, usize)>, mut sub: Subtask) -> Result<()> {
+    let mut gate = InputGate::new(channels, sub.notified);
+    loop {
+        match gate.next(NOTIFY_POLL) {
+            GateEvent::Data { input, batch } => sub.push(0, input, Message::Data(batch))?,
+            GateEvent::Watermark(w) => sub.push(0, 0, Message::Watermark(w))?,
+            GateEvent::Idle => sub.push(0, 0, Message::Idle)?,
+            GateEvent::Barrier(id) => sub.checkpoint(id, None)?,
+            GateEvent::Timeout => {}
+            GateEvent::Ended => return sub.end(None),
+            GateEvent::Disconnected => {
+                // An upstream is gone without ending its stream: cancelled or failed.
+                sub.notify(None)?;
+                sub.close(false)?;
+                return Ok(());
             }
         }
         sub.notify(None)?;
+        sub.fire_processing_timers()?;
     }
-    sub.end(None)
-}
-
-/// Ends an alignment: every channel flows again, and what was held back is taken before
-/// what is still to replay (it arrived earlier on its channel).
-fn release(blocked: &mut [bool], held: &mut VecDeque<Envelope>, replay: &mut VecDeque<Envelope>) {
-    blocked.iter_mut().for_each(|b| *b = false);
-    let mut rest = std::mem::take(held);
-    rest.append(replay);
-    *replay = rest;
-}
-
-/// The minimum watermark over the channels that are neither ended nor idle; `None` if no
-/// channel is active (then nothing may advance the watermark).
-fn min_active(watermarks: &[EventTime], ended: &[bool], idle: &[bool]) -> Option<EventTime> {
-    (0..watermarks.len())
-        .filter(|&c| !ended[c] && !idle[c])
-        .map(|c| watermarks[c])
-        .min()
 }

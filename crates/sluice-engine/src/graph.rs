@@ -2,6 +2,7 @@
 //! them with the way rows are distributed over the next node's subtasks.
 
 use crate::checkpoint::CheckpointConfig;
+use crate::keyed::{StateBackendKind, DEFAULT_MAX_PARALLELISM};
 use crate::operator::OperatorFactory;
 use crate::source::SourceFactory;
 use std::fmt::Write;
@@ -77,6 +78,28 @@ pub struct JobGraph {
     pub source_idle_timeout: Option<std::time::Duration>,
     /// How the job takes checkpoints and where it keeps them.
     pub checkpoint: CheckpointConfig,
+    /// How keyed state is kept: `pipeline.max-parallelism` (the number of key groups) and
+    /// `state.backend.type`.
+    pub state: StateConfig,
+}
+
+/// How a job keeps keyed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateConfig {
+    /// `pipeline.max-parallelism`: the number of key groups, the most subtasks an operator
+    /// can ever have.
+    pub max_parallelism: usize,
+    /// `state.backend.type`.
+    pub backend: StateBackendKind,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            backend: StateBackendKind::default(),
+        }
+    }
 }
 
 impl JobGraph {
@@ -87,6 +110,7 @@ impl JobGraph {
             nodes: Vec::new(),
             source_idle_timeout: None,
             checkpoint: CheckpointConfig::default(),
+            state: StateConfig::default(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! The operator interface: what a step of a dataflow does with batches, watermarks and the end
 //! of its input.
 
+use crate::graph::StateConfig;
+use crate::keyed::{KeyGroupRange, KeyedStore};
 use crate::metrics::Metrics;
 use crate::state::{StateReader, StateWriter};
 use sluice_common::{ChangeBatch, CheckpointId, EventTime, Message, Result, SplitId, SplitStatus};
@@ -22,6 +24,31 @@ pub struct SubtaskContext {
     /// True if the job takes periodic checkpoints: a two-phase-commit sink then makes its
     /// output visible only when a checkpoint completes (or at the end of the input).
     pub checkpointing: bool,
+    /// The job's keyed state settings.
+    pub state: StateConfig,
+}
+
+impl SubtaskContext {
+    /// The key groups this subtask owns: the hash exchange sends it exactly the keys of
+    /// these groups.
+    pub fn key_groups(&self) -> KeyGroupRange {
+        KeyGroupRange::for_subtask(
+            self.state.max_parallelism,
+            self.parallelism,
+            self.subtask_index,
+        )
+    }
+
+    /// A keyed state store for this subtask, on the job's state backend. An operator that
+    /// keeps one returns it from [`Operator::keyed_store`], so that the runtime checkpoints
+    /// and restores it.
+    pub fn keyed_store(&self) -> KeyedStore {
+        KeyedStore::new(
+            self.state.backend,
+            self.state.max_parallelism,
+            self.key_groups(),
+        )
+    }
 }
 
 /// Where an operator puts what it emits.
@@ -66,7 +93,11 @@ impl Output {
 
 /// One step of a dataflow, instantiated once per subtask.
 ///
-/// The runtime calls an operator from a single thread; an operator keeps its state in itself.
+/// The runtime calls an operator from a single thread. Per-key state belongs in a
+/// [`KeyedStore`] (from [`SubtaskContext::keyed_store`], returned by
+/// [`Operator::keyed_store`]): the runtime snapshots it asynchronously and redistributes it
+/// by key group on a restore at another parallelism. What is not per key (a sink's
+/// transaction, a watermark) goes through [`Operator::snapshot_state`].
 pub trait Operator: Send {
     /// Handles a batch that arrived on logical input `input` (0 for single-input operators).
     fn process_batch(&mut self, input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()>;
@@ -116,6 +147,19 @@ pub trait Operator: Send {
     /// Restores what [`Operator::snapshot_state`] wrote, before any input arrives. A
     /// two-phase-commit sink commits what the restored checkpoint had pre-committed.
     fn restore_state(&mut self, _state: &mut StateReader<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// The operator's keyed state, if it keeps any: the runtime snapshots it at every
+    /// barrier (an O(1) view, written on another thread while the task goes on) and restores
+    /// it, with the key groups of this subtask, before [`Operator::restore_state`].
+    fn keyed_store(&mut self) -> Option<&mut KeyedStore> {
+        None
+    }
+
+    /// Processing time has reached `now_ms` and the keyed store has processing-time timers
+    /// due: the operator takes them with [`KeyedStore::pop_processing_timers`].
+    fn on_processing_time(&mut self, _now_ms: i64, _out: &mut Output) -> Result<()> {
         Ok(())
     }
 

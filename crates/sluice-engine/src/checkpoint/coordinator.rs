@@ -3,9 +3,9 @@
 //! when every subtask has acknowledged it, abandons one that takes longer than the timeout,
 //! keeps the newest `num-retained` and records the history.
 
-use super::storage::{self, Metadata, NodeInfo, PartInfo};
+use super::storage::{self, Metadata, NodeInfo, PartInfo, Section};
 use super::{CheckpointConfig, CheckpointShared, CheckpointStats, OperatorCheckpointStats};
-use crate::executor::JobHandle;
+use crate::job::JobHandle;
 use sluice_common::CheckpointId;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -24,14 +24,20 @@ pub(crate) enum TaskEvent {
         part: PartInfo,
         /// State bytes per node of the task.
         sizes: Vec<(usize, u64)>,
+        /// The synchronous part (at the barrier, on the task thread) in ms.
+        sync_ms: u64,
+        /// The asynchronous part (writing the part file, on the writer thread) in ms.
+        async_ms: u64,
     },
     /// The subtask could not take checkpoint `id`.
     Declined { id: CheckpointId, reason: String },
     /// The subtask has finished; this is its final state, for the checkpoints that follow.
     Finished {
         subtask: SubtaskKey,
-        sections: Vec<(usize, Vec<u8>)>,
+        sections: Vec<Section>,
     },
+    /// The subtask's state could not be taken at all: the job stops.
+    Failed { reason: String },
 }
 
 /// A task subtask: the first node of its task and its index.
@@ -48,9 +54,16 @@ impl SubtaskKey {
     }
 }
 
-/// A subtask's acknowledgement: its part file, its state bytes per node, and the time from
-/// trigger to acknowledgement in milliseconds.
-type AckInfo = (PartInfo, Vec<(usize, u64)>, u64);
+/// A subtask's acknowledgement.
+struct AckInfo {
+    part: PartInfo,
+    /// State bytes per node.
+    sizes: Vec<(usize, u64)>,
+    /// From trigger to acknowledgement.
+    ack_ms: u64,
+    sync_ms: u64,
+    async_ms: u64,
+}
 
 struct Pending {
     id: CheckpointId,
@@ -71,7 +84,7 @@ pub(crate) struct Coordinator {
     /// Every task subtask of the job.
     pub subtasks: Vec<SubtaskKey>,
     /// Subtasks that finished before the job started (nothing to read), with their state.
-    pub finished: BTreeMap<SubtaskKey, Vec<(usize, Vec<u8>)>>,
+    pub finished: BTreeMap<SubtaskKey, Vec<Section>>,
     /// The id the next checkpoint gets.
     pub next_id: CheckpointId,
 }
@@ -118,11 +131,28 @@ impl Coordinator {
                     subtask,
                     part,
                     sizes,
+                    sync_ms,
+                    async_ms,
                 }) => {
                     if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
-                        let ms = p.triggered.elapsed().as_millis() as u64;
-                        p.acks.insert(subtask, (part, sizes, ms));
+                        let ack_ms = p.triggered.elapsed().as_millis() as u64;
+                        p.acks.insert(
+                            subtask,
+                            AckInfo {
+                                part,
+                                sizes,
+                                ack_ms,
+                                sync_ms,
+                                async_ms,
+                            },
+                        );
                     }
+                }
+                Ok(TaskEvent::Failed { reason }) => {
+                    tracing::error!("the job stops: {reason}");
+                    eprintln!("error: {reason}");
+                    self.handle.cancel();
+                    return;
                 }
                 Ok(TaskEvent::Declined { id, reason }) => {
                     if let Some(p) = pending.take_if(|p| p.id == id) {
@@ -240,6 +270,8 @@ impl Coordinator {
             savepoint: p.savepoint,
             trigger_time_ms: p.trigger_time_ms,
             duration_ms: p.triggered.elapsed().as_millis() as u64,
+            sync_ms: 0,
+            async_ms: 0,
             size_bytes: 0,
             status: format!("Failed: {reason}"),
             operators: Vec::new(),
@@ -268,22 +300,27 @@ impl Coordinator {
 
     fn complete(&mut self, mut p: Pending) -> sluice_common::Result<()> {
         let mut parts = Vec::new();
-        let mut per_node: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
+        // Per node: bytes, and the longest ack, sync and async times of its subtasks.
+        let mut per_node: BTreeMap<usize, [u64; 4]> = BTreeMap::new();
         for s in &self.subtasks {
-            if let Some((part, sizes, ms)) = p.acks.remove(s) {
-                for (node, size) in sizes {
+            if let Some(ack) = p.acks.remove(s) {
+                for (node, size) in ack.sizes {
                     let e = per_node.entry(node).or_default();
-                    e.0 += size;
-                    e.1 = e.1.max(ms);
+                    e[0] += size;
+                    e[1] = e[1].max(ack.ack_ms);
+                    e[2] = e[2].max(ack.sync_ms);
+                    e[3] = e[3].max(ack.async_ms);
                 }
-                parts.push(part);
+                parts.push(ack.part);
             } else if let Some(sections) = self.finished.get(s) {
-                for (node, bytes) in sections {
-                    per_node.entry(*node).or_default().0 += bytes.len() as u64;
+                for section in sections {
+                    per_node.entry(section.node).or_default()[0] += section.size_bytes();
                 }
                 parts.push(storage::write_part(&p.dir.join(s.file_name()), sections)?);
             }
         }
+        let sync_ms = per_node.values().map(|e| e[2]).max().unwrap_or(0);
+        let async_ms = per_node.values().map(|e| e[3]).max().unwrap_or(0);
         let size: u64 = parts.iter().map(|x| x.size_bytes).sum();
         storage::write_metadata(
             &p.dir,
@@ -321,24 +358,38 @@ impl Coordinator {
             .metrics
             .counter("last checkpoint size (bytes)")
             .store(size, Ordering::Relaxed);
+        self.handle
+            .metrics
+            .counter("last checkpoint sync part (ms)")
+            .store(sync_ms, Ordering::Relaxed);
+        self.handle
+            .metrics
+            .counter("last checkpoint async part (ms)")
+            .store(async_ms, Ordering::Relaxed);
         self.record(CheckpointStats {
             id: p.id,
             savepoint: p.savepoint,
             trigger_time_ms: p.trigger_time_ms,
             duration_ms,
+            sync_ms,
+            async_ms,
             size_bytes: size,
             status: "Completed".into(),
             operators: per_node
                 .into_iter()
-                .map(|(node, (size_bytes, ack_ms))| OperatorCheckpointStats {
-                    node,
-                    name: self
-                        .nodes
-                        .get(node)
-                        .map(|n| n.name.clone())
-                        .unwrap_or_default(),
-                    size_bytes,
-                    ack_ms,
+                .map(|(node, [size_bytes, ack_ms, sync_ms, async_ms])| {
+                    OperatorCheckpointStats {
+                        node,
+                        name: self
+                            .nodes
+                            .get(node)
+                            .map(|n| n.name.clone())
+                            .unwrap_or_default(),
+                        size_bytes,
+                        ack_ms,
+                        sync_ms,
+                        async_ms,
+                    }
                 })
                 .collect(),
             path: std::mem::take(&mut p.dir),

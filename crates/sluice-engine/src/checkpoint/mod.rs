@@ -11,6 +11,7 @@
 
 pub mod coordinator;
 pub mod storage;
+pub(crate) mod writer;
 
 use sluice_common::CheckpointId;
 use std::path::PathBuf;
@@ -82,6 +83,11 @@ pub struct CheckpointStats {
     pub trigger_time_ms: i64,
     /// From trigger to complete (or to abandoned).
     pub duration_ms: u64,
+    /// The longest synchronous part of a subtask (taking the snapshot at the barrier, while
+    /// the task waits).
+    pub sync_ms: u64,
+    /// The longest asynchronous part of a subtask (writing it, while the task goes on).
+    pub async_ms: u64,
     /// The bytes of state written.
     pub size_bytes: u64,
     /// `Completed`, or why it failed.
@@ -104,6 +110,10 @@ pub struct OperatorCheckpointStats {
     pub size_bytes: u64,
     /// The longest time a subtask took from trigger to acknowledge.
     pub ack_ms: u64,
+    /// The longest synchronous part of a subtask.
+    pub sync_ms: u64,
+    /// The longest asynchronous part of a subtask.
+    pub async_ms: u64,
 }
 
 /// The most checkpoints kept in the history.
@@ -121,6 +131,8 @@ impl CheckpointStats {
             "is_savepoint": self.savepoint,
             "trigger_timestamp": self.trigger_time_ms,
             "end_to_end_duration": self.duration_ms,
+            "sync_duration": self.sync_ms,
+            "async_duration": self.async_ms,
             "state_size": self.size_bytes,
             "status": self.status,
             "external_path": self.path.display().to_string(),
@@ -129,6 +141,8 @@ impl CheckpointStats {
                 "name": o.name,
                 "state_size": o.size_bytes,
                 "ack_duration": o.ack_ms,
+                "sync_duration": o.sync_ms,
+                "async_duration": o.async_ms,
             })).collect::<Vec<_>>(),
         })
     }

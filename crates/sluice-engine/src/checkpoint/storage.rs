@@ -1,5 +1,8 @@
 //! Checkpoints on disk. A checkpoint is a directory `chk-<id>` (a savepoint `savepoint-<id>`)
-//! holding one file per task subtask and a `_metadata` file. Each part file ends with a
+//! holding one file per task subtask and a `_metadata` file. A part file holds, for every
+//! node of its task, what the operator wrote ([`crate::Operator::snapshot_state`]) and its
+//! keyed state ([`crate::keyed::KeyedSnapshot`], by key group, so that any subtask of a job
+//! at another parallelism can take its own key groups from it). Each part file ends with a
 //! CRC-32C of its contents and is fsynced before the task acknowledges; `_metadata` (written
 //! to a temporary name, fsynced, then renamed) lists every part with its size and CRC. So a
 //! checkpoint is complete exactly when its `_metadata` exists, and a part that was truncated
@@ -11,7 +14,10 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const PART_MAGIC: &[u8; 8] = b"SLUICEK1";
+/// Part files of Sluice 0.1 (operator state only); still read.
+const PART_MAGIC_V1: &[u8; 8] = b"SLUICEK1";
+/// Part files with keyed state.
+const PART_MAGIC: &[u8; 8] = b"SLUICEK2";
 const METADATA: &str = "_metadata";
 const FORMAT_VERSION: u64 = 1;
 
@@ -61,15 +67,36 @@ pub fn checkpoint_dir(dir: &Path, id: CheckpointId) -> PathBuf {
     dir.join(format!("chk-{id}"))
 }
 
+/// The state one node of a task subtask wrote into a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Section {
+    /// The node.
+    pub node: usize,
+    /// What its operator (or source) wrote itself.
+    pub operator: Vec<u8>,
+    /// Its keyed state (empty if it keeps none).
+    pub keyed: Vec<u8>,
+}
+
+impl Section {
+    /// The bytes of state it holds.
+    pub fn size_bytes(&self) -> u64 {
+        (self.operator.len() + self.keyed.len()) as u64
+    }
+}
+
 /// Writes a part file: the state of each node of one task subtask. Returns its size and CRC.
-pub fn write_part(path: &Path, sections: &[(usize, Vec<u8>)]) -> Result<PartInfo> {
-    let mut buf = Vec::with_capacity(16 + sections.iter().map(|s| s.1.len() + 16).sum::<usize>());
+pub fn write_part(path: &Path, sections: &[Section]) -> Result<PartInfo> {
+    let size: usize = sections.iter().map(|s| s.size_bytes() as usize + 24).sum();
+    let mut buf = Vec::with_capacity(20 + size);
     buf.extend_from_slice(PART_MAGIC);
     buf.extend_from_slice(&(sections.len() as u64).to_le_bytes());
-    for (node, bytes) in sections {
-        buf.extend_from_slice(&(*node as u64).to_le_bytes());
-        buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        buf.extend_from_slice(bytes);
+    for s in sections {
+        buf.extend_from_slice(&(s.node as u64).to_le_bytes());
+        for bytes in [&s.operator, &s.keyed] {
+            buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            buf.extend_from_slice(bytes);
+        }
     }
     let crc = crc32c::crc32c(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
@@ -87,7 +114,7 @@ pub fn write_part(path: &Path, sections: &[(usize, Vec<u8>)]) -> Result<PartInfo
 }
 
 /// Reads a part file back, checking it against what the metadata says of it.
-pub fn read_part(path: &Path, expected: &PartInfo) -> Result<Vec<(usize, Vec<u8>)>> {
+pub fn read_part(path: &Path, expected: &PartInfo) -> Result<Vec<Section>> {
     let bad = |what: &str| SluiceError::Runtime(format!("{}: {what}", path.display()));
     let data = std::fs::read(path).map_err(|e| io(path, e))?;
     if data.len() as u64 != expected.size_bytes {
@@ -97,9 +124,10 @@ pub fn read_part(path: &Path, expected: &PartInfo) -> Result<Vec<(usize, Vec<u8>
             expected.size_bytes
         )));
     }
-    if data.len() < 20 || &data[..8] != PART_MAGIC {
+    if data.len() < 20 || (&data[..8] != PART_MAGIC && &data[..8] != PART_MAGIC_V1) {
         return Err(bad("not a Sluice checkpoint part"));
     }
+    let with_keyed = &data[..8] == PART_MAGIC;
     let (body, tail) = data.split_at(data.len() - 4);
     let crc = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
     if crc != crc32c::crc32c(body) || crc != expected.crc {
@@ -115,14 +143,27 @@ pub fn read_part(path: &Path, expected: &PartInfo) -> Result<Vec<(usize, Vec<u8>
     };
     let n = next_u64(&mut pos)?;
     let mut sections = Vec::new();
+    let next_bytes = |pos: &mut usize| -> Result<Vec<u8>> {
+        let len = next_u64(pos)? as usize;
+        let bytes = body
+            .get(*pos..pos.saturating_add(len))
+            .ok_or_else(|| bad("ends early"))?;
+        *pos += len;
+        Ok(bytes.to_vec())
+    };
     for _ in 0..n {
         let node = next_u64(&mut pos)? as usize;
-        let len = next_u64(&mut pos)? as usize;
-        let bytes = body
-            .get(pos..pos.saturating_add(len))
-            .ok_or_else(|| bad("ends early"))?;
-        pos += len;
-        sections.push((node, bytes.to_vec()));
+        let operator = next_bytes(&mut pos)?;
+        let keyed = if with_keyed {
+            next_bytes(&mut pos)?
+        } else {
+            Vec::new()
+        };
+        sections.push(Section {
+            node,
+            operator,
+            keyed,
+        });
     }
     Ok(sections)
 }
@@ -225,12 +266,20 @@ pub struct Restored {
     /// Its directory.
     pub path: PathBuf,
     states: HashMap<(usize, usize), Vec<u8>>,
+    /// The keyed state of every subtask of a node.
+    keyed: HashMap<usize, Vec<Vec<u8>>>,
 }
 
 impl Restored {
-    /// The state of `node`'s subtask `subtask`, if it had any.
+    /// What `node`'s subtask `subtask` wrote itself, if it wrote anything.
     pub fn take(&mut self, node: usize, subtask: usize) -> Option<Vec<u8>> {
         self.states.remove(&(node, subtask))
+    }
+
+    /// The keyed state of every subtask of `node`: a subtask of the restored job takes the
+    /// key groups of its range from each.
+    pub fn keyed(&self, node: usize) -> &[Vec<u8>] {
+        self.keyed.get(&node).map(|v| v.as_slice()).unwrap_or_default()
     }
 }
 
@@ -239,6 +288,7 @@ impl Restored {
 pub fn load(dir: &Path) -> Result<Restored> {
     let metadata = read_metadata(dir)?;
     let mut states = HashMap::new();
+    let mut keyed: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
     for part in &metadata.parts {
         let subtask = part
             .file
@@ -252,14 +302,18 @@ pub fn load(dir: &Path) -> Result<Restored> {
                     part.file
                 ))
             })?;
-        for (node, bytes) in read_part(&dir.join(&part.file), part)? {
-            states.insert((node, subtask), bytes);
+        for s in read_part(&dir.join(&part.file), part)? {
+            if !s.keyed.is_empty() {
+                keyed.entry(s.node).or_default().push(s.keyed);
+            }
+            states.insert((s.node, subtask), s.operator);
         }
     }
     Ok(Restored {
         metadata,
         path: dir.to_path_buf(),
         states,
+        keyed,
     })
 }
 
@@ -326,8 +380,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = checkpoint_dir(tmp.path(), 3);
         std::fs::create_dir_all(&dir).unwrap();
-        let part =
-            write_part(&dir.join("0-0.state"), &[(0, b"abc".to_vec()), (1, vec![])]).unwrap();
+        let section = |node: usize, operator: &[u8], keyed: &[u8]| Section {
+            node,
+            operator: operator.to_vec(),
+            keyed: keyed.to_vec(),
+        };
+        let part = write_part(
+            &dir.join("0-0.state"),
+            &[section(0, b"abc", b""), section(1, b"", b"keyed")],
+        )
+        .unwrap();
         assert!(!is_complete(&dir));
         write_metadata(&dir, &metadata(vec![part])).unwrap();
         assert!(is_complete(&dir));
@@ -336,6 +398,8 @@ mod tests {
         assert_eq!(r.take(0, 0).unwrap(), b"abc");
         assert_eq!(r.take(1, 0).unwrap(), b"");
         assert!(r.take(0, 1).is_none());
+        assert!(r.keyed(0).is_empty());
+        assert_eq!(r.keyed(1), &[b"keyed".to_vec()]);
     }
 
     #[test]
@@ -344,7 +408,12 @@ mod tests {
         let dir = checkpoint_dir(tmp.path(), 3);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("0-0.state");
-        let part = write_part(&path, &[(0, vec![7; 100])]).unwrap();
+        let section = Section {
+            node: 0,
+            operator: vec![7; 100],
+            keyed: vec![],
+        };
+        let part = write_part(&path, &[section]).unwrap();
         write_metadata(&dir, &metadata(vec![part])).unwrap();
         let good = std::fs::read(&path).unwrap();
         std::fs::write(&path, &good[..good.len() - 10]).unwrap();
