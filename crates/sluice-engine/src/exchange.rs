@@ -99,7 +99,11 @@ mod tests {
             key.extend_from_slice(&(k.len() as u32).to_le_bytes());
             key.extend_from_slice(k.as_bytes());
             let owner = KeyGroupRange::subtask_of(key_group_of(&key, 128), 128, 3);
-            assert_eq!(t[[0, 1, 3][i]] as usize, owner, "{k} goes to the owner of its key group");
+            assert_eq!(
+                t[[0, 1, 3][i]] as usize,
+                owner,
+                "{k} goes to the owner of its key group"
+            );
         }
         assert_eq!(t[0], t[2]);
         assert_eq!(t[0], t[5]);

@@ -39,6 +39,12 @@ const IDLE_SLEEP: Duration = Duration::from_millis(5);
 /// due processing-time timers.
 const NOTIFY_POLL: Duration = Duration::from_millis(20);
 
+/// The channels into a task over one edge: `[upstream subtask][downstream subtask]`.
+type ChannelGrid = Vec<Vec<Option<Sender<Message>>>>;
+
+/// The input channels of one subtask, each with the logical input it belongs to.
+type InputChannels = Vec<(Receiver<Message>, usize)>;
+
 /// One chain of nodes run as one task.
 struct Task {
     nodes: Vec<usize>,
@@ -476,17 +482,16 @@ pub fn run_job(
     // One bounded channel per (edge into a task, upstream subtask, downstream subtask); a
     // forward edge has only the channels i -> i.
     // senders[(task, edge)][upstream subtask][downstream subtask]
-    let mut senders: HashMap<(usize, usize), Vec<Vec<Option<Sender<Message>>>>> = HashMap::new();
+    let mut senders: HashMap<(usize, usize), ChannelGrid> = HashMap::new();
     // receivers[task][downstream subtask]: (channel, logical input)
-    let mut receivers: Vec<Vec<Vec<(Receiver<Message>, usize)>>> = Vec::new();
+    let mut receivers: Vec<Vec<InputChannels>> = Vec::new();
     for (t, task) in tasks.iter().enumerate() {
         let head = &graph.nodes[task.nodes[0]];
-        let mut per_subtask: Vec<Vec<(Receiver<Message>, usize)>> =
+        let mut per_subtask: Vec<InputChannels> =
             (0..head.parallelism).map(|_| Vec::new()).collect();
         for (edge, input) in head.inputs.iter().enumerate() {
             let up = graph.nodes[input.node].parallelism;
-            let mut grid: Vec<Vec<Option<Sender<Message>>>> =
-                (0..up).map(|_| vec![None; head.parallelism]).collect();
+            let mut grid: ChannelGrid = (0..up).map(|_| vec![None; head.parallelism]).collect();
             for (j, row) in grid.iter_mut().enumerate() {
                 for (s, slot) in row.iter_mut().enumerate() {
                     if input.partitioning == Partitioning::Forward && j != s {
@@ -506,7 +511,7 @@ pub fn run_job(
     type Pending = (
         String,
         Option<Box<dyn SourceReader>>,
-        Option<Vec<(Receiver<Message>, usize)>>,
+        Option<InputChannels>,
         Subtask,
     );
     let mut pending: Vec<Pending> = Vec::new();
@@ -753,7 +758,7 @@ fn run_source(
     }
 }
 
-fn run_operator(channels: Vec<(Receiver<Message>, usize)>, mut sub: Subtask) -> Result<()> {
+fn run_operator(channels: InputChannels, mut sub: Subtask) -> Result<()> {
     let mut gate = InputGate::new(channels, sub.notified);
     loop {
         match gate.next(NOTIFY_POLL) {

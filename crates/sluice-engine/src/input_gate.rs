@@ -308,7 +308,10 @@ mod tests {
         assert!(matches!(g.next(T), GateEvent::Timeout));
         tx[0].send(batch(2)).unwrap();
         tx[0].send(batch(3)).unwrap();
-        assert!(tx[0].try_send(batch(4)).is_err(), "the blocked channel is full");
+        assert!(
+            tx[0].try_send(batch(4)).is_err(),
+            "the blocked channel is full"
+        );
         tx[1].send(batch(10)).unwrap();
         assert_eq!(value(&g.next(T)), Some(10));
         tx[1].send(Message::Barrier(1)).unwrap();

@@ -36,6 +36,11 @@ pub struct JobConfig {
     pub time_zone: String,
     /// `table.exec.source.idle-timeout`; `None` (0) never marks a source idle.
     pub source_idle_timeout: Option<std::time::Duration>,
+    /// `table.exec.state.ttl`: how long non-windowed state (a GROUP BY's groups) is kept
+    /// after its last update; `None` (0) for ever.
+    pub state_ttl: Option<std::time::Duration>,
+    /// `pipeline.max-parallelism` and `state.backend.type`.
+    pub state: sluice_engine::StateConfig,
 }
 
 /// A stream being built: the node that produces it and what is known about it.
@@ -773,6 +778,7 @@ impl Planner<'_> {
             aggs,
             output_schema: arrow_schema(&agg.schema),
             retracting: s.updating,
+            state_ttl: self.config.state_ttl,
         });
         let node = self.add(graph, name, parallelism, f, keyed.node, partitioning);
         Ok(Stream {

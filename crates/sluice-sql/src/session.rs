@@ -35,6 +35,9 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("execution.checkpointing.num-retained", ""),
     ("execution.checkpointing.savepoint-dir", ""),
     ("state.savepoints.dir", ""),
+    ("table.exec.state.ttl", "0 ms"),
+    ("pipeline.max-parallelism", ""),
+    ("state.backend.type", "hashmap"),
 ];
 
 /// What running a script produced.
@@ -194,7 +197,45 @@ impl Session {
                 "SET 'table.exec.source.idle-timeout' = '{it}': expected a duration such as '5 s'"
             ))
         })?;
+        let tv = self.get("table.exec.state.ttl");
+        let ttl = sluice_common::options::parse_duration(&tv).ok_or_else(|| {
+            SluiceError::Config(format!(
+                "SET 'table.exec.state.ttl' = '{tv}': expected a duration such as '1 h' (0 keeps state for ever)"
+            ))
+        })?;
+        let mp = self.get("pipeline.max-parallelism");
+        let max_parallelism = if mp.trim().is_empty() || mp.trim() == "-1" {
+            // Flink's default: 128, or more for a large parallelism.
+            (parallelism + parallelism / 2).next_power_of_two().clamp(
+                sluice_engine::keyed::DEFAULT_MAX_PARALLELISM,
+                sluice_engine::keyed::MAX_KEY_GROUPS,
+            )
+        } else {
+            mp.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|m| (1..=sluice_engine::keyed::MAX_KEY_GROUPS).contains(m))
+                .ok_or_else(|| {
+                    SluiceError::Config(format!(
+                        "SET 'pipeline.max-parallelism' = '{mp}': expected an integer from 1 to {}",
+                        sluice_engine::keyed::MAX_KEY_GROUPS
+                    ))
+                })?
+        };
+        if parallelism > max_parallelism {
+            return Err(SluiceError::Config(format!(
+                "'parallelism.default' = '{parallelism}' is more than 'pipeline.max-parallelism' = '{max_parallelism}'; raise the maximum parallelism"
+            )));
+        }
+        let backend =
+            sluice_engine::keyed::StateBackendKind::parse(&self.get("state.backend.type"))
+                .map_err(SluiceError::Config)?;
         Ok(JobConfig {
+            state_ttl: (!ttl.is_zero()).then_some(ttl),
+            state: sluice_engine::StateConfig {
+                max_parallelism,
+                backend,
+            },
             source_idle_timeout: (!idle.is_zero()).then_some(idle),
             name: self.get("pipeline.name"),
             parallelism,
@@ -309,6 +350,7 @@ impl Session {
             let config = self.job_config()?;
             g.name = config.name;
             g.source_idle_timeout = config.source_idle_timeout;
+            g.state = config.state;
             g.checkpoint = self.checkpoint_config()?;
         }
         Ok(ScriptOutcome {

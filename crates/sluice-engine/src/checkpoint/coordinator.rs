@@ -377,8 +377,8 @@ impl Coordinator {
             status: "Completed".into(),
             operators: per_node
                 .into_iter()
-                .map(|(node, [size_bytes, ack_ms, sync_ms, async_ms])| {
-                    OperatorCheckpointStats {
+                .map(
+                    |(node, [size_bytes, ack_ms, sync_ms, async_ms])| OperatorCheckpointStats {
                         node,
                         name: self
                             .nodes
@@ -389,8 +389,8 @@ impl Coordinator {
                         ack_ms,
                         sync_ms,
                         async_ms,
-                    }
-                })
+                    },
+                )
                 .collect(),
             path: std::mem::take(&mut p.dir),
         });

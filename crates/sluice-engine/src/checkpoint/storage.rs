@@ -279,7 +279,10 @@ impl Restored {
     /// The keyed state of every subtask of `node`: a subtask of the restored job takes the
     /// key groups of its range from each.
     pub fn keyed(&self, node: usize) -> &[Vec<u8>] {
-        self.keyed.get(&node).map(|v| v.as_slice()).unwrap_or_default()
+        self.keyed
+            .get(&node)
+            .map(|v| v.as_slice())
+            .unwrap_or_default()
     }
 }
 

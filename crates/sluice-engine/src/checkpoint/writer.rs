@@ -65,7 +65,10 @@ impl SnapshotWriter {
     pub fn start(subtask: SubtaskKey, events: Sender<TaskEvent>) -> Result<Self> {
         let (tx, rx) = sync_channel::<Job>(1);
         let thread = std::thread::Builder::new()
-            .name(format!("checkpoint writer {}-{}", subtask.node, subtask.subtask))
+            .name(format!(
+                "checkpoint writer {}-{}",
+                subtask.node, subtask.subtask
+            ))
             .spawn(move || {
                 for job in rx {
                     let event = match job {

@@ -49,12 +49,7 @@ pub trait StateBackend: Send {
     fn delete(&mut self, group: u16, key: &[u8]) -> Result<()>;
     /// Calls `f` on the entries of `group` from `from` on, in key order, while it returns
     /// true.
-    fn scan(
-        &self,
-        group: u16,
-        from: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<()>;
+    fn scan(&self, group: u16, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()>;
     /// A view of every group as it is now, to be written later.
     fn snapshot(&self) -> Box<dyn BackendSnapshot>;
     /// The number of entries.
@@ -63,12 +58,15 @@ pub trait StateBackend: Send {
     fn size_bytes(&self) -> u64;
 }
 
+/// What a snapshot calls with every entry (key, value) it writes.
+pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
 /// A point-in-time view of a backend.
 pub trait BackendSnapshot: Send {
     /// The key groups it holds.
     fn groups(&self) -> std::ops::Range<u16>;
     /// Calls `f` on every entry of `group`, in key order.
-    fn for_each(&self, group: u16, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()>;
+    fn for_each(&self, group: u16, f: &mut EntryVisitor<'_>) -> Result<()>;
 }
 
 type Tree = imbl::OrdMap<Vec<u8>, Vec<u8>>;
@@ -126,12 +124,7 @@ impl StateBackend for HashMapBackend {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        group: u16,
-        from: &[u8],
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<()> {
+    fn scan(&self, group: u16, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
         for (k, v) in self
             .tree(group)
             .range::<_, [u8]>((Bound::Included(from), Bound::Unbounded))
@@ -169,7 +162,7 @@ impl BackendSnapshot for HashMapSnapshot {
         self.start..self.start + self.groups.len() as u16
     }
 
-    fn for_each(&self, group: u16, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+    fn for_each(&self, group: u16, f: &mut EntryVisitor<'_>) -> Result<()> {
         for (k, v) in &self.groups[(group - self.start) as usize] {
             f(k, v)?;
         }
@@ -200,7 +193,10 @@ mod tests {
         }
         assert_eq!(
             seen,
-            vec![(5, b"a".to_vec(), b"1".to_vec()), (5, b"b".to_vec(), b"2".to_vec())]
+            vec![
+                (5, b"a".to_vec(), b"1".to_vec()),
+                (5, b"b".to_vec(), b"2".to_vec())
+            ]
         );
         assert_eq!(b.get(5, b"a").unwrap().unwrap(), b"changed");
         assert_eq!((b.entries(), b.size_bytes()), (2, 1 + 7 + 1 + 1));

@@ -110,7 +110,12 @@ impl RowCodec {
 
     /// The encoding of every row of `columns`.
     pub fn encode(&self, columns: &[ArrayRef]) -> Result<Vec<Vec<u8>>> {
-        let rows = columns.first().map(|c| c.len()).unwrap_or(0);
+        self.encode_rows(columns, columns.first().map(|c| c.len()).unwrap_or(0))
+    }
+
+    /// The encoding of the first `rows` rows of `columns` (which may be no columns: then
+    /// every row is empty, the key of a global aggregate).
+    pub fn encode_rows(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(rows);
         self.for_each_row(columns, rows, |_, b| out.push(b.to_vec()))?;
         Ok(out)
@@ -118,7 +123,10 @@ impl RowCodec {
 
     fn check(&self, columns: &[ArrayRef]) -> Result<()> {
         if columns.len() != self.types.len()
-            || columns.iter().zip(&self.types).any(|(c, t)| c.data_type() != t)
+            || columns
+                .iter()
+                .zip(&self.types)
+                .any(|(c, t)| c.data_type() != t)
         {
             return Err(SluiceError::Runtime(format!(
                 "keyed state: columns of types {:?} given to a codec of {:?}",
@@ -157,7 +165,8 @@ impl RowCodec {
     /// Decodes rows back into columns.
     pub fn decode(&self, rows: &[&[u8]]) -> Result<Vec<ArrayRef>> {
         // The value of each column in each row (None: null).
-        let mut values: Vec<Vec<Option<&[u8]>>> = vec![Vec::with_capacity(rows.len()); self.types.len()];
+        let mut values: Vec<Vec<Option<&[u8]>>> =
+            vec![Vec::with_capacity(rows.len()); self.types.len()];
         for row in rows {
             let mut pos = 0;
             for (c, s) in self.shapes.iter().enumerate() {
@@ -171,7 +180,9 @@ impl RowCodec {
                     Shape::Fixed(w) => *w,
                     Shape::Bool => 1,
                     _ => {
-                        let b = row.get(pos..pos + 4).ok_or_else(|| corrupt("a row ends early"))?;
+                        let b = row
+                            .get(pos..pos + 4)
+                            .ok_or_else(|| corrupt("a row ends early"))?;
                         pos += 4;
                         u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
                     }
@@ -251,7 +262,8 @@ fn build(values: &[Option<&[u8]>], s: Shape, t: &DataType) -> Result<ArrayRef> {
             make_array(data)
         }
         Shape::Bool => {
-            let bits = BooleanBuffer::from_iter(values.iter().map(|v| v.is_some_and(|b| b[0] != 0)));
+            let bits =
+                BooleanBuffer::from_iter(values.iter().map(|v| v.is_some_and(|b| b[0] != 0)));
             let nulls = NullBuffer::from(values.iter().map(|v| v.is_some()).collect::<Vec<_>>());
             Arc::new(BooleanArray::new(bits, Some(nulls)))
         }
@@ -294,8 +306,7 @@ mod tests {
             Arc::new(Int32Array::from(vec![Some(-3), None, Some(7)])),
             Arc::new(Float64Array::from(vec![Some(1.5), Some(f64::NAN), None])),
             Arc::new(
-                TimestampMillisecondArray::from(vec![Some(1), None, Some(-5)])
-                    .with_timezone("UTC"),
+                TimestampMillisecondArray::from(vec![Some(1), None, Some(-5)]).with_timezone("UTC"),
             ),
             Arc::new(
                 Decimal128Array::from(vec![Some(12345), None, Some(-1)])

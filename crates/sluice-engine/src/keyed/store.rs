@@ -95,7 +95,9 @@ pub struct Timer {
     pub namespace: Vec<u8>,
 }
 
-type TimerQueue = imbl::OrdSet<(i64, u16, Vec<u8>, Vec<u8>)>;
+/// A timer as kept: (time, key group, key, namespace), ordered by time.
+type TimerEntry = (i64, u16, Vec<u8>, Vec<u8>);
+type TimerQueue = imbl::OrdSet<TimerEntry>;
 
 /// Processing time in ms since the epoch; a test can stop the clock.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -177,8 +179,9 @@ impl KeyedStore {
                 "keyed state '{name}' is registered twice"
             )));
         }
-        let id = u8::try_from(self.states.len())
-            .map_err(|_| SluiceError::Runtime("an operator has more than 256 keyed states".into()))?;
+        let id = u8::try_from(self.states.len()).map_err(|_| {
+            SluiceError::Runtime("an operator has more than 256 keyed states".into())
+        })?;
         self.states.push(StateMeta {
             name: name.to_string(),
             ttl_ms: ttl.map(|d| d.as_millis().min(i64::MAX as u128) as i64),
@@ -248,6 +251,11 @@ impl KeyedStore {
         self.key.clear();
         self.key.extend_from_slice(key);
         Ok(())
+    }
+
+    /// True if `key` belongs to this store's key groups.
+    pub fn owns_key(&self, key: &[u8]) -> bool {
+        self.range.contains(key_group_of(key, self.max_parallelism))
     }
 
     /// Makes the key of a fired timer current.
@@ -381,7 +389,10 @@ impl KeyedStore {
                     return true;
                 }
                 looked += 1;
-                let ttl = k.first().and_then(|s| states.get(*s as usize)).and_then(|s| s.ttl_ms);
+                let ttl = k
+                    .first()
+                    .and_then(|s| states.get(*s as usize))
+                    .and_then(|s| s.ttl_ms);
                 if Self::is_expired(ttl, v, now) {
                     dead.push(k.to_vec());
                 }
@@ -598,8 +609,9 @@ impl KeyedSnapshot {
         let mut event = self.event_timers.iter().peekable();
         let mut processing = self.processing_timers.iter().peekable();
         // Timers are ordered by time first; bucket them by key group.
-        let mut by_group: Vec<[Vec<&(i64, u16, Vec<u8>, Vec<u8>)>; 2]> =
-            (0..groups.len()).map(|_| [Vec::new(), Vec::new()]).collect();
+        let mut by_group: Vec<[Vec<&TimerEntry>; 2]> = (0..groups.len())
+            .map(|_| [Vec::new(), Vec::new()])
+            .collect();
         for (q, it) in [(0, &mut event), (1, &mut processing)] {
             for t in it.by_ref() {
                 if let Some(b) = by_group.get_mut((t.1 - groups.start) as usize) {
@@ -817,7 +829,10 @@ fn time_of(key: &[u8]) -> Result<(i64, u32)> {
     t.copy_from_slice(&key[..8]);
     let mut s = [0u8; 4];
     s.copy_from_slice(&key[8..]);
-    Ok(((u64::from_be_bytes(t) ^ (1 << 63)) as i64, u32::from_be_bytes(s)))
+    Ok((
+        (u64::from_be_bytes(t) ^ (1 << 63)) as i64,
+        u32::from_be_bytes(s),
+    ))
 }
 
 impl<T: StateCodec> TimeOrderedState<T> {
@@ -866,7 +881,9 @@ mod tests {
         KeyedStore::new(StateBackendKind::HashMap, 128, range)
     }
 
-    fn registered(s: &mut KeyedStore) -> (ValueState<i64>, MapState<String, u64>, ListState<String>) {
+    fn registered(
+        s: &mut KeyedStore,
+    ) -> (ValueState<i64>, MapState<String, u64>, ListState<String>) {
         (
             s.value_state("v", None).unwrap(),
             s.map_state("m", None).unwrap(),
@@ -934,7 +951,10 @@ mod tests {
         s.register_processing_timer(100, b"p").unwrap();
         assert_eq!(s.timers(), 4);
         let fired = s.pop_event_timers(20);
-        let seen: Vec<(i64, &[u8])> = fired.iter().map(|t| (t.time_ms, t.key.as_slice())).collect();
+        let seen: Vec<(i64, &[u8])> = fired
+            .iter()
+            .map(|t| (t.time_ms, t.key.as_slice()))
+            .collect();
         assert_eq!(seen, vec![(10, &b"a"[..]), (15, b"b"), (20, b"a")]);
         assert!(s.pop_event_timers(1_000).is_empty());
         assert_eq!(s.next_processing_timer(), Some(100));
@@ -957,7 +977,9 @@ mod tests {
     /// Fills a store of parallelism `from`, snapshots every subtask, restores at parallelism
     /// `to` and checks every key and timer arrived at the subtask that owns it.
     fn rescale(from: usize, to: usize) {
-        let keys: Vec<Vec<u8>> = (0..500u32).map(|i| format!("key-{i}").into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = (0..500u32)
+            .map(|i| format!("key-{i}").into_bytes())
+            .collect();
         let mut blobs = Vec::new();
         for i in 0..from {
             let mut s = store(KeyGroupRange::for_subtask(128, from, i));
@@ -1019,12 +1041,17 @@ mod tests {
         let mut other = KeyedStore::new(StateBackendKind::HashMap, 256, KeyGroupRange::all(256));
         other.value_state::<i64>("v", None).unwrap();
         let e = other.restore(&blob, "Op (1/1)").unwrap_err().to_string();
-        assert!(e.contains("pipeline.max-parallelism") && e.contains("Op (1/1)"), "{e}");
+        assert!(
+            e.contains("pipeline.max-parallelism") && e.contains("Op (1/1)"),
+            "{e}"
+        );
         let mut other = store(KeyGroupRange::all(128));
         other.value_state::<i64>("w", None).unwrap();
         let e = other.restore(&blob, "Op").unwrap_err().to_string();
         assert!(e.contains("'v'"), "{e}");
-        assert!(store(KeyGroupRange::all(128)).restore(&blob[..10], "Op").is_err());
+        assert!(store(KeyGroupRange::all(128))
+            .restore(&blob[..10], "Op")
+            .is_err());
     }
 
     #[test]
@@ -1063,7 +1090,9 @@ mod tests {
         let later = now.clone();
         let mut r = store(KeyGroupRange::all(128))
             .with_clock(Arc::new(move || later.load(Ordering::SeqCst)));
-        let v2 = r.value_state::<i64>("v", Some(Duration::from_millis(100))).unwrap();
+        let v2 = r
+            .value_state::<i64>("v", Some(Duration::from_millis(100)))
+            .unwrap();
         r.value_state::<i64>("forever", None).unwrap();
         r.restore(&snap, "test").unwrap();
         assert_eq!(r.entries(), 51);

@@ -9,7 +9,7 @@ use super::window_aggregate::AggSpec;
 use arrow::array::{new_empty_array, ArrayRef};
 use datafusion_common::ScalarValue;
 use datafusion_expr::{Accumulator, EmitTo, GroupsAccumulator};
-use sluice_common::{Result, SluiceError};
+use sluice_common::Result;
 
 /// A new accumulator for `spec` (retractable over an updating input).
 pub(crate) fn new_accumulator(spec: &AggSpec, retracting: bool) -> Result<Box<dyn Accumulator>> {
@@ -18,19 +18,6 @@ pub(crate) fn new_accumulator(spec: &AggSpec, retracting: bool) -> Result<Box<dy
     } else {
         spec.expr.create_accumulator().map_err(df)
     }
-}
-
-/// Fails for aggregates whose intermediate state cannot carry retractions: MIN and MAX over
-/// an updating input keep every value, but their `state` is only the current extreme.
-pub(crate) fn check_retractable_state(spec: &AggSpec, operator: &str) -> Result<()> {
-    let name = spec.expr.fun().name().to_ascii_lowercase();
-    if name == "min" || name == "max" {
-        return Err(SluiceError::Runtime(format!(
-            "{operator}: {} over an updating input cannot be checkpointed yet; checkpoint a query without it, or turn checkpointing off",
-            name.to_uppercase()
-        )));
-    }
-    Ok(())
 }
 
 /// The state of `accs` (one accumulator per group, all of `spec`) as columns, one per state

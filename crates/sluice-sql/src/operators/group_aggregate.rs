@@ -6,25 +6,33 @@
 //! Over an updating input (an `upsert-kafka` table, another aggregate), `-U` and `-D` rows are
 //! taken back out of their group with retractable accumulators; a group whose last row is
 //! retracted is deleted (`-D`), and a retraction for a group that does not exist is ignored,
-//! as Flink's `GroupAggFunction` does.
+//! as Flink's `GroupAggFunction` does. `MIN` and `MAX` over such an input keep every value of
+//! the group with its count in a map state, as Flink's `MinWithRetractAggFunction` does, so
+//! that retracting the current extreme finds the next one.
+//!
+//! Every group lives in the subtask's keyed state ([`KeyedStore`]): a value per key holding the
+//! row count, the last emitted result and the accumulators' intermediate state, stably
+//! encoded ([`RowCodec`]). A batch loads the groups it touches once, updates them row by row
+//! and writes them back, so that the keyed state is checkpointed asynchronously, can be
+//! restored at another parallelism and expires with `table.exec.state.ttl`.
 
-use super::acc_state::{
-    check_retractable_state, restore_accumulator, snapshot_accumulators, state_widths,
-};
+use super::acc_state::{new_accumulator, state_widths};
 use super::df;
 use super::window_aggregate::AggSpec;
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion_common::ScalarValue;
 use datafusion_expr::Accumulator;
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, Result, RowKind, SluiceError};
-use sluice_engine::{Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext};
+use sluice_engine::keyed::{MapState, RowCodec, ValueState};
+use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Creates group aggregate operators.
 pub struct GroupAggregateFactory {
@@ -36,6 +44,18 @@ pub struct GroupAggregateFactory {
     pub output_schema: SchemaRef,
     /// True if the input has retractions (then accumulators must support retracting).
     pub retracting: bool,
+    /// `table.exec.state.ttl`: a group not updated for this long is forgotten.
+    pub state_ttl: Option<Duration>,
+}
+
+/// How one aggregate of a group is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AggKind {
+    /// A DataFusion accumulator, stored as its intermediate state.
+    Accumulator,
+    /// MIN (`false`) or MAX (`true`) over an updating input: every value with its count in
+    /// a map state.
+    Extreme { is_max: bool },
 }
 
 impl OperatorFactory for GroupAggregateFactory {
@@ -43,29 +63,73 @@ impl OperatorFactory for GroupAggregateFactory {
         self.name.clone()
     }
 
-    fn create(&self, _ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
-        let fields = if self.key_types.is_empty() {
-            vec![SortField::new(DataType::Boolean)]
-        } else {
-            self.key_types
-                .iter()
-                .map(|t| SortField::new(t.clone()))
-                .collect()
-        };
+    fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
+        let kinds: Vec<AggKind> = self
+            .aggs
+            .iter()
+            .map(
+                |a| match a.expr.fun().name().to_ascii_lowercase().as_str() {
+                    "min" if self.retracting => AggKind::Extreme { is_max: false },
+                    "max" if self.retracting => AggKind::Extreme { is_max: true },
+                    _ => AggKind::Accumulator,
+                },
+            )
+            .collect();
+        let out_types: Vec<DataType> = self
+            .aggs
+            .iter()
+            .map(|a| a.expr.field().data_type().clone())
+            .collect();
+        // A group: its row count, the last result, then each accumulator's state.
+        let mut state_types = vec![DataType::Int64];
+        state_types.extend(out_types.iter().cloned());
+        let mut widths = Vec::new();
+        for (a, k) in self.aggs.iter().zip(&kinds) {
+            if *k == AggKind::Accumulator {
+                // The state the accumulator really keeps: a retractable one may keep more
+                // than `state_fields` says (a sliding SUM keeps its count too).
+                let state = new_accumulator(a, self.retracting)?.state().map_err(df)?;
+                widths.push(state.len());
+                state_types.extend(state.iter().map(|v| v.data_type()));
+            } else {
+                widths.push(0);
+            }
+        }
+        // MIN and MAX have the type of their argument.
+        let value_codecs = out_types
+            .iter()
+            .map(|t| RowCodec::new(vec![t.clone()]))
+            .collect();
+        let mut store = ctx.keyed_store();
+        let groups = store.value_state("groups", self.state_ttl)?;
+        let extremes = store.map_state("min-max values", self.state_ttl)?;
         Ok(Box::new(GroupAggregate {
             name: self.name.clone(),
             keys: self.keys.clone(),
+            key_types: self.key_types.clone(),
             aggs: self.aggs.clone(),
+            kinds,
+            out_types,
+            widths,
             output_schema: self.output_schema.clone(),
-            converter: RowConverter::new(fields)?,
-            groups: HashMap::new(),
+            key_codec: RowCodec::new(self.key_types.clone()),
+            state_codec: RowCodec::new(state_types),
+            value_codecs,
+            store,
+            groups,
+            extremes,
             retracting: self.retracting,
         }))
     }
 }
 
+enum Acc {
+    Df(Box<dyn Accumulator>),
+    Extreme(ScalarValue),
+}
+
 struct Group {
-    accs: Vec<Box<dyn Accumulator>>,
+    accs: Vec<Acc>,
     /// The last result emitted.
     last: Option<Vec<ScalarValue>>,
     /// Rows accumulated minus rows retracted.
@@ -75,18 +139,23 @@ struct Group {
 struct GroupAggregate {
     name: String,
     keys: Vec<Arc<dyn PhysicalExpr>>,
+    key_types: Vec<DataType>,
     aggs: Vec<AggSpec>,
+    kinds: Vec<AggKind>,
+    /// The type of each aggregate's result.
+    out_types: Vec<DataType>,
+    /// The number of state columns of each aggregate.
+    widths: Vec<usize>,
     output_schema: SchemaRef,
-    converter: RowConverter,
-    groups: HashMap<OwnedRow, Group>,
+    key_codec: RowCodec,
+    state_codec: RowCodec,
+    /// For each aggregate, the codec of its values (those of MIN/MAX are kept).
+    value_codecs: Vec<RowCodec>,
+    store: KeyedStore,
+    groups: ValueState<Vec<u8>>,
+    /// (aggregate index, value) -> how many rows have that value, per key.
+    extremes: MapState<Vec<u8>, i64>,
     retracting: bool,
-}
-
-impl GroupAggregate {
-    /// The number of columns of a key row (one boolean for a keyless aggregate).
-    fn converter_width(&self) -> usize {
-        self.keys.len().max(1)
-    }
 }
 
 fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
@@ -95,99 +164,231 @@ fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
         .map_err(df)
 }
 
-impl Operator for GroupAggregate {
-    fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
-        if self.retracting {
-            for a in &self.aggs {
-                check_retractable_state(a, &self.name)?;
-            }
+/// `array` as `t` (an aggregate's result may come out in a wider type than planned).
+fn as_type(array: ArrayRef, t: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == t {
+        Ok(array)
+    } else {
+        Ok(cast(&array, t)?)
+    }
+}
+
+impl GroupAggregate {
+    fn new_group(&self) -> Result<Group> {
+        let accs = self
+            .aggs
+            .iter()
+            .zip(&self.kinds)
+            .zip(&self.out_types)
+            .map(|((a, k), t)| match k {
+                AggKind::Accumulator => Ok(Acc::Df(new_accumulator(a, self.retracting)?)),
+                AggKind::Extreme { .. } => Ok(Acc::Extreme(ScalarValue::try_from(t).map_err(df)?)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Group {
+            accs,
+            last: None,
+            rows: 0,
+        })
+    }
+
+    /// Rebuilds groups from their stored bytes (one decode for all of them).
+    fn decode_groups(&self, stored: &[Vec<u8>]) -> Result<Vec<Group>> {
+        if stored.is_empty() {
+            return Ok(Vec::new());
         }
-        let n = self.groups.len();
-        // Columns: the key row's columns, the row count, the last emitted values, then the
-        // accumulators' state.
-        let mut keys = Vec::with_capacity(n);
-        let mut rows = Vec::with_capacity(n);
-        let mut last: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(n); self.aggs.len()];
-        let mut accs: Vec<Vec<&mut Box<dyn Accumulator>>> =
-            self.aggs.iter().map(|_| Vec::with_capacity(n)).collect();
-        for (k, g) in self.groups.iter_mut() {
-            // A group always has a result once its first row is in.
-            let Some(values) = g.last.as_ref() else {
-                continue;
-            };
-            keys.push(k.row());
-            rows.push(g.rows);
+        let rows: Vec<&[u8]> = stored.iter().map(|b| b.as_slice()).collect();
+        let cols = self.state_codec.decode(&rows)?;
+        self.groups_from_columns(&cols, stored.len())
+    }
+
+    /// Groups from columns laid out as [row count, last results..., accumulator states...].
+    fn groups_from_columns(&self, cols: &[ArrayRef], n: usize) -> Result<Vec<Group>> {
+        let bad = || {
+            SluiceError::Runtime(format!(
+                "{}: the stored state does not match this query's keys and aggregates",
+                self.name
+            ))
+        };
+        let counts = cols
+            .first()
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .ok_or_else(bad)?;
+        let aggs = self.aggs.len();
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let last = (0..aggs)
+                .map(|j| ScalarValue::try_from_array(&cols[1 + j], i))
+                .collect::<datafusion_common::Result<Vec<_>>>()
+                .map_err(df)?;
+            let mut at = 1 + aggs;
+            let mut accs = Vec::with_capacity(aggs);
+            for (j, (a, k)) in self.aggs.iter().zip(&self.kinds).enumerate() {
+                match k {
+                    AggKind::Accumulator => {
+                        let w = self.widths[j];
+                        let state: Vec<ArrayRef> = cols
+                            .get(at..at + w)
+                            .ok_or_else(bad)?
+                            .iter()
+                            .map(|c| c.slice(i, 1))
+                            .collect();
+                        at += w;
+                        let mut acc = new_accumulator(a, self.retracting)?;
+                        acc.merge_batch(&state).map_err(df)?;
+                        accs.push(Acc::Df(acc));
+                    }
+                    AggKind::Extreme { .. } => accs.push(Acc::Extreme(last[j].clone())),
+                }
+            }
+            out.push(Group {
+                accs,
+                last: Some(last),
+                rows: counts.value(i),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The stored bytes of `groups` (one encode for all of them).
+    fn encode_groups(&self, groups: &mut [&mut Group]) -> Result<Vec<Vec<u8>>> {
+        let n = groups.len();
+        let aggs = self.aggs.len();
+        let mut counts = Vec::with_capacity(n);
+        let mut last: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(n); aggs];
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = self
+            .widths
+            .iter()
+            .map(|w| vec![Vec::with_capacity(n); *w])
+            .collect();
+        for g in groups.iter_mut() {
+            counts.push(g.rows);
+            let values = g.last.as_ref().ok_or_else(|| {
+                SluiceError::Runtime(format!("{}: a stored group without a result", self.name))
+            })?;
             for (col, v) in last.iter_mut().zip(values) {
                 col.push(v.clone());
             }
             for (j, acc) in g.accs.iter_mut().enumerate() {
-                accs[j].push(acc);
+                if let Acc::Df(acc) = acc {
+                    for (f, v) in acc.state().map_err(df)?.into_iter().enumerate() {
+                        if let Some(col) = states[j].get_mut(f) {
+                            col.push(v);
+                        }
+                    }
+                }
             }
         }
-        let n = keys.len();
-        state.put_u64(n as u64);
-        if n == 0 {
-            return Ok(());
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(counts))];
+        let types = self.state_codec.types();
+        for (j, values) in last.into_iter().enumerate() {
+            let array = ScalarValue::iter_to_array(values).map_err(df)?;
+            columns.push(as_type(array, &types[1 + j])?);
         }
-        let mut columns = self.converter.convert_rows(keys)?;
-        columns.push(Arc::new(Int64Array::from(rows)));
-        for values in last {
-            columns.push(ScalarValue::iter_to_array(values).map_err(df)?);
+        for values in states.into_iter().flatten() {
+            let t = &types[columns.len()];
+            let array = ScalarValue::iter_to_array(values).map_err(df)?;
+            columns.push(as_type(array, t)?);
         }
-        for (mut a, spec) in accs.into_iter().zip(&self.aggs) {
-            columns.extend(snapshot_accumulators(&mut a, spec, self.retracting)?);
-        }
-        state.put_columns(columns, n)
+        self.state_codec.encode(&columns)
     }
 
+    /// A value of aggregate `j` as the user key of the min-max map.
+    fn extreme_key(j: usize, value: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(value.len() + 1);
+        k.push(j as u8);
+        k.extend_from_slice(value);
+        k
+    }
+
+    /// The MIN or MAX of aggregate `j` over the values the current key still has.
+    fn rescan_extreme(&mut self, j: usize, is_max: bool) -> Result<ScalarValue> {
+        let entries = self.extremes.entries(&mut self.store)?;
+        let values: Vec<&[u8]> = entries
+            .iter()
+            .filter(|(k, n)| k.first() == Some(&(j as u8)) && *n > 0)
+            .map(|(k, _)| &k[1..])
+            .collect();
+        let mut best = ScalarValue::try_from(&self.out_types[j]).map_err(df)?;
+        if values.is_empty() {
+            return Ok(best);
+        }
+        let decoded = self.value_codecs[j].decode(&values)?;
+        let col = as_type(decoded[0].clone(), &self.out_types[j])?;
+        for i in 0..col.len() {
+            let v = ScalarValue::try_from_array(&col, i).map_err(df)?;
+            if better(&v, &best, is_max) {
+                best = v;
+            }
+        }
+        Ok(best)
+    }
+}
+
+/// True if `v` replaces `current` as the MIN (or MAX); nulls never do, and anything
+/// replaces a null.
+fn better(v: &ScalarValue, current: &ScalarValue, is_max: bool) -> bool {
+    if v.is_null() {
+        return false;
+    }
+    if current.is_null() {
+        return true;
+    }
+    match v.partial_cmp(current) {
+        Some(Ordering::Greater) => is_max,
+        Some(Ordering::Less) => !is_max,
+        _ => false,
+    }
+}
+
+impl Operator for GroupAggregate {
+    fn keyed_store(&mut self) -> Option<&mut KeyedStore> {
+        Some(&mut self.store)
+    }
+
+    /// Reads the state of Sluice 0.1, which kept the groups in the operator (a batch of
+    /// key columns, row counts, last results and accumulator states), into keyed state.
     fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
         let n = state.count()?;
         if n == 0 {
             return Ok(());
         }
         let batch = state.batch()?;
-        let bad = || {
-            SluiceError::Runtime(format!(
+        let k = self.keys.len().max(1);
+        let widths = state_widths(&self.aggs)?;
+        if self.retracting {
+            return Err(SluiceError::Config(format!(
+                "{}: the checkpoint was written by Sluice 0.1, whose aggregates over an updating input kept an incomplete state; start this job without it (a new 'pipeline.name' or an empty checkpoint directory)",
+                self.name
+            )));
+        }
+        if widths != self.widths
+            || batch.num_columns() != k + 1 + self.aggs.len() + widths.iter().sum::<usize>()
+        {
+            return Err(SluiceError::Runtime(format!(
                 "{}: the checkpointed state does not match this query's keys and aggregates",
                 self.name
-            ))
+            )));
+        }
+        let key_cols: Vec<ArrayRef> = if self.keys.is_empty() {
+            Vec::new()
+        } else {
+            batch.columns()[..k].to_vec()
         };
-        let k = self.converter_width();
-        let widths = state_widths(&self.aggs)?;
-        if batch.num_columns() != k + 1 + self.aggs.len() + widths.iter().sum::<usize>() {
-            return Err(bad());
+        let keys = self.key_codec.encode_rows(&key_cols, batch.num_rows())?;
+        let mut groups = self.groups_from_columns(&batch.columns()[k..], batch.num_rows())?;
+        let mut mine = Vec::new();
+        for (key, g) in keys.into_iter().zip(groups.iter_mut()) {
+            // At parallelism > 1, each subtask keeps the keys of its own key groups.
+            if self.store.owns_key(&key) {
+                mine.push((key, g));
+            }
         }
-        let rows = self.converter.convert_columns(&batch.columns()[..k])?;
-        let counts = batch
-            .column(k)
-            .as_primitive_opt::<arrow::datatypes::Int64Type>()
-            .ok_or_else(bad)?
-            .clone();
-        let mut at = k + 1 + self.aggs.len();
-        let mut state_cols = Vec::new();
-        for w in widths {
-            state_cols.push(batch.columns()[at..at + w].to_vec());
-            at += w;
-        }
-        for i in 0..batch.num_rows() {
-            let last = (0..self.aggs.len())
-                .map(|j| ScalarValue::try_from_array(batch.column(k + 1 + j), i))
-                .collect::<datafusion_common::Result<Vec<_>>>()
-                .map_err(df)?;
-            let accs = self
-                .aggs
-                .iter()
-                .zip(&state_cols)
-                .map(|(spec, cols)| restore_accumulator(spec, self.retracting, cols, i))
-                .collect::<Result<Vec<_>>>()?;
-            self.groups.insert(
-                rows.row(i).owned(),
-                Group {
-                    accs,
-                    last: Some(last),
-                    rows: counts.value(i),
-                },
-            );
+        let (keys, mut gs): (Vec<_>, Vec<_>) = mine.into_iter().unzip();
+        let bytes = self.encode_groups(&mut gs)?;
+        for (key, b) in keys.iter().zip(bytes) {
+            self.store.set_current_key(key)?;
+            self.groups.set(&mut self.store, &b)?;
         }
         Ok(())
     }
@@ -195,59 +396,81 @@ impl Operator for GroupAggregate {
     fn process_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
         let data = &batch.data;
         let n = data.num_rows();
-        let key_cols: Vec<ArrayRef> = if self.keys.is_empty() {
-            vec![Arc::new(BooleanArray::from(vec![true; n]))]
-        } else {
-            self.keys
-                .iter()
-                .map(|k| eval(k, data))
-                .collect::<Result<_>>()?
-        };
-        let rows = self.converter.convert_columns(&key_cols)?;
+        let key_cols: Vec<ArrayRef> = self
+            .keys
+            .iter()
+            .map(|k| eval(k, data))
+            .collect::<Result<_>>()?;
+        let key_cols = key_cols
+            .into_iter()
+            .zip(&self.key_types)
+            .map(|(c, t)| as_type(c, t))
+            .collect::<Result<Vec<_>>>()?;
+        let keys = self.key_codec.encode_rows(&key_cols, n)?;
         let mut args = Vec::with_capacity(self.aggs.len());
         let mut filters = Vec::with_capacity(self.aggs.len());
-        for a in &self.aggs {
-            args.push(
-                a.expr
-                    .expressions()
-                    .iter()
-                    .map(|e| eval(e, data))
-                    .collect::<Result<Vec<_>>>()?,
-            );
+        // The encoded argument of each MIN/MAX over an updating input, per row.
+        let mut extreme_values: Vec<Option<Vec<Vec<u8>>>> = Vec::with_capacity(self.aggs.len());
+        for (j, a) in self.aggs.iter().enumerate() {
+            let cols = a
+                .expr
+                .expressions()
+                .iter()
+                .map(|e| eval(e, data))
+                .collect::<Result<Vec<_>>>()?;
+            extreme_values.push(match self.kinds[j] {
+                AggKind::Extreme { .. } => {
+                    let t = &self.value_codecs[j].types()[0];
+                    let c = as_type(cols[0].clone(), t)?;
+                    Some(self.value_codecs[j].encode(&[c])?)
+                }
+                AggKind::Accumulator => None,
+            });
+            args.push(cols);
             filters.push(match &a.filter {
                 Some(f) => Some(eval(f, data)?.as_boolean().clone()),
                 None => None,
             });
         }
-        // Changes in input order: (kind, key row, values).
-        let mut changes: Vec<(RowKind, OwnedRow, Vec<ScalarValue>)> = Vec::new();
-        for i in 0..n {
-            let key = rows.row(i).owned();
+
+        // The groups this batch touches, loaded once from the keyed state (None: deleted
+        // or not there).
+        let mut cache: HashMap<&[u8], Option<Group>> = HashMap::new();
+        let mut missing: Vec<&[u8]> = Vec::new();
+        let mut stored: Vec<Vec<u8>> = Vec::new();
+        for key in &keys {
+            if cache.contains_key(key.as_slice()) {
+                continue;
+            }
+            cache.insert(key, None);
+            self.store.set_current_key(key)?;
+            if let Some(b) = self.groups.get(&mut self.store)? {
+                missing.push(key);
+                stored.push(b);
+            }
+        }
+        for (key, g) in missing.into_iter().zip(self.decode_groups(&stored)?) {
+            cache.insert(key, Some(g));
+        }
+
+        // Changes in input order: (kind, key, values).
+        let mut changes: Vec<(RowKind, &[u8], Vec<ScalarValue>)> = Vec::new();
+        let mut touched: Vec<&[u8]> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let key = key.as_slice();
             let adds = batch.kind(i).is_addition();
-            let group = match self.groups.get_mut(&key) {
-                Some(g) => g,
-                // A retraction for a group that is not there (nothing to take back).
-                None if !adds => continue,
-                None => {
-                    let accs = self
-                        .aggs
-                        .iter()
-                        .map(|a| {
-                            if self.retracting {
-                                a.expr.create_sliding_accumulator()
-                            } else {
-                                a.expr.create_accumulator()
-                            }
-                        })
-                        .collect::<datafusion_common::Result<Vec<_>>>()
-                        .map_err(df)?;
-                    self.groups.entry(key.clone()).or_insert(Group {
-                        accs,
-                        last: None,
-                        rows: 0,
-                    })
+            let slot = cache.get_mut(key).ok_or_else(|| {
+                SluiceError::Runtime(format!("{}: a key lost from its batch", self.name))
+            })?;
+            if slot.is_none() {
+                if !adds {
+                    // A retraction for a group that is not there (nothing to take back).
+                    continue;
                 }
-            };
+                *slot = Some(self.new_group()?);
+            }
+            let Some(group) = slot.as_mut() else { continue };
+            touched.push(key);
             group.rows += if adds { 1 } else { -1 };
             for (a, acc) in group.accs.iter_mut().enumerate() {
                 if filters[a]
@@ -256,16 +479,49 @@ impl Operator for GroupAggregate {
                 {
                     continue;
                 }
-                let one: Vec<ArrayRef> = args[a].iter().map(|c| c.slice(i, 1)).collect();
-                if adds {
-                    acc.update_batch(&one).map_err(df)?;
-                } else {
-                    acc.retract_batch(&one).map_err(df)?;
+                match acc {
+                    Acc::Df(acc) => {
+                        let one: Vec<ArrayRef> = args[a].iter().map(|c| c.slice(i, 1)).collect();
+                        if adds {
+                            acc.update_batch(&one).map_err(df)?;
+                        } else {
+                            acc.retract_batch(&one).map_err(df)?;
+                        }
+                    }
+                    Acc::Extreme(current) => {
+                        let AggKind::Extreme { is_max } = self.kinds[a] else {
+                            continue;
+                        };
+                        let v = ScalarValue::try_from_array(&args[a][0], i).map_err(df)?;
+                        if v.is_null() {
+                            continue;
+                        }
+                        let encoded = extreme_values[a]
+                            .as_ref()
+                            .map(|e| Self::extreme_key(a, &e[i]))
+                            .unwrap_or_default();
+                        self.store.set_current_key(key)?;
+                        let count = self.extremes.get(&mut self.store, &encoded)?.unwrap_or(0);
+                        let count = count + if adds { 1 } else { -1 };
+                        if count > 0 {
+                            self.extremes.put(&mut self.store, &encoded, &count)?;
+                        } else {
+                            self.extremes.remove(&mut self.store, &encoded)?;
+                        }
+                        if adds {
+                            if better(&v, current, is_max) {
+                                *current = v;
+                            }
+                        } else if count <= 0 && v.partial_cmp(current) == Some(Ordering::Equal) {
+                            // The extreme left the group: find the next one.
+                            *current = self.rescan_extreme(a, is_max)?;
+                        }
+                    }
                 }
             }
             if group.rows <= 0 {
                 // Every row of the group was taken back: the group is gone.
-                if let Some(g) = self.groups.remove(&key) {
+                if let Some(g) = slot.take() {
                     if let Some(old) = g.last {
                         changes.push((RowKind::Delete, key, old));
                     }
@@ -275,37 +531,75 @@ impl Operator for GroupAggregate {
             let values = group
                 .accs
                 .iter_mut()
-                .map(|a| a.evaluate())
+                .map(|a| match a {
+                    Acc::Df(acc) => acc.evaluate(),
+                    Acc::Extreme(v) => Ok(v.clone()),
+                })
                 .collect::<datafusion_common::Result<Vec<_>>>()
                 .map_err(df)?;
             match group.last.replace(values.clone()) {
                 None => changes.push((RowKind::Insert, key, values)),
                 Some(old) if old == values => {}
                 Some(old) => {
-                    changes.push((RowKind::UpdateBefore, key.clone(), old));
+                    changes.push((RowKind::UpdateBefore, key, old));
                     changes.push((RowKind::UpdateAfter, key, values));
                 }
             }
         }
+
+        // Write the touched groups back (deleted ones, and their MIN/MAX values, removed).
+        touched.sort_unstable();
+        touched.dedup();
+        let mut live_keys = Vec::new();
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for (key, slot) in cache.iter_mut() {
+            if touched.binary_search(key).is_err() {
+                continue;
+            }
+            match slot {
+                Some(g) => {
+                    live_keys.push(*key);
+                    live.push(g);
+                }
+                None => gone.push(*key),
+            }
+        }
+        let bytes = self.encode_groups(&mut live)?;
+        for (key, b) in live_keys.iter().zip(bytes) {
+            self.store.set_current_key(key)?;
+            self.groups.set(&mut self.store, &b)?;
+        }
+        let has_extremes = self.kinds.iter().any(|k| *k != AggKind::Accumulator);
+        for key in gone {
+            self.store.set_current_key(key)?;
+            self.groups.clear(&mut self.store)?;
+            if has_extremes {
+                self.extremes.clear(&mut self.store)?;
+            }
+        }
+
         if changes.is_empty() {
             return Ok(());
         }
         let mut columns: Vec<ArrayRef> = Vec::new();
         if !self.keys.is_empty() {
-            columns = self
-                .converter
-                .convert_rows(changes.iter().map(|(_, k, _)| k.row()))?;
+            let rows: Vec<&[u8]> = changes.iter().map(|(_, k, _)| *k).collect();
+            columns = self.key_codec.decode(&rows)?;
         }
         let offset = columns.len();
         for j in 0..self.aggs.len() {
             let values = changes.iter().map(|(_, _, v)| v[j].clone());
             let array = ScalarValue::iter_to_array(values).map_err(df)?;
-            let t = self.output_schema.field(offset + j).data_type();
-            columns.push(if array.data_type() == t {
-                array
-            } else {
-                cast(&array, t)?
-            });
+            columns.push(as_type(
+                array,
+                self.output_schema.field(offset + j).data_type(),
+            )?);
+        }
+        for (c, f) in columns.iter_mut().zip(self.output_schema.fields()) {
+            if c.data_type() != f.data_type() {
+                *c = cast(c, f.data_type())?;
+            }
         }
         let kinds: Arc<[RowKind]> = changes.iter().map(|(k, _, _)| *k).collect();
         let data = RecordBatch::try_new(self.output_schema.clone(), columns)
