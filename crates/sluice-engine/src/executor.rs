@@ -251,7 +251,7 @@ impl Subtask {
         for (op, &node) in self.operators.iter_mut().zip(&self.nodes) {
             let mut w = StateWriter::default();
             op.snapshot_state(id, &mut w)?;
-            let keyed = op.keyed_store().map(|s| s.snapshot());
+            let keyed = op.keyed_store().map(|s| s.snapshot(id));
             sections.push(TakenSection {
                 node,
                 operator: w.finish(),
@@ -277,7 +277,9 @@ impl Subtask {
             Err(p) => p.into_inner().clone(),
         };
         let dir = dir.filter(|(pending, _)| *pending == id).map(|(_, d)| d);
-        self.writer.checkpoint(id, dir, sections, sync_ms)
+        let savepoint = self.checkpoints.stop_after.load(Ordering::SeqCst) == id;
+        self.writer
+            .checkpoint(id, dir, savepoint, sections, sync_ms)
     }
 
     /// Tells the operators (and the source) of a newly completed checkpoint.
@@ -299,6 +301,9 @@ impl Subtask {
             r.notify_checkpoint_complete(id)?;
         }
         for op in &mut self.operators {
+            if let Some(store) = op.keyed_store() {
+                store.notify_checkpoint_complete(id);
+            }
             op.notify_checkpoint_complete(id)?;
         }
         Ok(())
@@ -595,7 +600,14 @@ pub fn run_job(
                 operators,
                 routers,
                 checkpoints: shared.clone(),
-                writer: SnapshotWriter::start(key, events_tx.clone())?,
+                writer: SnapshotWriter::start(
+                    key,
+                    events_tx.clone(),
+                    graph
+                        .state
+                        .incremental
+                        .then(|| storage::shared_dir(&config.dir)),
+                )?,
                 notified: shared.completed(),
                 checkpointing: config.enabled(),
                 handle: handle.clone(),
@@ -693,6 +705,7 @@ pub fn run_job(
         for (_, path) in storage::list(&config.dir) {
             let _ = std::fs::remove_dir_all(path);
         }
+        let _ = std::fs::remove_dir_all(storage::shared_dir(&config.dir));
     }
     Ok(JobReport {
         counters: metrics.snapshot(),

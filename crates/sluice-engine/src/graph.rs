@@ -91,6 +91,9 @@ pub struct StateConfig {
     pub max_parallelism: usize,
     /// `state.backend.type`.
     pub backend: StateBackendKind,
+    /// `execution.checkpointing.incremental`: a checkpoint writes the keyed state that
+    /// changed since the latest complete one, and shares the rest with it.
+    pub incremental: bool,
 }
 
 impl Default for StateConfig {
@@ -98,6 +101,7 @@ impl Default for StateConfig {
         StateConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             backend: StateBackendKind::default(),
+            incremental: false,
         }
     }
 }

@@ -48,6 +48,7 @@ impl SubtaskContext {
             self.state.max_parallelism,
             self.key_groups(),
         )
+        .with_incremental_checkpoints(self.state.incremental && self.checkpointing)
     }
 }
 

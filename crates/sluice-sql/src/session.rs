@@ -38,6 +38,8 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("table.exec.state.ttl", "0 ms"),
     ("pipeline.max-parallelism", ""),
     ("state.backend.type", "hashmap"),
+    ("execution.checkpointing.incremental", ""),
+    ("state.backend.incremental", ""),
 ];
 
 /// What running a script produced.
@@ -230,11 +232,27 @@ impl Session {
         let backend =
             sluice_engine::keyed::StateBackendKind::parse(&self.get("state.backend.type"))
                 .map_err(SluiceError::Config)?;
+        let incremental = match self.first_set(&[
+            "execution.checkpointing.incremental",
+            "state.backend.incremental",
+        ]) {
+            None => false,
+            Some((k, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(SluiceError::Config(format!(
+                        "SET '{k}' = '{v}': expected 'true' or 'false'"
+                    )))
+                }
+            },
+        };
         Ok(JobConfig {
             state_ttl: (!ttl.is_zero()).then_some(ttl),
             state: sluice_engine::StateConfig {
                 max_parallelism,
                 backend,
+                incremental,
             },
             source_idle_timeout: (!idle.is_zero()).then_some(idle),
             name: self.get("pipeline.name"),

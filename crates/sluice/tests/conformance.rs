@@ -416,11 +416,23 @@ mod restore {
     }
 
     /// Plans `sql` with its sources made slow and its print sink replaced by [`Collect`].
-    pub fn job(sql: &str, parallelism: usize, dir: &std::path::Path, out: Published) -> JobGraph {
+    pub fn job(
+        sql: &str,
+        parallelism: usize,
+        incremental: bool,
+        dir: &std::path::Path,
+        out: Published,
+    ) -> JobGraph {
         let registry = Arc::new(sluice_connectors::BuiltinRegistry::default());
         let mut session = sluice_sql::Session::new(registry);
         session
             .set("parallelism.default", &parallelism.to_string())
+            .unwrap();
+        session
+            .set(
+                "execution.checkpointing.incremental",
+                &incremental.to_string(),
+            )
             .unwrap();
         let mut g = match session.execute_script(sql) {
             Ok(outcome) => outcome.job.expect("a job"),
@@ -444,12 +456,16 @@ mod restore {
 
     /// Runs `sql` to its end, stopping it after every few checkpoints and restoring it from
     /// its latest one; returns the published lines and how many runs were restored.
-    pub fn run_with_restores(sql: &str, parallelism: usize) -> (Vec<String>, usize) {
+    pub fn run_with_restores(
+        sql: &str,
+        parallelism: usize,
+        incremental: bool,
+    ) -> (Vec<String>, usize) {
         let tmp = tempfile::tempdir().unwrap();
         let published: Published = Arc::default();
         let mut restores = 0;
         for attempt in 0.. {
-            let g = job(sql, parallelism, tmp.path(), published.clone());
+            let g = job(sql, parallelism, incremental, tmp.path(), published.clone());
             let restored = restore_point(&g, &g.checkpoint, &RestoreMode::Latest).unwrap();
             restores += usize::from(restored.is_some());
             let handle = JobHandle::default();
@@ -489,10 +505,21 @@ mod restore {
 
 #[test]
 fn every_case_matches_flink_across_restores() {
+    across_restores(&[(1, false), (2, false)]);
+}
+
+/// The same with incremental checkpoints: keyed state is a full snapshot and the deltas
+/// after it, shared between checkpoints, and restores read the chain.
+#[test]
+fn every_case_matches_flink_across_restores_with_incremental_checkpoints() {
+    across_restores(&[(1, true), (2, true)]);
+}
+
+fn across_restores(runs: &[(usize, bool)]) {
     let data = corpus().join("data");
     let mut failures = Vec::new();
     let mut restored_runs = 0;
-    for parallelism in [1, 2] {
+    for &(parallelism, incremental) in runs {
         for case in cases() {
             if parallelism > 1 && parallelism_one_only(&case) {
                 continue;
@@ -500,12 +527,12 @@ fn every_case_matches_flink_across_restores() {
             let sql = std::fs::read_to_string(case.join("query.sql"))
                 .unwrap()
                 .replace("${DATA}", &data.display().to_string());
-            let (lines, restores) = restore::run_with_restores(&sql, parallelism);
+            let (lines, restores) = restore::run_with_restores(&sql, parallelism, incremental);
             restored_runs += restores;
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
             if let Err(e) = compare(&case, &lines) {
                 failures.push(format!(
-                    "{} (parallelism {parallelism}, after restores): {e}",
+                    "{} (parallelism {parallelism}, incremental {incremental}, after restores): {e}",
                     case.display()
                 ));
             }

@@ -22,8 +22,11 @@ pub(crate) enum TaskEvent {
         id: CheckpointId,
         subtask: SubtaskKey,
         part: PartInfo,
-        /// State bytes per node of the task.
-        sizes: Vec<(usize, u64)>,
+        /// Per node of the task: the bytes of state, and the bytes this checkpoint wrote
+        /// (less with incremental checkpoints).
+        sizes: Vec<(usize, u64, u64)>,
+        /// The files of `shared/` the part lists.
+        shared: Vec<String>,
         /// The synchronous part (at the barrier, on the task thread) in ms.
         sync_ms: u64,
         /// The asynchronous part (writing the part file, on the writer thread) in ms.
@@ -57,8 +60,9 @@ impl SubtaskKey {
 /// A subtask's acknowledgement.
 struct AckInfo {
     part: PartInfo,
-    /// State bytes per node.
-    sizes: Vec<(usize, u64)>,
+    /// State bytes and bytes written, per node.
+    sizes: Vec<(usize, u64, u64)>,
+    shared: Vec<String>,
     /// From trigger to acknowledgement.
     ack_ms: u64,
     sync_ms: u64,
@@ -131,6 +135,7 @@ impl Coordinator {
                     subtask,
                     part,
                     sizes,
+                    shared,
                     sync_ms,
                     async_ms,
                 }) => {
@@ -141,6 +146,7 @@ impl Coordinator {
                             AckInfo {
                                 part,
                                 sizes,
+                                shared,
                                 ack_ms,
                                 sync_ms,
                                 async_ms,
@@ -273,6 +279,7 @@ impl Coordinator {
             sync_ms: 0,
             async_ms: 0,
             size_bytes: 0,
+            checkpointed_size_bytes: 0,
             status: format!("Failed: {reason}"),
             operators: Vec::new(),
             path: p.dir,
@@ -300,28 +307,39 @@ impl Coordinator {
 
     fn complete(&mut self, mut p: Pending) -> sluice_common::Result<()> {
         let mut parts = Vec::new();
-        // Per node: bytes, and the longest ack, sync and async times of its subtasks.
-        let mut per_node: BTreeMap<usize, [u64; 4]> = BTreeMap::new();
+        let mut shared = Vec::new();
+        // Per node: state bytes, bytes written, and the longest ack, sync and async times
+        // of its subtasks.
+        let mut per_node: BTreeMap<usize, [u64; 5]> = BTreeMap::new();
         for s in &self.subtasks {
             if let Some(ack) = p.acks.remove(s) {
-                for (node, size) in ack.sizes {
+                for (node, size, written) in ack.sizes {
                     let e = per_node.entry(node).or_default();
                     e[0] += size;
+                    e[4] += written;
                     e[1] = e[1].max(ack.ack_ms);
                     e[2] = e[2].max(ack.sync_ms);
                     e[3] = e[3].max(ack.async_ms);
                 }
                 parts.push(ack.part);
+                shared.extend(ack.shared);
             } else if let Some(sections) = self.finished.get(s) {
                 for section in sections {
-                    per_node.entry(section.node).or_default()[0] += section.size_bytes();
+                    let e = per_node.entry(section.node).or_default();
+                    e[0] += section.size_bytes();
+                    e[4] += section.size_bytes();
                 }
                 parts.push(storage::write_part(&p.dir.join(s.file_name()), sections)?);
             }
         }
+        let written: u64 = per_node.values().map(|e| e[4]).sum();
         let sync_ms = per_node.values().map(|e| e[2]).max().unwrap_or(0);
         let async_ms = per_node.values().map(|e| e[3]).max().unwrap_or(0);
-        let size: u64 = parts.iter().map(|x| x.size_bytes).sum();
+        let size: u64 = per_node
+            .values()
+            .map(|e| e[0])
+            .sum::<u64>()
+            .max(parts.iter().map(|x| x.size_bytes).sum());
         storage::write_metadata(
             &p.dir,
             &Metadata {
@@ -331,6 +349,7 @@ impl Coordinator {
                 trigger_time_ms: p.trigger_time_ms,
                 nodes: self.nodes.clone(),
                 parts,
+                shared,
             },
         )?;
         self.shared.completed.store(p.id, Ordering::SeqCst);
@@ -341,6 +360,7 @@ impl Coordinator {
             }
         } else {
             storage::prune(&self.config.dir, self.config.num_retained.max(1));
+            storage::prune_shared(&self.config.dir);
         }
         tracing::info!(
             id = p.id,
@@ -360,6 +380,10 @@ impl Coordinator {
             .store(size, Ordering::Relaxed);
         self.handle
             .metrics
+            .counter("last checkpoint bytes written")
+            .store(written, Ordering::Relaxed);
+        self.handle
+            .metrics
             .counter("last checkpoint sync part (ms)")
             .store(sync_ms, Ordering::Relaxed);
         self.handle
@@ -374,11 +398,12 @@ impl Coordinator {
             sync_ms,
             async_ms,
             size_bytes: size,
+            checkpointed_size_bytes: written,
             status: "Completed".into(),
             operators: per_node
                 .into_iter()
                 .map(
-                    |(node, [size_bytes, ack_ms, sync_ms, async_ms])| OperatorCheckpointStats {
+                    |(node, [size_bytes, ack_ms, sync_ms, async_ms, _])| OperatorCheckpointStats {
                         node,
                         name: self
                             .nodes

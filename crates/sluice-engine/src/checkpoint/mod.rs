@@ -88,8 +88,11 @@ pub struct CheckpointStats {
     pub sync_ms: u64,
     /// The longest asynchronous part of a subtask (writing it, while the task goes on).
     pub async_ms: u64,
-    /// The bytes of state written.
+    /// The bytes of state it holds (Flink's `state_size`).
     pub size_bytes: u64,
+    /// The bytes it wrote (Flink's `checkpointed_size`): less than `size_bytes` when it is
+    /// incremental and shares files with the checkpoints before it.
+    pub checkpointed_size_bytes: u64,
     /// `Completed`, or why it failed.
     pub status: String,
     /// Per operator (node): its name, the state bytes of all its subtasks, and the longest
@@ -134,6 +137,7 @@ impl CheckpointStats {
             "sync_duration": self.sync_ms,
             "async_duration": self.async_ms,
             "state_size": self.size_bytes,
+            "checkpointed_size": self.checkpointed_size_bytes,
             "status": self.status,
             "external_path": self.path.display().to_string(),
             "operators": self.operators.iter().map(|o| serde_json::json!({

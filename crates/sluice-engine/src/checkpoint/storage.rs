@@ -2,7 +2,13 @@
 //! holding one file per task subtask and a `_metadata` file. A part file holds, for every
 //! node of its task, what the operator wrote ([`crate::Operator::snapshot_state`]) and its
 //! keyed state ([`crate::keyed::KeyedSnapshot`], by key group, so that any subtask of a job
-//! at another parallelism can take its own key groups from it). Each part file ends with a
+//! at another parallelism can take its own key groups from it).
+//!
+//! With incremental checkpoints, keyed state is not inline: it is a manifest of files in the
+//! `shared/` directory beside the checkpoints, a full snapshot followed by deltas, and a
+//! checkpoint writes only the file of its own delta; checkpoints share the others, and a file
+//! is deleted when no retained checkpoint lists it (`_metadata` lists what each one uses).
+//! Savepoints are always self-contained. Each part file ends with a
 //! CRC-32C of its contents and is fsynced before the task acknowledges; `_metadata` (written
 //! to a temporary name, fsynced, then renamed) lists every part with its size and CRC. So a
 //! checkpoint is complete exactly when its `_metadata` exists, and a part that was truncated
@@ -41,6 +47,111 @@ pub struct PartInfo {
     pub crc: u32,
 }
 
+/// A file in `shared/` that checkpoints share: a full snapshot or a delta of one subtask's
+/// keyed state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFile {
+    /// Its name in `shared/`.
+    pub name: String,
+    /// Its size.
+    pub size_bytes: u64,
+    /// Its CRC-32C.
+    pub crc: u32,
+}
+
+/// The first field of a keyed section that lists shared files instead of holding the state.
+const MANIFEST_MAGIC: &str = "sluice-keyed-manifest-1";
+
+/// Encodes a manifest: the shared files that make up a subtask's keyed state, oldest first.
+pub fn manifest_bytes(files: &[SharedFile]) -> Vec<u8> {
+    let mut w = crate::state::StateWriter::default();
+    w.put_str(MANIFEST_MAGIC);
+    w.put_u64(files.len() as u64);
+    for f in files {
+        w.put_str(&f.name);
+        w.put_u64(f.size_bytes);
+        w.put_u64(f.crc as u64);
+    }
+    w.finish()
+}
+
+/// Reads a manifest back; `None` if `keyed` is inline state, not a manifest.
+pub fn read_manifest(keyed: &[u8], owner: &str) -> Result<Option<Vec<SharedFile>>> {
+    let mut r = crate::state::StateReader::new(keyed, owner);
+    if keyed.is_empty() || r.str().ok() != Some(MANIFEST_MAGIC) {
+        return Ok(None);
+    }
+    let n = r.count()?;
+    let mut files = Vec::with_capacity(n);
+    for _ in 0..n {
+        files.push(SharedFile {
+            name: r.str()?.to_string(),
+            size_bytes: r.u64()?,
+            crc: r.u64()? as u32,
+        });
+    }
+    Ok(Some(files))
+}
+
+/// The directory of the files checkpoints in `dir` share.
+pub fn shared_dir(dir: &Path) -> PathBuf {
+    dir.join("shared")
+}
+
+/// Writes `bytes` as the shared file `name` in `shared` (with a CRC, fsynced).
+pub fn write_shared(shared: &Path, name: &str, bytes: &[u8]) -> Result<SharedFile> {
+    std::fs::create_dir_all(shared).map_err(|e| io(shared, e))?;
+    let path = shared.join(name);
+    let mut f = File::create(&path).map_err(|e| io(&path, e))?;
+    f.write_all(bytes).map_err(|e| io(&path, e))?;
+    f.sync_all().map_err(|e| io(&path, e))?;
+    Ok(SharedFile {
+        name: name.to_string(),
+        size_bytes: bytes.len() as u64,
+        crc: crc32c::crc32c(bytes),
+    })
+}
+
+/// Reads a shared file back, checking its size and CRC.
+pub fn read_shared(shared: &Path, file: &SharedFile) -> Result<Vec<u8>> {
+    let path = shared.join(&file.name);
+    let data = std::fs::read(&path).map_err(|e| io(&path, e))?;
+    if data.len() as u64 != file.size_bytes || crc32c::crc32c(&data) != file.crc {
+        return Err(SluiceError::Runtime(format!(
+            "{}: {} bytes with another checksum than the checkpoint wrote ({} bytes): the file is corrupt",
+            path.display(),
+            data.len(),
+            file.size_bytes
+        )));
+    }
+    Ok(data)
+}
+
+/// Deletes the files in `dir`'s `shared/` that no complete checkpoint in `dir` lists.
+pub fn prune_shared(dir: &Path) {
+    let shared = shared_dir(dir);
+    let Ok(entries) = std::fs::read_dir(&shared) else {
+        return;
+    };
+    let mut used = std::collections::HashSet::new();
+    for (_, path) in list(dir) {
+        match read_metadata(&path) {
+            Ok(m) => used.extend(m.shared),
+            // An incomplete checkpoint is not read back; anything else keeps every file.
+            Err(_) if !is_complete(&path) => {}
+            Err(_) => return,
+        }
+    }
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !used.contains(&name) {
+            if let Err(err) = std::fs::remove_file(e.path()) {
+                tracing::warn!("cannot delete {}: {err}", e.path().display());
+            }
+        }
+    }
+}
+
 /// What `_metadata` says.
 #[derive(Debug, Clone)]
 pub struct Metadata {
@@ -56,6 +167,8 @@ pub struct Metadata {
     pub nodes: Vec<NodeInfo>,
     /// Its part files.
     pub parts: Vec<PartInfo>,
+    /// The files of `shared/` its parts list.
+    pub shared: Vec<String>,
 }
 
 fn io(path: &Path, e: std::io::Error) -> SluiceError {
@@ -178,6 +291,7 @@ pub fn write_metadata(dir: &Path, m: &Metadata) -> Result<()> {
         "trigger_time_ms": m.trigger_time_ms,
         "nodes": m.nodes.iter().map(|n| serde_json::json!({"name": n.name, "parallelism": n.parallelism})).collect::<Vec<_>>(),
         "parts": m.parts.iter().map(|p| serde_json::json!({"file": p.file, "size": p.size_bytes, "crc": p.crc})).collect::<Vec<_>>(),
+        "shared": m.shared,
     });
     let tmp = dir.join("_metadata.inprogress");
     let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
@@ -255,6 +369,14 @@ pub fn read_metadata(dir: &Path) -> Result<Metadata> {
         trigger_time_ms: v["trigger_time_ms"].as_i64().unwrap_or(0),
         nodes,
         parts,
+        shared: v["shared"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -306,8 +428,19 @@ pub fn load(dir: &Path) -> Result<Restored> {
                 ))
             })?;
         for s in read_part(&dir.join(&part.file), part)? {
-            if !s.keyed.is_empty() {
-                keyed.entry(s.node).or_default().push(s.keyed);
+            match read_manifest(&s.keyed, &part.file)? {
+                Some(files) => {
+                    // A full snapshot and the deltas after it, applied in this order.
+                    let shared = dir.parent().map(shared_dir).unwrap_or_default();
+                    for f in &files {
+                        keyed
+                            .entry(s.node)
+                            .or_default()
+                            .push(read_shared(&shared, f)?);
+                    }
+                }
+                None if !s.keyed.is_empty() => keyed.entry(s.node).or_default().push(s.keyed),
+                None => {}
             }
             states.insert((s.node, subtask), s.operator);
         }
@@ -375,7 +508,46 @@ mod tests {
                 parallelism: 1,
             }],
             parts,
+            shared: vec![],
         }
+    }
+
+    #[test]
+    fn shared_files_are_read_through_manifests_and_pruned_when_unlisted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = shared_dir(tmp.path());
+        let base = write_shared(&shared, "0-0-1.full", b"base").unwrap();
+        let delta = write_shared(&shared, "0-0-2.delta", b"delta").unwrap();
+        write_shared(&shared, "0-0-0.full", b"old").unwrap();
+        let dir = checkpoint_dir(tmp.path(), 2);
+        std::fs::create_dir_all(&dir).unwrap();
+        let keyed = manifest_bytes(&[base.clone(), delta.clone()]);
+        assert_eq!(
+            read_manifest(&keyed, "t").unwrap().unwrap(),
+            vec![base, delta]
+        );
+        assert!(read_manifest(b"inline state", "t").unwrap().is_none());
+        let section = Section {
+            node: 0,
+            operator: vec![],
+            keyed,
+        };
+        let part = write_part(&dir.join("0-0.state"), &[section]).unwrap();
+        let mut m = metadata(vec![part]);
+        m.shared = vec!["0-0-1.full".into(), "0-0-2.delta".into()];
+        write_metadata(&dir, &m).unwrap();
+        let r = load(&dir).unwrap();
+        assert_eq!(r.keyed(0), &[b"base".to_vec(), b"delta".to_vec()]);
+        prune_shared(tmp.path());
+        let mut left: Vec<String> = std::fs::read_dir(&shared)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["0-0-1.full", "0-0-2.delta"]);
+        // A corrupt shared file is detected.
+        std::fs::write(shared.join("0-0-2.delta"), b"DELTA").unwrap();
+        assert!(load(&dir).unwrap_err().to_string().contains("corrupt"));
     }
 
     #[test]

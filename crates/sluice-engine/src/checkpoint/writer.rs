@@ -3,15 +3,21 @@
 //! part file, fsyncs it and acknowledges it to the coordinator, while the task goes on with
 //! the records after the barrier.
 //!
+//! With incremental checkpoints (`shared` is set), the keyed state of a checkpoint goes to a
+//! file of its own in the shared directory: the delta since the latest complete checkpoint
+//! when the snapshot has one and the chain it builds on is short, else a full snapshot; the
+//! part file holds the manifest (the chain's files). Savepoints are always inline and full.
+//!
 //! The writer is the only one to speak to the coordinator for its subtask, so that the
 //! subtask's final state (when its input ends) never overtakes an acknowledgement still
 //! being written. It takes one job at a time, with one more queued: a task that reaches the
 //! next barrier while two checkpoints are still being written waits (a bound, not a buffer).
 
 use super::coordinator::{SubtaskKey, TaskEvent};
-use super::storage::{self, Section};
+use super::storage::{self, Section, SharedFile};
 use crate::keyed::KeyedSnapshot;
 use sluice_common::{CheckpointId, Result, SluiceError};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Sender, SyncSender};
 use std::thread::JoinHandle;
@@ -43,15 +49,41 @@ pub(crate) fn finish_all(sections: Vec<TakenSection>) -> Result<Vec<Section>> {
     sections.into_iter().map(TakenSection::finish).collect()
 }
 
+/// The longest chain of deltas after a full snapshot; the next checkpoint writes a full one.
+const MAX_DELTAS: usize = 10;
+
+/// The most checkpoints whose manifests a writer remembers (a delta builds on the latest
+/// complete one, which is among the last few).
+const MANIFESTS_KEPT: usize = 8;
+
 enum Job {
     Checkpoint {
         id: CheckpointId,
         /// Where the part goes; `None` if the checkpoint was abandoned before the barrier.
         dir: Option<PathBuf>,
+        savepoint: bool,
         sections: Vec<TakenSection>,
         sync_ms: u64,
     },
     Finished(Vec<TakenSection>),
+}
+
+/// The writer's own state: what it needs to write deltas.
+struct Incremental {
+    shared: PathBuf,
+    /// The keyed-state files of each node, per checkpoint this writer wrote.
+    manifests: BTreeMap<CheckpointId, HashMap<usize, Vec<SharedFile>>>,
+}
+
+/// What the writer wrote of one section.
+struct Written {
+    section: Section,
+    /// The bytes of state the section stands for (inline or in its shared files).
+    state_bytes: u64,
+    /// The bytes this checkpoint wrote for it.
+    written_bytes: u64,
+    /// The shared files it lists.
+    shared: Vec<String>,
 }
 
 /// A subtask's writer thread.
@@ -61,9 +93,18 @@ pub(crate) struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    /// Starts the writer of `subtask`, which reports to the coordinator through `events`.
-    pub fn start(subtask: SubtaskKey, events: Sender<TaskEvent>) -> Result<Self> {
+    /// Starts the writer of `subtask`, which reports to the coordinator through `events`;
+    /// with `shared`, its checkpoints are incremental and their keyed state goes there.
+    pub fn start(
+        subtask: SubtaskKey,
+        events: Sender<TaskEvent>,
+        shared: Option<PathBuf>,
+    ) -> Result<Self> {
         let (tx, rx) = sync_channel::<Job>(1);
+        let mut incremental = shared.map(|shared| Incremental {
+            shared,
+            manifests: BTreeMap::new(),
+        });
         let thread = std::thread::Builder::new()
             .name(format!(
                 "checkpoint writer {}-{}",
@@ -75,9 +116,13 @@ impl SnapshotWriter {
                         Job::Checkpoint {
                             id,
                             dir,
+                            savepoint,
                             sections,
                             sync_ms,
-                        } => write(subtask, id, dir, sections, sync_ms),
+                        } => {
+                            let inc = incremental.as_mut().filter(|_| !savepoint);
+                            write(subtask, id, dir, sections, sync_ms, inc)
+                        }
                         Job::Finished(sections) => match finish_all(sections) {
                             Ok(sections) => TaskEvent::Finished { subtask, sections },
                             Err(e) => TaskEvent::Failed {
@@ -110,12 +155,14 @@ impl SnapshotWriter {
         &self,
         id: CheckpointId,
         dir: Option<PathBuf>,
+        savepoint: bool,
         sections: Vec<TakenSection>,
         sync_ms: u64,
     ) -> Result<()> {
         self.send(Job::Checkpoint {
             id,
             dir,
+            savepoint,
             sections,
             sync_ms,
         })
@@ -137,12 +184,95 @@ impl Drop for SnapshotWriter {
     }
 }
 
+/// Writes one section of checkpoint `id`: inline, or (incremental) as a file in the shared
+/// directory, a delta when it can build on the manifest of its parent checkpoint.
+fn write_section(
+    subtask: SubtaskKey,
+    id: CheckpointId,
+    taken: TakenSection,
+    inc: Option<&mut Incremental>,
+) -> Result<Written> {
+    let operator = taken.operator;
+    let (Some(inc), Some(snapshot)) = (inc, taken.keyed.as_ref()) else {
+        let section = TakenSection {
+            node: taken.node,
+            operator,
+            keyed: taken.keyed,
+        }
+        .finish()?;
+        let bytes = section.size_bytes();
+        return Ok(Written {
+            section,
+            state_bytes: bytes,
+            written_bytes: bytes,
+            shared: Vec::new(),
+        });
+    };
+    let node = taken.node;
+    let parent = snapshot
+        .delta
+        .as_ref()
+        .and_then(|d| inc.manifests.get(&d.parent))
+        .and_then(|m| m.get(&node))
+        .filter(|files| {
+            // A chain no longer than MAX_DELTAS, and deltas smaller than their base.
+            let base = files.first().map(|f| f.size_bytes).unwrap_or(0);
+            let deltas: u64 = files.iter().skip(1).map(|f| f.size_bytes).sum();
+            !files.is_empty() && files.len() <= MAX_DELTAS && deltas <= base
+        })
+        .cloned();
+    let stem = format!("{node}-{}-{id}", subtask.subtask);
+    let files = match (parent, snapshot.write_delta()?) {
+        (Some(mut files), Some(delta)) => {
+            files.push(storage::write_shared(
+                &inc.shared,
+                &format!("{stem}.delta"),
+                &delta,
+            )?);
+            files
+        }
+        _ => {
+            let full = snapshot.write()?;
+            vec![storage::write_shared(
+                &inc.shared,
+                &format!("{stem}.full"),
+                &full,
+            )?]
+        }
+    };
+    if let Some(parent) = snapshot.delta.as_ref().map(|d| d.parent) {
+        // Later deltas build on `parent` or a later checkpoint.
+        inc.manifests.retain(|&c, _| c >= parent);
+    }
+    while inc.manifests.len() >= MANIFESTS_KEPT {
+        inc.manifests.pop_first();
+    }
+    inc.manifests
+        .entry(id)
+        .or_default()
+        .insert(node, files.clone());
+    let keyed = storage::manifest_bytes(&files);
+    let written = files.last().map(|f| f.size_bytes).unwrap_or(0);
+    Ok(Written {
+        state_bytes: (operator.len() + keyed.len()) as u64
+            + files.iter().map(|f| f.size_bytes).sum::<u64>(),
+        written_bytes: (operator.len() + keyed.len()) as u64 + written,
+        shared: files.into_iter().map(|f| f.name).collect(),
+        section: Section {
+            node,
+            operator,
+            keyed,
+        },
+    })
+}
+
 fn write(
     subtask: SubtaskKey,
     id: CheckpointId,
     dir: Option<PathBuf>,
     sections: Vec<TakenSection>,
     sync_ms: u64,
+    mut inc: Option<&mut Incremental>,
 ) -> TaskEvent {
     let Some(dir) = dir else {
         return TaskEvent::Declined {
@@ -151,16 +281,25 @@ fn write(
         };
     };
     let started = Instant::now();
-    let result = finish_all(sections).and_then(|sections| {
-        let part = storage::write_part(&dir.join(subtask.file_name()), &sections)?;
-        Ok((part, sections))
-    });
+    let result = sections
+        .into_iter()
+        .map(|t| write_section(subtask, id, t, inc.as_deref_mut()))
+        .collect::<Result<Vec<_>>>()
+        .and_then(|written| {
+            let sections: Vec<Section> = written.iter().map(|w| w.section.clone()).collect();
+            let part = storage::write_part(&dir.join(subtask.file_name()), &sections)?;
+            Ok((part, written))
+        });
     match result {
-        Ok((part, sections)) => TaskEvent::Ack {
+        Ok((part, written)) => TaskEvent::Ack {
             id,
             subtask,
             part,
-            sizes: sections.iter().map(|s| (s.node, s.size_bytes())).collect(),
+            sizes: written
+                .iter()
+                .map(|w| (w.section.node, w.state_bytes, w.written_bytes))
+                .collect(),
+            shared: written.into_iter().flat_map(|w| w.shared).collect(),
             sync_ms,
             async_ms: started.elapsed().as_millis() as u64,
         },

@@ -67,6 +67,8 @@ pub trait BackendSnapshot: Send {
     fn groups(&self) -> std::ops::Range<u16>;
     /// Calls `f` on every entry of `group`, in key order.
     fn for_each(&self, group: u16, f: &mut EntryVisitor<'_>) -> Result<()>;
+    /// The value of `key` in `group` as it was.
+    fn get(&self, group: u16, key: &[u8]) -> Result<Option<Vec<u8>>>;
 }
 
 type Tree = imbl::OrdMap<Vec<u8>, Vec<u8>>;
@@ -167,6 +169,10 @@ impl BackendSnapshot for HashMapSnapshot {
             f(k, v)?;
         }
         Ok(())
+    }
+
+    fn get(&self, group: u16, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.groups[(group - self.start) as usize].get(key).cloned())
     }
 }
 

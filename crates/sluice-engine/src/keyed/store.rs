@@ -29,7 +29,7 @@
 use super::backend::{BackendSnapshot, StateBackend, StateBackendKind};
 use super::key_group::{key_group_of, KeyGroupRange};
 use crate::state::{StateReader, StateWriter};
-use sluice_common::{Result, SluiceError};
+use sluice_common::{CheckpointId, Result, SluiceError};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,10 +134,40 @@ pub struct KeyedStore {
     /// Where the incremental TTL cleanup goes on: a key group and the key after which.
     cleanup_at: (u16, Vec<u8>),
     expired: u64,
+    /// What changed since the snapshots of checkpoints not yet known complete, for
+    /// incremental checkpoints (`None` when they are off).
+    changes: Option<ChangeLog>,
 }
 
-/// The format of a store's snapshot (the first field of every one).
+/// The most changed entries an incremental checkpoint tracks; past it, the next checkpoint
+/// is a full one (a bound on memory, not a limit on state).
+pub const MAX_TRACKED_CHANGES: usize = 4_000_000;
+
+/// A set of changed entries: (key group, backend key).
+pub type ChangeSet = std::collections::HashSet<(u16, Vec<u8>)>;
+
+/// The entries changed since snapshots, so that a checkpoint can write only what changed
+/// since the last complete one.
+#[derive(Default)]
+struct ChangeLog {
+    /// Since the last snapshot taken.
+    current: ChangeSet,
+    /// Taken at each snapshot not yet known complete, oldest first.
+    unconfirmed: Vec<(CheckpointId, Arc<ChangeSet>)>,
+    /// The latest checkpoint known complete.
+    confirmed: Option<CheckpointId>,
+    /// A delta may only build on a checkpoint from this one on (none yet: after a start, a
+    /// restore or an overflow, the next snapshot is full).
+    min_parent: Option<CheckpointId>,
+    /// Too many changes were tracked: they were dropped.
+    overflowed: bool,
+    tracked: usize,
+}
+
+/// The format of a store's full snapshot (the first field of every one).
 const SNAPSHOT_MAGIC: &str = "sluice-keyed-state-1";
+/// The format of a delta: what changed since the snapshot of a complete checkpoint.
+const DELTA_MAGIC: &str = "sluice-keyed-delta-1";
 
 impl KeyedStore {
     /// An empty store for the key groups `range` of `max_parallelism`.
@@ -154,6 +184,54 @@ impl KeyedStore {
             clock: system_clock(),
             cleanup_at: (range.start, Vec::new()),
             expired: 0,
+            changes: None,
+        }
+    }
+
+    /// Tracks what changes, so that snapshots can say what changed since the latest
+    /// complete checkpoint (`execution.checkpointing.incremental`).
+    pub fn with_incremental_checkpoints(mut self, on: bool) -> Self {
+        self.changes = on.then(ChangeLog::default);
+        self
+    }
+
+    fn put_entry(&mut self, group: u16, key: &[u8], value: Vec<u8>) -> Result<()> {
+        self.track(group, key);
+        self.backend.put(group, key, value)
+    }
+
+    fn delete_entry(&mut self, group: u16, key: &[u8]) -> Result<()> {
+        self.track(group, key);
+        self.backend.delete(group, key)
+    }
+
+    fn track(&mut self, group: u16, key: &[u8]) {
+        let Some(log) = self.changes.as_mut() else {
+            return;
+        };
+        if log.overflowed {
+            return;
+        }
+        if log.tracked >= MAX_TRACKED_CHANGES {
+            log.overflowed = true;
+            log.current = ChangeSet::new();
+            log.unconfirmed.clear();
+            log.tracked = 0;
+            return;
+        }
+        if log.current.insert((group, key.to_vec())) {
+            log.tracked += 1;
+        }
+    }
+
+    /// Checkpoint `id` (and every one before it) is complete: changes before its snapshot
+    /// are in it, and later deltas build on it.
+    pub fn notify_checkpoint_complete(&mut self, id: CheckpointId) {
+        if let Some(log) = self.changes.as_mut() {
+            log.confirmed = Some(log.confirmed.map_or(id, |c| c.max(id)));
+            let keep: Vec<_> = log.unconfirmed.drain(..).filter(|(i, _)| *i > id).collect();
+            log.tracked = keep.iter().map(|(_, s)| s.len()).sum::<usize>() + log.current.len();
+            log.unconfirmed = keep;
         }
     }
 
@@ -309,7 +387,7 @@ impl KeyedStore {
         };
         let ttl = self.ttl(state);
         if Self::is_expired(ttl, &stored, self.now_ms()) {
-            self.backend.delete(self.group, key)?;
+            self.delete_entry(self.group, key)?;
             self.expired += 1;
             return Ok(None);
         }
@@ -323,7 +401,7 @@ impl KeyedStore {
             stored.extend_from_slice(&self.now_ms().to_le_bytes());
         }
         stored.extend_from_slice(value);
-        self.backend.put(self.group, key, stored)?;
+        self.put_entry(self.group, key, stored)?;
         if ttl.is_some() {
             self.cleanup_step(CLEANUP_PER_WRITE)?;
         }
@@ -331,7 +409,7 @@ impl KeyedStore {
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
-        self.backend.delete(self.group, key)
+        self.delete_entry(self.group, key)
     }
 
     /// The entries of `state` for the current key: (user key, payload), expired ones left
@@ -366,7 +444,7 @@ impl KeyedStore {
             true
         })?;
         for k in dead {
-            self.backend.delete(self.group, &k)?;
+            self.delete_entry(self.group, &k)?;
             self.expired += 1;
         }
         Ok(live)
@@ -400,7 +478,7 @@ impl KeyedStore {
                 looked < n
             })?;
             for k in dead {
-                self.backend.delete(group, &k)?;
+                self.delete_entry(group, &k)?;
                 self.expired += 1;
             }
             match last {
@@ -486,9 +564,32 @@ impl KeyedStore {
         self.event_timers.len() + self.processing_timers.len()
     }
 
-    /// A view of the whole store as it is now (cheap: nothing is copied); write it with
-    /// [`KeyedSnapshot::write`], on any thread.
-    pub fn snapshot(&self) -> KeyedSnapshot {
+    /// A view of the whole store as it is now, for checkpoint `id` (cheap: nothing is
+    /// copied); write it with [`KeyedSnapshot::write`], on any thread. With incremental
+    /// checkpoints it also says what changed since the latest complete checkpoint.
+    pub fn snapshot(&mut self, id: CheckpointId) -> KeyedSnapshot {
+        let mut delta = None;
+        if let Some(log) = self.changes.as_mut() {
+            let frozen = Arc::new(std::mem::take(&mut log.current));
+            log.unconfirmed.push((id, frozen));
+            match (log.min_parent, log.confirmed) {
+                (Some(min), Some(parent)) if !log.overflowed && parent >= min => {
+                    let sets = log
+                        .unconfirmed
+                        .iter()
+                        .filter(|(i, _)| *i > parent)
+                        .map(|(_, s)| s.clone())
+                        .collect();
+                    delta = Some(Delta { parent, sets });
+                }
+                _ => {
+                    // No checkpoint to build on yet: this one is full, and later ones may
+                    // build on it.
+                    log.min_parent = Some(id);
+                    log.overflowed = false;
+                }
+            }
+        }
         KeyedSnapshot {
             max_parallelism: self.max_parallelism,
             states: self.states.clone(),
@@ -496,6 +597,7 @@ impl KeyedStore {
             event_timers: self.event_timers.clone(),
             processing_timers: self.processing_timers.clone(),
             taken_ms: self.now_ms(),
+            delta,
         }
     }
 
@@ -504,10 +606,18 @@ impl KeyedStore {
     pub fn restore(&mut self, bytes: &[u8], owner: &str) -> Result<()> {
         let mut r = StateReader::new(bytes, owner);
         let magic = r.str()?;
-        if magic != SNAPSHOT_MAGIC {
-            return Err(SluiceError::Runtime(format!(
-                "{owner}: keyed state in an unknown format ('{magic}')"
-            )));
+        let is_delta = match magic {
+            SNAPSHOT_MAGIC => false,
+            DELTA_MAGIC => true,
+            _ => {
+                return Err(SluiceError::Runtime(format!(
+                    "{owner}: keyed state in an unknown format ('{magic}')"
+                )))
+            }
+        };
+        if let Some(log) = self.changes.as_mut() {
+            // What was restored is not in any checkpoint of this run: the next is full.
+            *log = ChangeLog::default();
         }
         let max = r.u64()? as usize;
         if max != self.max_parallelism {
@@ -538,8 +648,11 @@ impl KeyedStore {
             let entries = r.count()?;
             let mine = self.range.contains(group);
             for _ in 0..entries {
+                // A delta's entry is a flag (false: removed) then the key, and the value
+                // if it is there.
+                let present = !is_delta || r.bool()?;
                 let key = r.bytes()?;
-                let value = r.bytes()?;
+                let value = if present { r.bytes()? } else { &[][..] };
                 if !mine {
                     continue;
                 }
@@ -549,7 +662,22 @@ impl KeyedStore {
                     .ok_or_else(|| corrupt("an entry of an unlisted state"))?;
                 let mut k = key.to_vec();
                 k[0] = id;
-                self.backend.put(group, &k, value.to_vec())?;
+                if present {
+                    self.backend.put(group, &k, value.to_vec())?;
+                } else {
+                    self.backend.delete(group, &k)?;
+                }
+            }
+            if mine {
+                // Every snapshot (full or delta) holds all the timers of its key groups:
+                // the latest one read wins.
+                for queue in [&mut self.event_timers, &mut self.processing_timers] {
+                    let stale: Vec<TimerEntry> =
+                        queue.iter().filter(|t| t.1 == group).cloned().collect();
+                    for t in stale {
+                        queue.remove(&t);
+                    }
+                }
             }
             for queue in [&mut self.event_timers, &mut self.processing_timers] {
                 let timers = r.count()?;
@@ -582,8 +710,18 @@ fn pop_due(queue: &mut TimerQueue, up_to: i64) -> Vec<Timer> {
     due
 }
 
+/// What changed since the snapshot of checkpoint `parent`.
+pub struct Delta {
+    /// The complete checkpoint this delta builds on.
+    pub parent: CheckpointId,
+    sets: Vec<Arc<ChangeSet>>,
+}
+
 /// A store as it was at a checkpoint barrier, to be written on another thread.
 pub struct KeyedSnapshot {
+    /// With incremental checkpoints: what changed since the latest complete checkpoint
+    /// (`None`: only a full snapshot will do).
+    pub delta: Option<Delta>,
     max_parallelism: usize,
     states: Vec<StateMeta>,
     backend: Box<dyn BackendSnapshot>,
@@ -595,8 +733,36 @@ pub struct KeyedSnapshot {
 impl KeyedSnapshot {
     /// The snapshot's bytes: per key group its entries (expired ones left out) and timers.
     pub fn write(&self) -> Result<Vec<u8>> {
+        self.write_as(None)
+    }
+
+    /// The bytes of what changed since the delta's parent (every entry changed since, with
+    /// its value now or as removed), and every timer; `None` if this snapshot has no delta.
+    pub fn write_delta(&self) -> Result<Option<Vec<u8>>> {
+        let Some(delta) = &self.delta else {
+            return Ok(None);
+        };
+        // The changed keys of each key group, each once.
+        let mut changed: std::collections::BTreeMap<u16, std::collections::BTreeSet<&[u8]>> =
+            Default::default();
+        for set in &delta.sets {
+            for (g, k) in set.iter() {
+                changed.entry(*g).or_default().insert(k.as_slice());
+            }
+        }
+        self.write_as(Some(changed)).map(Some)
+    }
+
+    fn write_as(
+        &self,
+        changed: Option<std::collections::BTreeMap<u16, std::collections::BTreeSet<&[u8]>>>,
+    ) -> Result<Vec<u8>> {
         let mut w = StateWriter::default();
-        w.put_str(SNAPSHOT_MAGIC);
+        w.put_str(if changed.is_some() {
+            DELTA_MAGIC
+        } else {
+            SNAPSHOT_MAGIC
+        });
         w.put_u64(self.max_parallelism as u64);
         w.put_u64(self.states.len() as u64);
         for (id, s) in self.states.iter().enumerate() {
@@ -623,18 +789,40 @@ impl KeyedSnapshot {
             w.put_u64(g as u64);
             let mut entries = StateWriter::default();
             let mut n = 0u64;
-            self.backend.for_each(g, &mut |k, v| {
+            let live = |k: &[u8], v: &[u8]| {
                 let ttl = k
                     .first()
                     .and_then(|s| self.states.get(*s as usize))
                     .and_then(|s| s.ttl_ms);
-                if !KeyedStore::is_expired(ttl, v, self.taken_ms) {
-                    entries.put_bytes(k);
-                    entries.put_bytes(v);
-                    n += 1;
+                !KeyedStore::is_expired(ttl, v, self.taken_ms)
+            };
+            match &changed {
+                None => self.backend.for_each(g, &mut |k, v| {
+                    if live(k, v) {
+                        entries.put_bytes(k);
+                        entries.put_bytes(v);
+                        n += 1;
+                    }
+                    Ok(())
+                })?,
+                Some(changed) => {
+                    for k in changed.get(&g).into_iter().flatten() {
+                        let k = *k;
+                        match self.backend.get(g, k)? {
+                            Some(v) if live(k, &v) => {
+                                entries.put_bool(true);
+                                entries.put_bytes(k);
+                                entries.put_bytes(&v);
+                            }
+                            _ => {
+                                entries.put_bool(false);
+                                entries.put_bytes(k);
+                            }
+                        }
+                        n += 1;
+                    }
                 }
-                Ok(())
-            })?;
+            }
             w.put_u64(n);
             w.put_raw(&entries.finish());
             for q in &by_group[(g - groups.start) as usize] {
@@ -993,7 +1181,7 @@ mod tests {
                 m.put(&mut s, &"n".to_string(), &(n as u64 * 2)).unwrap();
                 s.register_event_timer(n as i64, b"t").unwrap();
             }
-            let snap = s.snapshot();
+            let snap = s.snapshot(1);
             // Writes after the barrier are not in the snapshot.
             s.set_current_key(&keys[0]).ok();
             v.set(&mut s, &-1).ok();
@@ -1033,11 +1221,105 @@ mod tests {
         rescale(2, 1);
     }
 
+    /// The entries of a store: (key, value) for every key of `keys`.
+    fn contents(s: &mut KeyedStore, v: ValueState<i64>, keys: &[Vec<u8>]) -> Vec<(usize, i64)> {
+        let mut out = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            if !s.owns_key(k) {
+                continue;
+            }
+            s.set_current_key(k).unwrap();
+            if let Some(x) = v.get(s).unwrap() {
+                out.push((i, x));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn deltas_hold_what_changed_since_the_latest_complete_checkpoint() {
+        let keys: Vec<Vec<u8>> = (0..2000u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let mut s = store(KeyGroupRange::all(128)).with_incremental_checkpoints(true);
+        let v: ValueState<i64> = s.value_state("v", None).unwrap();
+        let set = |s: &mut KeyedStore, range: std::ops::Range<usize>, x: i64| {
+            for k in &keys[range] {
+                s.set_current_key(k).unwrap();
+                v.set(s, &x).unwrap();
+            }
+        };
+        set(&mut s, 0..2000, 1);
+        s.set_current_key(&keys[0]).unwrap();
+        s.register_event_timer(5, b"").unwrap();
+        // Nothing complete yet: the first snapshot is full.
+        let first = s.snapshot(1);
+        assert!(first.delta.is_none() && first.write_delta().unwrap().is_none());
+        let base = first.write().unwrap();
+        s.notify_checkpoint_complete(1);
+        set(&mut s, 10..20, 2);
+        for k in &keys[150..200] {
+            s.set_current_key(k).unwrap();
+            v.clear(&mut s).unwrap();
+        }
+        // Checkpoint 2 is taken but never completes: 3 builds on 1 and holds 2's changes.
+        let _abandoned = s.snapshot(2);
+        set(&mut s, 15..30, 3);
+        s.set_current_key(&keys[0]).unwrap();
+        s.delete_event_timer(5, b"");
+        s.register_event_timer(9, b"").unwrap();
+        let third = s.snapshot(3);
+        assert_eq!(third.delta.as_ref().map(|d| d.parent), Some(1));
+        let delta = third.write_delta().unwrap().unwrap();
+        // 70 of 2,000 keys changed.
+        assert!(
+            delta.len() < base.len() / 4,
+            "{} vs {}",
+            delta.len(),
+            base.len()
+        );
+        let want = contents(&mut s, v, &keys);
+        // A later write does not reach the snapshot.
+        set(&mut s, 0..1, 99);
+        for (from, to) in [(1, 2), (2, 1)] {
+            let mut blobs = Vec::new();
+            for i in 0..from {
+                let mut old = store(KeyGroupRange::for_subtask(128, from, i));
+                old.value_state::<i64>("v", None).unwrap();
+                old.restore(&base, "t").unwrap();
+                old.restore(&delta, "t").unwrap();
+                blobs.push(old.snapshot(4).write().unwrap());
+            }
+            let mut got = Vec::new();
+            let mut timers = Vec::new();
+            for i in 0..to {
+                let mut r = store(KeyGroupRange::for_subtask(128, to, i));
+                let rv: ValueState<i64> = r.value_state("v", None).unwrap();
+                for b in &blobs {
+                    r.restore(b, "t").unwrap();
+                }
+                got.extend(contents(&mut r, rv, &keys));
+                timers.extend(r.pop_event_timers(i64::MAX).into_iter().map(|t| t.time_ms));
+            }
+            got.sort();
+            assert_eq!(got, want, "{from} -> {to}");
+            assert_eq!(timers, vec![9]);
+        }
+        // After 3 completes, the next delta builds on it and holds only what came after.
+        s.notify_checkpoint_complete(3);
+        let fourth = s.snapshot(4);
+        assert_eq!(fourth.delta.as_ref().map(|d| d.parent), Some(3));
+        let mut r = store(KeyGroupRange::all(128));
+        let rv: ValueState<i64> = r.value_state("v", None).unwrap();
+        for b in [&base, &delta, &fourth.write_delta().unwrap().unwrap()] {
+            r.restore(b, "t").unwrap();
+        }
+        assert_eq!(contents(&mut r, rv, &keys), contents(&mut s, v, &keys));
+    }
+
     #[test]
     fn a_snapshot_of_another_max_parallelism_or_state_is_refused() {
         let mut s = store(KeyGroupRange::all(128));
         s.value_state::<i64>("v", None).unwrap();
-        let blob = s.snapshot().write().unwrap();
+        let blob = s.snapshot(1).write().unwrap();
         let mut other = KeyedStore::new(StateBackendKind::HashMap, 256, KeyGroupRange::all(256));
         other.value_state::<i64>("v", None).unwrap();
         let e = other.restore(&blob, "Op (1/1)").unwrap_err().to_string();
@@ -1075,7 +1357,7 @@ mod tests {
         // Written again: lives another 100 ms.
         v.set(&mut s, &70).unwrap();
         now.store(1_100, Ordering::SeqCst);
-        let snap = s.snapshot().write().unwrap();
+        let snap = s.snapshot(1).write().unwrap();
         s.set_current_key(&3i64.to_le_bytes()).unwrap();
         assert_eq!(v.get(&mut s).unwrap(), None);
         assert_eq!(forever.get(&mut s).unwrap(), Some(3));
