@@ -142,9 +142,42 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_millis(n.checked_mul(ms_per_unit)?))
 }
 
+/// Parses a Flink memory size: a number and an optional unit (`b`, `kb`, `mb`, `gb`, `tb`,
+/// also `k`, `m`, `g`, `t` and the long forms; powers of 1024, as Flink's `MemorySize`). A
+/// bare number is bytes.
+///
+/// ```
+/// assert_eq!(sluice_common::options::parse_memory_size("256 mb"), Some(256 << 20));
+/// assert_eq!(sluice_common::options::parse_memory_size("1g"), Some(1 << 30));
+/// ```
+pub fn parse_memory_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" | "bytes" => 0,
+        "k" | "kb" | "kibibytes" => 10,
+        "m" | "mb" | "mebibytes" => 20,
+        "g" | "gb" | "gibibytes" => 30,
+        "t" | "tb" | "tebibytes" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_size("512"), Some(512));
+        assert_eq!(parse_memory_size("64 kb"), Some(64 * 1024));
+        assert_eq!(parse_memory_size("2 GB"), Some(2 << 30));
+        assert_eq!(parse_memory_size("lots"), None);
+        assert_eq!(parse_memory_size("99999999999 tb"), None);
+    }
 
     fn opts(pairs: &[(&str, &str)]) -> Options {
         Options::new(

@@ -17,6 +17,7 @@ use crate::exchange::{hash_targets, split_by_target};
 use crate::graph::{JobGraph, NodeKind, Partitioning};
 use crate::input_gate::{GateEvent, InputGate};
 use crate::job::{JobHandle, JobReport};
+use crate::keyed::StateResources;
 use crate::operator::{Operator, Output, SubtaskContext};
 use crate::source::{SourcePoll, SourceReader};
 use crate::state::{StateReader, StateWriter};
@@ -469,6 +470,11 @@ pub fn run_job(
     }
     let first_error: Arc<Mutex<Option<SluiceError>>> = Arc::new(Mutex::new(None));
     let (events_tx, events_rx) = channel::<TaskEvent>();
+    let state_resources = Arc::new(StateResources::open(
+        graph.state.backend,
+        &graph.state.local_dir,
+        graph.state.memory_bytes,
+    )?);
 
     // Chain nodes into tasks.
     let mut task_of = vec![usize::MAX; graph.nodes.len()];
@@ -561,7 +567,9 @@ pub fn run_job(
                     parallelism: node.parallelism,
                     metrics: metrics.clone(),
                     checkpointing: config.enabled(),
-                    state: graph.state,
+                    state: graph.state.clone(),
+                    node: n,
+                    state_resources: state_resources.clone(),
                 };
                 let state = restored.as_mut().and_then(|r| r.take(n, subtask));
                 let owner = format!("{} ({}/{})", node.name, subtask + 1, node.parallelism);

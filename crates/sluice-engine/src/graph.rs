@@ -84,7 +84,7 @@ pub struct JobGraph {
 }
 
 /// How a job keeps keyed state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateConfig {
     /// `pipeline.max-parallelism`: the number of key groups, the most subtasks an operator
     /// can ever have.
@@ -94,7 +94,16 @@ pub struct StateConfig {
     /// `execution.checkpointing.incremental`: a checkpoint writes the keyed state that
     /// changed since the latest complete one, and shares the rest with it.
     pub incremental: bool,
+    /// `state.backend.memory.size`: the memory the disk backend may use for all of the
+    /// job's keyed state (block cache and write buffers).
+    pub memory_bytes: u64,
+    /// Where the disk backend keeps its files while the job runs (scratch space: the
+    /// checkpoints are the durable copy).
+    pub local_dir: std::path::PathBuf,
 }
+
+/// The default `state.backend.memory.size`.
+pub const DEFAULT_STATE_MEMORY_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Default for StateConfig {
     fn default() -> Self {
@@ -102,6 +111,8 @@ impl Default for StateConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             backend: StateBackendKind::default(),
             incremental: false,
+            memory_bytes: DEFAULT_STATE_MEMORY_BYTES,
+            local_dir: std::path::PathBuf::from("sluice-data/jobs/sluice-job/local-state"),
         }
     }
 }

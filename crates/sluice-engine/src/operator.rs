@@ -2,7 +2,7 @@
 //! of its input.
 
 use crate::graph::StateConfig;
-use crate::keyed::{KeyGroupRange, KeyedStore};
+use crate::keyed::{KeyGroupRange, KeyedStore, StateResources};
 use crate::metrics::Metrics;
 use crate::state::{StateReader, StateWriter};
 use sluice_common::{ChangeBatch, CheckpointId, EventTime, Message, Result, SplitId, SplitStatus};
@@ -26,6 +26,10 @@ pub struct SubtaskContext {
     pub checkpointing: bool,
     /// The job's keyed state settings.
     pub state: StateConfig,
+    /// The index of the operator's node in the job graph.
+    pub node: usize,
+    /// What the job's state backends share (the disk backend's database).
+    pub state_resources: Arc<StateResources>,
 }
 
 impl SubtaskContext {
@@ -42,13 +46,12 @@ impl SubtaskContext {
     /// A keyed state store for this subtask, on the job's state backend. An operator that
     /// keeps one returns it from [`Operator::keyed_store`], so that the runtime checkpoints
     /// and restores it.
-    pub fn keyed_store(&self) -> KeyedStore {
-        KeyedStore::new(
-            self.state.backend,
-            self.state.max_parallelism,
-            self.key_groups(),
-        )
-        .with_incremental_checkpoints(self.state.incremental && self.checkpointing)
+    pub fn keyed_store(&self) -> Result<KeyedStore> {
+        let range = self.key_groups();
+        let name = format!("node{}-subtask{}", self.node, self.subtask_index);
+        let backend = self.state_resources.create(&name, range.start, range.end)?;
+        Ok(KeyedStore::new(backend, self.state.max_parallelism, range)
+            .with_incremental_checkpoints(self.state.incremental && self.checkpointing))
     }
 }
 

@@ -39,6 +39,7 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("pipeline.max-parallelism", ""),
     ("state.backend.type", "hashmap"),
     ("execution.checkpointing.incremental", ""),
+    ("state.backend.memory.size", "256 mb"),
     ("state.backend.incremental", ""),
 ];
 
@@ -97,9 +98,8 @@ impl Session {
             .find(|(_, v)| !v.trim().is_empty())
     }
 
-    /// How the job takes checkpoints, from the `execution.checkpointing.*` and
-    /// `state.checkpoints.*` keys.
-    pub fn checkpoint_config(&self) -> Result<CheckpointConfig> {
+    /// Where the job keeps its state: `<data_dir>/jobs/<pipeline.name>/`.
+    fn job_dir(&self) -> PathBuf {
         let name = self.get("pipeline.name");
         let safe: String = name
             .chars()
@@ -111,7 +111,13 @@ impl Session {
                 }
             })
             .collect();
-        let mut c = CheckpointConfig::new(&self.data_dir.join("jobs").join(safe));
+        self.data_dir.join("jobs").join(safe)
+    }
+
+    /// How the job takes checkpoints, from the `execution.checkpointing.*` and
+    /// `state.checkpoints.*` keys.
+    pub fn checkpoint_config(&self) -> Result<CheckpointConfig> {
+        let mut c = CheckpointConfig::new(&self.job_dir());
         c.interval = self
             .duration("execution.checkpointing.interval")?
             .filter(|d| !d.is_zero());
@@ -247,12 +253,22 @@ impl Session {
                 }
             },
         };
+        let ms = self.get("state.backend.memory.size");
+        let memory_bytes = sluice_common::options::parse_memory_size(&ms)
+            .filter(|b| *b >= sluice_engine::keyed::lsm::MIN_MEMORY_BYTES)
+            .ok_or_else(|| {
+                SluiceError::Config(format!(
+                    "SET 'state.backend.memory.size' = '{ms}': expected a memory size of at least 16 mb, such as '256 mb' or '1 gb'"
+                ))
+            })?;
         Ok(JobConfig {
             state_ttl: (!ttl.is_zero()).then_some(ttl),
             state: sluice_engine::StateConfig {
                 max_parallelism,
                 backend,
                 incremental,
+                memory_bytes,
+                local_dir: self.job_dir().join("local-state"),
             },
             source_idle_timeout: (!idle.is_zero()).then_some(idle),
             name: self.get("pipeline.name"),

@@ -55,19 +55,27 @@ fn multiset(rows: impl Iterator<Item = String>) -> BTreeMap<String, usize> {
 }
 
 fn run_case(case: &Path, parallelism: usize) -> Result<(), String> {
+    run_case_with(case, parallelism, "")
+}
+
+/// Runs a case with `set` (`SET` statements) before its script.
+fn run_case_with(case: &Path, parallelism: usize, set: &str) -> Result<(), String> {
     let data = corpus().join("data");
     let sql = std::fs::read_to_string(case.join("query.sql"))
         .map_err(|e| e.to_string())?
         .replace("${DATA}", &data.display().to_string());
-    run_sql(case, &sql, parallelism)
+    run_sql(case, &format!("{set}\n{sql}"), parallelism)
 }
 
 /// Runs `sql` and compares what it prints with the case's expected rows.
 fn run_sql(case: &Path, sql: &str, parallelism: usize) -> Result<(), String> {
     let script = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
     std::fs::write(script.path(), sql).map_err(|e| e.to_string())?;
+    let data_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", "--quiet", "--parallelism", &parallelism.to_string()])
+        .arg("--data-dir")
+        .arg(data_dir.path())
         .arg(script.path())
         .output()
         .map_err(|e| e.to_string())?;
@@ -165,6 +173,27 @@ fn every_case_matches_flink_with_parallelism_two() {
         }
         if let Err(e) = run_case(&case, 2) {
             failures.push(format!("{}: {e}", case.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The same on the disk state backend (an embedded LSM tree), at parallelism 1 and 2.
+#[test]
+fn every_case_matches_flink_on_the_disk_backend() {
+    let mut failures = Vec::new();
+    for case in cases() {
+        for p in [1, 2] {
+            if p > 1 && parallelism_one_only(&case) {
+                continue;
+            }
+            let set = "SET 'state.backend.type' = 'rocksdb';";
+            if let Err(e) = run_case_with(&case, p, set) {
+                failures.push(format!(
+                    "{} (disk backend, parallelism {p}): {e}",
+                    case.display()
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -419,7 +448,7 @@ mod restore {
     pub fn job(
         sql: &str,
         parallelism: usize,
-        incremental: bool,
+        (incremental, backend): (bool, &str),
         dir: &std::path::Path,
         out: Published,
     ) -> JobGraph {
@@ -434,6 +463,8 @@ mod restore {
                 &incremental.to_string(),
             )
             .unwrap();
+        session.set("state.backend.type", backend).unwrap();
+        session.set_data_dir(dir);
         let mut g = match session.execute_script(sql) {
             Ok(outcome) => outcome.job.expect("a job"),
             Err(e) => panic!("{e}\n{sql}"),
@@ -460,12 +491,19 @@ mod restore {
         sql: &str,
         parallelism: usize,
         incremental: bool,
+        backend: &str,
     ) -> (Vec<String>, usize) {
         let tmp = tempfile::tempdir().unwrap();
         let published: Published = Arc::default();
         let mut restores = 0;
         for attempt in 0.. {
-            let g = job(sql, parallelism, incremental, tmp.path(), published.clone());
+            let g = job(
+                sql,
+                parallelism,
+                (incremental, backend),
+                tmp.path(),
+                published.clone(),
+            );
             let restored = restore_point(&g, &g.checkpoint, &RestoreMode::Latest).unwrap();
             restores += usize::from(restored.is_some());
             let handle = JobHandle::default();
@@ -505,21 +543,27 @@ mod restore {
 
 #[test]
 fn every_case_matches_flink_across_restores() {
-    across_restores(&[(1, false), (2, false)]);
+    across_restores(&[(1, false, "hashmap"), (2, false, "hashmap")]);
 }
 
 /// The same with incremental checkpoints: keyed state is a full snapshot and the deltas
 /// after it, shared between checkpoints, and restores read the chain.
 #[test]
 fn every_case_matches_flink_across_restores_with_incremental_checkpoints() {
-    across_restores(&[(1, true), (2, true)]);
+    across_restores(&[(1, true, "hashmap"), (2, true, "hashmap")]);
 }
 
-fn across_restores(runs: &[(usize, bool)]) {
+/// The same on the disk backend, with full and incremental checkpoints.
+#[test]
+fn every_case_matches_flink_across_restores_on_the_disk_backend() {
+    across_restores(&[(1, true, "rocksdb"), (2, false, "rocksdb")]);
+}
+
+fn across_restores(runs: &[(usize, bool, &str)]) {
     let data = corpus().join("data");
     let mut failures = Vec::new();
     let mut restored_runs = 0;
-    for &(parallelism, incremental) in runs {
+    for &(parallelism, incremental, backend) in runs {
         for case in cases() {
             if parallelism > 1 && parallelism_one_only(&case) {
                 continue;
@@ -527,12 +571,13 @@ fn across_restores(runs: &[(usize, bool)]) {
             let sql = std::fs::read_to_string(case.join("query.sql"))
                 .unwrap()
                 .replace("${DATA}", &data.display().to_string());
-            let (lines, restores) = restore::run_with_restores(&sql, parallelism, incremental);
+            let (lines, restores) =
+                restore::run_with_restores(&sql, parallelism, incremental, backend);
             restored_runs += restores;
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
             if let Err(e) = compare(&case, &lines) {
                 failures.push(format!(
-                    "{} (parallelism {parallelism}, incremental {incremental}, after restores): {e}",
+                    "{} (parallelism {parallelism}, incremental {incremental}, {backend}, after restores): {e}",
                     case.display()
                 ));
             }

@@ -109,8 +109,18 @@ SELECT id, COUNT(*) FROM src GROUP BY id;"
         )
     };
     for (set, says) in [
-        ("SET 'state.backend.type' = 'rocksdb';", "'hashmap'"),
-        ("SET 'state.backend.type' = 'memory';", "expected 'hashmap'"),
+        (
+            "SET 'state.backend.type' = 'memory';",
+            "expected 'hashmap' (in memory) or 'rocksdb'",
+        ),
+        (
+            "SET 'state.backend.memory.size' = '1 kb';",
+            "at least 16 mb",
+        ),
+        (
+            "SET 'execution.checkpointing.incremental' = 'yes';",
+            "'true' or 'false'",
+        ),
         (
             "SET 'pipeline.max-parallelism' = '2'; SET 'parallelism.default' = '4';",
             "pipeline.max-parallelism",
@@ -125,12 +135,23 @@ SELECT id, COUNT(*) FROM src GROUP BY id;"
         assert!(!ok, "{set} was accepted");
         assert!(err.contains(says), "{set}: {err}");
     }
-    let (ok, out, err) = run_sql(
-        &job("SET 'pipeline.max-parallelism' = '4'; SET 'state.backend.type' = 'hashmap';"),
-        &["--parallelism", "4"],
-    );
-    assert!(ok, "{err}");
-    assert_eq!(printed(&out).len(), 3, "{out}");
+    let data = tempfile::tempdir().unwrap();
+    for backend in ["hashmap", "rocksdb"] {
+        let (ok, out, err) = run_sql(
+            &job(&format!(
+                "SET 'pipeline.max-parallelism' = '4'; SET 'state.backend.type' = '{backend}'; SET 'state.backend.memory.size' = '64 mb';"
+            )),
+            &["--parallelism", "4", "--data-dir", data.path().to_str().unwrap()],
+        );
+        assert!(ok, "{err}");
+        assert_eq!(printed(&out).len(), 3, "{out}");
+    }
+    // The disk backend's scratch files are gone with the job.
+    let local = data.path().join("jobs/sluice-job/local-state");
+    let left: Vec<_> = std::fs::read_dir(&local)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Incremental checkpoints (`execution.checkpointing.incremental`): after the first full
@@ -138,15 +159,23 @@ SELECT id, COUNT(*) FROM src GROUP BY id;"
 /// job killed with SIGKILL restores the chain and ends with every count right.
 #[test]
 fn incremental_checkpoints_write_deltas_and_restore_after_a_kill() {
+    for backend in ["hashmap", "rocksdb"] {
+        incremental_after_a_kill(backend);
+    }
+}
+
+fn incremental_after_a_kill(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let sql = "SET 'pipeline.name' = 'incremental';
+    let sql = format!("SET 'state.backend.type' = '{backend}';
+SET 'pipeline.name' = 'incremental';
 SET 'execution.checkpointing.interval' = '150 ms';
 SET 'execution.checkpointing.incremental' = 'true';
 SET 'state.checkpoints.num-retained' = '3';
 CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '4000',
   'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '16000');
-SELECT id % 4000 AS k, COUNT(*) AS n FROM src GROUP BY id % 4000;";
+SELECT id % 4000 AS k, COUNT(*) AS n FROM src GROUP BY id % 4000;");
+    let sql = sql.as_str();
     let args = ["--data-dir", data.to_str().unwrap()];
     let checkpoints = data.join("jobs/incremental/checkpoints");
     let mut job = common::RunningJob::start_with(sql, dir.path(), &args);

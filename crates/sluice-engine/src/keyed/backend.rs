@@ -6,8 +6,10 @@
 //! snapshot is an O(1) view and a write after it copies only the path it changes. A disk
 //! backend implements the same trait; operators see only [`super::KeyedStore`].
 
+use super::lsm::LsmDatabase;
 use sluice_common::Result;
 use std::ops::Bound;
+use std::path::Path;
 
 /// Flink's `state.backend.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -15,6 +17,9 @@ pub enum StateBackendKind {
     /// In memory (`hashmap`, the default).
     #[default]
     HashMap,
+    /// On local disk, in an embedded LSM tree, memory bounded (`rocksdb` or `forst`, Flink's
+    /// names for its disk backends; see [`super::lsm`]).
+    Disk,
 }
 
 impl StateBackendKind {
@@ -22,20 +27,60 @@ impl StateBackendKind {
     pub fn parse(value: &str) -> std::result::Result<Self, String> {
         match value.trim().to_ascii_lowercase().as_str() {
             "hashmap" | "" => Ok(StateBackendKind::HashMap),
-            "rocksdb" | "forst" => Err(format!(
-                "SET 'state.backend.type' = '{value}': the disk backend is not available yet; use 'hashmap'"
-            )),
+            "rocksdb" | "forst" => Ok(StateBackendKind::Disk),
             _ => Err(format!(
-                "SET 'state.backend.type' = '{value}': expected 'hashmap'"
+                "SET 'state.backend.type' = '{value}': expected 'hashmap' (in memory) or 'rocksdb' (on disk)"
             )),
         }
     }
+}
 
-    /// A backend of this kind for the key groups `[start, end)`.
-    pub fn create(&self, start: u16, end: u16) -> Box<dyn StateBackend> {
-        match self {
-            StateBackendKind::HashMap => Box::new(HashMapBackend::new(start, end)),
+/// What the backends of one job share: for the disk backend, the job's database.
+pub struct StateResources {
+    kind: StateBackendKind,
+    lsm: Option<LsmDatabase>,
+}
+
+impl StateResources {
+    /// Opens what `kind` needs: the disk backend opens its database in `local_dir`, with
+    /// `memory_bytes` of memory for all of the job's keyed state.
+    pub fn open(kind: StateBackendKind, local_dir: &Path, memory_bytes: u64) -> Result<Self> {
+        let lsm = match kind {
+            StateBackendKind::HashMap => None,
+            StateBackendKind::Disk => Some(LsmDatabase::open(local_dir, memory_bytes)?),
+        };
+        Ok(StateResources { kind, lsm })
+    }
+
+    /// Only in-memory state (for tests and jobs without a data directory).
+    pub fn in_memory() -> Self {
+        StateResources {
+            kind: StateBackendKind::HashMap,
+            lsm: None,
         }
+    }
+
+    /// A backend for the key groups `[start, end)` of the operator subtask `name` (unique
+    /// in the job: letters, digits, `-`, `_`).
+    pub fn create(&self, name: &str, start: u16, end: u16) -> Result<Box<dyn StateBackend>> {
+        match (self.kind, &self.lsm) {
+            (StateBackendKind::Disk, Some(db)) => Ok(Box::new(db.backend(name, start, end)?)),
+            _ => Ok(Box::new(HashMapBackend::new(start, end))),
+        }
+    }
+}
+
+impl std::fmt::Debug for StateResources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateResources")
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl Default for StateResources {
+    fn default() -> Self {
+        StateResources::in_memory()
     }
 }
 

@@ -9,10 +9,11 @@
 
 pub mod backend;
 pub mod key_group;
+pub mod lsm;
 pub mod row_codec;
 pub mod store;
 
-pub use backend::{StateBackend, StateBackendKind};
+pub use backend::{StateBackend, StateBackendKind, StateResources};
 pub use key_group::{key_group_of, KeyGroupRange, DEFAULT_MAX_PARALLELISM, MAX_KEY_GROUPS};
 pub use row_codec::RowCodec;
 pub use store::{

@@ -14,8 +14,8 @@
 //! written, as Flink's `StateTtlConfig` with `OnCreateAndWrite` and `NeverReturnExpired`.
 //!
 //! ```
-//! use sluice_engine::keyed::{KeyedStore, KeyGroupRange, StateBackendKind};
-//! let mut store = KeyedStore::new(StateBackendKind::HashMap, 128, KeyGroupRange::all(128));
+//! use sluice_engine::keyed::{KeyedStore, KeyGroupRange};
+//! let mut store = KeyedStore::in_memory(128, KeyGroupRange::all(128));
 //! let count = store.value_state::<i64>("count", None).unwrap();
 //! store.set_current_key(b"user-1").unwrap();
 //! let n = count.get(&mut store).unwrap().unwrap_or(0);
@@ -26,7 +26,7 @@
 //! assert_eq!((fired[0].time_ms, fired[0].key.as_slice()), (1_000, &b"user-1"[..]));
 //! ```
 
-use super::backend::{BackendSnapshot, StateBackend, StateBackendKind};
+use super::backend::{BackendSnapshot, HashMapBackend, StateBackend};
 use super::key_group::{key_group_of, KeyGroupRange};
 use crate::state::{StateReader, StateWriter};
 use sluice_common::{CheckpointId, Result, SluiceError};
@@ -170,10 +170,23 @@ const SNAPSHOT_MAGIC: &str = "sluice-keyed-state-1";
 const DELTA_MAGIC: &str = "sluice-keyed-delta-1";
 
 impl KeyedStore {
-    /// An empty store for the key groups `range` of `max_parallelism`.
-    pub fn new(kind: StateBackendKind, max_parallelism: usize, range: KeyGroupRange) -> Self {
+    /// An empty store in memory for the key groups `range` of `max_parallelism`.
+    pub fn in_memory(max_parallelism: usize, range: KeyGroupRange) -> Self {
+        Self::new(
+            Box::new(HashMapBackend::new(range.start, range.end)),
+            max_parallelism,
+            range,
+        )
+    }
+
+    /// An empty store on `backend` for the key groups `range` of `max_parallelism`.
+    pub fn new(
+        backend: Box<dyn StateBackend>,
+        max_parallelism: usize,
+        range: KeyGroupRange,
+    ) -> Self {
         KeyedStore {
-            backend: kind.create(range.start, range.end),
+            backend,
             max_parallelism,
             range,
             states: Vec::new(),
@@ -1066,7 +1079,7 @@ mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
 
     fn store(range: KeyGroupRange) -> KeyedStore {
-        KeyedStore::new(StateBackendKind::HashMap, 128, range)
+        KeyedStore::in_memory(128, range)
     }
 
     fn registered(
@@ -1320,7 +1333,7 @@ mod tests {
         let mut s = store(KeyGroupRange::all(128));
         s.value_state::<i64>("v", None).unwrap();
         let blob = s.snapshot(1).write().unwrap();
-        let mut other = KeyedStore::new(StateBackendKind::HashMap, 256, KeyGroupRange::all(256));
+        let mut other = KeyedStore::in_memory(256, KeyGroupRange::all(256));
         other.value_state::<i64>("v", None).unwrap();
         let e = other.restore(&blob, "Op (1/1)").unwrap_err().to_string();
         assert!(

@@ -100,7 +100,7 @@ impl OperatorFactory for GroupAggregateFactory {
             .iter()
             .map(|t| RowCodec::new(vec![t.clone()]))
             .collect();
-        let mut store = ctx.keyed_store();
+        let mut store = ctx.keyed_store()?;
         let groups = store.value_state("groups", self.state_ttl)?;
         let extremes = store.map_state("min-max values", self.state_ttl)?;
         Ok(Box::new(GroupAggregate {
