@@ -205,25 +205,16 @@ impl Subtask {
 
     /// Fires the processing-time timers that are due, operator by operator.
     fn fire_processing_timers(&mut self) -> Result<()> {
-        for pos in 0..self.operators.len() {
-            let due = self.operators[pos]
+        self.each_in_order(|op, out| {
+            let due = op
                 .keyed_store()
                 .and_then(|s| s.next_processing_timer().map(|t| (t, s.now_ms())))
                 .filter(|(t, now)| t <= now);
-            if let Some((_, now)) = due {
-                let mut out = Output::default();
-                self.operators[pos].on_processing_time(now, &mut out)?;
-                let emitted: Vec<Message> = out.drain().collect();
-                for m in emitted {
-                    if pos + 1 < self.operators.len() {
-                        self.push(pos + 1, 0, m)?;
-                    } else {
-                        self.emit(m)?;
-                    }
-                }
+            match due {
+                Some((_, now)) => op.on_processing_time(now, out),
+                None => Ok(()),
             }
-        }
-        Ok(())
+        })
     }
 
     fn end_outputs(&mut self) {

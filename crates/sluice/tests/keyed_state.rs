@@ -167,14 +167,16 @@ fn incremental_checkpoints_write_deltas_and_restore_after_a_kill() {
 fn incremental_after_a_kill(backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let sql = format!("SET 'state.backend.type' = '{backend}';
+    let sql = format!(
+        "SET 'state.backend.type' = '{backend}';
 SET 'pipeline.name' = 'incremental';
 SET 'execution.checkpointing.interval' = '150 ms';
 SET 'execution.checkpointing.incremental' = 'true';
 SET 'state.checkpoints.num-retained' = '3';
 CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '4000',
   'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '16000');
-SELECT id % 4000 AS k, COUNT(*) AS n FROM src GROUP BY id % 4000;");
+SELECT id % 4000 AS k, COUNT(*) AS n FROM src GROUP BY id % 4000;"
+    );
     let sql = sql.as_str();
     let args = ["--data-dir", data.to_str().unwrap()];
     let checkpoints = data.join("jobs/incremental/checkpoints");

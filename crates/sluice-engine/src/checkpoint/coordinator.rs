@@ -370,26 +370,18 @@ impl Coordinator {
             p.dir.display()
         );
         self.count("checkpoints completed", 1);
-        self.handle
-            .metrics
-            .counter("last checkpoint duration (ms)")
-            .store(duration_ms, Ordering::Relaxed);
-        self.handle
-            .metrics
-            .counter("last checkpoint size (bytes)")
-            .store(size, Ordering::Relaxed);
-        self.handle
-            .metrics
-            .counter("last checkpoint bytes written")
-            .store(written, Ordering::Relaxed);
-        self.handle
-            .metrics
-            .counter("last checkpoint sync part (ms)")
-            .store(sync_ms, Ordering::Relaxed);
-        self.handle
-            .metrics
-            .counter("last checkpoint async part (ms)")
-            .store(async_ms, Ordering::Relaxed);
+        for (name, value) in [
+            ("last checkpoint duration (ms)", duration_ms),
+            ("last checkpoint size (bytes)", size),
+            ("last checkpoint bytes written", written),
+            ("last checkpoint sync part (ms)", sync_ms),
+            ("last checkpoint async part (ms)", async_ms),
+        ] {
+            self.handle
+                .metrics
+                .counter(name)
+                .store(value, Ordering::Relaxed);
+        }
         self.record(CheckpointStats {
             id: p.id,
             savepoint: p.savepoint,

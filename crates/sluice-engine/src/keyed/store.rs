@@ -851,6 +851,18 @@ impl KeyedSnapshot {
     }
 }
 
+/// State handles are copied freely whatever they hold (a derive would ask `T: Copy`).
+macro_rules! copy_handle {
+    ($name:ident<$($t:ident),+>) => {
+        impl<$($t),+> Clone for $name<$($t),+> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<$($t),+> Copy for $name<$($t),+> {}
+    };
+}
+
 /// One value per key.
 #[derive(Debug)]
 pub struct ValueState<T> {
@@ -858,12 +870,7 @@ pub struct ValueState<T> {
     _t: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for ValueState<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for ValueState<T> {}
+copy_handle!(ValueState<T>);
 
 impl<T: StateCodec> ValueState<T> {
     /// The current key's value.
@@ -894,12 +901,7 @@ pub struct MapState<K, V> {
     _t: PhantomData<fn() -> (K, V)>,
 }
 
-impl<K, V> Clone for MapState<K, V> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<K, V> Copy for MapState<K, V> {}
+copy_handle!(MapState<K, V>);
 
 fn encoded<T: StateCodec>(v: &T) -> Vec<u8> {
     let mut b = Vec::new();
@@ -952,12 +954,7 @@ pub struct ListState<T> {
     _t: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for ListState<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for ListState<T> {}
+copy_handle!(ListState<T>);
 
 impl<T: StateCodec> ListState<T> {
     fn raw(&self, store: &mut KeyedStore) -> Result<Vec<u8>> {
@@ -1008,12 +1005,7 @@ pub struct TimeOrderedState<T> {
     map: MapState<Vec<u8>, T>,
 }
 
-impl<T> Clone for TimeOrderedState<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for TimeOrderedState<T> {}
+copy_handle!(TimeOrderedState<T>);
 
 /// An order-preserving encoding of a timestamp and a sequence number.
 fn time_key(time_ms: i64, seq: u32) -> Vec<u8> {
