@@ -1,17 +1,22 @@
 //! Window Top-N: `ROW_NUMBER() OVER (PARTITION BY window_start, window_end, ... ORDER BY ...)`
-//! filtered by `rownum <= N`. The rows of a window are held until the watermark passes the
-//! window's end; then each partition is sorted and its first N rows are emitted with their
-//! row number, once, as Flink's window Top-N does.
+//! filtered by `rownum <= N`. Each partition keeps, in keyed state, its best N rows of each
+//! window so far (a later row that ties with the N-th does not replace it); an event-time
+//! timer at the window's end - 1 emits them with their row number, once, as Flink's window
+//! Top-N does, and clears them. Rows for a window that has fired are late: dropped and
+//! counted.
 
 use super::df;
-use arrow::array::{ArrayRef, AsArray, UInt32Array, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, UInt32Array, UInt64Array};
 use arrow::compute::{cast, concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError};
-use sluice_engine::{Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext};
+use sluice_engine::keyed::{MapState, RowCodec};
+use sluice_engine::{
+    KeyedStore, Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -42,13 +47,23 @@ impl OperatorFactory for WindowTopNFactory {
     }
 
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
+        let input_fields = &self.output_schema.fields()[..self.output_schema.fields().len() - 1];
+        let input_schema = Arc::new(arrow::datatypes::Schema::new(input_fields.to_vec()));
+        let mut store = ctx.keyed_store()?;
+        let best = store.map_state("best rows", None)?;
         Ok(Box::new(WindowTopN {
+            name: self.name.clone(),
             window_end_index: self.window_end_index,
             partition_by: self.partition_by.clone(),
             order_by: self.order_by.clone(),
             limit: self.limit,
             output_schema: self.output_schema.clone(),
-            pending: BTreeMap::new(),
+            rows_codec: RowCodec::new(
+                input_schema.fields().iter().map(|f| f.data_type().clone()).collect(),
+            ),
+            input_schema,
+            store,
+            best,
             watermark: sluice_common::MIN_WATERMARK,
             late: ctx.metrics.counter("late rows dropped"),
         }))
@@ -56,13 +71,19 @@ impl OperatorFactory for WindowTopNFactory {
 }
 
 struct WindowTopN {
+    name: String,
     window_end_index: usize,
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
     order_by: Vec<SortKey>,
     limit: u64,
     output_schema: SchemaRef,
-    /// Rows of open windows, by window end.
-    pending: BTreeMap<EventTime, Vec<RecordBatch>>,
+    /// The input's columns (the output without the row number).
+    input_schema: SchemaRef,
+    /// Encodes the kept rows.
+    rows_codec: RowCodec,
+    store: KeyedStore,
+    /// Per partition key: window end -> its best rows so far, in order.
+    best: MapState<i64, Vec<u8>>,
     watermark: EventTime,
     late: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -73,19 +94,43 @@ fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
         .map_err(df)
 }
 
+/// Rows as one value: the count of rows, then each row's length and encoding.
+fn pack(rows: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+    for r in rows {
+        out.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        out.extend_from_slice(r);
+    }
+    out
+}
+
+fn unpack(bytes: &[u8]) -> Result<Vec<&[u8]>> {
+    let bad = || SluiceError::Runtime("window Top-N: a kept row is corrupt".into());
+    let u32_at = |pos: usize| -> Result<usize> {
+        bytes
+            .get(pos..pos + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(bad)
+    };
+    let n = u32_at(0)?;
+    let mut pos = 4;
+    let mut rows = Vec::with_capacity(n.min(bytes.len()));
+    for _ in 0..n {
+        let len = u32_at(pos)?;
+        rows.push(bytes.get(pos + 4..pos + 4 + len).ok_or_else(bad)?);
+        pos += 4 + len;
+    }
+    Ok(rows)
+}
+
 impl WindowTopN {
-    fn fire(&self, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        let n = batch.num_rows();
+    /// The order of the rows of `batch` by the ORDER BY, ties in arrival order.
+    fn sorted(&self, batch: &RecordBatch) -> Result<Vec<usize>> {
         let mut columns = Vec::new();
         let mut fields = Vec::new();
-        for p in &self.partition_by {
-            let a = eval(p, &batch)?;
-            fields.push(SortField::new(a.data_type().clone()));
-            columns.push(a);
-        }
-        let partition_len = columns.len();
         for k in &self.order_by {
-            let a = eval(&k.expr, &batch)?;
+            let a = eval(&k.expr, batch)?;
             fields.push(SortField::new_with_options(
                 a.data_type().clone(),
                 arrow::compute::SortOptions {
@@ -95,68 +140,113 @@ impl WindowTopN {
             ));
             columns.push(a);
         }
-        let converter = RowConverter::new(fields)?;
-        let rows = converter.convert_columns(&columns)?;
-        let partition_converter = RowConverter::new(
-            columns[..partition_len]
-                .iter()
-                .map(|c| SortField::new(c.data_type().clone()))
-                .collect(),
-        )?;
-        let partitions = partition_converter.convert_columns(&columns[..partition_len])?;
-        let mut order: Vec<usize> = (0..n).collect();
-        // Rows of a partition are adjacent (its key is a prefix), sorted by the ORDER BY.
-        order.sort_by(|&a, &b| rows.row(a).cmp(&rows.row(b)).then(a.cmp(&b)));
-        let mut keep = Vec::new();
-        let mut numbers = Vec::new();
-        let mut rank = 0u64;
-        for (pos, &i) in order.iter().enumerate() {
-            let new_partition = pos == 0 || partitions.row(order[pos - 1]) != partitions.row(i);
-            rank = if new_partition { 1 } else { rank + 1 };
-            if rank <= self.limit {
-                keep.push(i as u32);
-                numbers.push(rank);
-            }
+        let mut order: Vec<usize> = (0..batch.num_rows()).collect();
+        if columns.is_empty() {
+            return Ok(order);
         }
-        let selected = take_record_batch(&batch, &UInt32Array::from(keep))?;
-        let mut cols = selected.columns().to_vec();
-        let rn: ArrayRef = Arc::new(UInt64Array::from(numbers));
-        let rn_type = self.output_schema.field(cols.len()).data_type();
-        cols.push(if rn.data_type() == rn_type {
-            rn
-        } else {
-            cast(&rn, rn_type)?
-        });
-        let result = RecordBatch::try_new(self.output_schema.clone(), cols)
-            .map_err(|e| SluiceError::Runtime(format!("window Top-N: {e}")))?;
-        out.batch(ChangeBatch::inserts(result));
+        let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
+        order.sort_by(|&a, &b| rows.row(a).cmp(&rows.row(b)).then(a.cmp(&b)));
+        Ok(order)
+    }
+
+    /// The kept rows of the current key's window `end` as a batch.
+    fn kept(&mut self, end: i64) -> Result<Option<RecordBatch>> {
+        let Some(bytes) = self.best.get(&mut self.store, &end)? else {
+            return Ok(None);
+        };
+        let rows = unpack(&bytes)?;
+        let columns = self.rows_codec.decode(&rows)?;
+        Ok(Some(RecordBatch::try_new(self.input_schema.clone(), columns)?))
+    }
+
+    /// Adds `rows` (of one partition key, the current one, and window `end`) to the best
+    /// rows kept, keeping the first `limit` in order.
+    fn add(&mut self, end: i64, rows: RecordBatch) -> Result<()> {
+        let all = match self.kept(end)? {
+            Some(kept) => concat_batches(&self.input_schema, &[kept, rows])?,
+            None => {
+                self.store.register_event_timer(end - 1, &[])?;
+                rows
+            }
+        };
+        let order = self.sorted(&all)?;
+        let keep: Vec<u32> = order
+            .into_iter()
+            .take(self.limit as usize)
+            .map(|i| i as u32)
+            .collect();
+        let best = take_record_batch(&all, &UInt32Array::from(keep))?;
+        let encoded = self.rows_codec.encode_rows(best.columns(), best.num_rows())?;
+        self.best.put(&mut self.store, &end, &pack(&encoded))
+    }
+
+    /// Takes rows `idx` of `data` into the state, by partition key and window.
+    fn insert(&mut self, data: &RecordBatch, idx: &[u32]) -> Result<()> {
+        let rows = take_record_batch(data, &UInt32Array::from(idx.to_vec()))?;
+        let keys: Vec<ArrayRef> = self
+            .partition_by
+            .iter()
+            .map(|p| eval(p, &rows))
+            .collect::<Result<_>>()?;
+        let codec = RowCodec::new(keys.iter().map(|k| k.data_type().clone()).collect());
+        let keys = codec.encode_rows(&keys, rows.num_rows())?;
+        let ends = cast(
+            rows.column(self.window_end_index),
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
+        let ends = ends.as_primitive::<TimestampMillisecondType>();
+        // (key, window end) -> rows, in arrival order.
+        let mut groups: BTreeMap<(&[u8], i64), Vec<u32>> = BTreeMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            groups
+                .entry((key.as_slice(), ends.value(i)))
+                .or_default()
+                .push(i as u32);
+        }
+        for ((key, end), idx) in groups {
+            self.store.set_current_key(key)?;
+            let part = take_record_batch(&rows, &UInt32Array::from(idx))?;
+            self.add(end, part)?;
+        }
         Ok(())
     }
 }
 
 impl Operator for WindowTopN {
+    fn keyed_store(&mut self) -> Option<&mut KeyedStore> {
+        Some(&mut self.store)
+    }
+
     fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
         state.put_i64(self.watermark);
-        state.put_u64(self.pending.len() as u64);
-        for (end, batches) in &self.pending {
-            state.put_i64(*end);
-            state.put_u64(batches.len() as u64);
-            for b in batches {
-                state.put_batch(b)?;
-            }
-        }
+        // No buffered batches: the rows are in keyed state (Sluice 0.1 wrote them here).
+        state.put_u64(0);
         Ok(())
     }
 
     fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
         self.watermark = state.i64()?;
         for _ in 0..state.count()? {
-            let end = state.i64()?;
-            let mut batches = Vec::new();
+            let _end = state.i64()?;
             for _ in 0..state.count()? {
-                batches.push(state.batch()?);
+                // A checkpoint of Sluice 0.1: its buffered rows go into keyed state (each
+                // subtask keeps those of its key groups).
+                let batch = state.batch()?;
+                let keys: Vec<ArrayRef> = self
+                    .partition_by
+                    .iter()
+                    .map(|p| eval(p, &batch))
+                    .collect::<Result<_>>()?;
+                let codec = RowCodec::new(keys.iter().map(|k| k.data_type().clone()).collect());
+                let mine: Vec<u32> = codec
+                    .encode_rows(&keys, batch.num_rows())?
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| self.store.owns_key(k))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                self.insert(&batch, &mine)?;
             }
-            self.pending.insert(end, batches);
         }
         Ok(())
     }
@@ -172,39 +262,48 @@ impl Operator for WindowTopN {
             &DataType::Timestamp(TimeUnit::Millisecond, None),
         )?;
         let ends = ends.as_primitive::<TimestampMillisecondType>();
-        let mut by_end: BTreeMap<EventTime, Vec<u32>> = BTreeMap::new();
+        let mut on_time = Vec::with_capacity(ends.len());
         let mut late = 0;
         for (i, end) in ends.iter().enumerate() {
             match end {
-                Some(e) if e - 1 > self.watermark => by_end.entry(e).or_default().push(i as u32),
+                Some(e) if e - 1 > self.watermark => on_time.push(i as u32),
                 _ => late += 1,
             }
         }
         self.late
             .fetch_add(late, std::sync::atomic::Ordering::Relaxed);
-        for (end, idx) in by_end {
-            let part = if idx.len() == batch.num_rows() {
-                batch.data.clone()
-            } else {
-                take_record_batch(&batch.data, &UInt32Array::from(idx))?
-            };
-            self.pending.entry(end).or_default().push(part);
+        if !on_time.is_empty() {
+            self.insert(&batch.data, &on_time)?;
         }
         Ok(())
     }
 
     fn process_watermark(&mut self, watermark: EventTime, out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() - 1 > self.watermark {
-                break;
+        let mut fired = Vec::new();
+        let mut numbers: Vec<u64> = Vec::new();
+        for timer in self.store.pop_event_timers(self.watermark) {
+            self.store.set_current_timer_key(&timer);
+            let end = timer.time_ms + 1;
+            if let Some(rows) = self.kept(end)? {
+                numbers.extend(1..=rows.num_rows() as u64);
+                fired.push(rows);
             }
-            let batches = entry.remove();
-            let Some(first) = batches.first() else {
-                continue;
-            };
-            let all = concat_batches(&first.schema(), &batches)?;
-            self.fire(all, out)?;
+            self.best.remove(&mut self.store, &end)?;
+        }
+        if !fired.is_empty() {
+            let all = concat_batches(&self.input_schema, &fired)?;
+            let mut cols = all.columns().to_vec();
+            let rn: ArrayRef = Arc::new(UInt64Array::from(numbers));
+            let rn_type = self.output_schema.field(cols.len()).data_type();
+            cols.push(if rn.data_type() == rn_type {
+                rn
+            } else {
+                cast(&rn, rn_type)?
+            });
+            let result = RecordBatch::try_new(self.output_schema.clone(), cols)
+                .map_err(|e| SluiceError::Runtime(format!("{}: {e}", self.name)))?;
+            out.batch(ChangeBatch::inserts(result));
         }
         out.watermark(watermark);
         Ok(())
