@@ -84,7 +84,20 @@ impl Default for StateResources {
     }
 }
 
-/// A sorted byte map per key group.
+/// Where the key of an entry ends and its user key (a map state's key, a time) begins: a
+/// store's entry keys are a state id (1 byte), the key's length (`u32`, big-endian), the key,
+/// then the user key. Entries of one key and state share the first part (the *primary*).
+pub fn split_key(key: &[u8]) -> (&[u8], &[u8]) {
+    let primary = key
+        .get(1..5)
+        .map(|l| 5 + u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+        .filter(|end| *end <= key.len())
+        .unwrap_or(key.len());
+    key.split_at(primary)
+}
+
+/// A byte map per key group, ordered within the entries of one primary (see
+/// [`split_key`]).
 pub trait StateBackend: Send {
     /// The value of `key` in `group`.
     fn get(&self, group: u16, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -92,9 +105,13 @@ pub trait StateBackend: Send {
     fn put(&mut self, group: u16, key: &[u8], value: Vec<u8>) -> Result<()>;
     /// Removes `key` from `group`.
     fn delete(&mut self, group: u16, key: &[u8]) -> Result<()>;
-    /// Calls `f` on the entries of `group` from `from` on, in key order, while it returns
-    /// true.
+    /// Calls `f` on the entries of `from`'s primary in `group`, from `from` on, in user-key
+    /// order, while it returns true.
     fn scan(&self, group: u16, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()>;
+    /// Calls `f` on every entry of `group`, in no particular order (for clean-ups).
+    fn for_each_in_group(&self, group: u16, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<()>;
+    /// About how many entries `group` has.
+    fn group_len(&self, group: u16) -> usize;
     /// A view of every group as it is now, to be written later.
     fn snapshot(&self) -> Box<dyn BackendSnapshot>;
     /// The number of entries.
@@ -110,20 +127,59 @@ pub type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
 pub trait BackendSnapshot: Send {
     /// The key groups it holds.
     fn groups(&self) -> std::ops::Range<u16>;
-    /// Calls `f` on every entry of `group`, in key order.
+    /// Calls `f` on every entry of `group`.
     fn for_each(&self, group: u16, f: &mut EntryVisitor<'_>) -> Result<()>;
     /// The value of `key` in `group` as it was.
     fn get(&self, group: u16, key: &[u8]) -> Result<Option<Vec<u8>>>;
 }
 
-type Tree = imbl::OrdMap<Vec<u8>, Vec<u8>>;
+/// The entries of one primary: most have one (a value state), a map state's have many.
+#[derive(Clone)]
+enum Slot {
+    One(Vec<u8>, Vec<u8>),
+    Many(imbl::OrdMap<Vec<u8>, Vec<u8>>),
+}
 
-/// The in-memory backend.
+/// One key group: primary -> its entries (user key -> value).
+type Table = imbl::HashMap<Vec<u8>, Slot>;
+
+/// The in-memory backend: per key group a hash map (copy-on-write) of primaries, each with
+/// its entries ordered by user key.
 pub struct HashMapBackend {
     start: u16,
-    groups: Vec<Tree>,
+    groups: Vec<Table>,
     entries: u64,
     size_bytes: u64,
+}
+
+fn join(primary: &[u8], user: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(primary.len() + user.len());
+    k.extend_from_slice(primary);
+    k.extend_from_slice(user);
+    k
+}
+
+fn lookup(table: &Table, key: &[u8]) -> Option<Vec<u8>> {
+    let (primary, user) = split_key(key);
+    match table.get(primary)? {
+        Slot::One(u, v) if u.as_slice() == user => Some(v.clone()),
+        Slot::One(..) => None,
+        Slot::Many(m) => m.get(user).cloned(),
+    }
+}
+
+fn visit(table: &Table, f: &mut EntryVisitor<'_>) -> Result<()> {
+    for (primary, slot) in table {
+        match slot {
+            Slot::One(u, v) => f(&join(primary, u), v)?,
+            Slot::Many(m) => {
+                for (u, v) in m {
+                    f(&join(primary, u), v)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl HashMapBackend {
@@ -131,29 +187,46 @@ impl HashMapBackend {
     pub fn new(start: u16, end: u16) -> Self {
         HashMapBackend {
             start,
-            groups: (start..end).map(|_| Tree::new()).collect(),
+            groups: (start..end).map(|_| Table::new()).collect(),
             entries: 0,
             size_bytes: 0,
         }
     }
 
-    fn tree(&self, group: u16) -> &Tree {
+    fn table(&self, group: u16) -> &Table {
         &self.groups[(group - self.start) as usize]
     }
 }
 
 impl StateBackend for HashMapBackend {
     fn get(&self, group: u16, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree(group).get(key).cloned())
+        Ok(lookup(self.table(group), key))
     }
 
     fn put(&mut self, group: u16, key: &[u8], value: Vec<u8>) -> Result<()> {
+        let (primary, user) = split_key(key);
         let added = (key.len() + value.len()) as u64;
-        let tree = &mut self.groups[(group - self.start) as usize];
-        match tree.insert(key.to_vec(), value) {
-            Some(old) => {
-                self.size_bytes = self.size_bytes + added - (key.len() + old.len()) as u64;
+        let table = &mut self.groups[(group - self.start) as usize];
+        let old = match table.get_mut(primary) {
+            None => {
+                table.insert(primary.to_vec(), Slot::One(user.to_vec(), value));
+                None
             }
+            Some(Slot::One(u, v)) if u.as_slice() == user => Some(std::mem::replace(v, value)),
+            Some(slot) => {
+                if let Slot::One(u, v) = slot {
+                    let mut m = imbl::OrdMap::new();
+                    m.insert(std::mem::take(u), std::mem::take(v));
+                    *slot = Slot::Many(m);
+                }
+                match slot {
+                    Slot::Many(m) => m.insert(user.to_vec(), value),
+                    Slot::One(..) => None,
+                }
+            }
+        };
+        match old {
+            Some(old) => self.size_bytes = self.size_bytes + added - (key.len() + old.len()) as u64,
             None => {
                 self.entries += 1;
                 self.size_bytes += added;
@@ -163,8 +236,21 @@ impl StateBackend for HashMapBackend {
     }
 
     fn delete(&mut self, group: u16, key: &[u8]) -> Result<()> {
-        let tree = &mut self.groups[(group - self.start) as usize];
-        if let Some(old) = tree.remove(key) {
+        let (primary, user) = split_key(key);
+        let table = &mut self.groups[(group - self.start) as usize];
+        let (old, empty) = match table.get_mut(primary) {
+            None => (None, false),
+            Some(Slot::One(u, _)) if u.as_slice() != user => (None, false),
+            Some(Slot::One(_, v)) => (Some(std::mem::take(v)), true),
+            Some(Slot::Many(m)) => {
+                let old = m.remove(user);
+                (old, m.is_empty())
+            }
+        };
+        if empty {
+            table.remove(primary);
+        }
+        if let Some(old) = old {
             self.entries -= 1;
             self.size_bytes -= (key.len() + old.len()) as u64;
         }
@@ -172,15 +258,34 @@ impl StateBackend for HashMapBackend {
     }
 
     fn scan(&self, group: u16, from: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
-        for (k, v) in self
-            .tree(group)
-            .range::<_, [u8]>((Bound::Included(from), Bound::Unbounded))
-        {
-            if !f(k, v) {
-                break;
+        let (primary, user) = split_key(from);
+        match self.table(group).get(primary) {
+            None => {}
+            Some(Slot::One(u, v)) => {
+                if u.as_slice() >= user {
+                    f(&join(primary, u), v);
+                }
+            }
+            Some(Slot::Many(m)) => {
+                for (u, v) in m.range::<_, [u8]>((Bound::Included(user), Bound::Unbounded)) {
+                    if !f(&join(primary, u), v) {
+                        break;
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    fn for_each_in_group(&self, group: u16, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
+        visit(self.table(group), &mut |k, v| {
+            f(k, v);
+            Ok(())
+        })
+    }
+
+    fn group_len(&self, group: u16) -> usize {
+        self.table(group).len()
     }
 
     fn snapshot(&self) -> Box<dyn BackendSnapshot> {
@@ -201,7 +306,7 @@ impl StateBackend for HashMapBackend {
 
 struct HashMapSnapshot {
     start: u16,
-    groups: Vec<Tree>,
+    groups: Vec<Table>,
 }
 
 impl BackendSnapshot for HashMapSnapshot {
@@ -210,14 +315,11 @@ impl BackendSnapshot for HashMapSnapshot {
     }
 
     fn for_each(&self, group: u16, f: &mut EntryVisitor<'_>) -> Result<()> {
-        for (k, v) in &self.groups[(group - self.start) as usize] {
-            f(k, v)?;
-        }
-        Ok(())
+        visit(&self.groups[(group - self.start) as usize], f)
     }
 
     fn get(&self, group: u16, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.groups[(group - self.start) as usize].get(key).cloned())
+        Ok(lookup(&self.groups[(group - self.start) as usize], key))
     }
 }
 
@@ -225,49 +327,84 @@ impl BackendSnapshot for HashMapSnapshot {
 mod tests {
     use super::*;
 
+    /// A store's entry key: state 0, `key`, then `user`.
+    fn k(key: &[u8], user: &[u8]) -> Vec<u8> {
+        let mut v = vec![0];
+        v.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        v.extend_from_slice(key);
+        v.extend_from_slice(user);
+        v
+    }
+
+    #[test]
+    fn split_key_finds_the_primary() {
+        let full = k(b"abc", b"xy");
+        assert_eq!(split_key(&full), (&full[..8], &b"xy"[..]));
+        assert_eq!(split_key(b"\x00\x00"), (&b"\x00\x00"[..], &b""[..]));
+    }
+
     #[test]
     fn a_snapshot_does_not_see_later_writes() {
         let mut b = HashMapBackend::new(4, 8);
-        b.put(5, b"a", b"1".to_vec()).unwrap();
-        b.put(5, b"b", b"2".to_vec()).unwrap();
+        b.put(5, &k(b"a", b""), b"1".to_vec()).unwrap();
+        b.put(5, &k(b"b", b""), b"2".to_vec()).unwrap();
+        b.put(5, &k(b"m", b"1"), b"x".to_vec()).unwrap();
+        b.put(5, &k(b"m", b"2"), b"y".to_vec()).unwrap();
         let snap = b.snapshot();
-        b.put(5, b"a", b"changed".to_vec()).unwrap();
-        b.delete(5, b"b").unwrap();
-        b.put(6, b"c", b"3".to_vec()).unwrap();
+        b.put(5, &k(b"a", b""), b"changed".to_vec()).unwrap();
+        b.delete(5, &k(b"b", b"")).unwrap();
+        b.delete(5, &k(b"m", b"1")).unwrap();
+        b.put(6, &k(b"c", b""), b"3".to_vec()).unwrap();
         let mut seen = Vec::new();
         for g in snap.groups() {
-            snap.for_each(g, &mut |k, v| {
-                seen.push((g, k.to_vec(), v.to_vec()));
+            snap.for_each(g, &mut |key, v| {
+                seen.push((g, key.to_vec(), v.to_vec()));
                 Ok(())
             })
             .unwrap();
         }
+        seen.sort();
         assert_eq!(
             seen,
             vec![
-                (5, b"a".to_vec(), b"1".to_vec()),
-                (5, b"b".to_vec(), b"2".to_vec())
+                (5, k(b"a", b""), b"1".to_vec()),
+                (5, k(b"b", b""), b"2".to_vec()),
+                (5, k(b"m", b"1"), b"x".to_vec()),
+                (5, k(b"m", b"2"), b"y".to_vec()),
             ]
         );
-        assert_eq!(b.get(5, b"a").unwrap().unwrap(), b"changed");
-        assert_eq!((b.entries(), b.size_bytes()), (2, 1 + 7 + 1 + 1));
+        assert_eq!(snap.get(5, &k(b"m", b"1")).unwrap().unwrap(), b"x");
+        assert_eq!(b.get(5, &k(b"a", b"")).unwrap().unwrap(), b"changed");
+        assert_eq!(b.get(5, &k(b"m", b"1")).unwrap(), None);
+        assert_eq!(b.entries(), 3);
+        assert_eq!(b.group_len(5), 2);
     }
 
     #[test]
-    fn scan_starts_at_a_key_and_stops_when_told() {
+    fn scan_goes_through_one_primary_in_user_key_order() {
         let mut b = HashMapBackend::new(0, 1);
-        for k in [b"a1", b"b1", b"b2", b"c1"] {
-            b.put(0, k, vec![]).unwrap();
+        for u in [&b"3"[..], b"1", b"2"] {
+            b.put(0, &k(b"m", u), u.to_vec()).unwrap();
         }
+        b.put(0, &k(b"n", b"0"), vec![]).unwrap();
         let mut seen = Vec::new();
-        b.scan(0, b"b", &mut |k, _| {
-            if !k.starts_with(b"b") {
-                return false;
-            }
-            seen.push(k.to_vec());
+        b.scan(0, &k(b"m", b"2"), &mut |key, v| {
+            seen.push((key.to_vec(), v.to_vec()));
             true
         })
         .unwrap();
-        assert_eq!(seen, vec![b"b1".to_vec(), b"b2".to_vec()]);
+        assert_eq!(
+            seen,
+            vec![
+                (k(b"m", b"2"), b"2".to_vec()),
+                (k(b"m", b"3"), b"3".to_vec())
+            ]
+        );
+        // A primary with one entry that becomes two and back.
+        b.put(0, &k(b"v", b""), b"a".to_vec()).unwrap();
+        b.put(0, &k(b"v", b"x"), b"b".to_vec()).unwrap();
+        b.delete(0, &k(b"v", b"")).unwrap();
+        assert_eq!(b.get(0, &k(b"v", b"x")).unwrap().unwrap(), b"b");
+        assert_eq!(b.entries(), 5);
     }
 }

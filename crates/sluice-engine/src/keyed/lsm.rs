@@ -149,6 +149,19 @@ impl StateBackend for LsmBackend {
         Ok(())
     }
 
+    fn for_each_in_group(&self, group: u16, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
+        for item in self.ks.prefix(group.to_be_bytes()) {
+            let (k, v) = item.into_inner().map_err(|e| err(&self.dir, e))?;
+            f(&k[2..], &v);
+        }
+        Ok(())
+    }
+
+    fn group_len(&self, _group: u16) -> usize {
+        // Counting would read the group: the average is enough to pace the clean-up.
+        self.ks.approximate_len() / (self.end - self.start).max(1) as usize
+    }
+
     fn snapshot(&self) -> Box<dyn BackendSnapshot> {
         Box::new(LsmSnapshot {
             snapshot: self.db.snapshot(),

@@ -131,8 +131,10 @@ pub struct KeyedStore {
     event_timers: TimerQueue,
     processing_timers: TimerQueue,
     clock: Clock,
-    /// Where the incremental TTL cleanup goes on: a key group and the key after which.
-    cleanup_at: (u16, Vec<u8>),
+    /// The incremental TTL clean-up: the next key group it sweeps, and the entries it may
+    /// look at.
+    cleanup_group: u16,
+    cleanup_credit: usize,
     expired: u64,
     /// What changed since the snapshots of checkpoints not yet known complete, for
     /// incremental checkpoints (`None` when they are off).
@@ -195,7 +197,8 @@ impl KeyedStore {
             event_timers: TimerQueue::new(),
             processing_timers: TimerQueue::new(),
             clock: system_clock(),
-            cleanup_at: (range.start, Vec::new()),
+            cleanup_group: range.start,
+            cleanup_credit: 0,
             expired: 0,
             changes: None,
         }
@@ -416,7 +419,7 @@ impl KeyedStore {
         stored.extend_from_slice(value);
         self.put_entry(self.group, key, stored)?;
         if ttl.is_some() {
-            self.cleanup_step(CLEANUP_PER_WRITE)?;
+            self.cleanup_step()?;
         }
         Ok(())
     }
@@ -463,23 +466,23 @@ impl KeyedStore {
         Ok(live)
     }
 
-    /// Looks at up to `n` entries from where the last cleanup stopped and removes the
-    /// expired ones, so that state nobody reads any more does not stay for ever.
-    fn cleanup_step(&mut self, n: usize) -> Result<()> {
+    /// The incremental TTL clean-up, as Flink's (a few entries per write): every write of a
+    /// state with a TTL earns `CLEANUP_PER_WRITE` entries of credit, and key groups are swept
+    /// in turn (their expired entries removed) as the credit covers their size, so that
+    /// state nobody reads any more does not stay for ever.
+    fn cleanup_step(&mut self) -> Result<()> {
+        self.cleanup_credit += CLEANUP_PER_WRITE;
         let now = self.now_ms();
-        let (mut group, mut after) = std::mem::take(&mut self.cleanup_at);
-        let mut looked = 0;
-        let mut groups_seen = 0;
-        while looked < n && groups_seen <= self.range.len() {
-            let mut dead = Vec::new();
-            let mut last = None;
+        for _ in 0..self.range.len() {
+            let group = self.cleanup_group;
+            let len = self.backend.group_len(group);
+            if len > self.cleanup_credit {
+                break;
+            }
+            self.cleanup_credit -= len;
             let states = &self.states;
-            let start = after.clone();
-            self.backend.scan(group, &start, &mut |k, v| {
-                if k == start.as_slice() && !start.is_empty() {
-                    return true;
-                }
-                looked += 1;
+            let mut dead = Vec::new();
+            self.backend.for_each_in_group(group, &mut |k, v| {
                 let ttl = k
                     .first()
                     .and_then(|s| states.get(*s as usize))
@@ -487,31 +490,17 @@ impl KeyedStore {
                 if Self::is_expired(ttl, v, now) {
                     dead.push(k.to_vec());
                 }
-                last = Some(k.to_vec());
-                looked < n
             })?;
             for k in dead {
                 self.delete_entry(group, &k)?;
                 self.expired += 1;
             }
-            match last {
-                Some(k) if looked >= n => {
-                    after = k;
-                    break;
-                }
-                _ => {
-                    // The end of this key group: go on with the next one.
-                    group = if group + 1 >= self.range.end {
-                        self.range.start
-                    } else {
-                        group + 1
-                    };
-                    after = Vec::new();
-                    groups_seen += 1;
-                }
-            }
+            self.cleanup_group = if group + 1 >= self.range.end {
+                self.range.start
+            } else {
+                group + 1
+            };
         }
-        self.cleanup_at = (group, after);
         Ok(())
     }
 

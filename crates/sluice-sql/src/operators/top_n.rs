@@ -59,7 +59,11 @@ impl OperatorFactory for WindowTopNFactory {
             limit: self.limit,
             output_schema: self.output_schema.clone(),
             rows_codec: RowCodec::new(
-                input_schema.fields().iter().map(|f| f.data_type().clone()).collect(),
+                input_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.data_type().clone())
+                    .collect(),
             ),
             input_schema,
             store,
@@ -156,7 +160,10 @@ impl WindowTopN {
         };
         let rows = unpack(&bytes)?;
         let columns = self.rows_codec.decode(&rows)?;
-        Ok(Some(RecordBatch::try_new(self.input_schema.clone(), columns)?))
+        Ok(Some(RecordBatch::try_new(
+            self.input_schema.clone(),
+            columns,
+        )?))
     }
 
     /// Adds `rows` (of one partition key, the current one, and window `end`) to the best
@@ -176,7 +183,9 @@ impl WindowTopN {
             .map(|i| i as u32)
             .collect();
         let best = take_record_batch(&all, &UInt32Array::from(keep))?;
-        let encoded = self.rows_codec.encode_rows(best.columns(), best.num_rows())?;
+        let encoded = self
+            .rows_codec
+            .encode_rows(best.columns(), best.num_rows())?;
         self.best.put(&mut self.store, &end, &pack(&encoded))
     }
 
