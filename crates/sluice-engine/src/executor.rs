@@ -339,7 +339,13 @@ impl Subtask {
 
     /// This subtask has ended its output: tell the coordinator its final state.
     fn finished(&mut self, reader: Option<&mut Box<dyn SourceReader>>) -> Result<()> {
-        let sections = self.snapshot(self.checkpoints.completed(), reader)?;
+        let mut sections = self.snapshot(self.checkpoints.completed(), reader)?;
+        if !self.checkpointing {
+            // No final checkpoint will hold it: do not write the keyed state out.
+            for s in &mut sections {
+                s.keyed = None;
+            }
+        }
         self.writer.finished(sections)
     }
 }
