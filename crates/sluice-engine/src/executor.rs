@@ -17,7 +17,7 @@ use crate::exchange::{hash_targets, split_by_target};
 use crate::graph::{JobGraph, NodeKind, Partitioning};
 use crate::input_gate::{GateEvent, InputGate};
 use crate::job::{JobHandle, JobReport};
-use crate::keyed::StateResources;
+use crate::keyed::{StateBackendKind, StateResources};
 use crate::operator::{Operator, Output, SubtaskContext};
 use crate::source::{SourcePoll, SourceReader};
 use crate::state::{StateReader, StateWriter};
@@ -608,9 +608,9 @@ pub fn run_job(
                 writer: SnapshotWriter::start(
                     key,
                     events_tx.clone(),
-                    graph
-                        .state
-                        .incremental
+                    // The disk backend's state can be larger than memory: it is streamed to
+                    // shared files (full ones unless incremental), never built in memory.
+                    (graph.state.incremental || graph.state.backend == StateBackendKind::Disk)
                         .then(|| storage::shared_dir(&config.dir)),
                 )?,
                 notified: shared.completed(),

@@ -101,6 +101,11 @@ impl StateWriter {
         self.buf.is_empty()
     }
 
+    /// Takes what was written so far, leaving the writer empty (to stream a large state).
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
     /// The state.
     pub fn finish(self) -> Vec<u8> {
         self.buf

@@ -112,6 +112,37 @@ pub fn write_shared(shared: &Path, name: &str, bytes: &[u8]) -> Result<SharedFil
     })
 }
 
+/// Writes the shared file `name` in `shared` from what `fill` hands its sink, chunk by
+/// chunk (with a CRC, fsynced). `fill` returning false means no file: it is removed.
+pub fn write_shared_with(
+    shared: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<bool>,
+) -> Result<Option<SharedFile>> {
+    std::fs::create_dir_all(shared).map_err(|e| io(shared, e))?;
+    let path = shared.join(name);
+    let file = File::create(&path).map_err(|e| io(&path, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let (mut crc, mut size) = (0u32, 0u64);
+    let kept = fill(&mut |chunk| {
+        crc = crc32c::crc32c_append(crc, chunk);
+        size += chunk.len() as u64;
+        w.write_all(chunk).map_err(|e| io(&path, e))
+    })?;
+    if !kept {
+        drop(w);
+        let _ = std::fs::remove_file(&path);
+        return Ok(None);
+    }
+    let file = w.into_inner().map_err(|e| io(&path, e.into_error()))?;
+    file.sync_all().map_err(|e| io(&path, e))?;
+    Ok(Some(SharedFile {
+        name: name.to_string(),
+        size_bytes: size,
+        crc,
+    }))
+}
+
 /// Reads a shared file back, checking its size and CRC.
 pub fn read_shared(shared: &Path, file: &SharedFile) -> Result<Vec<u8>> {
     let path = shared.join(&file.name);

@@ -3,10 +3,11 @@
 //! part file, fsyncs it and acknowledges it to the coordinator, while the task goes on with
 //! the records after the barrier.
 //!
-//! With incremental checkpoints (`shared` is set), the keyed state of a checkpoint goes to a
-//! file of its own in the shared directory: the delta since the latest complete checkpoint
-//! when the snapshot has one and the chain it builds on is short, else a full snapshot; the
-//! part file holds the manifest (the chain's files). Savepoints are always inline and full.
+//! With `shared` set (incremental checkpoints, or the disk backend), the keyed state of a
+//! checkpoint goes to a file of its own in the shared directory, streamed a key group at a
+//! time: the delta since the latest complete checkpoint when the snapshot has one and the
+//! chain it builds on is short, else a full snapshot; the part file holds the manifest (the
+//! chain's files). Savepoints are always inline and full.
 //!
 //! The writer is the only one to speak to the coordinator for its subtask, so that the
 //! subtask's final state (when its input ends) never overtakes an acknowledgement still
@@ -50,7 +51,7 @@ pub(crate) fn finish_all(sections: Vec<TakenSection>) -> Result<Vec<Section>> {
 }
 
 /// The longest chain of deltas after a full snapshot; the next checkpoint writes a full one.
-const MAX_DELTAS: usize = 10;
+const MAX_DELTAS: usize = 20;
 
 /// The most checkpoints whose manifests a writer remembers (a delta builds on the latest
 /// complete one, which is among the last few).
@@ -215,29 +216,31 @@ fn write_section(
         .and_then(|d| inc.manifests.get(&d.parent))
         .and_then(|m| m.get(&node))
         .filter(|files| {
-            // A chain no longer than MAX_DELTAS, and deltas smaller than their base.
+            // A chain no longer than MAX_DELTAS, and its deltas at most twice its base (a
+            // restore reads at most three times the state).
             let base = files.first().map(|f| f.size_bytes).unwrap_or(0);
             let deltas: u64 = files.iter().skip(1).map(|f| f.size_bytes).sum();
-            !files.is_empty() && files.len() <= MAX_DELTAS && deltas <= base
+            !files.is_empty() && files.len() <= MAX_DELTAS && deltas <= 2 * base
         })
         .cloned();
     let stem = format!("{node}-{}-{id}", subtask.subtask);
-    let files = match (parent, snapshot.write_delta()?) {
+    // Written straight to the file, a key group at a time.
+    let delta = match parent {
+        Some(_) => storage::write_shared_with(&inc.shared, &format!("{stem}.delta"), |out| {
+            snapshot.write_into(true, out)
+        })?,
+        None => None,
+    };
+    let files = match (parent, delta) {
         (Some(mut files), Some(delta)) => {
-            files.push(storage::write_shared(
-                &inc.shared,
-                &format!("{stem}.delta"),
-                &delta,
-            )?);
+            files.push(delta);
             files
         }
         _ => {
-            let full = snapshot.write()?;
-            vec![storage::write_shared(
-                &inc.shared,
-                &format!("{stem}.full"),
-                &full,
-            )?]
+            let full = storage::write_shared_with(&inc.shared, &format!("{stem}.full"), |out| {
+                snapshot.write_into(false, out)
+            })?;
+            full.into_iter().collect()
         }
     };
     if let Some(parent) = snapshot.delta.as_ref().map(|d| d.parent) {

@@ -10,6 +10,7 @@ use super::lsm::LsmDatabase;
 use sluice_common::Result;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Flink's `state.backend.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,14 +135,15 @@ pub trait BackendSnapshot: Send {
 }
 
 /// The entries of one primary: most have one (a value state), a map state's have many.
+/// Behind `Arc`s, so that copying a tree node after a snapshot copies pointers, not bytes.
 #[derive(Clone)]
 enum Slot {
-    One(Vec<u8>, Vec<u8>),
-    Many(imbl::OrdMap<Vec<u8>, Vec<u8>>),
+    One(Arc<(Vec<u8>, Vec<u8>)>),
+    Many(imbl::OrdMap<Vec<u8>, Arc<Vec<u8>>>),
 }
 
 /// One key group: primary -> its entries (user key -> value).
-type Table = imbl::HashMap<Vec<u8>, Slot>;
+type Table = imbl::HashMap<Arc<[u8]>, Slot>;
 
 /// The in-memory backend: per key group a hash map (copy-on-write) of primaries, each with
 /// its entries ordered by user key.
@@ -162,16 +164,16 @@ fn join(primary: &[u8], user: &[u8]) -> Vec<u8> {
 fn lookup(table: &Table, key: &[u8]) -> Option<Vec<u8>> {
     let (primary, user) = split_key(key);
     match table.get(primary)? {
-        Slot::One(u, v) if u.as_slice() == user => Some(v.clone()),
+        Slot::One(e) if e.0.as_slice() == user => Some(e.1.clone()),
         Slot::One(..) => None,
-        Slot::Many(m) => m.get(user).cloned(),
+        Slot::Many(m) => m.get(user).map(|v| v.to_vec()),
     }
 }
 
 fn visit(table: &Table, f: &mut EntryVisitor<'_>) -> Result<()> {
     for (primary, slot) in table {
         match slot {
-            Slot::One(u, v) => f(&join(primary, u), v)?,
+            Slot::One(e) => f(&join(primary, &e.0), &e.1)?,
             Slot::Many(m) => {
                 for (u, v) in m {
                     f(&join(primary, u), v)?;
@@ -207,26 +209,30 @@ impl StateBackend for HashMapBackend {
         let (primary, user) = split_key(key);
         let added = (key.len() + value.len()) as u64;
         let table = &mut self.groups[(group - self.start) as usize];
-        let old = match table.get_mut(primary) {
+        let old_len = match table.get_mut(primary) {
             None => {
-                table.insert(primary.to_vec(), Slot::One(user.to_vec(), value));
+                table.insert(primary.into(), Slot::One(Arc::new((user.to_vec(), value))));
                 None
             }
-            Some(Slot::One(u, v)) if u.as_slice() == user => Some(std::mem::replace(v, value)),
+            Some(Slot::One(e)) if e.0.as_slice() == user => {
+                let old = e.1.len();
+                *e = Arc::new((user.to_vec(), value));
+                Some(old)
+            }
             Some(slot) => {
-                if let Slot::One(u, v) = slot {
+                if let Slot::One(e) = slot {
                     let mut m = imbl::OrdMap::new();
-                    m.insert(std::mem::take(u), std::mem::take(v));
+                    m.insert(e.0.clone(), Arc::new(e.1.clone()));
                     *slot = Slot::Many(m);
                 }
                 match slot {
-                    Slot::Many(m) => m.insert(user.to_vec(), value),
+                    Slot::Many(m) => m.insert(user.to_vec(), Arc::new(value)).map(|v| v.len()),
                     Slot::One(..) => None,
                 }
             }
         };
-        match old {
-            Some(old) => self.size_bytes = self.size_bytes + added - (key.len() + old.len()) as u64,
+        match old_len {
+            Some(old) => self.size_bytes = self.size_bytes + added - (key.len() + old) as u64,
             None => {
                 self.entries += 1;
                 self.size_bytes += added;
@@ -238,21 +244,21 @@ impl StateBackend for HashMapBackend {
     fn delete(&mut self, group: u16, key: &[u8]) -> Result<()> {
         let (primary, user) = split_key(key);
         let table = &mut self.groups[(group - self.start) as usize];
-        let (old, empty) = match table.get_mut(primary) {
+        let (old_len, empty) = match table.get_mut(primary) {
             None => (None, false),
-            Some(Slot::One(u, _)) if u.as_slice() != user => (None, false),
-            Some(Slot::One(_, v)) => (Some(std::mem::take(v)), true),
+            Some(Slot::One(e)) if e.0.as_slice() != user => (None, false),
+            Some(Slot::One(e)) => (Some(e.1.len()), true),
             Some(Slot::Many(m)) => {
-                let old = m.remove(user);
+                let old = m.remove(user).map(|v| v.len());
                 (old, m.is_empty())
             }
         };
         if empty {
             table.remove(primary);
         }
-        if let Some(old) = old {
+        if let Some(old) = old_len {
             self.entries -= 1;
-            self.size_bytes -= (key.len() + old.len()) as u64;
+            self.size_bytes -= (key.len() + old) as u64;
         }
         Ok(())
     }
@@ -261,9 +267,9 @@ impl StateBackend for HashMapBackend {
         let (primary, user) = split_key(from);
         match self.table(group).get(primary) {
             None => {}
-            Some(Slot::One(u, v)) => {
-                if u.as_slice() >= user {
-                    f(&join(primary, u), v);
+            Some(Slot::One(e)) => {
+                if e.0.as_slice() >= user {
+                    f(&join(primary, &e.0), &e.1);
                 }
             }
             Some(Slot::Many(m)) => {

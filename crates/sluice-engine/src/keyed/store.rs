@@ -735,14 +735,39 @@ pub struct KeyedSnapshot {
 impl KeyedSnapshot {
     /// The snapshot's bytes: per key group its entries (expired ones left out) and timers.
     pub fn write(&self) -> Result<Vec<u8>> {
-        self.write_as(None)
+        let mut bytes = Vec::new();
+        self.write_into(false, &mut |chunk| {
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(bytes)
     }
 
     /// The bytes of what changed since the delta's parent (every entry changed since, with
     /// its value now or as removed), and every timer; `None` if this snapshot has no delta.
     pub fn write_delta(&self) -> Result<Option<Vec<u8>>> {
+        let mut bytes = Vec::new();
+        let written = self.write_into(true, &mut |chunk| {
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(written.then_some(bytes))
+    }
+
+    /// Writes the snapshot (or, with `delta`, what changed since its parent) to `out`, a key
+    /// group at a time, so that a large state is never all in memory. False if a delta is
+    /// asked for and this snapshot has none (nothing is written).
+    pub fn write_into(
+        &self,
+        delta: bool,
+        out: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<bool> {
+        if !delta {
+            self.write_as(None, out)?;
+            return Ok(true);
+        }
         let Some(delta) = &self.delta else {
-            return Ok(None);
+            return Ok(false);
         };
         // The changed keys of each key group, each once.
         let mut changed: std::collections::BTreeMap<u16, std::collections::BTreeSet<&[u8]>> =
@@ -752,13 +777,15 @@ impl KeyedSnapshot {
                 changed.entry(*g).or_default().insert(k.as_slice());
             }
         }
-        self.write_as(Some(changed)).map(Some)
+        self.write_as(Some(changed), out)?;
+        Ok(true)
     }
 
     fn write_as(
         &self,
         changed: Option<std::collections::BTreeMap<u16, std::collections::BTreeSet<&[u8]>>>,
-    ) -> Result<Vec<u8>> {
+        out: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         let mut w = StateWriter::default();
         w.put_str(if changed.is_some() {
             DELTA_MAGIC
@@ -835,8 +862,9 @@ impl KeyedSnapshot {
                     w.put_bytes(ns);
                 }
             }
+            out(&w.take())?;
         }
-        Ok(w.finish())
+        out(&w.take())
     }
 }
 
