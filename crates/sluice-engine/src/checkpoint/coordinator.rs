@@ -328,6 +328,10 @@ impl Coordinator {
                     let e = per_node.entry(section.node).or_default();
                     e[0] += section.size_bytes();
                     e[4] += section.size_bytes();
+                    // Its keyed state may be in shared files, which this checkpoint uses.
+                    if let Ok(Some(files)) = storage::read_manifest(&section.keyed, "final state") {
+                        shared.extend(files.into_iter().map(|f| f.name));
+                    }
                 }
                 parts.push(storage::write_part(&p.dir.join(s.file_name()), sections)?);
             }

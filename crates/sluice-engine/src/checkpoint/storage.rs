@@ -158,7 +158,11 @@ pub fn read_shared(shared: &Path, file: &SharedFile) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-/// Deletes the files in `dir`'s `shared/` that no complete checkpoint in `dir` lists.
+/// In the name of the shared file of a subtask's final state.
+pub const FINAL_MARK: &str = "-final-";
+
+/// Deletes the files in `dir`'s `shared/` that no complete checkpoint in `dir` lists (but
+/// final states, see [`FINAL_MARK`]).
 pub fn prune_shared(dir: &Path) {
     let shared = shared_dir(dir);
     let Ok(entries) = std::fs::read_dir(&shared) else {
@@ -175,7 +179,9 @@ pub fn prune_shared(dir: &Path) {
     }
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if !used.contains(&name) {
+        // A subtask's final state is written when it finishes, before the coordinator hears
+        // of it: one no checkpoint lists yet may be about to be. They go with the job.
+        if !used.contains(&name) && !name.contains(FINAL_MARK) {
             if let Err(err) = std::fs::remove_file(e.path()) {
                 tracing::warn!("cannot delete {}: {err}", e.path().display());
             }

@@ -124,12 +124,14 @@ impl SnapshotWriter {
                             let inc = incremental.as_mut().filter(|_| !savepoint);
                             write(subtask, id, dir, sections, sync_ms, inc)
                         }
-                        Job::Finished(sections) => match finish_all(sections) {
-                            Ok(sections) => TaskEvent::Finished { subtask, sections },
-                            Err(e) => TaskEvent::Failed {
-                                reason: format!("the final state could not be written: {e}"),
-                            },
-                        },
+                        Job::Finished(sections) => {
+                            match write_final(subtask, sections, incremental.as_ref()) {
+                                Ok(sections) => TaskEvent::Finished { subtask, sections },
+                                Err(e) => TaskEvent::Failed {
+                                    reason: format!("the final state could not be written: {e}"),
+                                },
+                            }
+                        }
                     };
                     if events.send(event).is_err() {
                         return;
@@ -183,6 +185,45 @@ impl Drop for SnapshotWriter {
             let _ = t.join();
         }
     }
+}
+
+/// The subtask's final state, for the checkpoints taken after it finished: with shared
+/// files, each keyed state is streamed to a full snapshot file of its own (the final
+/// checkpoint's id is not known yet, so the name carries the time); else inline.
+fn write_final(
+    subtask: SubtaskKey,
+    sections: Vec<TakenSection>,
+    inc: Option<&Incremental>,
+) -> Result<Vec<Section>> {
+    let Some(inc) = inc else {
+        return finish_all(sections);
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    sections
+        .into_iter()
+        .map(|t| {
+            let Some(snapshot) = t.keyed.as_ref() else {
+                return t.finish();
+            };
+            let name = format!(
+                "{}-{}{}{nanos}.full",
+                t.node,
+                subtask.subtask,
+                storage::FINAL_MARK
+            );
+            let file = storage::write_shared_with(&inc.shared, &name, |out| {
+                snapshot.write_into(false, out)
+            })?;
+            Ok(Section {
+                node: t.node,
+                keyed: storage::manifest_bytes(&file.into_iter().collect::<Vec<_>>()),
+                operator: t.operator,
+            })
+        })
+        .collect()
 }
 
 /// Writes one section of checkpoint `id`: inline, or (incremental) as a file in the shared

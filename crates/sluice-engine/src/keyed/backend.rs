@@ -267,11 +267,10 @@ impl StateBackend for HashMapBackend {
         let (primary, user) = split_key(from);
         match self.table(group).get(primary) {
             None => {}
-            Some(Slot::One(e)) => {
-                if e.0.as_slice() >= user {
-                    f(&join(primary, &e.0), &e.1);
-                }
+            Some(Slot::One(e)) if e.0.as_slice() >= user => {
+                f(&join(primary, &e.0), &e.1);
             }
+            Some(Slot::One(_)) => {}
             Some(Slot::Many(m)) => {
                 for (u, v) in m.range::<_, [u8]>((Bound::Included(user), Bound::Unbounded)) {
                     if !f(&join(primary, u), v) {
