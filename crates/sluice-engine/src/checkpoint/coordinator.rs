@@ -330,6 +330,7 @@ impl Coordinator {
                     e[4] += section.size_bytes();
                     // Its keyed state may be in shared files, which this checkpoint uses.
                     if let Ok(Some(files)) = storage::read_manifest(&section.keyed, "final state") {
+                        e[0] += files.iter().map(|f| f.size_bytes).sum::<u64>();
                         shared.extend(files.into_iter().map(|f| f.name));
                     }
                 }
