@@ -189,16 +189,21 @@ impl WindowTopN {
         self.best.put(&mut self.store, &end, &pack(&encoded))
     }
 
-    /// Takes rows `idx` of `data` into the state, by partition key and window.
-    fn insert(&mut self, data: &RecordBatch, idx: &[u32]) -> Result<()> {
-        let rows = take_record_batch(data, &UInt32Array::from(idx.to_vec()))?;
+    /// The partition key of every row of `batch`, stably encoded (what the store keys by).
+    fn partition_keys(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         let keys: Vec<ArrayRef> = self
             .partition_by
             .iter()
-            .map(|p| eval(p, &rows))
+            .map(|p| eval(p, batch))
             .collect::<Result<_>>()?;
         let codec = RowCodec::new(keys.iter().map(|k| k.data_type().clone()).collect());
-        let keys = codec.encode_rows(&keys, rows.num_rows())?;
+        codec.encode_rows(&keys, batch.num_rows())
+    }
+
+    /// Takes rows `idx` of `data` into the state, by partition key and window.
+    fn insert(&mut self, data: &RecordBatch, idx: &[u32]) -> Result<()> {
+        let rows = take_record_batch(data, &UInt32Array::from(idx.to_vec()))?;
+        let keys = self.partition_keys(&rows)?;
         let ends = cast(
             rows.column(self.window_end_index),
             &DataType::Timestamp(TimeUnit::Millisecond, None),
@@ -241,14 +246,8 @@ impl Operator for WindowTopN {
                 // A checkpoint of Sluice 0.1: its buffered rows go into keyed state (each
                 // subtask keeps those of its key groups).
                 let batch = state.batch()?;
-                let keys: Vec<ArrayRef> = self
-                    .partition_by
-                    .iter()
-                    .map(|p| eval(p, &batch))
-                    .collect::<Result<_>>()?;
-                let codec = RowCodec::new(keys.iter().map(|k| k.data_type().clone()).collect());
-                let mine: Vec<u32> = codec
-                    .encode_rows(&keys, batch.num_rows())?
+                let mine: Vec<u32> = self
+                    .partition_keys(&batch)?
                     .iter()
                     .enumerate()
                     .filter(|(_, k)| self.store.owns_key(k))
