@@ -9,7 +9,7 @@ use sluice_engine::{
     Operator, OperatorFactory, Output, SinkSpec, SourceFactory, SourcePoll, SourceReader,
     SourceSpec, StateReader, StateWriter, SubtaskContext,
 };
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -147,14 +147,16 @@ impl SourceFactory for FileSourceFactory {
     }
 
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn SourceReader>> {
-        let files: VecDeque<PathBuf> = list_files(&self.path)?
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % ctx.parallelism == ctx.subtask_index)
-            .map(|(_, p)| p)
+        let all_files = list_files(&self.path)?;
+        let files = assigned(&all_files, ctx.parallelism, ctx.subtask_index)
+            .map(|p| (p.clone(), None))
             .collect();
         Ok(Box::new(FileReader {
             files,
+            all_files,
+            subtask: ctx.subtask_index,
+            parallelism: ctx.parallelism,
+            finished: Vec::new(),
             current: None,
             decoder: format::decoder(&self.format, self.spec.schema.clone(), &self.spec.options)?,
             ready: VecDeque::new(),
@@ -167,6 +169,19 @@ impl SourceFactory for FileSourceFactory {
             skip_rows: 0,
         }))
     }
+}
+
+/// The files (splits) of subtask `subtask` of `parallelism`: every `parallelism`-th one.
+fn assigned(
+    files: &[PathBuf],
+    parallelism: usize,
+    subtask: usize,
+) -> impl Iterator<Item = &PathBuf> {
+    files
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| i % parallelism == subtask)
+        .map(|(_, p)| p)
 }
 
 struct OpenFile {
@@ -191,8 +206,46 @@ struct FilePosition {
     rows_emitted: u64,
 }
 
+impl FilePosition {
+    fn write(&self, state: &mut StateWriter, extra_rows: u64) {
+        state.put_str(&self.file);
+        state.put_u64(self.offset);
+        state.put_u64(self.line);
+        state.put_u64(self.rows_emitted + extra_rows);
+    }
+
+    fn read(state: &mut StateReader<'_>) -> Result<Self> {
+        Ok(FilePosition {
+            file: state.str()?.to_string(),
+            offset: state.u64()?,
+            line: state.u64()?,
+            rows_emitted: state.u64()?,
+        })
+    }
+}
+
+/// How far a checkpoint got in one file.
+#[derive(Debug, Clone, PartialEq)]
+enum FileStatus {
+    /// Read whole.
+    Done,
+    /// Read up to a position.
+    At(FilePosition),
+}
+
+/// The first field of a file source position that lists its files (Sluice 0.1 wrote only
+/// the position in the file it was reading).
+const SPLITS_MAGIC: &str = "filesystem-splits-1";
+
 struct FileReader {
-    files: VecDeque<PathBuf>,
+    /// The files still to read, each from its start or from a restored position.
+    files: VecDeque<(PathBuf, Option<FilePosition>)>,
+    /// Every file of the source, sorted (the splits, divided among subtasks by index).
+    all_files: Vec<PathBuf>,
+    subtask: usize,
+    parallelism: usize,
+    /// The files this subtask has read whole (but the one `position` is in).
+    finished: Vec<String>,
     current: Option<OpenFile>,
     decoder: Box<dyn LineDecoder>,
     ready: VecDeque<RecordBatch>,
@@ -205,6 +258,10 @@ struct FileReader {
 
 impl FileReader {
     fn decode(&mut self, name: &str, first_line: u64, offset: u64, block: &[u8]) -> Result<()> {
+        if let Some(p) = self.position.take().filter(|p| p.file != name) {
+            // The reader moved on to the next file: the one before is read whole.
+            self.finished.push(p.file);
+        }
         self.position = Some(FilePosition {
             file: name.to_string(),
             offset,
@@ -222,6 +279,109 @@ impl FileReader {
         }
         Ok(())
     }
+
+    /// Opens `path` at its start, or at a restored position (whose emitted rows are then
+    /// skipped).
+    fn open(&mut self, path: &Path, at: Option<FilePosition>) -> Result<()> {
+        let name = path.display().to_string();
+        let mut file = File::open(path).map_err(|e| SluiceError::io(name.clone(), e))?;
+        let (line, consumed) = match &at {
+            Some(p) => {
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(p.offset))
+                    .map_err(|e| SluiceError::io(name.clone(), e))?;
+                (p.line, p.offset)
+            }
+            None => (1, 0),
+        };
+        if let Some(p) = at {
+            if let Some(before) = self.position.take().filter(|b| b.file != p.file) {
+                self.finished.push(before.file);
+            }
+            self.skip_rows = p.rows_emitted;
+            self.position = Some(FilePosition {
+                rows_emitted: 0,
+                ..p
+            });
+        }
+        self.current = Some(OpenFile {
+            name,
+            file,
+            carry: Vec::new(),
+            line,
+            consumed,
+        });
+        Ok(())
+    }
+
+    /// How far the checkpointed subtasks `states` (by index, of `parallelism`) got in each
+    /// file they read.
+    fn statuses(
+        &self,
+        parallelism: usize,
+        states: &mut [(usize, StateReader<'_>)],
+    ) -> Result<HashMap<String, FileStatus>> {
+        let mut out = HashMap::new();
+        for (subtask, state) in states.iter_mut() {
+            if state.clone().str().ok() != Some(SPLITS_MAGIC) {
+                // Sluice 0.1: the position in the one file the subtask was reading; the
+                // files before it among its own were read whole.
+                let at = FilePosition::read(state)?;
+                let mut found = false;
+                for f in assigned(&self.all_files, parallelism, *subtask) {
+                    let name = f.display().to_string();
+                    if name == at.file {
+                        found = true;
+                        break;
+                    }
+                    out.insert(name, FileStatus::Done);
+                }
+                if !found {
+                    return Err(missing_file(&at.file));
+                }
+                out.insert(at.file.clone(), FileStatus::At(at));
+                continue;
+            }
+            state.str()?;
+            for _ in 0..state.count()? {
+                out.insert(state.str()?.to_string(), FileStatus::Done);
+            }
+            for _ in 0..state.count()? {
+                let at = FilePosition::read(state)?;
+                out.insert(at.file.clone(), FileStatus::At(at));
+            }
+        }
+        for (name, status) in &out {
+            if matches!(status, FileStatus::At(_))
+                && !self
+                    .all_files
+                    .iter()
+                    .any(|f| f.display().to_string() == *name)
+            {
+                return Err(missing_file(name));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Goes on from `statuses` with this subtask's files.
+    fn resume(&mut self, mut statuses: HashMap<String, FileStatus>) {
+        self.files.clear();
+        for f in assigned(&self.all_files, self.parallelism, self.subtask) {
+            let name = f.display().to_string();
+            match statuses.remove(&name) {
+                Some(FileStatus::Done) => self.finished.push(name),
+                Some(FileStatus::At(p)) => self.files.push_back((f.clone(), Some(p))),
+                None => self.files.push_back((f.clone(), None)),
+            }
+        }
+    }
+}
+
+fn missing_file(file: &str) -> SluiceError {
+    SluiceError::Config(format!(
+        "the checkpoint was reading '{file}', which is no longer there; restore needs the input files the job was reading"
+    ))
 }
 
 impl SourceReader for FileReader {
@@ -229,52 +389,43 @@ impl SourceReader for FileReader {
         self.files.is_empty() && self.current.is_none()
     }
 
+    /// The files read whole, then the position in the file being read and in files a
+    /// restore left half read (those not listed are still to read).
     fn snapshot_position(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
+        state.put_str(SPLITS_MAGIC);
+        state.put_u64(self.finished.len() as u64);
+        for f in &self.finished {
+            state.put_str(f);
+        }
+        let queued: Vec<&FilePosition> =
+            self.files.iter().filter_map(|(_, p)| p.as_ref()).collect();
+        state.put_u64((self.position.is_some() as usize + queued.len()) as u64);
         if let Some(p) = &self.position {
-            state.put_str(&p.file);
-            state.put_u64(p.offset);
-            state.put_u64(p.line);
             // Rows still to skip after a restore were emitted before it: a checkpoint taken
             // before the reader got to them must count them too.
-            state.put_u64(p.rows_emitted + self.skip_rows);
+            p.write(state, self.skip_rows);
+        }
+        for p in queued {
+            p.write(state, 0);
         }
         Ok(())
     }
 
     fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()> {
-        let file = state.str()?.to_string();
-        let (offset, line, rows_emitted) = (state.u64()?, state.u64()?, state.u64()?);
-        // The files before it were read whole.
-        while self
-            .files
-            .front()
-            .is_some_and(|f| f.display().to_string() != file)
-        {
-            self.files.pop_front();
-        }
-        let Some(path) = self.files.pop_front() else {
-            return Err(SluiceError::Config(format!(
-                "the checkpoint was reading '{file}', which is no longer there; restore needs the input files the job was reading"
-            )));
-        };
-        let mut f = File::open(&path).map_err(|e| SluiceError::io(file.clone(), e))?;
-        use std::io::Seek;
-        f.seek(std::io::SeekFrom::Start(offset))
-            .map_err(|e| SluiceError::io(file.clone(), e))?;
-        self.current = Some(OpenFile {
-            name: file.clone(),
-            file: f,
-            carry: Vec::new(),
-            line,
-            consumed: offset,
-        });
-        self.position = Some(FilePosition {
-            file,
-            offset,
-            line,
-            rows_emitted: 0,
-        });
-        self.skip_rows = rows_emitted;
+        let statuses = self.statuses(self.parallelism, &mut [(self.subtask, state.clone())])?;
+        self.resume(statuses);
+        Ok(())
+    }
+
+    /// Files are the splits: each new subtask takes its share of them and goes on in each
+    /// from where the old subtask that read it stopped.
+    fn restore_rescaled(
+        &mut self,
+        old: usize,
+        states: &mut [(usize, StateReader<'_>)],
+    ) -> Result<()> {
+        let statuses = self.statuses(old, states)?;
+        self.resume(statuses);
         Ok(())
     }
 
@@ -298,18 +449,10 @@ impl SourceReader for FileReader {
                 return Ok(SourcePoll::Batch(ChangeBatch::inserts(b)));
             }
             let Some(mut open) = self.current.take() else {
-                let Some(path) = self.files.pop_front() else {
+                let Some((path, at)) = self.files.pop_front() else {
                     return Ok(SourcePoll::End);
                 };
-                let name = path.display().to_string();
-                let file = File::open(&path).map_err(|e| SluiceError::io(name.clone(), e))?;
-                self.current = Some(OpenFile {
-                    name,
-                    file,
-                    carry: Vec::new(),
-                    line: 1,
-                    consumed: 0,
-                });
+                self.open(&path, at)?;
                 continue;
             };
             let mut buf = std::mem::take(&mut open.carry);
@@ -516,6 +659,15 @@ impl Operator for FileSink {
             let hidden = PathBuf::from(state.str()?);
             let visible = PathBuf::from(state.str()?);
             publish(&hidden, &visible)?;
+        }
+        Ok(())
+    }
+
+    /// Every old subtask's pre-committed files become visible (publishing is idempotent, so
+    /// that each new subtask can try them all).
+    fn restore_rescaled(&mut self, _old: usize, states: &mut [StateReader<'_>]) -> Result<()> {
+        for state in states.iter_mut() {
+            self.restore_state(state)?;
         }
         Ok(())
     }

@@ -410,11 +410,11 @@ pub fn restore_point(
     };
     let nodes = node_infos(graph);
     let taken = &restored.metadata.nodes;
-    let same_shape = taken.len() == nodes.len()
-        && taken
-            .iter()
-            .zip(&nodes)
-            .all(|(a, b)| a.parallelism == b.parallelism);
+    // The same operators in the same order; their parallelism may differ (keyed state is
+    // redistributed by key group, sources' splits and operator state are handed over, see
+    // `SourceReader::restore_rescaled` and `Operator::restore_rescaled`).
+    let same_shape =
+        taken.len() == nodes.len() && taken.iter().zip(&nodes).all(|(a, b)| a.name == b.name);
     if !same_shape {
         let describe = |n: &[NodeInfo]| {
             n.iter()
@@ -423,7 +423,7 @@ pub fn restore_point(
                 .join(", ")
         };
         return Err(SluiceError::Config(format!(
-            "checkpoint {} in {} was taken from a different job: it has [{}], this job has [{}]; give the job another 'pipeline.name', or restore with the query and parallelism it was taken with",
+            "checkpoint {} in {} was taken from a different job: it has [{}], this job has [{}]; give the job another 'pipeline.name', or restore with the query it was taken with",
             restored.metadata.id,
             restored.path.display(),
             describe(taken),
@@ -431,6 +431,54 @@ pub fn restore_point(
         )));
     }
     Ok(Some(restored))
+}
+
+/// An error of a restore at another parallelism, naming the subtask.
+fn rescale_error(owner: &str, e: SluiceError) -> SluiceError {
+    match e {
+        SluiceError::Config(m) => SluiceError::Config(format!("{owner}: {m}")),
+        SluiceError::Runtime(m) => SluiceError::Runtime(format!("{owner}: {m}")),
+        other => other,
+    }
+}
+
+/// What a restored checkpoint holds for one subtask of a node.
+enum RestoredState {
+    /// Nothing (no checkpoint, or the subtask wrote nothing).
+    None,
+    /// What the same subtask wrote, at the same parallelism.
+    Same(Vec<u8>),
+    /// The node ran at parallelism `old`: what every old subtask that wrote something wrote,
+    /// by old subtask index.
+    Rescaled {
+        old: usize,
+        all: Vec<(usize, Vec<u8>)>,
+    },
+}
+
+impl RestoredState {
+    fn of(r: &Restored, node: usize, subtask: usize, parallelism: usize) -> Self {
+        let old = r
+            .metadata
+            .nodes
+            .get(node)
+            .map(|n| n.parallelism)
+            .unwrap_or(parallelism);
+        if old == parallelism {
+            return match r.state(node, subtask) {
+                Some(b) if !b.is_empty() => RestoredState::Same(b.to_vec()),
+                _ => RestoredState::None,
+            };
+        }
+        let all = (0..old)
+            .filter_map(|j| {
+                r.state(node, j)
+                    .filter(|b| !b.is_empty())
+                    .map(|b| (j, b.to_vec()))
+            })
+            .collect();
+        RestoredState::Rescaled { old, all }
+    }
 }
 
 fn node_infos(graph: &JobGraph) -> Vec<NodeInfo> {
@@ -450,7 +498,7 @@ fn node_infos(graph: &JobGraph) -> Vec<NodeInfo> {
 pub fn run_job(
     graph: &JobGraph,
     handle: &JobHandle,
-    mut restored: Option<Restored>,
+    restored: Option<Restored>,
 ) -> Result<JobReport> {
     let started = Instant::now();
     let metrics = handle.metrics.clone();
@@ -568,13 +616,36 @@ pub fn run_job(
                     node: n,
                     state_resources: state_resources.clone(),
                 };
-                let state = restored.as_mut().and_then(|r| r.take(n, subtask));
                 let owner = format!("{} ({}/{})", node.name, subtask + 1, node.parallelism);
+                let state = match restored.as_ref() {
+                    Some(r) => RestoredState::of(r, n, subtask, node.parallelism),
+                    None => RestoredState::None,
+                };
+                // Names of the old subtasks, for errors.
+                let old_names = |old: usize, all: &[(usize, Vec<u8>)]| -> Vec<String> {
+                    all.iter()
+                        .map(|(j, _)| format!("{} ({}/{old})", node.name, j + 1))
+                        .collect()
+                };
                 match &node.kind {
                     NodeKind::Source(f) => {
                         let mut reader = f.create(&ctx)?;
-                        if let Some(bytes) = state.filter(|b| !b.is_empty()) {
-                            reader.restore_position(&mut StateReader::new(&bytes, &owner))?;
+                        match &state {
+                            RestoredState::None => {}
+                            RestoredState::Same(bytes) => {
+                                reader.restore_position(&mut StateReader::new(bytes, &owner))?
+                            }
+                            RestoredState::Rescaled { old, all } => {
+                                let names = old_names(*old, all);
+                                let mut states: Vec<(usize, StateReader<'_>)> = all
+                                    .iter()
+                                    .zip(&names)
+                                    .map(|((j, b), name)| (*j, StateReader::new(b, name)))
+                                    .collect();
+                                reader
+                                    .restore_rescaled(*old, &mut states)
+                                    .map_err(|e| rescale_error(&owner, e))?;
+                            }
                         }
                         source = Some(reader);
                         source_node = Some(n);
@@ -586,8 +657,23 @@ pub fn run_job(
                                 store.restore(blob, &owner)?;
                             }
                         }
-                        if let Some(bytes) = state.filter(|b| !b.is_empty()) {
-                            op.restore_state(&mut StateReader::new(&bytes, &owner))?;
+                        match &state {
+                            RestoredState::None => {}
+                            RestoredState::Same(bytes) => {
+                                op.restore_state(&mut StateReader::new(bytes, &owner))?
+                            }
+                            RestoredState::Rescaled { old, all } => {
+                                let names = old_names(*old, all);
+                                let mut states: Vec<StateReader<'_>> = all
+                                    .iter()
+                                    .zip(&names)
+                                    .map(|((_, b), name)| StateReader::new(b, name))
+                                    .collect();
+                                if !states.is_empty() {
+                                    op.restore_rescaled(*old, &mut states)
+                                        .map_err(|e| rescale_error(&owner, e))?;
+                                }
+                            }
                         }
                         operators.push(op);
                         nodes.push(n);

@@ -42,6 +42,21 @@ pub trait SourceReader: Send {
     /// `poll`.
     fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()>;
 
+    /// Goes back to the positions a run at another parallelism (`old` subtasks) wrote:
+    /// `states` holds, by old subtask index, what every old subtask that wrote something
+    /// wrote. Every new subtask is given all of them and takes the splits the new
+    /// parallelism gives it (files, Kafka partitions, generator sequences), so that all of
+    /// them together go on from where the old ones stopped. The default refuses.
+    fn restore_rescaled(
+        &mut self,
+        old: usize,
+        _states: &mut [(usize, StateReader<'_>)],
+    ) -> Result<()> {
+        Err(sluice_common::SluiceError::Config(format!(
+            "this job's state was written at parallelism {old}, and one of its sources cannot divide its position among another number of subtasks; restore it at parallelism {old}"
+        )))
+    }
+
     /// Checkpoint `checkpoint` is complete (a Kafka source commits its offsets to the group).
     fn notify_checkpoint_complete(&mut self, _checkpoint: CheckpointId) -> Result<()> {
         Ok(())

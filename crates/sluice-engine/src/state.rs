@@ -113,7 +113,8 @@ impl StateWriter {
 }
 
 /// Reads back the fields a [`StateWriter`] wrote, in the same order.
-#[derive(Debug)]
+/// Cloning it gives a second cursor at the same place (to look ahead).
+#[derive(Debug, Clone)]
 pub struct StateReader<'a> {
     data: &'a [u8],
     pos: usize,

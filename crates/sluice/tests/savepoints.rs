@@ -207,3 +207,99 @@ fn a_savepoint_of_an_earlier_version_restores() {
         }
     }
 }
+
+/// A window aggregate over 1-second windows of ids 1..=ROWS (ten per second of event time),
+/// at parallelism `p`, to part files.
+fn windows_script(out: &Path, p: usize) -> String {
+    format!(
+        "SET 'pipeline.name' = 'rescale';
+SET 'parallelism.default' = '{p}';
+SET 'execution.checkpointing.interval' = '200 ms';
+CREATE TABLE gen (
+  id BIGINT,
+  ts AS TO_TIMESTAMP_LTZ(id * 100, 3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+) WITH (
+  'connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '2000',
+  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{ROWS}'
+);
+CREATE TABLE out (k BIGINT, window_start TIMESTAMP(3), n BIGINT, total BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+INSERT INTO out
+SELECT id % 7, window_start, COUNT(*), SUM(id)
+FROM TABLE(TUMBLE(TABLE gen, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+GROUP BY id % 7, window_start, window_end;
+",
+        out.display()
+    )
+}
+
+/// Every line of the visible part files in `dir`, sorted.
+fn lines(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_name().to_string_lossy().starts_with('.') {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            v.extend(text.lines().map(String::from));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// A savepoint taken at parallelism 2 restores at 1 and at 4: the keyed windows are
+/// redistributed by key group, the datagen's sequences are dealt to the new subtasks, and the
+/// rows are those of an uninterrupted run, each once.
+#[test]
+fn a_savepoint_restores_at_another_parallelism_with_the_same_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    let (ok, _, err) = common::run_sql(
+        &windows_script(&whole, 2),
+        &[
+            "--data-dir",
+            &tmp.path().join("whole-state").display().to_string(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let expected = lines(&whole);
+    // 600 windows of ten ids (seven keys each), and id 6000 alone in the last one.
+    assert_eq!(expected.len(), 7 * 600 + 1);
+
+    for to in [1, 4] {
+        let dir = tmp.path().join(format!("to-{to}"));
+        let out = dir.join("out");
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = dir.join("state").display().to_string();
+        let mut job = RunningJob::start_with(
+            &windows_script(&out, 2),
+            &dir,
+            &["--data-dir", &data, "--savepoint-on-stop"],
+        );
+        wait_until("a few windows", Duration::from_secs(30), || {
+            lines(&out).len() >= 50
+        });
+        job.interrupt();
+        assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
+        let err = job.stderr();
+        let path = err
+            .lines()
+            .find_map(|l| l.strip_prefix("Savepoint written to "))
+            .and_then(|l| l.split(';').next())
+            .unwrap_or_else(|| panic!("no savepoint reported: {err}"))
+            .to_string();
+        assert!(
+            lines(&out).len() < expected.len(),
+            "it stopped before the end"
+        );
+
+        let mut job = RunningJob::start_with(
+            &windows_script(&out, to),
+            &dir,
+            &["--data-dir", &data, "--from-savepoint", &path],
+        );
+        assert!(job.wait(Duration::from_secs(60)), "{}", job.stderr());
+        assert!(job.stderr().contains("from savepoint"), "{}", job.stderr());
+        assert_eq!(lines(&out), expected, "restored at parallelism {to}");
+    }
+}

@@ -848,16 +848,34 @@ impl SourceReader for KafkaReader {
     }
 
     fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()> {
-        let mut restored = HashMap::new();
-        for _ in 0..state.count()? {
-            let topic = state.str()?.to_string();
-            let partition = state.i64()? as i32;
-            let offset = state.i64()?;
-            let stop = state.i64()?;
-            restored.insert((topic, partition), (offset, (stop >= 0).then_some(stop)));
-        }
-        if let Some(n) = self.normalizer.as_mut() {
-            n.restore(state)?;
+        self.restore_rescaled(1, &mut [(0, state.clone())])
+    }
+
+    /// Partitions are the splits: every new subtask reads the positions of all old ones and
+    /// takes those of the partitions it is assigned when it resolves them. A partition
+    /// listed twice (a subtask that had not resolved its partitions yet lists every restored
+    /// one) goes on from the furthest position, since offsets only move forward. The
+    /// upsert normaliser's rows are merged: a key is only ever in one partition.
+    fn restore_rescaled(
+        &mut self,
+        _old: usize,
+        states: &mut [(usize, StateReader<'_>)],
+    ) -> Result<()> {
+        let mut restored: HashMap<(String, i32), RestoredPartition> = HashMap::new();
+        for (_, state) in states.iter_mut() {
+            for _ in 0..state.count()? {
+                let topic = state.str()?.to_string();
+                let partition = state.i64()? as i32;
+                let offset = state.i64()?;
+                let stop = state.i64()?;
+                let entry = restored
+                    .entry((topic, partition))
+                    .or_insert((offset, (stop >= 0).then_some(stop)));
+                entry.0 = entry.0.max(offset);
+            }
+            if let Some(n) = self.normalizer.as_mut() {
+                n.restore(state)?;
+            }
         }
         self.restored = Some(restored);
         Ok(())

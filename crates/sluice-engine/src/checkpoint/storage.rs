@@ -431,8 +431,8 @@ pub struct Restored {
 
 impl Restored {
     /// What `node`'s subtask `subtask` wrote itself, if it wrote anything.
-    pub fn take(&mut self, node: usize, subtask: usize) -> Option<Vec<u8>> {
-        self.states.remove(&(node, subtask))
+    pub fn state(&self, node: usize, subtask: usize) -> Option<&[u8]> {
+        self.states.get(&(node, subtask)).map(|v| v.as_slice())
     }
 
     /// The keyed state of every subtask of `node`: a subtask of the restored job takes the
@@ -605,11 +605,11 @@ mod tests {
         assert!(!is_complete(&dir));
         write_metadata(&dir, &metadata(vec![part])).unwrap();
         assert!(is_complete(&dir));
-        let mut r = load(&dir).unwrap();
+        let r = load(&dir).unwrap();
         assert_eq!(r.metadata.id, 3);
-        assert_eq!(r.take(0, 0).unwrap(), b"abc");
-        assert_eq!(r.take(1, 0).unwrap(), b"");
-        assert!(r.take(0, 1).is_none());
+        assert_eq!(r.state(0, 0).unwrap(), b"abc");
+        assert_eq!(r.state(1, 0).unwrap(), b"");
+        assert!(r.state(0, 1).is_none());
         assert!(r.keyed(0).is_empty());
         assert_eq!(r.keyed(1), &[b"keyed".to_vec()]);
     }

@@ -16,7 +16,7 @@
 //! and writes them back, so that the keyed state is checkpointed asynchronously, can be
 //! restored at another parallelism and expires with `table.exec.state.ttl`.
 
-use super::acc_state::{new_accumulator, state_widths};
+use super::acc_state::{as_type, new_accumulator, state_widths};
 use super::df;
 use super::window_aggregate::AggSpec;
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
@@ -162,15 +162,6 @@ fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
     e.evaluate(b)
         .and_then(|v| v.into_array(b.num_rows()))
         .map_err(df)
-}
-
-/// `array` as `t` (an aggregate's result may come out in a wider type than planned).
-fn as_type(array: ArrayRef, t: &DataType) -> Result<ArrayRef> {
-    if array.data_type() == t {
-        Ok(array)
-    } else {
-        Ok(cast(&array, t)?)
-    }
 }
 
 impl GroupAggregate {
@@ -389,6 +380,15 @@ impl Operator for GroupAggregate {
         for (key, b) in keys.iter().zip(bytes) {
             self.store.set_current_key(key)?;
             self.groups.set(&mut self.store, &b)?;
+        }
+        Ok(())
+    }
+
+    /// Only a checkpoint of Sluice 0.1 has operator state here: each old subtask's groups,
+    /// of which this subtask keeps those of its key groups.
+    fn restore_rescaled(&mut self, _old: usize, states: &mut [StateReader<'_>]) -> Result<()> {
+        for state in states.iter_mut() {
+            self.restore_state(state)?;
         }
         Ok(())
     }

@@ -259,6 +259,17 @@ impl Operator for WindowTopN {
         Ok(())
     }
 
+    /// The kept rows are keyed state; the watermark is the smallest the old subtasks had.
+    fn restore_rescaled(&mut self, _old: usize, states: &mut [StateReader<'_>]) -> Result<()> {
+        let mut watermark = EventTime::MAX;
+        for state in states.iter_mut() {
+            self.restore_state(state)?;
+            watermark = watermark.min(self.watermark);
+        }
+        self.watermark = watermark.min(self.watermark);
+        Ok(())
+    }
+
     fn process_batch(
         &mut self,
         _input: usize,

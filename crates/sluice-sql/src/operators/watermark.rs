@@ -124,6 +124,35 @@ fn status_code(s: SplitStatus) -> u64 {
     }
 }
 
+/// What [`WatermarkAssigner`] checkpoints: the watermark emitted and sent, and every split's
+/// clock.
+type Clocks = (EventTime, EventTime, Vec<(SplitId, SplitClock)>);
+
+fn read_clocks(state: &mut StateReader<'_>) -> Result<Clocks> {
+    let emitted = state.i64()?;
+    let sent = state.i64()?;
+    let mut splits = Vec::new();
+    for _ in 0..state.count()? {
+        let split = state.u64()? as SplitId;
+        let current = state.i64()?;
+        let clock_emitted = state.i64()?;
+        let status = match state.u64()? {
+            0 => SplitStatus::Active,
+            1 => SplitStatus::Idle,
+            _ => SplitStatus::Finished,
+        };
+        splits.push((
+            split,
+            SplitClock {
+                current,
+                emitted: clock_emitted,
+                status,
+            },
+        ));
+    }
+    Ok((emitted, sent, splits))
+}
+
 impl Operator for WatermarkAssigner {
     fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
         state.put_i64(self.emitted);
@@ -139,25 +168,37 @@ impl Operator for WatermarkAssigner {
     }
 
     fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
-        self.emitted = state.i64()?;
-        self.sent = state.i64()?;
-        for _ in 0..state.count()? {
-            let split = state.u64()? as SplitId;
-            let current = state.i64()?;
-            let emitted = state.i64()?;
-            let status = match state.u64()? {
-                0 => SplitStatus::Active,
-                1 => SplitStatus::Idle,
-                _ => SplitStatus::Finished,
-            };
-            self.splits.insert(
-                split,
-                SplitClock {
-                    current,
-                    emitted,
-                    status,
-                },
-            );
+        let (emitted, sent, splits) = read_clocks(state)?;
+        self.emitted = emitted;
+        self.sent = sent;
+        self.splits.extend(splits);
+        Ok(())
+    }
+
+    /// At another parallelism the splits are divided anew: this subtask's watermark starts
+    /// from the smallest the old subtasks had emitted, and every split's clock from the
+    /// smallest any of them kept for it, idle until its rows arrive (a split that went to
+    /// another subtask must not hold this one back).
+    fn restore_rescaled(&mut self, _old: usize, states: &mut [StateReader<'_>]) -> Result<()> {
+        let (mut emitted, mut sent) = (EventTime::MAX, EventTime::MAX);
+        for state in states.iter_mut() {
+            let (e, s, splits) = read_clocks(state)?;
+            emitted = emitted.min(e);
+            sent = sent.min(s);
+            for (split, mut clock) in splits {
+                clock.status = SplitStatus::Idle;
+                self.splits
+                    .entry(split)
+                    .and_modify(|c| {
+                        c.current = c.current.min(clock.current);
+                        c.emitted = c.emitted.min(clock.emitted);
+                    })
+                    .or_insert(clock);
+            }
+        }
+        if !states.is_empty() {
+            self.emitted = emitted;
+            self.sent = sent;
         }
         Ok(())
     }

@@ -4,30 +4,30 @@
 //! watermark reaches its end - 1. Rows for a window that has fired are late: dropped and
 //! counted, as Flink does.
 //!
-//! Tumbling, hopping and cumulating windows keep their state in a map ordered by window end,
-//! so a watermark pops the finished windows without a scan. Session windows are kept per key
-//! and merged when a row bridges them.
+//! The state lives in the subtask's keyed state ([`KeyedStore`]), as Flink's `WindowOperator`
+//! keeps it: per key, a map from window (the namespace, `[start, end)`) to the accumulators'
+//! intermediate state, and an event-time timer per (key, window) at its end - 1. A batch
+//! loads the (key, window) groups it touches once, updates them with a vectorised
+//! `GroupsAccumulator` where DataFusion has one, and writes them back; a watermark pops the
+//! due timers (in time order, so the finished windows come without a scan) and emits them.
+//! Session windows are the same map per key: a row that bridges sessions merges them (their
+//! states into one, their timers into one), as Flink's merging window set does.
 
-use super::acc_state::{
-    restore_accumulator, restore_groups_accumulator, snapshot_accumulators,
-    snapshot_groups_accumulator, state_widths,
-};
+use super::acc_state::{as_type, state_types, BatchInputs, GroupAccumulators};
 use super::df;
 use crate::window::WindowKind;
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, TimestampMillisecondArray, UInt32Array,
-};
-use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, TimestampMillisecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
-use arrow::row::{RowConverter, Rows, SortField};
-use datafusion_common::ScalarValue;
-use datafusion_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MIN_WATERMARK};
-use sluice_engine::{Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext};
-use std::collections::{BTreeMap, HashMap};
+use sluice_engine::keyed::{MapState, RowCodec};
+use sluice_engine::{
+    KeyedStore, Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext,
+};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -66,11 +66,9 @@ impl OperatorFactory for WindowAggregateFactory {
     }
 
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
-        let fields = self
-            .key_types
-            .iter()
-            .map(|t| SortField::new(t.clone()))
-            .collect();
+        let state_types = state_types(&self.aggs)?;
+        let mut store = ctx.keyed_store()?;
+        let windows = store.map_state("windows", None)?;
         Ok(Box::new(WindowAggregate {
             spec: WindowAggregateFactory {
                 name: self.name.clone(),
@@ -82,159 +80,78 @@ impl OperatorFactory for WindowAggregateFactory {
                 aggs: self.aggs.clone(),
                 output_schema: self.output_schema.clone(),
             },
-            converter: RowConverter::new(fields)?,
+            key_codec: RowCodec::new(self.key_types.clone()),
+            state_codec: RowCodec::new(state_types.clone()),
+            state_types,
+            store,
+            windows,
             watermark: MIN_WATERMARK,
-            windows: BTreeMap::new(),
-            sessions: HashMap::new(),
             late: ctx.metrics.counter("late rows dropped"),
         }))
     }
 }
 
-enum Acc {
-    Groups(Box<dyn GroupsAccumulator>),
-    Single(Vec<Box<dyn Accumulator>>),
+/// The most (key, window) results emitted in one batch.
+const EMIT_BATCH_ROWS: usize = 8192;
+
+/// A window as a namespace: `[start, end)`, ordered by start then end.
+fn window_ns(start: EventTime, end: EventTime) -> Vec<u8> {
+    let mut ns = Vec::with_capacity(16);
+    ns.extend_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
+    ns.extend_from_slice(&((end as u64) ^ (1 << 63)).to_be_bytes());
+    ns
 }
 
-/// The groups (keys) of one window and their accumulators.
-struct GroupTable {
-    index: HashMap<Box<[u8]>, usize>,
-    keys: Vec<Box<[u8]>>,
-    accs: Vec<Acc>,
+/// A window back from its namespace.
+fn window_of(ns: &[u8]) -> Result<(EventTime, EventTime)> {
+    let field = |at: usize| -> Result<i64> {
+        ns.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(|b: [u8; 8]| (u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+            .ok_or_else(|| SluiceError::Runtime("window state is corrupt: a bad window".into()))
+    };
+    Ok((field(0)?, field(8)?))
 }
 
-impl GroupTable {
-    fn new(aggs: &[AggSpec]) -> Result<Self> {
-        let mut accs = Vec::with_capacity(aggs.len());
-        for a in aggs {
-            accs.push(if a.expr.groups_accumulator_supported() {
-                Acc::Groups(a.expr.create_groups_accumulator().map_err(df)?)
-            } else {
-                Acc::Single(Vec::new())
-            });
-        }
-        Ok(GroupTable {
-            index: HashMap::new(),
-            keys: Vec::new(),
-            accs,
-        })
-    }
-
-    fn group_ids(&mut self, rows: &Rows, idx: &[u32], aggs: &[AggSpec]) -> Result<Vec<usize>> {
-        let mut out = Vec::with_capacity(idx.len());
-        for &r in idx {
-            let key = rows.row(r as usize);
-            let bytes = key.as_ref();
-            let id = match self.index.get(bytes) {
-                Some(&id) => id,
-                None => {
-                    let id = self.keys.len();
-                    self.keys.push(bytes.into());
-                    self.index.insert(bytes.into(), id);
-                    for (acc, a) in self.accs.iter_mut().zip(aggs) {
-                        if let Acc::Single(v) = acc {
-                            v.push(a.expr.create_accumulator().map_err(df)?);
-                        }
-                    }
-                    id
-                }
-            };
-            out.push(id);
-        }
-        Ok(out)
-    }
-
-    fn update(&mut self, inputs: &BatchInputs, idx: &[u32], gids: &[usize]) -> Result<()> {
-        let take_idx = UInt32Array::from(idx.to_vec());
-        let n_groups = self.keys.len();
-        for (a, acc) in self.accs.iter_mut().enumerate() {
-            let args = inputs.args[a]
-                .iter()
-                .map(|c| take(c, &take_idx, None))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let filter = match &inputs.filters[a] {
-                Some(f) => Some(take(f, &take_idx, None)?.as_boolean().clone()),
-                None => None,
-            };
-            match acc {
-                Acc::Groups(g) => g
-                    .update_batch(&args, gids, filter.as_ref(), n_groups)
-                    .map_err(df)?,
-                Acc::Single(v) => {
-                    let mut per_group: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
-                    for (pos, &g) in gids.iter().enumerate() {
-                        if filter
-                            .as_ref()
-                            .is_none_or(|f| f.is_valid(pos) && f.value(pos))
-                        {
-                            per_group.entry(g).or_default().push(pos as u32);
-                        }
-                    }
-                    for (g, positions) in per_group {
-                        let p = UInt32Array::from(positions);
-                        let sub = args
-                            .iter()
-                            .map(|c| take(c, &p, None))
-                            .collect::<std::result::Result<Vec<_>, _>>()?;
-                        v[g].update_batch(&sub).map_err(df)?;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The key rows and aggregate results of every group.
-    fn finish(mut self) -> Result<GroupResults> {
-        let mut results = Vec::with_capacity(self.accs.len());
-        for acc in self.accs.iter_mut() {
-            results.push(match acc {
-                Acc::Groups(g) => g.evaluate(EmitTo::All).map_err(df)?,
-                Acc::Single(v) => {
-                    let values = v
-                        .iter_mut()
-                        .map(|a| a.evaluate())
-                        .collect::<datafusion_common::Result<Vec<_>>>()
-                        .map_err(df)?;
-                    ScalarValue::iter_to_array(values).map_err(df)?
-                }
-            });
-        }
-        Ok((self.keys, results))
-    }
-}
-
-/// Key rows and aggregate results of the groups of one window.
-type GroupResults = (Vec<Box<[u8]>>, Vec<ArrayRef>);
-
-/// A fired window: its bounds, key rows and aggregate results.
-type Fired = ((EventTime, EventTime), Vec<Box<[u8]>>, Vec<ArrayRef>);
-
-/// A fired session: start, end, key row and aggregate values.
-type FiredSession = (EventTime, EventTime, Box<[u8]>, Vec<ScalarValue>);
-
-/// The aggregate arguments and filters of one batch, evaluated once.
-struct BatchInputs {
-    args: Vec<Vec<ArrayRef>>,
-    filters: Vec<Option<ArrayRef>>,
-}
-
-struct Session {
+/// A (key, window) group due to fire: start, end, key and stored state.
+struct Due {
     start: EventTime,
     end: EventTime,
-    accs: Vec<Box<dyn Accumulator>>,
-    /// Rows of the current batch not yet added to `accs`.
-    pending: Vec<u32>,
+    key: Vec<u8>,
+    state: Vec<u8>,
+}
+
+/// Rows of a batch for one (key, window) group.
+struct GroupUpdate<'a> {
+    key: &'a [u8],
+    window: (EventTime, EventTime),
+    /// The stored windows of the key whose state the group takes over (itself, or the
+    /// sessions it merges); those other than `window` are removed.
+    merged: Vec<(EventTime, EventTime)>,
+    /// The rows of the batch that go into it.
+    rows: Vec<u32>,
+}
+
+/// A session of one key while a batch is merged into that key's sessions.
+struct OpenSession {
+    start: EventTime,
+    end: EventTime,
+    /// The stored sessions merged into this one (indexes into the key's stored sessions).
+    merged: Vec<usize>,
+    /// Rows of the batch that fall into it.
+    rows: Vec<u32>,
 }
 
 struct WindowAggregate {
     spec: WindowAggregateFactory,
-    converter: RowConverter,
+    key_codec: RowCodec,
+    /// Encodes the accumulators' state of a (key, window) group.
+    state_codec: RowCodec,
+    state_types: Vec<DataType>,
+    store: KeyedStore,
+    /// Per key: window namespace -> the accumulators' state.
+    windows: MapState<Vec<u8>, Vec<u8>>,
     watermark: EventTime,
-    /// Open windows by (end, start).
-    windows: BTreeMap<(EventTime, EventTime), GroupTable>,
-    /// Open sessions by key.
-    sessions: HashMap<Box<[u8]>, Vec<Session>>,
     late: Arc<AtomicU64>,
 }
 
@@ -264,50 +181,238 @@ impl WindowAggregate {
         Ok(BatchInputs { args, filters })
     }
 
-    fn key_rows(&self, batch: &RecordBatch) -> Result<Rows> {
+    /// The stable key of every row of `batch` (the empty key for a keyless aggregate).
+    fn keys(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         let n = batch.num_rows();
         let cols = self
             .spec
             .keys
             .iter()
-            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<datafusion_common::Result<Vec<_>>>()
-            .map_err(df)?;
-        if cols.is_empty() {
-            // No key: every row is in the one group.
-            let empty = RowConverter::new(vec![SortField::new(DataType::Boolean)])?;
-            let ones: ArrayRef = Arc::new(BooleanArray::from(vec![true; n]));
-            return Ok(empty.convert_columns(&[ones])?);
-        }
-        Ok(self.converter.convert_columns(&cols)?)
+            .zip(&self.spec.key_types)
+            .map(|(e, t)| {
+                let c = e
+                    .evaluate(batch)
+                    .and_then(|v| v.into_array(n))
+                    .map_err(df)?;
+                as_type(c, t)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.key_codec.encode_rows(&cols, n)
     }
 
-    fn emit(&self, windows: Vec<Fired>, out: &mut Output) -> Result<()> {
-        for ((start, end), keys, results) in windows {
-            let n = keys.len();
-            if n == 0 {
-                continue;
+    /// Adds the rows of each [`GroupUpdate`] to its (key, window) group: the stored states it
+    /// takes over are loaded (and those of merged sessions removed with their timers), the
+    /// rows added in one vectorised pass over all groups, and the states written back; a new
+    /// group gets its timer.
+    fn accumulate(&mut self, inputs: &BatchInputs, groups: &[GroupUpdate<'_>]) -> Result<()> {
+        if groups.is_empty() {
+            return Ok(());
+        }
+        // The stored states to merge: bytes, and the group each goes to.
+        let mut stored: Vec<Vec<u8>> = Vec::new();
+        let mut stored_ids: Vec<usize> = Vec::new();
+        let mut idx: Vec<u32> = Vec::new();
+        let mut gids: Vec<usize> = Vec::new();
+        for (g, u) in groups.iter().enumerate() {
+            let (key, (start, end)) = (u.key, u.window);
+            self.store.set_current_key(key)?;
+            let mut has_timer = false;
+            for &(s, e) in &u.merged {
+                let ns = window_ns(s, e);
+                let Some(b) = self.windows.get(&mut self.store, &ns)? else {
+                    continue;
+                };
+                stored.push(b);
+                stored_ids.push(g);
+                if (s, e) == (start, end) {
+                    has_timer = true;
+                } else {
+                    // A session merged into a larger one: its state and timer go.
+                    self.windows.remove(&mut self.store, &ns)?;
+                    self.store.delete_event_timer(e - 1, &ns);
+                }
             }
-            let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
-            let key_columns = self.key_columns(&key_refs)?;
+            if !has_timer {
+                self.store
+                    .register_event_timer(end - 1, &window_ns(start, end))?;
+            }
+            idx.extend_from_slice(&u.rows);
+            gids.extend(std::iter::repeat_n(g, u.rows.len()));
+        }
+        let aggs = &self.spec.aggs;
+        let mut accs = GroupAccumulators::new(aggs, groups.len())?;
+        if !stored.is_empty() {
+            let rows: Vec<&[u8]> = stored.iter().map(|b| b.as_slice()).collect();
+            accs.merge(&self.state_codec.decode(&rows)?, &stored_ids)?;
+        }
+        accs.update(inputs, &idx, &gids)?;
+        // (A query without aggregates has no state columns: every group's state is empty.)
+        let state = self
+            .state_codec
+            .encode_rows(&accs.state(&self.state_types)?, groups.len())?;
+        for (u, bytes) in groups.iter().zip(state) {
+            self.store.set_current_key(u.key)?;
+            let (start, end) = u.window;
+            self.windows
+                .put(&mut self.store, &window_ns(start, end), &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Tumbling, hopping and cumulating windows: every row goes to each of its windows that
+    /// has not fired.
+    fn process_windows(
+        &mut self,
+        times: &[i64],
+        keys: &[Vec<u8>],
+        inputs: &BatchInputs,
+    ) -> Result<()> {
+        let mut per_group: HashMap<(&[u8], EventTime, EventTime), Vec<u32>> = HashMap::new();
+        let mut late = 0u64;
+        let wm = self.watermark;
+        for (i, &ts) in times.iter().enumerate() {
+            let mut assigned = false;
+            let key = keys[i].as_slice();
+            self.spec.kind.assign(ts, |start, end| {
+                if end - 1 > wm {
+                    per_group
+                        .entry((key, start, end))
+                        .or_default()
+                        .push(i as u32);
+                    assigned = true;
+                }
+            });
+            if !assigned {
+                late += 1;
+            }
+        }
+        self.late.fetch_add(late, Ordering::Relaxed);
+        let groups: Vec<_> = per_group
+            .into_iter()
+            .map(|((key, s, e), rows)| GroupUpdate {
+                key,
+                window: (s, e),
+                merged: vec![(s, e)],
+                rows,
+            })
+            .collect();
+        self.accumulate(inputs, &groups)
+    }
+
+    /// Session windows: the rows of each key are merged into its stored sessions; a row
+    /// whose session would already have fired, and that bridges no open session, is late.
+    fn process_sessions(
+        &mut self,
+        gap: i64,
+        times: &[i64],
+        keys: &[Vec<u8>],
+        inputs: &BatchInputs,
+    ) -> Result<()> {
+        let mut by_key: HashMap<&[u8], Vec<u32>> = HashMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            by_key.entry(key.as_slice()).or_default().push(i as u32);
+        }
+        let mut late = 0;
+        let mut groups = Vec::new();
+        for (key, mut idx) in by_key {
+            idx.sort_by_key(|&i| times[i as usize]);
+            self.store.set_current_key(key)?;
+            let stored: Vec<(EventTime, EventTime)> = self
+                .windows
+                .entries(&mut self.store)?
+                .iter()
+                .map(|(ns, _)| window_of(ns))
+                .collect::<Result<_>>()?;
+            let mut sessions: Vec<OpenSession> = stored
+                .iter()
+                .enumerate()
+                .map(|(k, &(start, end))| OpenSession {
+                    start,
+                    end,
+                    merged: vec![k],
+                    rows: Vec::new(),
+                })
+                .collect();
+            for i in idx {
+                let ts = times[i as usize];
+                let (s, e) = (ts, ts + gap);
+                // Flink merges windows that touch: [a, b) and [b, c).
+                let overlapping: Vec<usize> = (0..sessions.len())
+                    .filter(|&k| sessions[k].start <= e && s <= sessions[k].end)
+                    .collect();
+                let Some(&first) = overlapping.first() else {
+                    if e - 1 <= self.watermark {
+                        late += 1;
+                    } else {
+                        sessions.push(OpenSession {
+                            start: s,
+                            end: e,
+                            merged: Vec::new(),
+                            rows: vec![i],
+                        });
+                    }
+                    continue;
+                };
+                for &k in overlapping[1..].iter().rev() {
+                    let mut other = sessions.remove(k);
+                    let target = &mut sessions[first];
+                    target.start = target.start.min(other.start);
+                    target.end = target.end.max(other.end);
+                    target.merged.append(&mut other.merged);
+                    target.rows.append(&mut other.rows);
+                }
+                let target = &mut sessions[first];
+                target.start = target.start.min(s);
+                target.end = target.end.max(e);
+                target.rows.push(i);
+            }
+            for session in sessions {
+                if session.rows.is_empty() {
+                    continue; // untouched by this batch
+                }
+                groups.push(GroupUpdate {
+                    key,
+                    window: (session.start, session.end),
+                    merged: session.merged.iter().map(|&k| stored[k]).collect(),
+                    rows: session.rows,
+                });
+            }
+        }
+        self.late.fetch_add(late, Ordering::Relaxed);
+        self.accumulate(inputs, &groups)
+    }
+
+    /// Evaluates due groups (in the order given) and emits them.
+    fn fire(&self, due: &[Due], out: &mut Output) -> Result<()> {
+        for chunk in due.chunks(EMIT_BATCH_ROWS) {
+            let n = chunk.len();
+            let rows: Vec<&[u8]> = chunk.iter().map(|d| d.state.as_slice()).collect();
+            let mut accs = GroupAccumulators::new(&self.spec.aggs, n)?;
+            let ids: Vec<usize> = (0..n).collect();
+            accs.merge(&self.state_codec.decode(&rows)?, &ids)?;
+            let results = accs.evaluate()?;
+            let keys: Vec<&[u8]> = chunk.iter().map(|d| d.key.as_slice()).collect();
+            let key_columns = self.key_codec.decode(&keys)?;
             let mut columns: Vec<ArrayRef> = Vec::new();
             for (i, c) in self.spec.layout.iter().enumerate() {
                 let field = self.spec.output_schema.field(i);
-                let ts = |v: i64| -> Result<ArrayRef> {
-                    let a: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![v; n]));
+                let ts = |f: fn(&Due) -> i64| -> Result<ArrayRef> {
+                    let a: ArrayRef = Arc::new(TimestampMillisecondArray::from_iter_values(
+                        chunk.iter().map(f),
+                    ));
                     Ok(cast(&a, field.data_type())?)
                 };
                 columns.push(match c {
                     OutCol::Key(k) => key_columns[*k].clone(),
-                    OutCol::Start => ts(start)?,
-                    OutCol::End => ts(end)?,
-                    OutCol::Time => ts(end - 1)?,
+                    OutCol::Start => ts(|d| d.start)?,
+                    OutCol::End => ts(|d| d.end)?,
+                    OutCol::Time => ts(|d| d.end - 1)?,
                 });
             }
             let offset = self.spec.layout.len();
             for (j, r) in results.into_iter().enumerate() {
                 let t = self.spec.output_schema.field(offset + j).data_type();
-                columns.push(if r.data_type() == t { r } else { cast(&r, t)? });
+                columns.push(as_type(r, t)?);
             }
             let batch = RecordBatch::try_new(self.spec.output_schema.clone(), columns)
                 .map_err(|e| SluiceError::Runtime(format!("{}: {e}", self.spec.name)))?;
@@ -316,249 +421,28 @@ impl WindowAggregate {
         Ok(())
     }
 
-    fn process_sessions(
-        &mut self,
-        gap: i64,
-        times: &[i64],
-        rows: &Rows,
-        inputs: &BatchInputs,
-    ) -> Result<()> {
-        // Group the batch's rows by key, in event-time order.
-        let mut by_key: HashMap<&[u8], Vec<u32>> = HashMap::new();
-        for i in 0..times.len() {
-            by_key.entry(rows.row(i).data()).or_default().push(i as u32);
-        }
-        let aggs = self.spec.aggs.clone();
-        let mut late = 0;
-        for (key, mut idx) in by_key {
-            idx.sort_by_key(|&i| times[i as usize]);
-            let sessions = self.sessions.entry(key.into()).or_default();
-            for i in idx {
-                let ts = times[i as usize];
-                let (s, e) = (ts, ts + gap);
-                // Flink merges windows that touch: [a, b) and [b, c).
-                let overlapping: Vec<usize> = (0..sessions.len())
-                    .filter(|&k| sessions[k].start <= e && s <= sessions[k].end)
-                    .collect();
-                if overlapping.is_empty() {
-                    if e - 1 <= self.watermark {
-                        late += 1;
-                        continue;
-                    }
-                    let accs = aggs
-                        .iter()
-                        .map(|a| a.expr.create_accumulator())
-                        .collect::<datafusion_common::Result<Vec<_>>>()
-                        .map_err(df)?;
-                    sessions.push(Session {
-                        start: s,
-                        end: e,
-                        accs,
-                        pending: vec![i],
-                    });
-                    continue;
-                }
-                // Merge every overlapping session into the first.
-                let first = overlapping[0];
-                for &k in overlapping[1..].iter().rev() {
-                    let mut other = sessions.remove(k);
-                    let target = &mut sessions[first];
-                    target.start = target.start.min(other.start);
-                    target.end = target.end.max(other.end);
-                    target.pending.append(&mut other.pending);
-                    for (acc, mut o) in target.accs.iter_mut().zip(other.accs) {
-                        let state = o
-                            .state()
-                            .map_err(df)?
-                            .into_iter()
-                            .map(|v| v.to_array())
-                            .collect::<datafusion_common::Result<Vec<_>>>()
-                            .map_err(df)?;
-                        acc.merge_batch(&state).map_err(df)?;
-                    }
-                }
-                let target = &mut sessions[first];
-                target.start = target.start.min(s);
-                target.end = target.end.max(e);
-                target.pending.push(i);
-            }
-            for session in sessions.iter_mut() {
-                if session.pending.is_empty() {
-                    continue;
-                }
-                let p = UInt32Array::from(std::mem::take(&mut session.pending));
-                for (a, acc) in session.accs.iter_mut().enumerate() {
-                    let mut args = inputs.args[a]
-                        .iter()
-                        .map(|c| take(c, &p, None))
-                        .collect::<std::result::Result<Vec<_>, _>>()?;
-                    if let Some(f) = &inputs.filters[a] {
-                        let f = take(f, &p, None)?;
-                        let mask = f.as_boolean();
-                        args = args
-                            .iter()
-                            .map(|c| arrow::compute::filter(c, mask))
-                            .collect::<std::result::Result<Vec<_>, _>>()?;
-                    }
-                    acc.update_batch(&args).map_err(df)?;
-                }
-            }
-        }
-        self.late.fetch_add(late, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-impl WindowAggregate {
-    /// The key row of every row of a keyless aggregate.
-    fn keyless_key() -> Result<Box<[u8]>> {
-        let c = RowConverter::new(vec![SortField::new(DataType::Boolean)])?;
-        let ones: ArrayRef = Arc::new(BooleanArray::from(vec![true]));
-        Ok(c.convert_columns(&[ones])?.row(0).as_ref().into())
-    }
-
-    /// Key rows as columns (none for a keyless aggregate).
-    fn key_columns(&self, keys: &[&[u8]]) -> Result<Vec<ArrayRef>> {
-        if self.spec.keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let parser = self.converter.parser();
-        Ok(self
-            .converter
-            .convert_rows(keys.iter().map(|k| parser.parse(k)))?)
-    }
-
-    /// Key rows back from the first `self.spec.keys.len()` columns of `batch`.
-    fn key_rows_of(&self, batch: &RecordBatch) -> Result<Vec<Box<[u8]>>> {
-        let n = batch.num_rows();
-        if self.spec.keys.is_empty() {
-            let k = Self::keyless_key()?;
-            return Ok(vec![k; n]);
-        }
-        let cols = batch.columns()[..self.spec.keys.len()].to_vec();
-        let rows = self.converter.convert_columns(&cols)?;
-        Ok((0..n).map(|i| rows.row(i).as_ref().into()).collect())
-    }
-
-    /// Splits the state columns after `from` into one group per aggregate.
-    fn agg_columns(&self, batch: &RecordBatch, from: usize) -> Result<Vec<Vec<ArrayRef>>> {
-        let mut at = from;
-        let mut out = Vec::new();
-        for width in state_widths(&self.spec.aggs)? {
-            let cols = batch
-                .columns()
-                .get(at..at + width)
-                .ok_or_else(|| {
-                    SluiceError::Runtime(format!(
-                        "{}: the checkpointed state has {} columns, fewer than this query's aggregates need",
-                        self.spec.name,
-                        batch.num_columns()
-                    ))
-                })?
-                .to_vec();
-            out.push(cols);
-            at += width;
-        }
-        Ok(out)
-    }
-}
-
-impl Operator for WindowAggregate {
-    fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
-        state.put_i64(self.watermark);
-        let windows: Vec<(EventTime, EventTime)> = self.windows.keys().copied().collect();
-        state.put_u64(windows.len() as u64);
-        for w in windows {
-            let Some(mut table) = self.windows.remove(&w) else {
-                continue;
-            };
-            let n = table.keys.len();
-            let keys: Vec<&[u8]> = table.keys.iter().map(|k| k.as_ref()).collect();
-            let mut columns = self.key_columns(&keys)?;
-            for (acc, spec) in table.accs.iter_mut().zip(&self.spec.aggs) {
-                columns.extend(match acc {
-                    Acc::Groups(g) => snapshot_groups_accumulator(g, spec, n)?,
-                    Acc::Single(v) => {
-                        let mut refs: Vec<&mut Box<dyn Accumulator>> = v.iter_mut().collect();
-                        snapshot_accumulators(&mut refs, spec, false)?
-                    }
-                });
-            }
-            state.put_i64(w.0);
-            state.put_i64(w.1);
-            state.put_columns(columns, n)?;
-            self.windows.insert(w, table);
-        }
-        // Sessions: one row per session.
-        let mut keys: Vec<Box<[u8]>> = Vec::new();
-        let mut bounds: Vec<(i64, i64)> = Vec::new();
-        let mut per_agg: Vec<Vec<&mut Box<dyn Accumulator>>> =
-            self.spec.aggs.iter().map(|_| Vec::new()).collect();
-        for (key, sessions) in self.sessions.iter_mut() {
-            for session in sessions.iter_mut() {
-                keys.push(key.clone());
-                bounds.push((session.start, session.end));
-                for (a, acc) in session.accs.iter_mut().enumerate() {
-                    per_agg[a].push(acc);
-                }
-            }
-        }
-        state.put_u64(keys.len() as u64);
-        if !keys.is_empty() {
-            let mut state_cols = Vec::new();
-            for (mut accs, spec) in per_agg.into_iter().zip(&self.spec.aggs) {
-                state_cols.extend(snapshot_accumulators(&mut accs, spec, false)?);
-            }
-            let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
-            let mut columns = self.key_columns(&key_refs)?;
-            columns.push(Arc::new(Int64Array::from_iter_values(
-                bounds.iter().map(|b| b.0),
-            )));
-            columns.push(Arc::new(Int64Array::from_iter_values(
-                bounds.iter().map(|b| b.1),
-            )));
-            columns.extend(state_cols);
-            state.put_columns(columns, keys.len())?;
-        }
-        Ok(())
-    }
-
-    fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
-        self.watermark = state.i64()?;
+    /// Reads a checkpoint of Sluice 0.1 (or 0.2), which kept the windows in the operator: a
+    /// batch of key columns and accumulator states per window, then one of every session
+    /// with its bounds. Each subtask moves the groups of its key groups into keyed state.
+    fn restore_operator_windows(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        let k = self.spec.keys.len();
         for _ in 0..state.count()? {
             let end = state.i64()?;
             let start = state.i64()?;
             let batch = state.batch()?;
-            let n = batch.num_rows();
-            let keys = self.key_rows_of(&batch)?;
-            let agg_cols = self.agg_columns(&batch, self.spec.keys.len())?;
-            let mut table = GroupTable::new(&self.spec.aggs)?;
-            for (i, k) in keys.into_iter().enumerate() {
-                table.index.insert(k.clone(), i);
-                table.keys.push(k);
-            }
-            for ((acc, spec), cols) in table.accs.iter_mut().zip(&self.spec.aggs).zip(&agg_cols) {
-                match acc {
-                    Acc::Groups(g) => *g = restore_groups_accumulator(spec, cols, n)?,
-                    Acc::Single(v) => {
-                        for row in 0..n {
-                            v.push(restore_accumulator(spec, false, cols, row)?);
-                        }
-                    }
-                }
-            }
-            self.windows.insert((end, start), table);
+            let cols = batch.columns();
+            self.restore_groups(
+                &cols[..k.min(cols.len())],
+                &cols[k.min(cols.len())..],
+                |_| Ok((start, end)),
+            )?;
         }
-        let sessions = state.count()?;
-        if sessions > 0 {
+        if state.count()? > 0 {
             let batch = state.batch()?;
-            let keys = self.key_rows_of(&batch)?;
-            let k = self.spec.keys.len();
-            let column = |i: usize| -> Result<Int64Array> {
-                batch
-                    .columns()
-                    .get(i)
-                    .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+            let cols = batch.columns();
+            let bound = |i: usize| -> Result<Int64Array> {
+                cols.get(i)
+                    .and_then(|c| c.as_primitive_opt::<Int64Type>())
                     .cloned()
                     .ok_or_else(|| {
                         SluiceError::Runtime(format!(
@@ -567,24 +451,82 @@ impl Operator for WindowAggregate {
                         ))
                     })
             };
-            let (starts, ends) = (column(k)?, column(k + 1)?);
-            let agg_cols = self.agg_columns(&batch, k + 2)?;
-            for (row, key) in keys.into_iter().enumerate() {
-                let accs = self
-                    .spec
-                    .aggs
-                    .iter()
-                    .zip(&agg_cols)
-                    .map(|(spec, cols)| restore_accumulator(spec, false, cols, row))
-                    .collect::<Result<Vec<_>>>()?;
-                self.sessions.entry(key).or_default().push(Session {
-                    start: starts.value(row),
-                    end: ends.value(row),
-                    accs,
-                    pending: Vec::new(),
-                });
-            }
+            let (starts, ends) = (bound(k)?, bound(k + 1)?);
+            self.restore_groups(&cols[..k], &cols[k + 2..], |row| {
+                Ok((starts.value(row), ends.value(row)))
+            })?;
         }
+        Ok(())
+    }
+
+    /// Puts the groups of this subtask's key groups into keyed state: row `i` has key
+    /// `key_cols`, state `state_cols` and window `window(i)`.
+    fn restore_groups(
+        &mut self,
+        key_cols: &[ArrayRef],
+        state_cols: &[ArrayRef],
+        window: impl Fn(usize) -> Result<(EventTime, EventTime)>,
+    ) -> Result<()> {
+        let n = state_cols.first().map(|c| c.len()).unwrap_or(0);
+        if state_cols.len() != self.state_types.len() {
+            return Err(SluiceError::Runtime(format!(
+                "{}: the checkpointed state does not match this query's aggregates",
+                self.spec.name
+            )));
+        }
+        let state_cols = state_cols
+            .iter()
+            .zip(&self.state_types)
+            .map(|(c, t)| as_type(c.clone(), t))
+            .collect::<Result<Vec<_>>>()?;
+        let key_cols = key_cols
+            .iter()
+            .zip(&self.spec.key_types)
+            .map(|(c, t)| as_type(c.clone(), t))
+            .collect::<Result<Vec<_>>>()?;
+        let keys = self.key_codec.encode_rows(&key_cols, n)?;
+        let states = self.state_codec.encode_rows(&state_cols, n)?;
+        for (i, (key, bytes)) in keys.iter().zip(states).enumerate() {
+            if !self.store.owns_key(key) {
+                continue;
+            }
+            let (start, end) = window(i)?;
+            let ns = window_ns(start, end);
+            self.store.set_current_key(key)?;
+            self.windows.put(&mut self.store, &ns, &bytes)?;
+            self.store.register_event_timer(end - 1, &ns)?;
+        }
+        Ok(())
+    }
+}
+
+impl Operator for WindowAggregate {
+    fn keyed_store(&mut self) -> Option<&mut KeyedStore> {
+        Some(&mut self.store)
+    }
+
+    fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
+        state.put_i64(self.watermark);
+        // No windows and no sessions here: they are in keyed state (earlier versions wrote
+        // them here, and a restore still reads them).
+        state.put_u64(0);
+        state.put_u64(0);
+        Ok(())
+    }
+
+    fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        self.watermark = state.i64()?;
+        self.restore_operator_windows(state)
+    }
+
+    /// The windows are keyed state; the watermark is the smallest the old subtasks had.
+    fn restore_rescaled(&mut self, _old: usize, states: &mut [StateReader<'_>]) -> Result<()> {
+        let mut watermark = EventTime::MAX;
+        for state in states.iter_mut() {
+            self.restore_state(state)?;
+            watermark = watermark.min(self.watermark);
+        }
+        self.watermark = watermark.min(self.watermark);
         Ok(())
     }
 
@@ -612,89 +554,55 @@ impl Operator for WindowAggregate {
                 self.spec.name
             )));
         }
-        let times = time.values();
-        let rows = self.key_rows(data)?;
+        let keys = self.keys(data)?;
         let inputs = self.inputs(data)?;
-        if let WindowKind::Session { gap } = self.spec.kind {
-            return self.process_sessions(gap, times, &rows, &inputs);
-        }
-        let mut per_window: HashMap<(EventTime, EventTime), Vec<u32>> = HashMap::new();
-        let mut late = 0u64;
-        let wm = self.watermark;
-        for (i, &ts) in times.iter().enumerate() {
-            let mut assigned = false;
-            self.spec.kind.assign(ts, |start, end| {
-                if end - 1 > wm {
-                    per_window.entry((end, start)).or_default().push(i as u32);
-                    assigned = true;
-                }
-            });
-            if !assigned {
-                late += 1;
+        match self.spec.kind {
+            WindowKind::Session { gap } => {
+                self.process_sessions(gap, time.values(), &keys, &inputs)
             }
+            _ => self.process_windows(time.values(), &keys, &inputs),
         }
-        if late > 0 {
-            self.late.fetch_add(late, Ordering::Relaxed);
-        }
-        for (w, idx) in per_window {
-            let table = match self.windows.get_mut(&w) {
-                Some(t) => t,
-                None => self
-                    .windows
-                    .entry(w)
-                    .or_insert(GroupTable::new(&self.spec.aggs)?),
-            };
-            let gids = table.group_ids(&rows, &idx, &self.spec.aggs)?;
-            table.update(&inputs, &idx, &gids)?;
-        }
-        Ok(())
     }
 
     fn process_watermark(&mut self, watermark: EventTime, out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        let wm = self.watermark;
-        let mut fired = Vec::new();
-        while let Some(entry) = self.windows.first_entry() {
-            let (end, start) = *entry.key();
-            if end - 1 > wm {
-                break;
-            }
-            let table = entry.remove();
-            let (keys, results) = table.finish()?;
-            fired.push(((start, end), keys, results));
+        let mut due = Vec::new();
+        for timer in self.store.pop_event_timers(self.watermark) {
+            self.store.set_current_timer_key(&timer);
+            let Some(state) = self.windows.get(&mut self.store, &timer.namespace)? else {
+                continue;
+            };
+            self.windows.remove(&mut self.store, &timer.namespace)?;
+            let (start, end) = window_of(&timer.namespace)?;
+            due.push(Due {
+                start,
+                end,
+                key: timer.key,
+                state,
+            });
         }
-        if !self.sessions.is_empty() {
-            let mut done: Vec<FiredSession> = Vec::new();
-            for (key, sessions) in self.sessions.iter_mut() {
-                let mut k = 0;
-                while k < sessions.len() {
-                    if sessions[k].end - 1 <= wm {
-                        let mut s = sessions.remove(k);
-                        let values = s
-                            .accs
-                            .iter_mut()
-                            .map(|a| a.evaluate())
-                            .collect::<datafusion_common::Result<Vec<_>>>()
-                            .map_err(df)?;
-                        done.push((s.start, s.end, key.clone(), values));
-                    } else {
-                        k += 1;
-                    }
-                }
-            }
-            self.sessions.retain(|_, v| !v.is_empty());
-            done.sort_by_key(|a| (a.1, a.0));
-            for (start, end, key, values) in done {
-                let results = values
-                    .into_iter()
-                    .map(|v| v.to_array())
-                    .collect::<datafusion_common::Result<Vec<_>>>()
-                    .map_err(df)?;
-                fired.push(((start, end), vec![key], results));
-            }
-        }
-        self.emit(fired, out)?;
+        // Windows in the order they end (sessions of one end by start).
+        due.sort_by_key(|d| (d.end, d.start));
+        self.fire(&due, out)?;
         out.watermark(watermark);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_namespaces_order_by_start_then_end_and_read_back() {
+        let windows = [(-5_000, 0), (-1, 9), (0, 10), (0, 20), (10, 20)];
+        let encoded: Vec<Vec<u8>> = windows.iter().map(|&(s, e)| window_ns(s, e)).collect();
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(sorted, encoded);
+        for (ns, w) in encoded.iter().zip(windows) {
+            assert_eq!(window_of(ns).unwrap(), w);
+        }
+        assert!(window_of(&[1, 2, 3]).is_err());
     }
 }
