@@ -76,6 +76,14 @@ pub trait SourceFactory: Send + Sync {
         false
     }
 
+    /// True if the changes are upserts (Flink's upsert changelog mode): `+U` is the latest
+    /// row of its primary key, whatever came before, and `-D` carries only the key columns.
+    /// The planner then adds a `ChangelogNormalize` keyed by the primary key, which keeps
+    /// the last row of every key and emits a proper changelog (`+I`, `-U`/`+U`, `-D`).
+    fn produces_upserts(&self) -> bool {
+        false
+    }
+
     /// Creates the reader of one subtask; the readers of all subtasks divide the input.
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn SourceReader>>;
 }

@@ -5,6 +5,7 @@
 
 use crate::catalog::{column_names, df_error, Catalog, WindowRelation};
 use crate::operators::calc::{CalcFactory, CalcStep};
+use crate::operators::changelog_normalize::ChangelogNormalizeFactory;
 use crate::operators::group_aggregate::GroupAggregateFactory;
 use crate::operators::top_n::{SortKey, WindowTopNFactory};
 use crate::operators::watermark::WatermarkAssignerFactory;
@@ -578,6 +579,7 @@ impl Planner<'_> {
         };
         let factory = self.registry.source(&connector, &spec)?;
         let updating = factory.produces_updates();
+        let upserts = factory.produces_upserts();
         let parallelism = match table.options.i64("scan.parallelism")? {
             Some(p) if p > 0 => p as usize,
             _ => self.config.parallelism,
@@ -639,6 +641,26 @@ impl Planner<'_> {
                 Partitioning::Forward,
             );
             rowtime = Some(*idx);
+        }
+        if upserts {
+            // Upserts become a changelog behind a hash exchange on the primary key, after
+            // the watermark assigner (which keeps the source's per-split watermarks), as in
+            // Flink's plan for upsert-kafka.
+            let key_columns = table.primary_key.clone();
+            let f = Arc::new(ChangelogNormalizeFactory {
+                table: name.to_string(),
+                key_columns: key_columns.clone(),
+                schema: table.schema.clone(),
+                state_ttl: self.config.state_ttl,
+            });
+            node = self.add(
+                graph,
+                format!("ChangelogNormalize({name})"),
+                parallelism,
+                f,
+                node,
+                Partitioning::Hash(key_columns),
+            );
         }
         Ok(Stream {
             node,

@@ -390,6 +390,71 @@ SELECT COUNT(*), SUM(hits) FROM totals;"
     );
 }
 
+/// Upserts and tombstones of an upsert-kafka table with a watermark on a value column, read
+/// at parallelism 2: a ChangelogNormalize keyed by the primary key turns them into Flink's
+/// changelog (a tombstone has no time, and does not stop the watermark).
+#[test]
+fn upsert_kafka_changelog_is_normalized_by_key_at_parallelism_two() {
+    let (_d, b) = broker();
+    let bs = b.bootstrap();
+    create_topic(&b, "prices", 2);
+    let records = [
+        ("a", Some((1, "00:00:01"))),
+        ("b", Some((5, "00:00:02"))),
+        ("a", Some((2, "00:00:03"))),
+        ("a", Some((2, "00:00:03"))),
+        ("c", None),
+        ("b", None),
+        ("b", Some((6, "00:00:04"))),
+        ("d", Some((7, "00:00:05"))),
+    ];
+    let mut input = String::new();
+    for (k, v) in records {
+        input.push_str(&format!("{{\"k\":\"{k}\"}}|"));
+        if let Some((v, t)) = v {
+            input.push_str(&format!(
+                "{{\"k\":\"{k}\",\"v\":{v},\"ts\":\"2024-01-01 {t}\"}}"
+            ));
+        }
+        input.push('\n');
+    }
+    kcat(
+        &[
+            "-P",
+            "-b",
+            &bs,
+            "-t",
+            "prices",
+            "-K",
+            "|",
+            "-Z",
+            "-X",
+            "partitioner=murmur2_random",
+        ],
+        &input,
+    );
+    let read = format!(
+        "SET 'parallelism.default' = '2';
+CREATE TABLE prices (k STRING, v BIGINT, ts TIMESTAMP(3), PRIMARY KEY (k) NOT ENFORCED,
+  WATERMARK FOR ts AS ts) WITH (
+  'connector' = 'upsert-kafka', 'topic' = 'prices', 'properties.bootstrap.servers' = '{bs}',
+  'scan.bounded.mode' = 'latest-offset', 'key.format' = 'json', 'value.format' = 'json');
+SELECT k, v FROM prices;"
+    );
+    let (ok, plan, err) = run_sql(&format!("{read}\nEXPLAIN SELECT k, v FROM prices;"), &[]);
+    assert!(ok, "{err}");
+    assert!(plan.contains("ChangelogNormalize(prices)"), "{plan}");
+    let (ok, out, err) = run_sql(&read, &[]);
+    assert!(ok, "{err}");
+    let mut got = printed(&out);
+    got.sort();
+    let mut expected = vec![
+        "+I[a, 1]", "+I[b, 5]", "-U[a, 1]", "+U[a, 2]", "-D[b, 5]", "+I[b, 6]", "+I[d, 7]",
+    ];
+    expected.sort();
+    assert_eq!(got, expected, "{out}");
+}
+
 #[test]
 fn malformed_records_name_topic_partition_and_offset_or_are_skipped() {
     let (_d, b) = broker();

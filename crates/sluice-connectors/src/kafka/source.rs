@@ -5,12 +5,11 @@
 use super::options::{client_config, BoundedMode, KafkaOptions, LogContext, StartupMode, Topics};
 use crate::format::{self, LineDecoder};
 use arrow::array::{
-    Array, ArrayRef, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    Array, ArrayRef, Int32Array, Int64Array, StringArray, TimestampMillisecondArray, UInt32Array,
 };
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use arrow::row::{OwnedRow, RowConverter, SortField};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message as _, Timestamp};
@@ -121,6 +120,12 @@ impl SourceFactory for KafkaSourceFactory {
         self.options.upsert
     }
 
+    /// upsert-kafka: a record is the latest row of its key (`+U`), a tombstone deletes the
+    /// key (`-D` with the key columns); the planner adds a ChangelogNormalize.
+    fn produces_upserts(&self) -> bool {
+        self.options.upsert
+    }
+
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn SourceReader>> {
         let consumer: BaseConsumer<LogContext> = consumer_config(&self.options, ctx.subtask_index)
             .create_with_context(LogContext {
@@ -130,11 +135,6 @@ impl SourceFactory for KafkaSourceFactory {
                 SluiceError::Config(format!("{}: Kafka client: {e}", self.options.owner))
             })?;
         let produced = self.spec.produced_schema();
-        let normalizer = if self.options.upsert {
-            Some(Normalizer::new(&produced)?)
-        } else {
-            None
-        };
         Ok(Box::new(KafkaReader {
             consumer,
             options: self.options.clone(),
@@ -163,7 +163,6 @@ impl SourceFactory for KafkaSourceFactory {
             restored: None,
             pending_commits: BTreeMap::new(),
             checkpointing: ctx.checkpointing,
-            normalizer,
             skipped: ctx.metrics.counter(&format!(
                 "{}: records skipped as malformed",
                 self.spec.table
@@ -279,7 +278,6 @@ struct KafkaReader {
     /// Offsets to commit to the group when a checkpoint completes.
     pending_commits: BTreeMap<CheckpointId, Vec<(String, i32, i64)>>,
     checkpointing: bool,
-    normalizer: Option<Normalizer>,
     skipped: Arc<AtomicU64>,
     records_in: Arc<AtomicU64>,
     last_commit: Instant,
@@ -638,7 +636,7 @@ impl KafkaReader {
             _ => None,
         };
         let rows = self.assemble(
-            &value_batch,
+            Some(&value_batch),
             key_batch.as_ref(),
             buf,
             &kept,
@@ -648,28 +646,55 @@ impl KafkaReader {
         if !upsert {
             return Ok(Some(ChangeBatch::inserts(rows)));
         }
-        // Deletes: records without a value, keyed by their raw key bytes.
-        let mut changes: Vec<(usize, Option<usize>)> = Vec::new(); // (record, row in `rows`)
-        let mut row = 0;
-        for i in 0..buf.len() {
-            if kept.get(row) == Some(&i) {
-                changes.push((i, Some(row)));
-                row += 1;
-            } else if buf.value(i).is_none() {
-                changes.push((i, None));
-            }
+        // Tombstones delete their key: a row of the key columns (from the record key) and
+        // metadata, the other columns NULL.
+        let tombstones: Vec<usize> = (0..buf.len()).filter(|&i| buf.value(i).is_none()).collect();
+        if tombstones.is_empty() {
+            let n = rows.num_rows();
+            return Ok(Some(ChangeBatch::new(
+                rows,
+                Some(vec![RowKind::UpdateAfter; n].into()),
+            )));
         }
-        let normalizer = self
-            .normalizer
-            .as_mut()
-            .ok_or_else(|| SluiceError::Runtime("internal: no upsert state".into()))?;
-        normalizer.apply(&rows, buf, &changes)
+        let decoder = self.key_decoder.as_mut().ok_or_else(|| {
+            SluiceError::Runtime("internal: upsert-kafka without a key format".into())
+        })?;
+        let keys: Vec<&[u8]> = tombstones
+            .iter()
+            .map(|&i| buf.key(i).unwrap_or_default())
+            .collect();
+        let (key_batch, key_kept) = decode_records(
+            decoder.as_mut(),
+            &keys,
+            None,
+            &|j| locate(tombstones[j]),
+            &self.skipped,
+        )?;
+        let tombstones: Vec<usize> = key_kept.into_iter().map(|j| tombstones[j]).collect();
+        let deletes = self.assemble(None, Some(&key_batch), buf, &tombstones, &topic, partition)?;
+        // Both in the order of the records.
+        let all = concat_batches(&self.produced, &[rows, deletes])?;
+        let mut order: Vec<(usize, u32, RowKind)> = kept
+            .iter()
+            .map(|&i| (i, RowKind::UpdateAfter))
+            .chain(tombstones.iter().map(|&i| (i, RowKind::Delete)))
+            .enumerate()
+            .map(|(row, (record, kind))| (record, row as u32, kind))
+            .collect();
+        order.sort_unstable_by_key(|o| o.0);
+        let idx = UInt32Array::from_iter_values(order.iter().map(|o| o.1));
+        let kinds: Arc<[RowKind]> = order.iter().map(|o| o.2).collect();
+        Ok(Some(ChangeBatch::new(
+            arrow::compute::take_record_batch(&all, &idx)?,
+            Some(kinds),
+        )))
     }
 
-    /// The produced columns: physical ones from the value (and key), then metadata.
+    /// The produced columns: physical ones from the value (and key; NULL without a value),
+    /// then metadata.
     fn assemble(
         &self,
-        value: &RecordBatch,
+        value: Option<&RecordBatch>,
         key: Option<&RecordBatch>,
         buf: &RecordBuffer,
         kept: &[usize],
@@ -681,8 +706,8 @@ impl KafkaReader {
         for (i, f) in self.spec.schema.fields().iter().enumerate() {
             let from_value = self.options.value_columns.iter().position(|&c| c == i);
             let from_key = self.options.key_columns.iter().position(|&c| c == i);
-            let col = match (from_value, from_key, key) {
-                (Some(v), _, _) => value.column(v).clone(),
+            let col = match (from_value.zip(value), from_key, key) {
+                (Some((v, vb)), _, _) => vb.column(v).clone(),
                 (None, Some(k), Some(kb)) => kb.column(k).clone(),
                 _ => arrow::array::new_null_array(f.data_type(), n),
             };
@@ -829,10 +854,6 @@ impl SourceReader for KafkaReader {
             state.put_i64(*offset);
             state.put_i64(stop.unwrap_or(-1));
         }
-        // The changelog normalizer of upsert-kafka: the last row per key.
-        if let Some(n) = self.normalizer.as_ref() {
-            n.snapshot(state)?;
-        }
         self.pending_commits.insert(
             checkpoint,
             positions
@@ -855,7 +876,7 @@ impl SourceReader for KafkaReader {
     /// takes those of the partitions it is assigned when it resolves them. A partition
     /// listed twice (a subtask that had not resolved its partitions yet lists every restored
     /// one) goes on from the furthest position, since offsets only move forward. The
-    /// upsert normaliser's rows are merged: a key is only ever in one partition.
+    /// upsert-kafka's last rows per key are keyed state of its ChangelogNormalize.
     fn restore_rescaled(
         &mut self,
         _old: usize,
@@ -873,8 +894,13 @@ impl SourceReader for KafkaReader {
                     .or_insert((offset, (stop >= 0).then_some(stop)));
                 entry.0 = entry.0.max(offset);
             }
-            if let Some(n) = self.normalizer.as_mut() {
-                n.restore(state)?;
+            // Sluice 0.1 normalised upserts in the source and kept the last row of every
+            // key here; that state is now the ChangelogNormalize operator's keyed state.
+            if self.options.upsert && !state.is_empty() && state.count()? > 0 {
+                return Err(SluiceError::Config(format!(
+                    "{}: the checkpoint was written by Sluice 0.1, which kept the last row of every upsert-kafka key in the source; that state cannot move into this version's keyed state: start this job without it (a new 'pipeline.name' or an empty checkpoint directory) and read the topic from the start",
+                    self.owner()
+                )));
             }
         }
         self.restored = Some(restored);
@@ -1017,107 +1043,4 @@ fn decode_records(
         }
     }
     Ok((concat_batches(&schema, &parts)?, kept))
-}
-
-/// The last row per key of an upsert topic, to turn upserts and tombstones into a changelog
-/// (`+I`, `-U`/`+U`, `-D`), as Flink's ChangelogNormalize.
-struct Normalizer {
-    converter: RowConverter,
-    last: HashMap<Vec<u8>, OwnedRow>,
-}
-
-impl Normalizer {
-    fn new(schema: &SchemaRef) -> Result<Self> {
-        Ok(Normalizer {
-            converter: RowConverter::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| SortField::new(f.data_type().clone()))
-                    .collect(),
-            )?,
-            last: HashMap::new(),
-        })
-    }
-
-    /// Writes the last row of every key: a batch of the key bytes, then the row's columns.
-    fn snapshot(&self, state: &mut StateWriter) -> Result<()> {
-        state.put_u64(self.last.len() as u64);
-        if self.last.is_empty() {
-            return Ok(());
-        }
-        let keys = arrow::array::BinaryArray::from_iter_values(self.last.keys());
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(keys)];
-        columns.extend(
-            self.converter
-                .convert_rows(self.last.values().map(|r| r.row()))?,
-        );
-        state.put_columns(columns, self.last.len())
-    }
-
-    fn restore(&mut self, state: &mut StateReader<'_>) -> Result<()> {
-        if state.count()? == 0 {
-            return Ok(());
-        }
-        let batch = state.batch()?;
-        let keys = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<arrow::array::BinaryArray>()
-            .ok_or_else(|| {
-                SluiceError::Runtime("upsert-kafka: the checkpointed keys are not binary".into())
-            })?
-            .clone();
-        let rows = self.converter.convert_columns(&batch.columns()[1..])?;
-        for i in 0..batch.num_rows() {
-            self.last
-                .insert(keys.value(i).to_vec(), rows.row(i).owned());
-        }
-        Ok(())
-    }
-
-    /// `changes`: per record in order, its row in `rows`, or `None` for a tombstone.
-    fn apply(
-        &mut self,
-        rows: &RecordBatch,
-        buf: &RecordBuffer,
-        changes: &[(usize, Option<usize>)],
-    ) -> Result<Option<ChangeBatch>> {
-        let new_rows = self.converter.convert_columns(rows.columns())?;
-        let mut out: Vec<OwnedRow> = Vec::new();
-        let mut kinds: Vec<RowKind> = Vec::new();
-        for &(record, row) in changes {
-            let key = buf.key(record).unwrap_or_default().to_vec();
-            match row {
-                Some(r) => {
-                    let new = new_rows.row(r).owned();
-                    match self.last.insert(key, new.clone()) {
-                        Some(old) if old == new => {}
-                        Some(old) => {
-                            out.push(old);
-                            kinds.push(RowKind::UpdateBefore);
-                            out.push(new);
-                            kinds.push(RowKind::UpdateAfter);
-                        }
-                        None => {
-                            out.push(new);
-                            kinds.push(RowKind::Insert);
-                        }
-                    }
-                }
-                None => {
-                    if let Some(old) = self.last.remove(&key) {
-                        out.push(old);
-                        kinds.push(RowKind::Delete);
-                    }
-                }
-            }
-        }
-        if out.is_empty() {
-            return Ok(None);
-        }
-        let columns = self.converter.convert_rows(out.iter().map(|r| r.row()))?;
-        let data = RecordBatch::try_new(rows.schema(), columns)?;
-        Ok(Some(ChangeBatch::new(data, Some(kinds.into()))))
-    }
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod acc_state;
 pub mod calc;
+pub mod changelog_normalize;
 pub mod group_aggregate;
 pub mod top_n;
 pub mod watermark;

@@ -206,7 +206,10 @@ impl Operator for WatermarkAssigner {
     fn process_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
         let n = batch.num_rows();
         let rowtime = millis(batch.data.column(self.rowtime_index).as_ref())?;
-        if rowtime.null_count() > 0 {
+        // A delete of an upsert source carries only its key: no time (as in Flink, it does
+        // not move the watermark). Every other row needs one.
+        let timeless_delete = |i: usize| rowtime.is_null(i) && !batch.kind(i).is_addition();
+        if rowtime.null_count() > 0 && (0..n).any(|i| rowtime.is_null(i) && !timeless_delete(i)) {
             return Err(SluiceError::Runtime(format!(
                 "table '{}': the time attribute '{}' is NULL in a row; every row needs an event time (filter NULLs out or give a default in a computed column)",
                 self.table,
@@ -232,6 +235,9 @@ impl Operator for WatermarkAssigner {
         }
         let mut segment_start = 0;
         for i in 0..n {
+            if rowtime.is_null(i) {
+                continue;
+            }
             if rowtime.value(i) <= self.emitted && self.emitted > self.sent {
                 out.batch(batch.slice(segment_start, i - segment_start));
                 out.watermark(self.emitted);
