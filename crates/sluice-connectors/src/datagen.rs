@@ -522,6 +522,18 @@ impl DataGen {
     /// merged in the order of the whole sequence: after a restore at a lower parallelism, the
     /// rows of several stripes come out as the one sequence they are part of.
     fn next_indexes(&mut self, n: usize) -> Vec<i64> {
+        if let [s] = self.stripes.as_mut_slice() {
+            // One stripe (the usual case): a run of its indexes.
+            let take = s.remaining.map_or(n as u64, |r| r.min(n as u64));
+            let seq = (0..take)
+                .map(|k| (s.next_index() + k * s.stride) as i64)
+                .collect();
+            s.produced += take;
+            if let Some(r) = s.remaining.as_mut() {
+                *r -= take;
+            }
+            return seq;
+        }
         let mut seq = Vec::with_capacity(n);
         while seq.len() < n {
             let Some(s) = self
@@ -589,6 +601,10 @@ mod tests {
         g.stripes[1].remaining = Some(3);
         assert_eq!(g.next_indexes(3), vec![1, 3, 4]);
         assert_eq!(g.next_indexes(100), vec![5, 6, 7, 8, 9]);
+        assert!(g.has_nothing_to_read());
+        g.stripes = vec![Stripe::new(1, 3, Some(10))];
+        assert_eq!(g.next_indexes(2), vec![1, 4]);
+        assert_eq!(g.next_indexes(5), vec![7]);
         assert!(g.has_nothing_to_read());
     }
 }
