@@ -665,8 +665,12 @@ impl Operator for FileSink {
 
     /// Every old subtask's pre-committed files become visible (publishing is idempotent, so
     /// that each new subtask can try them all).
-    fn restore_rescaled(&mut self, _old: usize, states: &mut [StateReader<'_>]) -> Result<()> {
-        for state in states.iter_mut() {
+    fn restore_rescaled(
+        &mut self,
+        _old: usize,
+        states: &mut [(usize, StateReader<'_>)],
+    ) -> Result<()> {
+        for (_, state) in states.iter_mut() {
             self.restore_state(state)?;
         }
         Ok(())

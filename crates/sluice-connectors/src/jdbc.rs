@@ -470,10 +470,43 @@ impl OperatorFactory for JdbcSinkFactory {
             uncommitted: BTreeMap::new(),
             committed,
             marker,
+            parallelism: ctx.parallelism,
             last_checkpoint: 0,
             ended: false,
         }))
     }
+}
+
+/// What an exactly-once subtask's snapshot holds: its run and its pre-committed changes by
+/// checkpoint (`None`: it was not exactly-once).
+fn read_uncommitted(
+    state: &mut StateReader<'_>,
+) -> Result<Option<(String, BTreeMap<CheckpointId, Vec<Change>>)>> {
+    if state.is_empty() {
+        return Ok(None);
+    }
+    let run = state.str()?.to_string();
+    let mut uncommitted = BTreeMap::new();
+    for _ in 0..state.count()? {
+        let id = state.u64()?;
+        let mut changes = Vec::new();
+        for _ in 0..state.count()? {
+            let kind = state.u64()?;
+            let mut row = Vec::new();
+            for _ in 0..state.count()? {
+                let present = state.bool()?;
+                let v = state.str()?;
+                row.push(present.then(|| v.to_string()));
+            }
+            changes.push(if kind == 1 {
+                Change::Delete(row)
+            } else {
+                Change::Upsert(row)
+            });
+        }
+        uncommitted.insert(id, changes);
+    }
+    Ok(Some((run, uncommitted)))
 }
 
 /// One row as text (`None` for NULL).
@@ -490,10 +523,14 @@ enum Change {
 enum WriterMsg {
     /// Write these (at-least-once: flushed by size and interval).
     Changes(Vec<Change>),
-    /// Write each checkpoint's changes in one transaction, with its id, for the run named
-    /// first (exactly-once).
-    Commit(String, Vec<(CheckpointId, Vec<Change>)>),
+    /// Write each checkpoint's changes in one transaction, with its id, as the subtask and
+    /// run named first (exactly-once).
+    Commit(CommitAs, Vec<(CheckpointId, Vec<Change>)>),
 }
+
+/// The subtask and run a checkpoint's changes are recorded under in `sluice_checkpoints`
+/// (after a restore at another parallelism, a subtask also commits for old subtasks).
+type CommitAs = (i32, String);
 
 /// Who commits: the row of `sluice_checkpoints` that records the last committed checkpoint.
 /// `run` tells one run of the job (and its restores) from a run started from scratch, whose
@@ -520,6 +557,7 @@ struct JdbcSink {
     /// The last checkpoint the writer has committed.
     committed: Arc<AtomicU64>,
     marker: CommitMarker,
+    parallelism: usize,
     last_checkpoint: CheckpointId,
     /// The input has ended; its last changes wait for the final checkpoint.
     ended: bool,
@@ -571,7 +609,8 @@ impl JdbcSink {
         if batch.is_empty() {
             return Ok(());
         }
-        self.send(WriterMsg::Commit(self.marker.run.clone(), batch))
+        let by = (self.marker.subtask, self.marker.run.clone());
+        self.send(WriterMsg::Commit(by, batch))
     }
 
     fn writer_failed(&mut self) -> SluiceError {
@@ -643,34 +682,46 @@ impl Operator for JdbcSink {
     }
 
     fn restore_state(&mut self, state: &mut StateReader<'_>) -> Result<()> {
-        if state.is_empty() {
+        let Some((run, uncommitted)) = read_uncommitted(state)? else {
             return Ok(());
-        }
+        };
         // The restored run goes on: its commits are checked against the same marker.
-        self.marker.run = state.str()?.to_string();
-        for _ in 0..state.count()? {
-            let id = state.u64()?;
-            let mut changes = Vec::new();
-            for _ in 0..state.count()? {
-                let kind = state.u64()?;
-                let mut row = Vec::new();
-                for _ in 0..state.count()? {
-                    let present = state.bool()?;
-                    let v = state.str()?;
-                    row.push(present.then(|| v.to_string()));
-                }
-                changes.push(if kind == 1 {
-                    Change::Delete(row)
-                } else {
-                    Change::Upsert(row)
-                });
-            }
+        self.marker.run = run;
+        for (id, changes) in uncommitted {
             self.last_checkpoint = self.last_checkpoint.max(id);
             self.uncommitted.insert(id, changes);
         }
         // The checkpoint restored from is complete: commit what it had pre-committed (the
         // database skips what it already has).
         self.commit_up_to(self.last_checkpoint)
+    }
+
+    /// At another parallelism, old subtask `j` goes to new subtask `j % parallelism`: this
+    /// one commits what `j` had pre-committed, recorded as `j`'s (so that a commit the
+    /// database already has is skipped), and goes on with its own marker.
+    fn restore_rescaled(
+        &mut self,
+        _old: usize,
+        states: &mut [(usize, StateReader<'_>)],
+    ) -> Result<()> {
+        let me = self.marker.subtask as usize;
+        for (j, state) in states.iter_mut() {
+            if *j == me {
+                self.restore_state(state)?;
+                continue;
+            }
+            let Some((run, uncommitted)) = read_uncommitted(state)? else {
+                continue;
+            };
+            self.last_checkpoint = self
+                .last_checkpoint
+                .max(uncommitted.keys().next_back().copied().unwrap_or(0));
+            if *j % self.parallelism == me && !uncommitted.is_empty() {
+                let batch = uncommitted.into_iter().collect();
+                self.send(WriterMsg::Commit((*j as i32, run), batch))?;
+            }
+        }
+        Ok(())
     }
 
     fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {
@@ -752,12 +803,12 @@ impl Writer {
                 None => Duration::from_secs(3600),
             };
             match rx.recv_timeout(wait) {
-                Ok(WriterMsg::Commit(run, checkpoints)) => {
+                Ok(WriterMsg::Commit(by, checkpoints)) => {
                     for (id, changes) in checkpoints {
                         for c in changes {
                             self.add(c);
                         }
-                        self.flush_checkpoint(&run, id)?;
+                        self.flush_checkpoint(&by, id)?;
                         self.committed.fetch_max(id, Ordering::SeqCst);
                     }
                 }
@@ -802,13 +853,13 @@ impl Writer {
         self.write_pending(None)
     }
 
-    /// Writes what is pending as checkpoint `id` of `run`: in one transaction that also
-    /// records the id, and not at all if the database already has it.
-    fn flush_checkpoint(&mut self, run: &str, id: CheckpointId) -> Result<()> {
-        self.write_pending(Some((run.to_string(), id)))
+    /// Writes what is pending as checkpoint `id` of `by` (subtask and run): in one
+    /// transaction that also records the id, and not at all if the database already has it.
+    fn flush_checkpoint(&mut self, by: &CommitAs, id: CheckpointId) -> Result<()> {
+        self.write_pending(Some((by.clone(), id)))
     }
 
-    fn write_pending(&mut self, checkpoint: Option<(String, CheckpointId)>) -> Result<()> {
+    fn write_pending(&mut self, checkpoint: Option<(CommitAs, CheckpointId)>) -> Result<()> {
         if self.pending.count == 0 {
             // Nothing to write, so nothing that could be written twice.
             return Ok(());
@@ -873,7 +924,7 @@ impl Writer {
         &mut self,
         write_params: &[Vec<Option<&str>>],
         delete_params: &[Vec<Option<&str>>],
-        checkpoint: Option<&(String, CheckpointId)>,
+        checkpoint: Option<&(CommitAs, CheckpointId)>,
     ) -> std::result::Result<bool, postgres::Error> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             let mut client = self.options.config.connect(NoTls)?;
@@ -894,11 +945,11 @@ impl Writer {
             unreachable!("connected above");
         };
         let mut tx = client.transaction()?;
-        if let Some((run, id)) = checkpoint {
+        if let Some(((subtask, run), id)) = checkpoint {
             let m = &self.marker;
             let row = tx.query_opt(
                 "SELECT run_id, checkpoint_id FROM sluice_checkpoints WHERE job = $1 AND sink = $2 AND subtask = $3 FOR UPDATE",
-                &[&m.job, &m.sink, &m.subtask],
+                &[&m.job, &m.sink, subtask],
             )?;
             if let Some(row) = row {
                 let (done_run, done_id): (String, i64) = (row.get(0), row.get(1));
@@ -909,7 +960,7 @@ impl Writer {
             }
             tx.execute(
                 "INSERT INTO sluice_checkpoints (job, sink, subtask, run_id, checkpoint_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job, sink, subtask) DO UPDATE SET run_id = EXCLUDED.run_id, checkpoint_id = EXCLUDED.checkpoint_id",
-                &[&m.job, &m.sink, &m.subtask, run, &(*id as i64)],
+                &[&m.job, &m.sink, subtask, run, &(*id as i64)],
             )?;
         }
         if !write_params[0].is_empty() {

@@ -664,10 +664,10 @@ pub fn run_job(
                             }
                             RestoredState::Rescaled { old, all } => {
                                 let names = old_names(*old, all);
-                                let mut states: Vec<StateReader<'_>> = all
+                                let mut states: Vec<(usize, StateReader<'_>)> = all
                                     .iter()
                                     .zip(&names)
-                                    .map(|((_, b), name)| StateReader::new(b, name))
+                                    .map(|((j, b), name)| (*j, StateReader::new(b, name)))
                                     .collect();
                                 if !states.is_empty() {
                                     op.restore_rescaled(*old, &mut states)

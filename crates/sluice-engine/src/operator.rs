@@ -155,11 +155,16 @@ pub trait Operator: Send {
     }
 
     /// Restores operator state written by a run of this operator at another parallelism
-    /// (`old` subtasks): `states` holds what every old subtask that wrote something wrote.
+    /// (`old` subtasks): `states` holds, by old subtask index, what every old subtask that
+    /// wrote something wrote.
     /// Keyed state needs nothing here (each subtask already took its key groups); what
     /// is not keyed must be merged or divided, as Flink's union and split list states are.
     /// The default refuses: an operator that keeps non-keyed state says how to rescale it.
-    fn restore_rescaled(&mut self, old: usize, _states: &mut [StateReader<'_>]) -> Result<()> {
+    fn restore_rescaled(
+        &mut self,
+        old: usize,
+        _states: &mut [(usize, StateReader<'_>)],
+    ) -> Result<()> {
         Err(sluice_common::SluiceError::Config(format!(
             "this job's state was written at parallelism {old}, and one of its operators keeps state that cannot be divided among another number of subtasks; restore it at parallelism {old}"
         )))

@@ -22,9 +22,15 @@ const KILLS: usize = 20;
 /// The job: tumbling 1-second windows per sensor, to files, to PostgreSQL and to the topic
 /// `<name>-out` (exactly-once, transactional ids prefixed with the name).
 fn script(bootstrap: &str, out_dir: &Path, table: &str, name: &str) -> String {
+    script_at(bootstrap, out_dir, table, name, 1)
+}
+
+/// [`script`] at parallelism `p`.
+fn script_at(bootstrap: &str, out_dir: &Path, table: &str, name: &str, p: usize) -> String {
     let per_partition = ROUNDS * SENSORS;
     format!(
         "SET 'pipeline.name' = '{name}';
+SET 'parallelism.default' = '{p}';
 SET 'execution.checkpointing.interval' = '300 ms';
 SET 'state.checkpoints.num-retained' = '3';
 CREATE TABLE readings (sensor STRING, temperature INT, ts TIMESTAMP(3),
@@ -264,6 +270,77 @@ fn killed_jobs_resume_with_exactly_once_output() {
     let got = topic_rows(&bootstrap, "crash-test-out");
     assert_eq!(got.len(), expected.len(), "Kafka: rows lost or duplicated");
     assert_eq!(got, expected, "Kafka: rows differ");
+}
+
+/// Killed with SIGKILL and started again at another parallelism each time (2, 1, 2, ...):
+/// every restore from the latest checkpoint moves the windows by key group, the Kafka
+/// partitions and the three exactly-once sinks' pre-committed output to the new subtasks,
+/// and the output still equals one uninterrupted run's.
+#[test]
+fn killed_jobs_resume_at_another_parallelism_with_exactly_once_output() {
+    ensure_postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(tmp.path(), common::free_port(), &[]);
+    let bootstrap = broker.bootstrap();
+    prepare(&bootstrap, ["rescale_out", "rescale_expected"]);
+    let data_arg = tmp.path().join("state").display().to_string();
+    let out_dir = tmp.path().join("out");
+    let sql = |p| script_at(&bootstrap, &out_dir, "rescale_out", "rescale-test", p);
+    produce_rounds(&bootstrap, 0..20);
+    let mut produced = 20;
+    let mut restores = 0;
+    let mut job = RunningJob::start_with(&sql(2), tmp.path(), &["--data-dir", &data_arg]);
+    for kill in 0..6 {
+        let until = Instant::now() + Duration::from_millis(1200);
+        while Instant::now() < until {
+            if produced < ROUNDS {
+                let next = (produced + 4).min(ROUNDS);
+                produce_rounds(&bootstrap, produced..next);
+                produced = next;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !job.is_running() {
+            assert!(job.wait(Duration::ZERO), "the job failed: {}", job.stderr());
+            break;
+        }
+        job.kill();
+        if job.stderr().contains("Restoring job") {
+            restores += 1;
+        }
+        let p = if kill % 2 == 0 { 1 } else { 2 };
+        job = RunningJob::start_with(&sql(p), tmp.path(), &["--data-dir", &data_arg]);
+    }
+    produce_rounds(&bootstrap, produced..ROUNDS);
+    assert!(
+        job.wait(Duration::from_secs(120)),
+        "the last run did not finish: {}",
+        job.stderr()
+    );
+    assert!(restores >= 3, "too few runs restored ({restores})");
+
+    let expected_dir = tmp.path().join("expected");
+    let reference = script(
+        &bootstrap,
+        &expected_dir,
+        "rescale_expected",
+        "rescale-reference",
+    );
+    let (ok, _, err) = run_sql(&reference, &["--data-dir", &data_arg]);
+    assert!(ok, "{err}");
+    let expected = file_rows(&expected_dir);
+    assert_eq!(expected.len(), 30 * SENSORS);
+    assert_eq!(file_rows(&out_dir), expected, "files differ");
+    assert_eq!(
+        table_rows("rescale_out"),
+        table_rows("rescale_expected"),
+        "PostgreSQL rows differ"
+    );
+    assert_eq!(
+        topic_rows(&bootstrap, "rescale-test-out"),
+        topic_rows(&bootstrap, "rescale-reference-out"),
+        "Kafka rows differ"
+    );
 }
 
 /// The broker is killed and restarted (same port, same data) twice while a checkpointed job

@@ -155,6 +155,7 @@ impl OperatorFactory for KafkaSinkFactory {
                     .unwrap_or(DEFAULT_TRANSACTION_TIMEOUT_MS);
                 let txn = Transactions {
                     id_prefix: format!("{prefix}-{}-", ctx.subtask_index),
+                    adopted_prefixes: Vec::new(),
                     admin: TxnAdmin::new(&o.bootstrap_servers, &o.owner),
                     timeout_ms,
                     current: None,
@@ -193,6 +194,7 @@ impl OperatorFactory for KafkaSinkFactory {
             },
             options: o.clone(),
             subtask: ctx.subtask_index,
+            parallelism: ctx.parallelism,
             partitions: None,
             round_robin: ctx.subtask_index,
             rows: ctx
@@ -224,6 +226,7 @@ struct KafkaSink {
     key_encoder: Option<Box<dyn LineEncoder>>,
     options: KafkaOptions,
     subtask: usize,
+    parallelism: usize,
     /// The topic's partition count, for the `fixed` and `round-robin` partitioners.
     partitions: Option<i32>,
     round_robin: usize,
@@ -252,6 +255,19 @@ fn encode_rows(
         )));
     }
     Ok(out)
+}
+
+/// What a subtask's snapshot holds: its last checkpoint and its pre-committed transactions
+/// (checkpoint, transactional id).
+fn read_pending(state: &mut sluice_engine::StateReader<'_>) -> Result<(u64, Vec<(u64, String)>)> {
+    let n = state.u64()?;
+    let count = state.count()?;
+    let mut pending = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let c = state.u64()?;
+        pending.push((c, state.str()?.to_string()));
+    }
+    Ok((n, pending))
 }
 
 /// Commits a producer's transaction, retrying what librdkafka calls retriable (a coordinator
@@ -286,6 +302,9 @@ fn check_failure(failure: &Mutex<Option<String>>, owner: &str, topic: &str) -> R
 struct Transactions {
     /// `<prefix>-<subtask>-`; the transaction after checkpoint `n` is `<id_prefix><n+1>`.
     id_prefix: String,
+    /// After a restore at another parallelism, the id prefixes of the old subtasks this one
+    /// took over: their lingering transactions are aborted with its own.
+    adopted_prefixes: Vec<String>,
     admin: TxnAdmin,
     timeout_ms: i32,
     /// The id of the open transaction the producer writes in.
@@ -330,11 +349,14 @@ impl Transactions {
                 }
             }
         }
-        for id in self.admin.open_transactions(&self.id_prefix)? {
-            let ours = id[self.id_prefix.len()..].parse::<u64>().is_ok();
-            if ours {
-                self.admin.fence(&id, self.timeout_ms)?;
-                tracing::info!("{owner}: aborted lingering transaction '{id}'");
+        let prefixes = std::iter::once(&self.id_prefix).chain(&self.adopted_prefixes);
+        for prefix in prefixes {
+            for id in self.admin.open_transactions(prefix)? {
+                let ours = id[prefix.len()..].parse::<u64>().is_ok();
+                if ours {
+                    self.admin.fence(&id, self.timeout_ms)?;
+                    tracing::info!("{owner}: aborted lingering transaction '{id}'");
+                }
             }
         }
         self.recovered = true;
@@ -573,28 +595,38 @@ impl Operator for KafkaSink {
     }
 
     fn restore_state(&mut self, state: &mut sluice_engine::StateReader<'_>) -> Result<()> {
-        let n = state.u64()?;
-        let count = state.count()?;
-        let mut pending = Vec::with_capacity(count.min(1 << 16));
-        for _ in 0..count {
-            let c = state.u64()?;
-            pending.push((c, state.str()?.to_string()));
-        }
-        let owner = self.options.owner.clone();
-        match self.txn.as_mut() {
-            Some(txn) => {
-                txn.last_checkpoint = n;
-                txn.recover(&owner, &pending)?;
+        let (n, pending) = read_pending(state)?;
+        self.recover(n, pending)
+    }
+
+    /// At another parallelism, old subtask `j` goes to new subtask `j % parallelism`: it
+    /// commits `j`'s pre-committed transactions and aborts the lingering ones of `j`'s ids,
+    /// so that each transactional id has one owner; the next transactions are numbered
+    /// after the latest checkpoint.
+    fn restore_rescaled(
+        &mut self,
+        old: usize,
+        states: &mut [(usize, sluice_engine::StateReader<'_>)],
+    ) -> Result<()> {
+        let mut last = 0;
+        let mut pending = Vec::new();
+        for (j, state) in states.iter_mut() {
+            let (n, p) = read_pending(state)?;
+            last = last.max(n);
+            if *j % self.parallelism == self.subtask {
+                pending.extend(p);
             }
-            None if !pending.is_empty() => {
-                // The sink was exactly-once when the checkpoint was taken.
-                let message = format!("{owner}: the checkpoint holds {} Kafka transactions of an exactly-once sink, but the sink is no longer exactly-once; they are left to time out", pending.len());
-                tracing::warn!("{message}");
-                eprintln!("warning: {message}");
-            }
-            None => {}
         }
-        Ok(())
+        if let (Some(txn), Some(prefix)) = (
+            self.txn.as_mut(),
+            self.options.transactional_id_prefix.as_ref(),
+        ) {
+            txn.adopted_prefixes = (0..old)
+                .filter(|j| j % self.parallelism == self.subtask && *j != self.subtask)
+                .map(|j| format!("{prefix}-{j}-"))
+                .collect();
+        }
+        self.recover(last, pending)
     }
 
     fn notify_checkpoint_complete(
@@ -635,6 +667,26 @@ impl Operator for KafkaSink {
 }
 
 impl KafkaSink {
+    /// Goes on after the restored checkpoint `n`: commits its pre-committed transactions
+    /// `pending` (those still open) and aborts the lingering ones.
+    fn recover(&mut self, n: u64, pending: Vec<(u64, String)>) -> Result<()> {
+        let owner = self.options.owner.clone();
+        match self.txn.as_mut() {
+            Some(txn) => {
+                txn.last_checkpoint = n;
+                txn.recover(&owner, &pending)?;
+            }
+            None if !pending.is_empty() => {
+                // The sink was exactly-once when the checkpoint was taken.
+                let message = format!("{owner}: the checkpoint holds {} Kafka transactions of an exactly-once sink, but the sink is no longer exactly-once; they are left to time out", pending.len());
+                tracing::warn!("{message}");
+                eprintln!("warning: {message}");
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<()> {
         let Some(p) = self.producer.as_ref() else {
             return Ok(());

@@ -386,8 +386,12 @@ impl Operator for GroupAggregate {
 
     /// Only a checkpoint of Sluice 0.1 has operator state here: each old subtask's groups,
     /// of which this subtask keeps those of its key groups.
-    fn restore_rescaled(&mut self, _old: usize, states: &mut [StateReader<'_>]) -> Result<()> {
-        for state in states.iter_mut() {
+    fn restore_rescaled(
+        &mut self,
+        _old: usize,
+        states: &mut [(usize, StateReader<'_>)],
+    ) -> Result<()> {
+        for (_, state) in states.iter_mut() {
             self.restore_state(state)?;
         }
         Ok(())

@@ -179,9 +179,13 @@ impl Operator for WatermarkAssigner {
     /// from the smallest the old subtasks had emitted, and every split's clock from the
     /// smallest any of them kept for it, idle until its rows arrive (a split that went to
     /// another subtask must not hold this one back).
-    fn restore_rescaled(&mut self, _old: usize, states: &mut [StateReader<'_>]) -> Result<()> {
+    fn restore_rescaled(
+        &mut self,
+        _old: usize,
+        states: &mut [(usize, StateReader<'_>)],
+    ) -> Result<()> {
         let (mut emitted, mut sent) = (EventTime::MAX, EventTime::MAX);
-        for state in states.iter_mut() {
+        for (_, state) in states.iter_mut() {
             let (e, s, splits) = read_clocks(state)?;
             emitted = emitted.min(e);
             sent = sent.min(s);

@@ -520,9 +520,13 @@ impl Operator for WindowAggregate {
     }
 
     /// The windows are keyed state; the watermark is the smallest the old subtasks had.
-    fn restore_rescaled(&mut self, _old: usize, states: &mut [StateReader<'_>]) -> Result<()> {
+    fn restore_rescaled(
+        &mut self,
+        _old: usize,
+        states: &mut [(usize, StateReader<'_>)],
+    ) -> Result<()> {
         let mut watermark = EventTime::MAX;
-        for state in states.iter_mut() {
+        for (_, state) in states.iter_mut() {
             self.restore_state(state)?;
             watermark = watermark.min(self.watermark);
         }
