@@ -477,11 +477,12 @@ impl OperatorFactory for JdbcSinkFactory {
     }
 }
 
-/// What an exactly-once subtask's snapshot holds: its run and its pre-committed changes by
-/// checkpoint (`None`: it was not exactly-once).
-fn read_uncommitted(
-    state: &mut StateReader<'_>,
-) -> Result<Option<(String, BTreeMap<CheckpointId, Vec<Change>>)>> {
+/// Changes pre-committed and not yet committed, by checkpoint.
+type Uncommitted = BTreeMap<CheckpointId, Vec<Change>>;
+
+/// What an exactly-once subtask's snapshot holds: its run and its pre-committed changes
+/// (`None`: it was not exactly-once).
+fn read_uncommitted(state: &mut StateReader<'_>) -> Result<Option<(String, Uncommitted)>> {
     if state.is_empty() {
         return Ok(None);
     }
@@ -552,8 +553,8 @@ struct JdbcSink {
     exactly_once: bool,
     /// Changes since the last barrier.
     current: Vec<Change>,
-    /// Changes of checkpoints taken but not yet committed, by checkpoint.
-    uncommitted: BTreeMap<CheckpointId, Vec<Change>>,
+    /// Changes of checkpoints taken but not yet committed.
+    uncommitted: Uncommitted,
     /// The last checkpoint the writer has committed.
     committed: Arc<AtomicU64>,
     marker: CommitMarker,
