@@ -442,6 +442,14 @@ fn rescale_error(owner: &str, e: SluiceError) -> SluiceError {
     }
 }
 
+/// Readers of the old subtasks' states, each with its index (`names` for errors).
+fn readers<'a>(all: &'a [(usize, Vec<u8>)], names: &'a [String]) -> Vec<(usize, StateReader<'a>)> {
+    all.iter()
+        .zip(names)
+        .map(|((j, b), name)| (*j, StateReader::new(b, name)))
+        .collect()
+}
+
 /// What a restored checkpoint holds for one subtask of a node.
 enum RestoredState {
     /// Nothing (no checkpoint, or the subtask wrote nothing).
@@ -637,13 +645,8 @@ pub fn run_job(
                             }
                             RestoredState::Rescaled { old, all } => {
                                 let names = old_names(*old, all);
-                                let mut states: Vec<(usize, StateReader<'_>)> = all
-                                    .iter()
-                                    .zip(&names)
-                                    .map(|((j, b), name)| (*j, StateReader::new(b, name)))
-                                    .collect();
                                 reader
-                                    .restore_rescaled(*old, &mut states)
+                                    .restore_rescaled(*old, &mut readers(all, &names))
                                     .map_err(|e| rescale_error(&owner, e))?;
                             }
                         }
@@ -662,18 +665,12 @@ pub fn run_job(
                             RestoredState::Same(bytes) => {
                                 op.restore_state(&mut StateReader::new(bytes, &owner))?
                             }
-                            RestoredState::Rescaled { old, all } => {
+                            RestoredState::Rescaled { old, all } if !all.is_empty() => {
                                 let names = old_names(*old, all);
-                                let mut states: Vec<(usize, StateReader<'_>)> = all
-                                    .iter()
-                                    .zip(&names)
-                                    .map(|((j, b), name)| (*j, StateReader::new(b, name)))
-                                    .collect();
-                                if !states.is_empty() {
-                                    op.restore_rescaled(*old, &mut states)
-                                        .map_err(|e| rescale_error(&owner, e))?;
-                                }
+                                op.restore_rescaled(*old, &mut readers(all, &names))
+                                    .map_err(|e| rescale_error(&owner, e))?;
                             }
+                            RestoredState::Rescaled { .. } => {}
                         }
                         operators.push(op);
                         nodes.push(n);
