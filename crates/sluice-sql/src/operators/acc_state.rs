@@ -62,30 +62,45 @@ enum Acc {
     Single(Vec<Box<dyn Accumulator>>),
 }
 
-/// The accumulators of `n` groups, one per aggregate (vectorised where DataFusion has a
-/// `GroupsAccumulator` for it).
-pub(crate) struct GroupAccumulators<'a> {
-    aggs: &'a [AggSpec],
+/// The accumulators of a number of groups, one per aggregate (vectorised where DataFusion
+/// has a `GroupsAccumulator` for it).
+pub(crate) struct GroupAccumulators {
+    aggs: Vec<AggSpec>,
     accs: Vec<Acc>,
     groups: usize,
 }
 
-impl<'a> GroupAccumulators<'a> {
+impl GroupAccumulators {
     /// Fresh accumulators of `groups` groups.
-    pub fn new(aggs: &'a [AggSpec], groups: usize) -> Result<Self> {
+    pub fn new(aggs: &[AggSpec], groups: usize) -> Result<Self> {
         let mut accs = Vec::with_capacity(aggs.len());
         for a in aggs {
             accs.push(if a.expr.groups_accumulator_supported() {
                 Acc::Groups(a.expr.create_groups_accumulator().map_err(df)?)
             } else {
-                Acc::Single(
-                    (0..groups)
-                        .map(|_| a.expr.create_accumulator().map_err(df))
-                        .collect::<Result<_>>()?,
-                )
+                Acc::Single(Vec::new())
             });
         }
-        Ok(GroupAccumulators { aggs, accs, groups })
+        let mut out = GroupAccumulators {
+            aggs: aggs.to_vec(),
+            accs,
+            groups: 0,
+        };
+        out.grow(groups)?;
+        Ok(out)
+    }
+
+    /// Makes room for `groups` groups (new ones start empty).
+    pub fn grow(&mut self, groups: usize) -> Result<()> {
+        for (acc, a) in self.accs.iter_mut().zip(&self.aggs) {
+            if let Acc::Single(v) = acc {
+                while v.len() < groups {
+                    v.push(a.expr.create_accumulator().map_err(df)?);
+                }
+            }
+        }
+        self.groups = self.groups.max(groups);
+        Ok(())
     }
 
     /// Merges stored state into the groups: row `i` of `state` (every aggregate's state
@@ -95,7 +110,7 @@ impl<'a> GroupAccumulators<'a> {
             return Ok(());
         }
         let mut at = 0;
-        for (acc, a) in self.accs.iter_mut().zip(self.aggs) {
+        for (acc, a) in self.accs.iter_mut().zip(&self.aggs) {
             let width = a.expr.state_fields().map_err(df)?.len();
             let cols = state.get(at..at + width).ok_or_else(|| {
                 SluiceError::Runtime(format!(
@@ -161,7 +176,7 @@ impl<'a> GroupAccumulators<'a> {
     /// The state of every group as columns of `types` (see [`state_types`]).
     pub fn state(mut self, types: &[DataType]) -> Result<Vec<ArrayRef>> {
         let mut out = Vec::with_capacity(types.len());
-        for (acc, a) in self.accs.iter_mut().zip(self.aggs) {
+        for (acc, a) in self.accs.iter_mut().zip(&self.aggs) {
             let fields = a.expr.state_fields().map_err(df)?;
             let cols = match acc {
                 Acc::Groups(g) => g.state(EmitTo::All).map_err(df)?,

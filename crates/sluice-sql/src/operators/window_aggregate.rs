@@ -7,9 +7,15 @@
 //! The state lives in the subtask's keyed state ([`KeyedStore`]), as Flink's `WindowOperator`
 //! keeps it: per key, a map from window (the namespace, `[start, end)`) to the accumulators'
 //! intermediate state, and an event-time timer per (key, window) at its end - 1. A batch
-//! loads the (key, window) groups it touches once, updates them with a vectorised
-//! `GroupsAccumulator` where DataFusion has one, and writes them back; a watermark pops the
-//! due timers (in time order, so the finished windows come without a scan) and emits them.
+//! watermark pops the due timers (in time order, so the finished windows come without a
+//! scan) and emits them.
+//!
+//! Tumbling, hopping and cumulating windows first combine rows in memory, as Flink's window
+//! buffer (mini-batch) does: per window, a vectorised `GroupsAccumulator` over its keys. The
+//! buffer goes to keyed state (each group merged with what the state has, and given its
+//! timer) at a checkpoint barrier and when it holds too many groups; a window that fires
+//! before either never touches the state. Session windows go to the state with every batch:
+//! the groups a batch touches are loaded once, updated and written back.
 //! Session windows are the same map per key: a row that bridges sessions merges them (their
 //! states into one, their timers into one), as Flink's merging window set does.
 
@@ -27,7 +33,7 @@ use sluice_engine::keyed::{MapState, RowCodec};
 use sluice_engine::{
     KeyedStore, Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -85,6 +91,8 @@ impl OperatorFactory for WindowAggregateFactory {
             state_types,
             store,
             windows,
+            buffer: BTreeMap::new(),
+            buffered: 0,
             watermark: MIN_WATERMARK,
             late: ctx.metrics.counter("late rows dropped"),
         }))
@@ -93,6 +101,17 @@ impl OperatorFactory for WindowAggregateFactory {
 
 /// The most (key, window) results emitted in one batch.
 const EMIT_BATCH_ROWS: usize = 8192;
+
+/// The most (key, window) groups the window buffer holds; past it, it is written to keyed
+/// state (a bound on memory, whatever the number of keys).
+const MAX_BUFFERED_GROUPS: usize = 100_000;
+
+/// The groups of one window combined in memory since the buffer was last written out.
+struct BufferedWindow {
+    index: HashMap<Vec<u8>, usize>,
+    keys: Vec<Vec<u8>>,
+    accs: GroupAccumulators,
+}
 
 /// A window as a namespace: `[start, end)`, ordered by start then end.
 fn window_ns(start: EventTime, end: EventTime) -> Vec<u8> {
@@ -151,6 +170,10 @@ struct WindowAggregate {
     store: KeyedStore,
     /// Per key: window namespace -> the accumulators' state.
     windows: MapState<Vec<u8>, Vec<u8>>,
+    /// The window buffer, by (end, start).
+    buffer: BTreeMap<(EventTime, EventTime), BufferedWindow>,
+    /// Groups in the buffer.
+    buffered: usize,
     watermark: EventTime,
     late: Arc<AtomicU64>,
 }
@@ -200,19 +223,34 @@ impl WindowAggregate {
         self.key_codec.encode_rows(&cols, n)
     }
 
-    /// Adds the rows of each [`GroupUpdate`] to its (key, window) group: the stored states it
-    /// takes over are loaded (and those of merged sessions removed with their timers), the
-    /// rows added in one vectorised pass over all groups, and the states written back; a new
-    /// group gets its timer.
+    /// Adds the rows of each [`GroupUpdate`] to its (key, window) group, in one vectorised
+    /// pass over all groups, and writes them to keyed state ([`Self::store_groups`]).
     fn accumulate(&mut self, inputs: &BatchInputs, groups: &[GroupUpdate<'_>]) -> Result<()> {
         if groups.is_empty() {
             return Ok(());
         }
+        let mut idx: Vec<u32> = Vec::new();
+        let mut gids: Vec<usize> = Vec::new();
+        for (g, u) in groups.iter().enumerate() {
+            idx.extend_from_slice(&u.rows);
+            gids.extend(std::iter::repeat_n(g, u.rows.len()));
+        }
+        let mut accs = GroupAccumulators::new(&self.spec.aggs, groups.len())?;
+        accs.update(inputs, &idx, &gids)?;
+        self.store_groups(groups, accs)
+    }
+
+    /// Writes groups to keyed state: group `g` of `accs` is `groups[g]`, merged with the
+    /// stored states it takes over (and those of merged sessions removed with their
+    /// timers); a new group gets its timer.
+    fn store_groups(
+        &mut self,
+        groups: &[GroupUpdate<'_>],
+        mut accs: GroupAccumulators,
+    ) -> Result<()> {
         // The stored states to merge: bytes, and the group each goes to.
         let mut stored: Vec<Vec<u8>> = Vec::new();
         let mut stored_ids: Vec<usize> = Vec::new();
-        let mut idx: Vec<u32> = Vec::new();
-        let mut gids: Vec<usize> = Vec::new();
         for (g, u) in groups.iter().enumerate() {
             let (key, (start, end)) = (u.key, u.window);
             self.store.set_current_key(key)?;
@@ -236,16 +274,11 @@ impl WindowAggregate {
                 self.store
                     .register_event_timer(end - 1, &window_ns(start, end))?;
             }
-            idx.extend_from_slice(&u.rows);
-            gids.extend(std::iter::repeat_n(g, u.rows.len()));
         }
-        let aggs = &self.spec.aggs;
-        let mut accs = GroupAccumulators::new(aggs, groups.len())?;
         if !stored.is_empty() {
             let rows: Vec<&[u8]> = stored.iter().map(|b| b.as_slice()).collect();
             accs.merge(&self.state_codec.decode(&rows)?, &stored_ids)?;
         }
-        accs.update(inputs, &idx, &gids)?;
         // (A query without aggregates has no state columns: every group's state is empty.)
         let state = self
             .state_codec
@@ -259,26 +292,42 @@ impl WindowAggregate {
         Ok(())
     }
 
+    /// Writes the window buffer to keyed state.
+    fn flush_buffer(&mut self) -> Result<()> {
+        let buffer = std::mem::take(&mut self.buffer);
+        self.buffered = 0;
+        for ((end, start), w) in buffer {
+            let groups: Vec<GroupUpdate<'_>> = w
+                .keys
+                .iter()
+                .map(|key| GroupUpdate {
+                    key,
+                    window: (start, end),
+                    merged: vec![(start, end)],
+                    rows: Vec::new(),
+                })
+                .collect();
+            self.store_groups(&groups, w.accs)?;
+        }
+        Ok(())
+    }
+
     /// Tumbling, hopping and cumulating windows: every row goes to each of its windows that
-    /// has not fired.
+    /// has not fired, in the window buffer.
     fn process_windows(
         &mut self,
         times: &[i64],
         keys: &[Vec<u8>],
         inputs: &BatchInputs,
     ) -> Result<()> {
-        let mut per_group: HashMap<(&[u8], EventTime, EventTime), Vec<u32>> = HashMap::new();
+        let mut per_window: HashMap<(EventTime, EventTime), Vec<u32>> = HashMap::new();
         let mut late = 0u64;
         let wm = self.watermark;
         for (i, &ts) in times.iter().enumerate() {
             let mut assigned = false;
-            let key = keys[i].as_slice();
             self.spec.kind.assign(ts, |start, end| {
                 if end - 1 > wm {
-                    per_group
-                        .entry((key, start, end))
-                        .or_default()
-                        .push(i as u32);
+                    per_window.entry((end, start)).or_default().push(i as u32);
                     assigned = true;
                 }
             });
@@ -287,16 +336,37 @@ impl WindowAggregate {
             }
         }
         self.late.fetch_add(late, Ordering::Relaxed);
-        let groups: Vec<_> = per_group
-            .into_iter()
-            .map(|((key, s, e), rows)| GroupUpdate {
-                key,
-                window: (s, e),
-                merged: vec![(s, e)],
-                rows,
-            })
-            .collect();
-        self.accumulate(inputs, &groups)
+        for (w, idx) in per_window {
+            let window = match self.buffer.entry(w) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(BufferedWindow {
+                    index: HashMap::new(),
+                    keys: Vec::new(),
+                    accs: GroupAccumulators::new(&self.spec.aggs, 0)?,
+                }),
+            };
+            let mut gids = Vec::with_capacity(idx.len());
+            for &r in &idx {
+                let key = &keys[r as usize];
+                let id = match window.index.get(key) {
+                    Some(&id) => id,
+                    None => {
+                        let id = window.keys.len();
+                        window.index.insert(key.clone(), id);
+                        window.keys.push(key.clone());
+                        self.buffered += 1;
+                        id
+                    }
+                };
+                gids.push(id);
+            }
+            window.accs.grow(window.keys.len())?;
+            window.accs.update(inputs, &idx, &gids)?;
+        }
+        if self.buffered > MAX_BUFFERED_GROUPS {
+            self.flush_buffer()?;
+        }
+        Ok(())
     }
 
     /// Session windows: the rows of each key are merged into its stored sessions; a row
@@ -382,37 +452,63 @@ impl WindowAggregate {
         self.accumulate(inputs, &groups)
     }
 
-    /// Evaluates due groups (in the order given) and emits them.
+    /// Evaluates due groups (in the order given; the states of one (window, key) listed
+    /// more than once are merged) and emits them.
     fn fire(&self, due: &[Due], out: &mut Output) -> Result<()> {
-        for chunk in due.chunks(EMIT_BATCH_ROWS) {
-            let n = chunk.len();
-            let rows: Vec<&[u8]> = chunk.iter().map(|d| d.state.as_slice()).collect();
-            let mut accs = GroupAccumulators::new(&self.spec.aggs, n)?;
-            let ids: Vec<usize> = (0..n).collect();
-            accs.merge(&self.state_codec.decode(&rows)?, &ids)?;
-            let results = accs.evaluate()?;
-            let keys: Vec<&[u8]> = chunk.iter().map(|d| d.key.as_slice()).collect();
-            let key_columns = self.key_codec.decode(&keys)?;
+        let mut index: HashMap<(EventTime, EventTime, &[u8]), usize> = HashMap::new();
+        let mut groups: Vec<&Due> = Vec::new();
+        let mut ids = Vec::with_capacity(due.len());
+        for d in due {
+            let id = *index.entry((d.start, d.end, &d.key)).or_insert_with(|| {
+                groups.push(d);
+                groups.len() - 1
+            });
+            ids.push(id);
+        }
+        let rows: Vec<&[u8]> = due.iter().map(|d| d.state.as_slice()).collect();
+        let mut accs = GroupAccumulators::new(&self.spec.aggs, groups.len())?;
+        accs.merge(&self.state_codec.decode(&rows)?, &ids)?;
+        let results = accs.evaluate()?;
+        self.emit(
+            &groups.iter().map(|d| (d.start, d.end)).collect::<Vec<_>>(),
+            &groups.iter().map(|d| d.key.as_slice()).collect::<Vec<_>>(),
+            &results,
+            out,
+        )
+    }
+
+    /// Emits results: row `i` is window `windows[i]` of key `keys[i]`.
+    fn emit(
+        &self,
+        windows: &[(EventTime, EventTime)],
+        keys: &[&[u8]],
+        results: &[ArrayRef],
+        out: &mut Output,
+    ) -> Result<()> {
+        for at in (0..keys.len()).step_by(EMIT_BATCH_ROWS) {
+            let n = EMIT_BATCH_ROWS.min(keys.len() - at);
+            let windows = &windows[at..at + n];
+            let key_columns = self.key_codec.decode(&keys[at..at + n])?;
             let mut columns: Vec<ArrayRef> = Vec::new();
             for (i, c) in self.spec.layout.iter().enumerate() {
                 let field = self.spec.output_schema.field(i);
-                let ts = |f: fn(&Due) -> i64| -> Result<ArrayRef> {
+                let ts = |f: fn(&(EventTime, EventTime)) -> i64| -> Result<ArrayRef> {
                     let a: ArrayRef = Arc::new(TimestampMillisecondArray::from_iter_values(
-                        chunk.iter().map(f),
+                        windows.iter().map(f),
                     ));
                     Ok(cast(&a, field.data_type())?)
                 };
                 columns.push(match c {
                     OutCol::Key(k) => key_columns[*k].clone(),
-                    OutCol::Start => ts(|d| d.start)?,
-                    OutCol::End => ts(|d| d.end)?,
-                    OutCol::Time => ts(|d| d.end - 1)?,
+                    OutCol::Start => ts(|w| w.0)?,
+                    OutCol::End => ts(|w| w.1)?,
+                    OutCol::Time => ts(|w| w.1 - 1)?,
                 });
             }
             let offset = self.spec.layout.len();
-            for (j, r) in results.into_iter().enumerate() {
+            for (j, r) in results.iter().enumerate() {
                 let t = self.spec.output_schema.field(offset + j).data_type();
-                columns.push(as_type(r, t)?);
+                columns.push(as_type(r.slice(at, n), t)?);
             }
             let batch = RecordBatch::try_new(self.spec.output_schema.clone(), columns)
                 .map_err(|e| SluiceError::Runtime(format!("{}: {e}", self.spec.name)))?;
@@ -505,7 +601,10 @@ impl Operator for WindowAggregate {
         Some(&mut self.store)
     }
 
+    /// The window buffer goes to keyed state first (the runtime snapshots the keyed store
+    /// after this).
     fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
+        self.flush_buffer()?;
         state.put_i64(self.watermark);
         // No windows and no sessions here: they are in keyed state (earlier versions wrote
         // them here, and a restore still reads them).
@@ -585,9 +684,41 @@ impl Operator for WindowAggregate {
                 state,
             });
         }
-        // Windows in the order they end (sessions of one end by start).
-        due.sort_by_key(|d| (d.end, d.start));
-        self.fire(&due, out)?;
+        let mut buffered = Vec::new();
+        while let Some(entry) = self.buffer.first_entry() {
+            if entry.key().0 - 1 > self.watermark {
+                break;
+            }
+            let ((end, start), w) = entry.remove_entry();
+            self.buffered -= w.keys.len();
+            buffered.push((start, end, w));
+        }
+        if due.is_empty() {
+            // Windows that never reached the state: straight from the buffer.
+            for (start, end, w) in buffered {
+                let results = w.accs.evaluate()?;
+                let keys: Vec<&[u8]> = w.keys.iter().map(|k| k.as_slice()).collect();
+                self.emit(&vec![(start, end); keys.len()], &keys, &results, out)?;
+            }
+        } else {
+            for (start, end, w) in buffered {
+                let n = w.keys.len();
+                let states = self
+                    .state_codec
+                    .encode_rows(&w.accs.state(&self.state_types)?, n)?;
+                for (key, state) in w.keys.into_iter().zip(states) {
+                    due.push(Due {
+                        start,
+                        end,
+                        key,
+                        state,
+                    });
+                }
+            }
+            // Windows in the order they end (sessions of one end by start).
+            due.sort_by_key(|d| (d.end, d.start));
+            self.fire(&due, out)?;
+        }
         out.watermark(watermark);
         Ok(())
     }
