@@ -106,6 +106,20 @@ const EMIT_BATCH_ROWS: usize = 8192;
 /// state (a bound on memory, whatever the number of keys).
 const MAX_BUFFERED_GROUPS: usize = 100_000;
 
+/// The keys of a batch's rows, in one buffer.
+struct KeyRows {
+    data: Vec<u8>,
+    /// Where each row's key ends in `data`.
+    ends: Vec<usize>,
+}
+
+impl KeyRows {
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+}
+
 /// The groups of one window combined in memory since the buffer was last written out.
 struct BufferedWindow {
     index: HashMap<Vec<u8>, usize>,
@@ -205,7 +219,7 @@ impl WindowAggregate {
     }
 
     /// The stable key of every row of `batch` (the empty key for a keyless aggregate).
-    fn keys(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    fn keys(&self, batch: &RecordBatch) -> Result<KeyRows> {
         let n = batch.num_rows();
         let cols = self
             .spec
@@ -220,7 +234,15 @@ impl WindowAggregate {
                 as_type(c, t)
             })
             .collect::<Result<Vec<_>>>()?;
-        self.key_codec.encode_rows(&cols, n)
+        let mut rows = KeyRows {
+            data: Vec::with_capacity(n * 16),
+            ends: Vec::with_capacity(n),
+        };
+        self.key_codec.for_each_row(&cols, n, |_, key| {
+            rows.data.extend_from_slice(key);
+            rows.ends.push(rows.data.len());
+        })?;
+        Ok(rows)
     }
 
     /// Adds the rows of each [`GroupUpdate`] to its (key, window) group, in one vectorised
@@ -317,7 +339,7 @@ impl WindowAggregate {
     fn process_windows(
         &mut self,
         times: &[i64],
-        keys: &[Vec<u8>],
+        keys: &KeyRows,
         inputs: &BatchInputs,
     ) -> Result<()> {
         let mut per_window: HashMap<(EventTime, EventTime), Vec<u32>> = HashMap::new();
@@ -347,13 +369,13 @@ impl WindowAggregate {
             };
             let mut gids = Vec::with_capacity(idx.len());
             for &r in &idx {
-                let key = &keys[r as usize];
+                let key = keys.get(r as usize);
                 let id = match window.index.get(key) {
                     Some(&id) => id,
                     None => {
                         let id = window.keys.len();
-                        window.index.insert(key.clone(), id);
-                        window.keys.push(key.clone());
+                        window.index.insert(key.to_vec(), id);
+                        window.keys.push(key.to_vec());
                         self.buffered += 1;
                         id
                     }
@@ -375,12 +397,12 @@ impl WindowAggregate {
         &mut self,
         gap: i64,
         times: &[i64],
-        keys: &[Vec<u8>],
+        keys: &KeyRows,
         inputs: &BatchInputs,
     ) -> Result<()> {
         let mut by_key: HashMap<&[u8], Vec<u32>> = HashMap::new();
-        for (i, key) in keys.iter().enumerate() {
-            by_key.entry(key.as_slice()).or_default().push(i as u32);
+        for i in 0..times.len() {
+            by_key.entry(keys.get(i)).or_default().push(i as u32);
         }
         let mut late = 0;
         let mut groups = Vec::new();
