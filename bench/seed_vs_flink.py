@@ -5,7 +5,7 @@ their ratios, and the time to the first output row of a small Sluice job.
 
     python3 -m venv ~/flink-venv && ~/flink-venv/bin/pip install apache-flink psutil
     cargo build --release
-    ~/flink-venv/bin/python bench/seed_vs_flink.py [--rows 5000000] [--skip-flink]
+    ~/flink-venv/bin/python bench/seed_vs_flink.py [--rows 5000000] [--skip-flink] [--sluice PATH]
 
 Not a test: it never fails on speed.
 """
@@ -160,7 +160,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--skip-flink", action="store_true")
+    ap.add_argument("--sluice", default=sluice, help="the sluice binary to run")
     args = ap.parse_args()
+    globals()["sluice"] = args.sluice
     if not os.path.exists(sluice):
         sys.exit(f"{sluice} not found: run `cargo build --release` first")
     data_dir = os.path.join(here, "data")

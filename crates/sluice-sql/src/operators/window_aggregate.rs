@@ -104,7 +104,7 @@ const EMIT_BATCH_ROWS: usize = 8192;
 
 /// The most (key, window) groups the window buffer holds; past it, it is written to keyed
 /// state (a bound on memory, whatever the number of keys).
-const MAX_BUFFERED_GROUPS: usize = 100_000;
+const MAX_BUFFERED_GROUPS: usize = 250_000;
 
 /// The keys of a batch's rows, in one buffer.
 struct KeyRows {
