@@ -99,10 +99,16 @@ impl RowCodec {
         mut f: impl FnMut(usize, &[u8]),
     ) -> Result<()> {
         self.check(columns)?;
+        // The fixed-width columns' data, looked up once per batch, not per row.
+        let data: Vec<Option<ArrayData>> = columns
+            .iter()
+            .zip(&self.shapes)
+            .map(|(c, s)| matches!(s, Shape::Fixed(_)).then(|| c.to_data()))
+            .collect();
         let mut buf = Vec::with_capacity(32);
         for i in 0..rows {
             buf.clear();
-            self.encode_row(columns, i, &mut buf)?;
+            self.encode_row_of(columns, &data, i, &mut buf)?;
             f(i, &buf);
         }
         Ok(())
@@ -137,26 +143,48 @@ impl RowCodec {
         Ok(())
     }
 
-    /// Appends the encoding of row `i` of `columns` to `out`.
+    /// Appends the encoding of row `i` of `columns` to `out` (for many rows,
+    /// [`RowCodec::for_each_row`] is faster).
     pub fn encode_row(&self, columns: &[ArrayRef], i: usize, out: &mut Vec<u8>) -> Result<()> {
-        for (c, s) in columns.iter().zip(&self.shapes) {
+        self.check(columns)?;
+        let data: Vec<Option<ArrayData>> = columns
+            .iter()
+            .zip(&self.shapes)
+            .map(|(c, s)| matches!(s, Shape::Fixed(_)).then(|| c.to_data()))
+            .collect();
+        self.encode_row_of(columns, &data, i, out)
+    }
+
+    /// [`RowCodec::encode_row`] with the data of the fixed-width columns at hand.
+    fn encode_row_of(
+        &self,
+        columns: &[ArrayRef],
+        data: &[Option<ArrayData>],
+        i: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        for ((c, s), d) in columns.iter().zip(&self.shapes).zip(data) {
             if c.is_null(i) {
                 out.push(0);
                 continue;
             }
             out.push(1);
-            match s {
-                Shape::Fixed(w) => {
-                    let data = c.to_data();
-                    let at = (data.offset() + i) * w;
-                    out.extend_from_slice(&data.buffers()[0].as_slice()[at..at + w]);
+            match (s, d) {
+                (Shape::Fixed(w), Some(d)) => {
+                    let at = (d.offset() + i) * w;
+                    out.extend_from_slice(&d.buffers()[0].as_slice()[at..at + w]);
                 }
-                Shape::Bool => out.push(c.as_boolean().value(i) as u8),
-                Shape::Utf8 => put_var(out, c.as_string::<i32>().value(i).as_bytes()),
-                Shape::LargeUtf8 => put_var(out, c.as_string::<i64>().value(i).as_bytes()),
-                Shape::Binary => put_var(out, c.as_binary::<i32>().value(i)),
-                Shape::LargeBinary => put_var(out, c.as_binary::<i64>().value(i)),
-                Shape::Ipc => put_var(out, &ipc_of(&c.slice(i, 1))?),
+                (Shape::Fixed(_), None) => {
+                    return Err(SluiceError::Runtime(
+                        "keyed state: a fixed-width column without its data".into(),
+                    ))
+                }
+                (Shape::Bool, _) => out.push(c.as_boolean().value(i) as u8),
+                (Shape::Utf8, _) => put_var(out, c.as_string::<i32>().value(i).as_bytes()),
+                (Shape::LargeUtf8, _) => put_var(out, c.as_string::<i64>().value(i).as_bytes()),
+                (Shape::Binary, _) => put_var(out, c.as_binary::<i32>().value(i)),
+                (Shape::LargeBinary, _) => put_var(out, c.as_binary::<i64>().value(i)),
+                (Shape::Ipc, _) => put_var(out, &ipc_of(&c.slice(i, 1))?),
             }
         }
         Ok(())
