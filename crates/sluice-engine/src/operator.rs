@@ -139,7 +139,9 @@ pub trait Operator: Send {
 
     /// Writes the operator's state for checkpoint `checkpoint`, taken when the barrier
     /// passes it: everything before the barrier is in the state, nothing after. A
-    /// two-phase-commit sink pre-commits here. The default has no state.
+    /// two-phase-commit sink pre-commits here. It is called before the runtime snapshots
+    /// the keyed store, so an operator that buffers per-key changes in memory writes them
+    /// to the store here. The default has no state.
     fn snapshot_state(
         &mut self,
         _checkpoint: CheckpointId,

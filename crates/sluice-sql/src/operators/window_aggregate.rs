@@ -6,18 +6,19 @@
 //!
 //! The state lives in the subtask's keyed state ([`KeyedStore`]), as Flink's `WindowOperator`
 //! keeps it: per key, a map from window (the namespace, `[start, end)`) to the accumulators'
-//! intermediate state, and an event-time timer per (key, window) at its end - 1. A batch
-//! watermark pops the due timers (in time order, so the finished windows come without a
-//! scan) and emits them.
+//! intermediate state, and an event-time timer per (key, window) at its end - 1. A watermark
+//! pops the due timers (in time order, so the finished windows come without a scan) and
+//! emits them.
 //!
 //! Tumbling, hopping and cumulating windows first combine rows in memory, as Flink's window
 //! buffer (mini-batch) does: per window, a vectorised `GroupsAccumulator` over its keys. The
 //! buffer goes to keyed state (each group merged with what the state has, and given its
 //! timer) at a checkpoint barrier and when it holds too many groups; a window that fires
-//! before either never touches the state. Session windows go to the state with every batch:
-//! the groups a batch touches are loaded once, updated and written back.
-//! Session windows are the same map per key: a row that bridges sessions merges them (their
-//! states into one, their timers into one), as Flink's merging window set does.
+//! before either never touches the state.
+//!
+//! Session windows are the same map per key, written with every batch (the groups a batch
+//! touches are loaded once, updated and written back): a row that bridges sessions merges
+//! them (their states into one, their timers into one), as Flink's merging window set does.
 
 use super::acc_state::{as_type, state_types, BatchInputs, GroupAccumulators};
 use super::df;
