@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from keyed_state import peak_rss_kib
+
 here = os.path.dirname(os.path.abspath(__file__))
 target = os.environ.get("CARGO_TARGET_DIR", os.path.join(here, "..", "target"))
 default_sluice = os.path.join(target, "release", "sluice")
@@ -63,18 +65,6 @@ def run(sluice, sql):
             err.seek(0)
             sys.exit(f"{sluice} failed:\n{err.read()[-3000:]}")
         return elapsed, peak / 1024
-
-
-def peak_rss_kib(pid):
-    """The process's peak resident set (VmHWM) so far, in KiB; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def main():

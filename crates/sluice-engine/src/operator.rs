@@ -167,9 +167,7 @@ pub trait Operator: Send {
         old: usize,
         _states: &mut [(usize, StateReader<'_>)],
     ) -> Result<()> {
-        Err(sluice_common::SluiceError::Config(format!(
-            "this job's state was written at parallelism {old}, and one of its operators keeps state that cannot be divided among another number of subtasks; restore it at parallelism {old}"
-        )))
+        Err(rescale_refused(old))
     }
 
     /// The operator's keyed state, if it keeps any: the runtime snapshots it at every
@@ -191,6 +189,14 @@ pub trait Operator: Send {
     fn notify_checkpoint_complete(&mut self, _checkpoint: CheckpointId) -> Result<()> {
         Ok(())
     }
+}
+
+/// The refusal of an operator or source whose state cannot be divided among another number
+/// of subtasks (the runtime adds which subtask it is).
+pub(crate) fn rescale_refused(old: usize) -> sluice_common::SluiceError {
+    sluice_common::SluiceError::Config(format!(
+        "this job's state was written at parallelism {old}, and this state cannot be divided among another number of subtasks; restore it at parallelism {old}"
+    ))
 }
 
 /// Creates the instances of an operator, one per subtask.

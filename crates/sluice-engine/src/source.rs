@@ -52,9 +52,7 @@ pub trait SourceReader: Send {
         old: usize,
         _states: &mut [(usize, StateReader<'_>)],
     ) -> Result<()> {
-        Err(sluice_common::SluiceError::Config(format!(
-            "this job's state was written at parallelism {old}, and one of its sources cannot divide its position among another number of subtasks; restore it at parallelism {old}"
-        )))
+        Err(crate::operator::rescale_refused(old))
     }
 
     /// Checkpoint `checkpoint` is complete (a Kafka source commits its offsets to the group).

@@ -42,6 +42,16 @@ fn ids(dir: &Path) -> BTreeMap<u64, usize> {
     m
 }
 
+/// The savepoint a stopped job reported (`Savepoint written to PATH; ...`).
+fn savepoint_path(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Savepoint written to "))
+        .and_then(|l| l.split(';').next())
+        .unwrap_or_else(|| panic!("no savepoint reported: {stderr}"))
+        .to_string()
+}
+
 /// The complete checkpoints under `dir`, oldest first.
 fn complete_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
     let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
@@ -86,13 +96,7 @@ fn stop_with_savepoint_and_resume_write_every_row_once() {
     });
     job.interrupt();
     assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
-    let err = job.stderr();
-    let path = err
-        .lines()
-        .find_map(|l| l.strip_prefix("Savepoint written to "))
-        .and_then(|l| l.split(';').next())
-        .unwrap_or_else(|| panic!("no savepoint reported: {err}"))
-        .to_string();
+    let path = savepoint_path(&job.stderr());
     let before = ids(&out);
     assert!(before.len() < ROWS as usize, "it stopped before the end");
     assert!(before.values().all(|&n| n == 1));
@@ -281,13 +285,7 @@ fn a_savepoint_restores_at_another_parallelism_with_the_same_rows() {
         });
         job.interrupt();
         assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
-        let err = job.stderr();
-        let path = err
-            .lines()
-            .find_map(|l| l.strip_prefix("Savepoint written to "))
-            .and_then(|l| l.split(';').next())
-            .unwrap_or_else(|| panic!("no savepoint reported: {err}"))
-            .to_string();
+        let path = savepoint_path(&job.stderr());
         assert!(
             lines(&out).len() < expected.len(),
             "it stopped before the end"

@@ -99,12 +99,7 @@ impl RowCodec {
         mut f: impl FnMut(usize, &[u8]),
     ) -> Result<()> {
         self.check(columns)?;
-        // The fixed-width columns' data, looked up once per batch, not per row.
-        let data: Vec<Option<ArrayData>> = columns
-            .iter()
-            .zip(&self.shapes)
-            .map(|(c, s)| matches!(s, Shape::Fixed(_)).then(|| c.to_data()))
-            .collect();
+        let data = self.fixed_data(columns);
         let mut buf = Vec::with_capacity(32);
         for i in 0..rows {
             buf.clear();
@@ -147,12 +142,16 @@ impl RowCodec {
     /// [`RowCodec::for_each_row`] is faster).
     pub fn encode_row(&self, columns: &[ArrayRef], i: usize, out: &mut Vec<u8>) -> Result<()> {
         self.check(columns)?;
-        let data: Vec<Option<ArrayData>> = columns
+        self.encode_row_of(columns, &self.fixed_data(columns), i, out)
+    }
+
+    /// The data of the fixed-width columns (looked up once per batch, not per row).
+    fn fixed_data(&self, columns: &[ArrayRef]) -> Vec<Option<ArrayData>> {
+        columns
             .iter()
             .zip(&self.shapes)
             .map(|(c, s)| matches!(s, Shape::Fixed(_)).then(|| c.to_data()))
-            .collect();
-        self.encode_row_of(columns, &data, i, out)
+            .collect()
     }
 
     /// [`RowCodec::encode_row`] with the data of the fixed-width columns at hand.

@@ -11,8 +11,23 @@ pub mod window_aggregate;
 pub mod window_assign;
 
 use datafusion_common::DataFusionError;
-use sluice_common::SluiceError;
+use sluice_common::{EventTime, Result, SluiceError};
+use sluice_engine::StateReader;
 
 pub(crate) fn df(e: DataFusionError) -> SluiceError {
     SluiceError::Runtime(e.to_string())
+}
+
+/// Restores what every old subtask of a rescaled operator wrote with `restore`, which gives
+/// the watermark each had; the operator goes on from the smallest (`current` if none).
+pub(crate) fn restore_smallest_watermark(
+    states: &mut [(usize, StateReader<'_>)],
+    current: EventTime,
+    mut restore: impl FnMut(&mut StateReader<'_>) -> Result<EventTime>,
+) -> Result<EventTime> {
+    let mut watermark = current;
+    for (_, state) in states.iter_mut() {
+        watermark = watermark.min(restore(state)?);
+    }
+    Ok(watermark)
 }

@@ -265,12 +265,11 @@ impl Operator for WindowTopN {
         _old: usize,
         states: &mut [(usize, StateReader<'_>)],
     ) -> Result<()> {
-        let mut watermark = EventTime::MAX;
-        for (_, state) in states.iter_mut() {
+        let current = self.watermark;
+        self.watermark = super::restore_smallest_watermark(states, current, |state| {
             self.restore_state(state)?;
-            watermark = watermark.min(self.watermark);
-        }
-        self.watermark = watermark.min(self.watermark);
+            Ok(self.watermark)
+        })?;
         Ok(())
     }
 
