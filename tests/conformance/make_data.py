@@ -44,3 +44,27 @@ for i in range(120):
     orders.append(f"{i},p{random.randint(1, 5)},{random.randint(100, 99999) / 100:.2f},{'true' if random.random() < 0.7 else 'false'},{ts(ts_ms)}")
 with open(os.path.join(here, "data", "orders.csv"), "w") as f:
     f.write("\n".join(orders) + "\n")
+
+# Ad impressions and the clicks on them, for interval joins: out of order by up to 2 s (the
+# tables' watermarks allow 3 s, so no row is late); most impressions get a click 0-12 s
+# later, some clicks have no impression (a different ad), a few rows have no ad.
+impressions, ad_clicks = [], []
+t = base
+for i in range(90):
+    t += random.randint(200, 1500)
+    ad = f"ad{random.randint(0, 5)}" if i % 23 != 22 else None
+    shown = t - random.randint(0, 2000)
+    impressions.append({"ad_id": ad, "user_id": f"u{random.randint(0, 9)}", "ts": ts(shown)})
+    if random.random() < 0.6:
+        ad_clicks.append({"ad_id": ad, "cost": round(random.random(), 2),
+                          "ts_ms": shown + random.randint(0, 12000)})
+    if random.random() < 0.15:
+        ad_clicks.append({"ad_id": f"ad{random.randint(6, 7)}", "cost": round(random.random(), 2),
+                          "ts_ms": t + random.randint(0, 3000)})
+ad_clicks.sort(key=lambda c: c["ts_ms"] + random.randint(0, 1500))
+with open(os.path.join(here, "data", "impressions.json"), "w") as f:
+    for r in impressions:
+        f.write(json.dumps(r) + "\n")
+with open(os.path.join(here, "data", "ad_clicks.json"), "w") as f:
+    for c in ad_clicks:
+        f.write(json.dumps({"ad_id": c["ad_id"], "cost": c["cost"], "ts": ts(c["ts_ms"])}) + "\n")

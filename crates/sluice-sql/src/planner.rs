@@ -28,6 +28,8 @@ use sluice_engine::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+mod join;
+
 /// The settings of a job (from `SET`).
 #[derive(Debug, Clone)]
 pub struct JobConfig {
@@ -40,6 +42,9 @@ pub struct JobConfig {
     /// `table.exec.state.ttl`: how long non-windowed state (a GROUP BY's groups) is kept
     /// after its last update; `None` (0) for ever.
     pub state_ttl: Option<std::time::Duration>,
+    /// `table.exec.interval-join.min-cleanup-interval`: how much longer than needed an
+    /// interval join keeps rows (0, the default, cleans up as soon as it may).
+    pub interval_join_min_cleanup_ms: i64,
     /// `pipeline.max-parallelism` and `state.backend.type`.
     pub state: sluice_engine::StateConfig,
 }
@@ -165,9 +170,38 @@ pub struct Planner<'a> {
     pub config: &'a JobConfig,
 }
 
+/// Functions that DataFusion evaluates only once its simplifier has rewritten them (into
+/// `CASE`); Sluice does not run the simplifier (it would also fold functions such as
+/// `NOW()` into constants), so it rewrites just these.
+const REWRITTEN_FUNCTIONS: &[&str] = &["coalesce", "nvl", "nvl2"];
+
+fn rewrite_functions(e: &Expr, schema: &DFSchema) -> Result<Expr> {
+    use datafusion_common::tree_node::{Transformed, TreeNode};
+    use datafusion_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+    let ctx = SimplifyContext::builder()
+        .with_schema(Arc::new(schema.clone()))
+        .build();
+    e.clone()
+        .transform_up(|e| match e {
+            Expr::ScalarFunction(f) if REWRITTEN_FUNCTIONS.contains(&f.func.name()) => {
+                match f.func.simplify(f.args, &ctx)? {
+                    ExprSimplifyResult::Simplified(e) => Ok(Transformed::yes(e)),
+                    ExprSimplifyResult::Original(args) => {
+                        Ok(Transformed::no(Expr::ScalarFunction(
+                            datafusion_expr::expr::ScalarFunction::new_udf(f.func, args),
+                        )))
+                    }
+                }
+            }
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+        .map_err(df_error)
+}
+
 fn physical(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
     create_physical_expr(
-        e,
+        &rewrite_functions(e, schema)?,
         schema,
         &ExecutionProps::new(),
         &PhysicalPlanningContext::default(),
@@ -252,6 +286,11 @@ impl Planner<'_> {
                 Ok(s)
             }
             LogicalPlan::Filter(f) => {
+                if let LogicalPlan::Join(j) = f.input.as_ref() {
+                    if j.join_type == datafusion_expr::JoinType::Inner {
+                        return self.join(j, Some(&f.predicate), graph);
+                    }
+                }
                 if let Some(s) = self.top_n(f, graph)? {
                     return Ok(s);
                 }
@@ -296,7 +335,7 @@ impl Planner<'_> {
                 })
             }
             LogicalPlan::Aggregate(agg) => self.aggregate(agg, graph),
-            LogicalPlan::Join(_) => Err(unsupported("JOIN")),
+            LogicalPlan::Join(j) => self.join(j, None, graph),
             LogicalPlan::Union(_) => Err(unsupported("UNION")),
             LogicalPlan::Sort(_) => Err(unsupported("ORDER BY (other than in a window Top-N)")),
             LogicalPlan::Limit(_) => Err(unsupported("LIMIT")),

@@ -41,6 +41,7 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("execution.checkpointing.incremental", ""),
     ("state.backend.memory.size", "256 mb"),
     ("state.backend.incremental", ""),
+    ("table.exec.interval-join.min-cleanup-interval", "0 ms"),
 ];
 
 /// What running a script produced.
@@ -211,6 +212,12 @@ impl Session {
                 "SET 'table.exec.state.ttl' = '{tv}': expected a duration such as '1 h' (0 keeps state for ever)"
             ))
         })?;
+        let ci = self.get("table.exec.interval-join.min-cleanup-interval");
+        let min_cleanup = sluice_common::options::parse_duration(&ci).ok_or_else(|| {
+            SluiceError::Config(format!(
+                "SET 'table.exec.interval-join.min-cleanup-interval' = '{ci}': expected a duration such as '1 s'"
+            ))
+        })?;
         let mp = self.get("pipeline.max-parallelism");
         let max_parallelism = if mp.trim().is_empty() || mp.trim() == "-1" {
             // Flink's default: 128, or more for a large parallelism.
@@ -263,6 +270,7 @@ impl Session {
             })?;
         Ok(JobConfig {
             state_ttl: (!ttl.is_zero()).then_some(ttl),
+            interval_join_min_cleanup_ms: min_cleanup.as_millis().min(i64::MAX as u128) as i64,
             state: sluice_engine::StateConfig {
                 max_parallelism,
                 backend,

@@ -116,6 +116,11 @@ fn compare(case: &Path, lines: &[&str]) -> Result<(), String> {
         let fields: Vec<&str> = parts.collect();
         canonical_row(kind, &fields)
     }));
+    let (actual, expected) = if materialized(case) {
+        (materialize(&actual)?, materialize(&expected)?)
+    } else {
+        (actual, expected)
+    };
     if actual != expected {
         let missing: Vec<_> = expected
             .iter()
@@ -133,6 +138,41 @@ fn compare(case: &Path, lines: &[&str]) -> Result<(), String> {
         return Err("the case has no expected rows; a case must produce some".into());
     }
     Ok(())
+}
+
+/// True if the case's changelog depends on how its inputs interleave (a file `materialized`
+/// in the case says so and why): the result the changelog ends in is compared, not the
+/// changelog.
+fn materialized(case: &Path) -> bool {
+    case.join("materialized").exists()
+}
+
+/// The rows a changelog ends in (`+I`/`+U` add a row, `-U`/`-D` take it back), as a
+/// multiset of `+I` rows; an error if it takes back a row it does not hold.
+fn materialize(changelog: &BTreeMap<String, usize>) -> Result<BTreeMap<String, usize>, String> {
+    let mut rows: BTreeMap<String, i64> = BTreeMap::new();
+    for (row, n) in changelog {
+        let (kind, fields) = row.split_at(2);
+        let sign = match kind {
+            "+I" | "+U" => 1,
+            "-U" | "-D" => -1,
+            other => return Err(format!("a row of kind {other}: {row}")),
+        };
+        *rows.entry(format!("+I{fields}")).or_insert(0) += sign * *n as i64;
+    }
+    let mut out = BTreeMap::new();
+    for (row, n) in rows {
+        if n < 0 {
+            return Err(format!(
+                "the changelog takes back {} more than it adds of {row}",
+                -n
+            ));
+        }
+        if n > 0 {
+            out.insert(row, n as usize);
+        }
+    }
+    Ok(out)
 }
 
 /// True if the case's rows depend on the order in which parallel subtasks interleave (a

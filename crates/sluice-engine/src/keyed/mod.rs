@@ -17,6 +17,6 @@ pub use backend::{StateBackend, StateBackendKind, StateResources};
 pub use key_group::{key_group_of, KeyGroupRange, DEFAULT_MAX_PARALLELISM, MAX_KEY_GROUPS};
 pub use row_codec::RowCodec;
 pub use store::{
-    Clock, KeyedSnapshot, KeyedStore, ListState, MapState, StateCodec, TimeOrderedState, Timer,
-    ValueState,
+    Clock, KeyedSnapshot, KeyedStore, ListState, MapState, StateCodec, TimeOrderedState, TimeSlot,
+    Timer, ValueState,
 };

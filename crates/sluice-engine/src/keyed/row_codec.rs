@@ -189,6 +189,11 @@ impl RowCodec {
         Ok(())
     }
 
+    /// The encoding of a row of NULLs.
+    pub fn null_row(&self) -> Vec<u8> {
+        vec![0; self.types.len()]
+    }
+
     /// Decodes rows back into columns.
     pub fn decode(&self, rows: &[&[u8]]) -> Result<Vec<ArrayRef>> {
         // The value of each column in each row (None: null).

@@ -1024,6 +1024,13 @@ pub struct TimeOrderedState<T> {
 
 copy_handle!(TimeOrderedState<T>);
 
+/// Where a row of a [`TimeOrderedState`] is: its time and its place among rows of that time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSlot {
+    pub time_ms: i64,
+    seq: u32,
+}
+
 /// An order-preserving encoding of a timestamp and a sequence number.
 fn time_key(time_ms: i64, seq: u32) -> Vec<u8> {
     let mut k = ((time_ms as u64) ^ (1 << 63)).to_be_bytes().to_vec();
@@ -1066,6 +1073,47 @@ impl<T: StateCodec> TimeOrderedState<T> {
             .into_iter()
             .map(|(k, v)| Ok((time_of(&k)?.0, v)))
             .collect()
+    }
+
+    /// The current key's rows from `from_ms` to `to_ms` (both included), earliest first,
+    /// each with its slot (to replace or remove it).
+    pub fn between(
+        &self,
+        store: &mut KeyedStore,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(TimeSlot, T)>> {
+        if from_ms > to_ms {
+            return Ok(Vec::new());
+        }
+        let start = time_key(from_ms, 0);
+        let end = time_key(to_ms, u32::MAX);
+        let within = |k: &[u8]| k <= end.as_slice();
+        store
+            .scan_key_from(self.map.id, &start, &within)?
+            .into_iter()
+            .map(|(k, v)| {
+                let (time_ms, seq) = time_of(&k)?;
+                Ok((TimeSlot { time_ms, seq }, T::decode(&v)?))
+            })
+            .collect()
+    }
+
+    /// Replaces the row in `slot` of the current key.
+    pub fn replace(&self, store: &mut KeyedStore, slot: TimeSlot, value: &T) -> Result<()> {
+        self.map
+            .put(store, &time_key(slot.time_ms, slot.seq), value)
+    }
+
+    /// The time of the current key's earliest row.
+    pub fn earliest(&self, store: &mut KeyedStore) -> Result<Option<i64>> {
+        let seen = std::cell::Cell::new(false);
+        let first_only = |_: &[u8]| !seen.replace(true);
+        let first = store.scan_key_from(self.map.id, &[], &first_only)?;
+        first
+            .first()
+            .map(|(k, _)| time_of(k).map(|(t, _)| t))
+            .transpose()
     }
 
     /// Removes the current key's rows at or before `time_ms`; returns them, earliest first.
@@ -1142,8 +1190,16 @@ mod tests {
         let rows: Vec<(i64, String)> = t.rows(&mut s).unwrap();
         let order: Vec<&str> = rows.iter().map(|(_, v)| v.as_str()).collect();
         assert_eq!(order, vec!["a", "b", "c", "d", "e"]);
+        let slots = t.between(&mut s, 0, 5).unwrap();
+        let found: Vec<&str> = slots.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(found, vec!["b", "c", "d"]);
+        assert!(t.between(&mut s, 6, 5).unwrap().is_empty());
+        t.replace(&mut s, slots[1].0, &"C".to_string()).unwrap();
+        assert_eq!(t.earliest(&mut s).unwrap(), Some(-3));
         let taken = t.take_up_to(&mut s, 5).unwrap();
         assert_eq!(taken.len(), 4);
+        assert_eq!(taken[2], (5, "C".to_string()));
+        assert_eq!(t.earliest(&mut s).unwrap(), Some(9));
         assert_eq!(t.rows(&mut s).unwrap(), vec![(9, "e".to_string())]);
     }
 

@@ -1,0 +1,17 @@
+CREATE TABLE impressions (
+  ad_id STRING,
+  user_id STRING,
+  ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '3' SECOND
+) WITH ('connector' = 'filesystem', 'path' = '${DATA}/impressions.json', 'format' = 'json');
+
+CREATE TABLE ad_clicks (
+  ad_id STRING,
+  cost DOUBLE,
+  ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '3' SECOND
+) WITH ('connector' = 'filesystem', 'path' = '${DATA}/ad_clicks.json', 'format' = 'json');
+
+SELECT c.ad_id, i.user_id, i.ts AS shown, c.ts AS clicked, c.cost * 2 AS double_cost
+FROM impressions i, ad_clicks c
+WHERE i.ad_id = c.ad_id AND i.ts > c.ts - INTERVAL '5' SECOND AND i.ts < c.ts AND i.user_id <> 'u3';

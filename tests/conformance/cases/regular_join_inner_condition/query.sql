@@ -1,0 +1,17 @@
+CREATE TABLE impressions (
+  ad_id STRING,
+  user_id STRING,
+  ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '3' SECOND
+) WITH ('connector' = 'filesystem', 'path' = '${DATA}/impressions.json', 'format' = 'json');
+
+CREATE TABLE ad_clicks (
+  ad_id STRING,
+  cost DOUBLE,
+  ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '3' SECOND
+) WITH ('connector' = 'filesystem', 'path' = '${DATA}/ad_clicks.json', 'format' = 'json');
+
+SELECT i.ad_id, i.user_id, i.ts AS shown, c.cost
+FROM impressions i JOIN ad_clicks c
+  ON i.ad_id = c.ad_id AND c.cost > 0.8 AND i.user_id IN ('u1', 'u2');
