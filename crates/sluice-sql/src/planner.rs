@@ -336,7 +336,7 @@ impl Planner<'_> {
             }
             LogicalPlan::Aggregate(agg) => self.aggregate(agg, graph),
             LogicalPlan::Join(j) => self.join(j, None, graph),
-            LogicalPlan::Union(_) => Err(unsupported("UNION")),
+            LogicalPlan::Union(u) => self.union(u, graph),
             LogicalPlan::Sort(_) => Err(unsupported("ORDER BY (other than in a window Top-N)")),
             LogicalPlan::Limit(_) => Err(unsupported("LIMIT")),
             LogicalPlan::Window(_) => Err(unsupported(
@@ -345,6 +345,75 @@ impl Planner<'_> {
             LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT")),
             other => Err(unsupported(&format!("the plan node {}", other.display()))),
         }
+    }
+
+    /// `UNION ALL` of streams: one union node, forward from inputs of its parallelism.
+    fn union(
+        &self,
+        u: &datafusion_expr::logical_plan::Union,
+        graph: &mut JobGraph,
+    ) -> Result<Stream> {
+        let mut inputs = Vec::new();
+        for plan in &u.inputs {
+            let mut s = self.translate(plan, graph)?;
+            if s.pending.is_some() {
+                s = self.materialize(s, graph)?;
+            }
+            for (i, (have, want)) in plan
+                .schema()
+                .fields()
+                .iter()
+                .zip(u.schema.fields())
+                .enumerate()
+            {
+                if have.data_type() != want.data_type() {
+                    return Err(SluiceError::Plan(format!(
+                        "UNION ALL: column {} is {} in one input and {} in the union; CAST it",
+                        i + 1,
+                        flink_name(have.data_type()),
+                        flink_name(want.data_type())
+                    )));
+                }
+            }
+            inputs.push(s);
+        }
+        let parallelism = self.config.parallelism;
+        let node = graph.add(Node {
+            name: "Union".into(),
+            parallelism,
+            kind: NodeKind::Operator(Arc::new(crate::operators::union::UnionFactory {
+                schema: arrow_schema(&u.schema),
+            })),
+            inputs: inputs
+                .iter()
+                .map(|s| Input {
+                    node: s.node,
+                    partitioning: if s.parallelism == parallelism {
+                        Partitioning::Forward
+                    } else {
+                        Partitioning::Rebalance
+                    },
+                })
+                .collect(),
+        });
+        // A column is the time attribute (or window end) only if it is in every input.
+        let common = |f: fn(&Stream) -> Option<usize>| {
+            let first = f(&inputs[0]);
+            inputs
+                .iter()
+                .all(|s| f(s) == first)
+                .then_some(first)
+                .flatten()
+        };
+        Ok(Stream {
+            node,
+            parallelism,
+            schema: u.schema.clone(),
+            rowtime: common(|s| s.rowtime),
+            updating: inputs.iter().any(|s| s.updating),
+            pending: None,
+            window_end: common(|s| s.window_end),
+        })
     }
 
     /// Computes the window columns of a pending window relation (one row per window).

@@ -9,6 +9,7 @@ pub mod interval_join;
 pub mod join_rows;
 pub mod regular_join;
 pub mod top_n;
+pub mod union;
 pub mod watermark;
 pub mod window_aggregate;
 pub mod window_assign;
