@@ -6,6 +6,7 @@
 use crate::catalog::{column_names, df_error, Catalog, WindowRelation};
 use crate::operators::calc::{CalcFactory, CalcStep};
 use crate::operators::changelog_normalize::ChangelogNormalizeFactory;
+use crate::operators::deduplicate::DeduplicateFactory;
 use crate::operators::group_aggregate::GroupAggregateFactory;
 use crate::operators::top_n::{SortKey, WindowTopNFactory};
 use crate::operators::watermark::WatermarkAssignerFactory;
@@ -518,29 +519,13 @@ impl Planner<'_> {
                 _ => None,
             })
             .collect();
-        let Some(window_end) = s
+        let window_end = s
             .window_end
-            .filter(|we| partition_cols.contains(&Some(*we)))
-        else {
-            return Err(SluiceError::Plan(
-                "ROW_NUMBER() OVER (PARTITION BY ...) is only supported as a window Top-N for now: partition by window_start, window_end (and other keys) of a window aggregation or window table function".into(),
-            ));
-        };
+            .filter(|we| partition_cols.contains(&Some(*we)));
         let partition_by = params
             .partition_by
             .iter()
             .map(|e| physical(e, input_schema))
-            .collect::<Result<Vec<_>>>()?;
-        let order_by = params
-            .order_by
-            .iter()
-            .map(|o| {
-                Ok(SortKey {
-                    expr: physical(&o.expr, input_schema)?,
-                    descending: !o.asc,
-                    nulls_first: o.nulls_first,
-                })
-            })
             .collect::<Result<Vec<_>>>()?;
         let (parallelism, partitioning) = if partition_cols.iter().all(Option::is_some) {
             (
@@ -550,24 +535,71 @@ impl Planner<'_> {
         } else {
             (1, Partitioning::Single)
         };
-        let name = format!("WindowTopN(rownum <= {limit})");
-        let factory = Arc::new(WindowTopNFactory {
-            name: name.clone(),
-            window_end_index: window_end,
-            partition_by,
-            order_by,
-            limit,
-            output_schema: arrow_schema(&window.schema),
-        });
+        let order_by_rowtime = match params.order_by.as_slice() {
+            [o] => match o.expr.clone().unalias() {
+                Expr::Column(c) => {
+                    (input_schema.index_of_column(&c).ok() == s.rowtime).then_some(!o.asc)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let (name, factory, updating): (String, Arc<dyn OperatorFactory>, bool) =
+            match (window_end, order_by_rowtime) {
+                (Some(window_end), _) => {
+                    let order_by = params
+                        .order_by
+                        .iter()
+                        .map(|o| {
+                            Ok(SortKey {
+                                expr: physical(&o.expr, input_schema)?,
+                                descending: !o.asc,
+                                nulls_first: o.nulls_first,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let name = format!("WindowTopN(rownum <= {limit})");
+                    let factory = Arc::new(WindowTopNFactory {
+                        name: name.clone(),
+                        window_end_index: window_end,
+                        partition_by,
+                        order_by,
+                        limit,
+                        output_schema: arrow_schema(&window.schema),
+                    });
+                    (name, factory, false)
+                }
+                (None, Some(keep_last)) if limit == 1 => {
+                    let (Some(rowtime), false) = (s.rowtime, s.updating) else {
+                        return Err(unsupported("deduplication over an updating stream"));
+                    };
+                    let factory = Arc::new(DeduplicateFactory {
+                        input_schema: arrow_schema(input_schema),
+                        output_schema: arrow_schema(&window.schema),
+                        partition_by,
+                        rowtime,
+                        keep_last,
+                        state_ttl: self.config.state_ttl,
+                    });
+                    // Keeping the last row updates; keeping the first is append-only.
+                    (factory.name(), factory, keep_last)
+                }
+                _ => {
+                    return Err(SluiceError::Plan(
+                        "ROW_NUMBER() OVER (PARTITION BY ...) is supported as a window Top-N (partition by window_start, window_end and other keys of a window aggregation or window table function) and as a deduplication (ORDER BY the time attribute ASC or DESC, keeping row number 1); a regular Top-N comes later".into(),
+                    ))
+                }
+            };
         let node = self.add(graph, name, parallelism, factory, s.node, partitioning);
         let mut out = Stream {
             node,
             parallelism,
             schema: window.schema.clone(),
-            rowtime: s.rowtime,
-            updating: false,
+            // An updating result has no time attribute.
+            rowtime: if updating { None } else { s.rowtime },
+            updating,
             pending: None,
-            window_end: Some(window_end),
+            window_end,
         };
         for w in wrappers.iter().rev() {
             out = match w {

@@ -4,6 +4,7 @@
 pub(crate) mod acc_state;
 pub mod calc;
 pub mod changelog_normalize;
+pub mod deduplicate;
 pub mod group_aggregate;
 pub mod interval_join;
 pub mod join_rows;
