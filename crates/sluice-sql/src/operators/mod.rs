@@ -14,6 +14,7 @@ pub mod union;
 pub mod watermark;
 pub mod window_aggregate;
 pub mod window_assign;
+pub mod window_join;
 
 use datafusion_common::DataFusionError;
 use sluice_common::{EventTime, Result, SluiceError};

@@ -5,7 +5,8 @@
 //! it from both sides, and the rest is a residual condition evaluated on each candidate
 //! pair.
 //!
-//! An interval join on event time when the bounds are there and the inputs append-only; a
+//! Two window table functions joined on window_start and window_end make a window join; an
+//! interval join on event time when the bounds are there and the inputs append-only; a
 //! regular join otherwise.
 
 use super::{arrow_schema, physical, unsupported, Planner, Stream};
@@ -13,6 +14,7 @@ use crate::catalog::df_error;
 use crate::operators::interval_join::IntervalJoinFactory;
 use crate::operators::join_rows::{JoinInput, JoinKind};
 use crate::operators::regular_join::RegularJoinFactory;
+use crate::operators::window_join::WindowJoinFactory;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion_common::{DFSchema, ScalarValue};
 use datafusion_expr::logical_plan::Join;
@@ -254,7 +256,34 @@ impl Planner<'_> {
         }
         let times = l.rowtime.zip(r.rowtime);
         let cond = split_condition(conjuncts, ls, rs, times);
+        // Both inputs windowed, joined on window_start and window_end: a window join.
+        let column = |e: &Expr, schema: &DFSchema| match e.clone().unalias() {
+            Expr::Column(c) => schema.index_of_column(&c).ok(),
+            _ => None,
+        };
+        let joined_on = |pick: &dyn Fn(usize, usize) -> bool| {
+            cond.keys.iter().any(
+                |(a, b)| matches!((column(a, ls), column(b, rs)), (Some(i), Some(j)) if pick(i, j)),
+            )
+        };
+        let window = match (l.window_end, r.window_end) {
+            (Some(le), Some(re))
+                if joined_on(&|i, j| i == le && j == re)
+                    && joined_on(&|i, j| {
+                        ls.field(i).name() == "window_start" && rs.field(j).name() == "window_start"
+                    }) =>
+            {
+                Some((le, re))
+            }
+            _ => None,
+        };
+        if window.is_some() && (l.updating || r.updating) {
+            return Err(SluiceError::Plan(
+                "a window join needs append-only inputs, and one of its inputs is updating".into(),
+            ));
+        }
         let interval = match (cond.bounds.lower_ms, cond.bounds.upper_ms, times) {
+            _ if window.is_some() => None,
             (Some(lower), Some(upper), Some(times)) => Some((lower, upper, times)),
             _ => None,
         };
@@ -300,6 +329,14 @@ impl Planner<'_> {
         let (left, right) = (input(ls, lw, &lk.hash_cols), input(rs, rw, &rk.hash_cols));
         let schema = arrow_schema(&join.schema);
         let factory: Arc<dyn OperatorFactory> = match interval {
+            None if window.is_some() => Arc::new(WindowJoinFactory {
+                kind,
+                left,
+                right,
+                window_ends: window.unwrap_or_default(),
+                schema,
+                condition: residual,
+            }),
             Some((lower_ms, upper_ms, times)) => Arc::new(IntervalJoinFactory {
                 kind,
                 left,
@@ -343,6 +380,18 @@ impl Planner<'_> {
                 },
             ],
         });
+        if let Some((le, _)) = window {
+            // Append-only, windowed as the left input (a window aggregate can follow).
+            return Ok(Stream {
+                node,
+                parallelism,
+                schema: join.schema.clone(),
+                rowtime: l.rowtime,
+                updating: false,
+                pending: None,
+                window_end: Some(le),
+            });
+        }
         Ok(match interval {
             // The output is append-only; both time attributes stay time attributes in
             // Flink, the left one is the stream's here.
