@@ -8,6 +8,7 @@ use crate::operators::calc::{CalcFactory, CalcStep};
 use crate::operators::changelog_normalize::ChangelogNormalizeFactory;
 use crate::operators::deduplicate::DeduplicateFactory;
 use crate::operators::group_aggregate::GroupAggregateFactory;
+use crate::operators::over_aggregate::{OverAggregateFactory, OverFrame};
 use crate::operators::top_n::{SortKey, WindowTopNFactory};
 use crate::operators::watermark::WatermarkAssignerFactory;
 use crate::operators::window_aggregate::{AggSpec, OutCol, WindowAggregateFactory};
@@ -340,12 +341,168 @@ impl Planner<'_> {
             LogicalPlan::Union(u) => self.union(u, graph),
             LogicalPlan::Sort(_) => Err(unsupported("ORDER BY (other than in a window Top-N)")),
             LogicalPlan::Limit(_) => Err(unsupported("LIMIT")),
-            LogicalPlan::Window(_) => Err(unsupported(
-                "OVER windows other than the window Top-N pattern",
-            )),
+            LogicalPlan::Window(w) => self.over(w, graph),
             LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT")),
             other => Err(unsupported(&format!("the plan node {}", other.display()))),
         }
+    }
+
+    /// OVER aggregates: `agg(...) OVER (PARTITION BY ... ORDER BY rowtime [frame])`, all
+    /// over the same window, as Flink requires.
+    fn over(
+        &self,
+        w: &datafusion_expr::logical_plan::Window,
+        graph: &mut JobGraph,
+    ) -> Result<Stream> {
+        use datafusion_expr::{WindowFrameBound, WindowFrameUnits, WindowFunctionDefinition};
+        let mut s = self.translate(&w.input, graph)?;
+        if s.pending.is_some() {
+            s = self.materialize(s, graph)?;
+        }
+        if s.updating {
+            return Err(unsupported("an OVER aggregate over an updating stream"));
+        }
+        let input_schema = w.input.schema();
+        let mut aggregates = Vec::new();
+        let mut window: Option<&datafusion_expr::expr::WindowFunctionParams> = None;
+        for e in &w.window_expr {
+            let Expr::WindowFunction(wf) = e.clone().unalias() else {
+                return Err(unsupported(&format!("the OVER expression {e}")));
+            };
+            let WindowFunctionDefinition::AggregateUDF(udaf) = &wf.fun else {
+                return Err(unsupported(&format!(
+                    "{} OVER (...) other than in a Top-N or a deduplication (ROW_NUMBER() ... WHERE rownum <= N)",
+                    wf.fun
+                )));
+            };
+            let params = &wf.params;
+            if let Some(first) = window {
+                if first.partition_by != params.partition_by
+                    || first.order_by != params.order_by
+                    || first.window_frame != params.window_frame
+                {
+                    return Err(SluiceError::Plan(
+                        "OVER aggregates in one SELECT must use the same window (PARTITION BY, ORDER BY and frame), as in Flink".into(),
+                    ));
+                }
+            }
+            aggregates.push(Expr::AggregateFunction(
+                datafusion_expr::expr::AggregateFunction::new_udf(
+                    udaf.clone(),
+                    params.args.clone(),
+                    params.distinct,
+                    params.filter.clone(),
+                    vec![],
+                    params.null_treatment,
+                ),
+            ));
+            if window.is_none() {
+                window = w.window_expr.iter().find_map(|x| match x {
+                    Expr::WindowFunction(f) => Some(&f.params),
+                    Expr::Alias(a) => match a.expr.as_ref() {
+                        Expr::WindowFunction(f) => Some(&f.params),
+                        _ => None,
+                    },
+                    _ => None,
+                });
+            }
+        }
+        let Some(params) = window else {
+            return Err(SluiceError::Plan(
+                "internal: an OVER without a window".into(),
+            ));
+        };
+        let order_error = || {
+            SluiceError::Plan(
+                "an OVER window must be ordered by one time attribute, ascending (ORDER BY rowtime)"
+                    .into(),
+            )
+        };
+        let rowtime = match params.order_by.as_slice() {
+            [o] if o.asc => match o.expr.clone().unalias() {
+                Expr::Column(c) => input_schema.index_of_column(&c).ok(),
+                _ => None,
+            },
+            _ => None,
+        }
+        .filter(|i| Some(*i) == s.rowtime)
+        .ok_or_else(order_error)?;
+        let frame = &params.window_frame;
+        if !matches!(frame.end_bound, WindowFrameBound::CurrentRow) {
+            return Err(unsupported(
+                "an OVER window that ends after the current row",
+            ));
+        }
+        let frame = match (&frame.units, &frame.start_bound) {
+            (WindowFrameUnits::Range, WindowFrameBound::Preceding(v)) if v.is_null() => {
+                OverFrame::Range(None)
+            }
+            (WindowFrameUnits::Rows, WindowFrameBound::Preceding(v)) if v.is_null() => {
+                OverFrame::Rows(None)
+            }
+            (WindowFrameUnits::Range, WindowFrameBound::Preceding(v)) => {
+                OverFrame::Range(Some(join::interval_ms(v).ok_or_else(|| {
+                    SluiceError::Plan(format!(
+                        "RANGE BETWEEN {v} PRECEDING: expected an interval such as INTERVAL '1' HOUR"
+                    ))
+                })?))
+            }
+            (WindowFrameUnits::Rows, WindowFrameBound::Preceding(v)) => {
+                OverFrame::Rows(Some(v.to_string().parse::<u64>().map_err(|_| {
+                    SluiceError::Plan(format!("ROWS BETWEEN {v} PRECEDING: expected a row count"))
+                })?))
+            }
+            (WindowFrameUnits::Range, WindowFrameBound::CurrentRow) => OverFrame::Range(Some(0)),
+            (WindowFrameUnits::Rows, WindowFrameBound::CurrentRow) => OverFrame::Rows(Some(0)),
+            _ => return Err(unsupported(&format!("the OVER frame {}", params.window_frame))),
+        };
+        let aggs = lower_aggregates(&aggregates, input_schema)?;
+        let partition_cols: Vec<Option<usize>> = params
+            .partition_by
+            .iter()
+            .map(|e| match e.clone().unalias() {
+                Expr::Column(c) => input_schema.index_of_column(&c).ok(),
+                _ => None,
+            })
+            .collect();
+        let partition_by = params
+            .partition_by
+            .iter()
+            .map(|e| physical(e, input_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let (parallelism, partitioning) = if partition_cols.iter().all(Option::is_some) {
+            (
+                self.config.parallelism,
+                Partitioning::Hash(partition_cols.iter().flatten().copied().collect()),
+            )
+        } else {
+            (1, Partitioning::Single)
+        };
+        let factory = Arc::new(OverAggregateFactory {
+            input_schema: arrow_schema(input_schema),
+            output_schema: arrow_schema(&w.schema),
+            partition_by,
+            rowtime,
+            frame,
+            aggs,
+        });
+        let node = self.add(
+            graph,
+            factory.name(),
+            parallelism,
+            factory,
+            s.node,
+            partitioning,
+        );
+        Ok(Stream {
+            node,
+            parallelism,
+            schema: w.schema.clone(),
+            rowtime: Some(rowtime),
+            updating: false,
+            pending: None,
+            window_end: None,
+        })
     }
 
     /// `UNION ALL` of streams: one union node, forward from inputs of its parallelism.

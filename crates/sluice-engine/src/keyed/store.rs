@@ -1105,6 +1105,11 @@ impl<T: StateCodec> TimeOrderedState<T> {
             .put(store, &time_key(slot.time_ms, slot.seq), value)
     }
 
+    /// Removes the row in `slot` of the current key.
+    pub fn remove(&self, store: &mut KeyedStore, slot: TimeSlot) -> Result<()> {
+        self.map.remove(store, &time_key(slot.time_ms, slot.seq))
+    }
+
     /// The time of the current key's earliest row.
     pub fn earliest(&self, store: &mut KeyedStore) -> Result<Option<i64>> {
         let seen = std::cell::Cell::new(false);
@@ -1195,6 +1200,8 @@ mod tests {
         assert_eq!(found, vec!["b", "c", "d"]);
         assert!(t.between(&mut s, 6, 5).unwrap().is_empty());
         t.replace(&mut s, slots[1].0, &"C".to_string()).unwrap();
+        t.remove(&mut s, slots[0].0).unwrap();
+        t.add(&mut s, 0, &"b".to_string()).unwrap();
         assert_eq!(t.earliest(&mut s).unwrap(), Some(-3));
         let taken = t.take_up_to(&mut s, 5).unwrap();
         assert_eq!(taken.len(), 4);

@@ -10,6 +10,7 @@ use super::window_aggregate::AggSpec;
 use arrow::array::{new_empty_array, Array, ArrayRef, AsArray, UInt32Array};
 use arrow::compute::{cast, take};
 use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
 use datafusion_common::ScalarValue;
 use datafusion_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use sluice_common::{Result, SluiceError};
@@ -55,6 +56,34 @@ pub(crate) fn as_type(array: ArrayRef, t: &DataType) -> Result<ArrayRef> {
 pub(crate) struct BatchInputs {
     pub args: Vec<Vec<ArrayRef>>,
     pub filters: Vec<Option<ArrayRef>>,
+}
+
+impl BatchInputs {
+    /// Evaluates the arguments and filters of `aggs` on `batch`.
+    pub fn evaluate(aggs: &[AggSpec], batch: &RecordBatch) -> Result<Self> {
+        let n = batch.num_rows();
+        let mut args = Vec::new();
+        let mut filters = Vec::new();
+        for a in aggs {
+            args.push(
+                a.expr
+                    .expressions()
+                    .iter()
+                    .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
+                    .collect::<datafusion_common::Result<Vec<_>>>()
+                    .map_err(df)?,
+            );
+            filters.push(match &a.filter {
+                Some(f) => Some(
+                    f.evaluate(batch)
+                        .and_then(|v| v.into_array(n))
+                        .map_err(df)?,
+                ),
+                None => None,
+            });
+        }
+        Ok(BatchInputs { args, filters })
+    }
 }
 
 enum Acc {

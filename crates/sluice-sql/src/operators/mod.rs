@@ -8,6 +8,7 @@ pub mod deduplicate;
 pub mod group_aggregate;
 pub mod interval_join;
 pub mod join_rows;
+pub mod over_aggregate;
 pub mod regular_join;
 pub mod top_n;
 pub mod union;

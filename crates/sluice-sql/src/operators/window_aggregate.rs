@@ -195,28 +195,7 @@ struct WindowAggregate {
 
 impl WindowAggregate {
     fn inputs(&self, batch: &RecordBatch) -> Result<BatchInputs> {
-        let n = batch.num_rows();
-        let mut args = Vec::new();
-        let mut filters = Vec::new();
-        for a in &self.spec.aggs {
-            args.push(
-                a.expr
-                    .expressions()
-                    .iter()
-                    .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
-                    .collect::<datafusion_common::Result<Vec<_>>>()
-                    .map_err(df)?,
-            );
-            filters.push(match &a.filter {
-                Some(f) => Some(
-                    f.evaluate(batch)
-                        .and_then(|v| v.into_array(n))
-                        .map_err(df)?,
-                ),
-                None => None,
-            });
-        }
-        Ok(BatchInputs { args, filters })
+        BatchInputs::evaluate(&self.spec.aggs, batch)
     }
 
     /// The stable key of every row of `batch` (the empty key for a keyless aggregate).

@@ -49,7 +49,7 @@ fn side_of(e: &Expr, left: &DFSchema, right: &DFSchema) -> SideOf {
 
 /// Milliseconds of an interval literal (days and time; not months, which have no fixed
 /// length).
-fn interval_ms(v: &ScalarValue) -> Option<i64> {
+pub(super) fn interval_ms(v: &ScalarValue) -> Option<i64> {
     match v {
         ScalarValue::IntervalDayTime(Some(d)) => {
             Some(d.days as i64 * 86_400_000 + d.milliseconds as i64)
