@@ -4,6 +4,7 @@
 //! the key, and an `INSERT` ends in its table's sink.
 
 use crate::catalog::{column_names, df_error, Catalog, WindowRelation};
+use crate::operators::append_only_top_n::AppendOnlyTopNFactory;
 use crate::operators::calc::{CalcFactory, CalcStep};
 use crate::operators::changelog_normalize::ChangelogNormalizeFactory;
 use crate::operators::deduplicate::DeduplicateFactory;
@@ -293,7 +294,7 @@ impl Planner<'_> {
                         return self.join(j, Some(&f.predicate), graph);
                     }
                 }
-                if let Some(s) = self.top_n(f, graph)? {
+                if let Some(s) = self.top_n(f, None, graph)? {
                     return Ok(s);
                 }
                 let mut s = self.translate(&f.input, graph)?;
@@ -315,7 +316,15 @@ impl Planner<'_> {
                 Ok(Stream { node, ..s })
             }
             LogicalPlan::Projection(p) => {
-                let mut s = self.translate(&p.input, graph)?;
+                // A Top-N right below: whether the row number is selected decides its changelog.
+                let top_n = match p.input.as_ref() {
+                    LogicalPlan::Filter(f) => self.top_n(f, Some(p), graph)?,
+                    _ => None,
+                };
+                let mut s = match top_n {
+                    Some(s) => s,
+                    None => self.translate(&p.input, graph)?,
+                };
                 if s.pending.is_some() {
                     s = self.materialize(s, graph)?;
                 }
@@ -613,6 +622,7 @@ impl Planner<'_> {
     fn top_n(
         &self,
         f: &datafusion_expr::logical_plan::Filter,
+        above: Option<&datafusion_expr::logical_plan::Projection>,
         graph: &mut JobGraph,
     ) -> Result<Option<Stream>> {
         // The nodes between the filter and the window, top down.
@@ -741,10 +751,34 @@ impl Planner<'_> {
                     // Keeping the last row updates; keeping the first is append-only.
                     (factory.name(), factory, keep_last)
                 }
-                _ => {
-                    return Err(SluiceError::Plan(
-                        "ROW_NUMBER() OVER (PARTITION BY ...) is supported as a window Top-N (partition by window_start, window_end and other keys of a window aggregation or window table function) and as a deduplication (ORDER BY the time attribute ASC or DESC, keeping row number 1); a regular Top-N comes later".into(),
-                    ))
+                (None, _) => {
+                    let rn = rn_col.clone();
+                    let output_rank = above.is_none_or(|p| {
+                        p.expr
+                            .iter()
+                            .any(|e| e.column_refs().iter().any(|c| c.name == rn.name))
+                    });
+                    let order_by = params
+                        .order_by
+                        .iter()
+                        .map(|o| {
+                            Ok(SortKey {
+                                expr: physical(&o.expr, input_schema)?,
+                                descending: !o.asc,
+                                nulls_first: o.nulls_first,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let factory = Arc::new(AppendOnlyTopNFactory {
+                        input_schema: arrow_schema(input_schema),
+                        output_schema: arrow_schema(&window.schema),
+                        partition_by,
+                        order_by,
+                        limit,
+                        output_rank,
+                        state_ttl: self.config.state_ttl,
+                    });
+                    (factory.name(), factory, true)
                 }
             };
         let node = self.add(graph, name, parallelism, factory, s.node, partitioning);

@@ -2,6 +2,7 @@
 //! aggregate accumulators on Arrow batches, and own event time, state and windows.
 
 pub(crate) mod acc_state;
+pub mod append_only_top_n;
 pub mod calc;
 pub mod changelog_normalize;
 pub mod deduplicate;
