@@ -94,7 +94,37 @@ pub fn analyze(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan>
     let plan = Analyzer::new()
         .execute_and_check(plan, config, |_, _| {})
         .map_err(df_error)?;
+    let plan = decorrelate(plan, config)?;
     crate::fast_intervals::apply(plan).map_err(df_error)
+}
+
+/// `IN` and `EXISTS` subqueries as semi and anti joins, as Flink's planner turns them into
+/// joins; only DataFusion's rule for that, no other optimisation.
+fn decorrelate(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
+    use datafusion_common::tree_node::TreeNode;
+    use datafusion_optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
+    use datafusion_optimizer::{Optimizer, OptimizerContext};
+    let has_subquery = plan
+        .exists(|p| {
+            Ok(p.expressions().iter().any(|e| {
+                e.exists(|e| {
+                    Ok(matches!(
+                        e,
+                        datafusion_expr::Expr::InSubquery(_) | datafusion_expr::Expr::Exists(_)
+                    ))
+                })
+                .unwrap_or(false)
+            }))
+        })
+        .map_err(df_error)?;
+    if !has_subquery {
+        return Ok(plan);
+    }
+    let optimizer = Optimizer::with_rules(vec![Arc::new(DecorrelatePredicateSubquery::new())]);
+    let context = OptimizerContext::new_with_config_options(Arc::new(config.clone()));
+    optimizer
+        .optimize(plan, &context, |_, _| {})
+        .map_err(df_error)
 }
 
 impl Catalog {

@@ -20,6 +20,10 @@ pub enum JoinKind {
     Left,
     Right,
     Full,
+    /// Left rows with a match (`IN`, `EXISTS`), each once.
+    Semi,
+    /// Left rows without a match (`NOT IN`, `NOT EXISTS`).
+    Anti,
 }
 
 impl JoinKind {
@@ -40,6 +44,8 @@ impl JoinKind {
             JoinKind::Left => "LEFT OUTER",
             JoinKind::Right => "RIGHT OUTER",
             JoinKind::Full => "FULL OUTER",
+            JoinKind::Semi => "SEMI",
+            JoinKind::Anti => "ANTI",
         }
     }
 }
@@ -77,6 +83,7 @@ impl JoinInput {
 
 /// Builds joined rows of one join: left and right rows in their codecs, the joined schema
 /// (left columns, then right columns, all nullable) and the residual condition over it.
+/// (A semi or anti join emits left rows only, but evaluates its condition on pairs.)
 pub struct JoinedRows {
     pub left: RowCodec,
     pub right: RowCodec,

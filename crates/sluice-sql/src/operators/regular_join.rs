@@ -34,6 +34,8 @@ pub struct RegularJoinFactory {
     pub right: JoinInput,
     /// The joined schema (left columns, then right columns).
     pub schema: arrow::datatypes::SchemaRef,
+    /// What a semi or anti join emits: the left input's columns.
+    pub left_schema: arrow::datatypes::SchemaRef,
     /// The condition other than the key equality, over the joined schema.
     pub condition: Option<Arc<dyn datafusion_physical_expr::PhysicalExpr>>,
     /// `table.exec.state.ttl`: a row not updated for this long is forgotten.
@@ -69,6 +71,7 @@ impl OperatorFactory for RegularJoinFactory {
             },
             rows,
             store,
+            left_schema: self.left_schema.clone(),
         }))
     }
 }
@@ -108,6 +111,7 @@ struct RegularJoin {
     /// Each side's rows of the current key: row -> [`Held`].
     rows: [MapState<Vec<u8>, Vec<u8>>; 2],
     store: KeyedStore,
+    left_schema: arrow::datatypes::SchemaRef,
 }
 
 const LEFT: usize = 0;
@@ -158,6 +162,105 @@ impl RegularJoin {
             .collect();
         let data = self.joined.pairs(&lefts, &rights)?;
         let kinds: Arc<[RowKind]> = emitted.iter().map(|(k, _, _)| *k).collect();
+        out.batch(ChangeBatch::new(data, Some(kinds)));
+        Ok(())
+    }
+}
+
+impl RegularJoin {
+    /// A semi or anti join, as Flink's `StreamingSemiAntiJoinOperator`: a left row is emitted
+    /// (with its kind) when it arrives with a match (semi) or without one (anti); a right row
+    /// that gives a left row its first match emits it (semi: with the right row's kind) or
+    /// takes it back (anti: `-D`), and one that takes its last match away does the opposite.
+    fn semi_anti(
+        &mut self,
+        side: usize,
+        batch: &ChangeBatch,
+        keys: &[Vec<u8>],
+        rows: &[Vec<u8>],
+        candidates: &[(usize, Vec<u8>)],
+        matched: &[bool],
+    ) -> Result<Vec<(RowKind, Vec<u8>)>> {
+        let anti = self.kind == JoinKind::Anti;
+        let mut emitted = Vec::new();
+        let mut next = 0;
+        for (i, row) in rows.iter().enumerate() {
+            self.store.set_current_key(&keys[i])?;
+            let mut associated: Vec<(&[u8], Held)> = Vec::new();
+            while next < candidates.len() && candidates[next].0 == i {
+                if matched[next] {
+                    let other = candidates[next].1.as_slice();
+                    let held = if side == LEFT {
+                        Held::default()
+                    } else {
+                        self.held(LEFT, other)?
+                    };
+                    associated.push((other, held));
+                }
+                next += 1;
+            }
+            let kind = batch.kind(i);
+            if side == LEFT {
+                if associated.is_empty() == anti {
+                    emitted.push((kind, row.clone()));
+                }
+                let mut held = self.held(LEFT, row)?;
+                if kind.is_addition() {
+                    held.count += 1;
+                    held.associations = associated.len() as u32;
+                } else {
+                    held.count = held.count.saturating_sub(1);
+                }
+                self.set_held(LEFT, row, held)?;
+                continue;
+            }
+            let mut held = self.held(side, row)?;
+            if kind.is_addition() {
+                held.count += 1;
+                self.set_held(side, row, held)?;
+                for (left, h) in &associated {
+                    if h.associations == 0 {
+                        let k = if anti { RowKind::Delete } else { kind };
+                        emitted.push((k, left.to_vec()));
+                    }
+                    let updated = Held {
+                        associations: h.associations + 1,
+                        ..*h
+                    };
+                    self.set_held(LEFT, left, updated)?;
+                }
+            } else {
+                if held.count > 0 {
+                    held.count -= 1;
+                    self.set_held(side, row, held)?;
+                }
+                for (left, h) in &associated {
+                    if h.associations == 1 {
+                        let k = if anti { RowKind::Insert } else { kind };
+                        emitted.push((k, left.to_vec()));
+                    }
+                    let updated = Held {
+                        associations: h.associations.saturating_sub(1),
+                        ..*h
+                    };
+                    self.set_held(LEFT, left, updated)?;
+                }
+            }
+        }
+        Ok(emitted)
+    }
+
+    fn emit_left(&self, out: &mut Output, emitted: Vec<(RowKind, Vec<u8>)>) -> Result<()> {
+        if emitted.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&[u8]> = emitted.iter().map(|(_, r)| r.as_slice()).collect();
+        let data = arrow::record_batch::RecordBatch::try_new(
+            self.left_schema.clone(),
+            self.joined.left.decode(&refs)?,
+        )
+        .map_err(|e| SluiceError::Runtime(format!("a {} join's row: {e}", self.kind.sql())))?;
+        let kinds: Arc<[RowKind]> = emitted.iter().map(|(k, _)| *k).collect();
         out.batch(ChangeBatch::new(data, Some(kinds)));
         Ok(())
     }
@@ -219,6 +322,10 @@ impl Operator for RegularJoin {
             }
         }
 
+        if matches!(self.kind, JoinKind::Semi | JoinKind::Anti) {
+            let emitted = self.semi_anti(side, &batch, &keys, &rows, &candidates, &matched)?;
+            return self.emit_left(out, emitted);
+        }
         let pair = |mine: &[u8], theirs: &[u8]| -> (Option<Vec<u8>>, Option<Vec<u8>>) {
             if side == LEFT {
                 (Some(mine.to_vec()), Some(theirs.to_vec()))
@@ -373,6 +480,7 @@ mod tests {
             left: input("l"),
             right: input("r"),
             schema: Arc::new(Schema::new(fields)),
+            left_schema: schema("l"),
             condition: None,
             state_ttl: None,
         }
@@ -491,5 +599,39 @@ mod tests {
                 "+I[1,10|1,20]"
             ]
         );
+    }
+
+    #[test]
+    fn a_semi_join_emits_a_left_row_on_its_first_match_and_an_anti_join_until_then() {
+        let mut semi = join(JoinKind::Semi);
+        let mut anti = join(JoinKind::Anti);
+        let mut out = Output::default();
+        for op in [&mut semi, &mut anti] {
+            op.process_batch(0, rows("l", &[(I, 1, 10)]), &mut out)
+                .unwrap();
+            op.process_batch(1, rows("r", &[(I, 1, 20), (I, 1, 21)]), &mut out)
+                .unwrap();
+            op.process_batch(1, rows("r", &[(D, 1, 20), (D, 1, 21)]), &mut out)
+                .unwrap();
+        }
+        // Semi: in with the first match, out with the last; anti: the other way round.
+        assert_eq!(
+            changelog_left(&mut out),
+            ["+I[1,10]", "-D[1,10]", "+I[1,10]", "-D[1,10]", "+I[1,10]"]
+        );
+    }
+
+    /// A semi or anti join's changelog (left columns only).
+    fn changelog_left(out: &mut Output) -> Vec<String> {
+        let mut lines = Vec::new();
+        for m in out.drain() {
+            if let Message::Data(b) = m {
+                for i in 0..b.num_rows() {
+                    let v = |c: usize| b.data.column(c).as_primitive::<Int64Type>().value(i);
+                    lines.push(format!("{}[{},{}]", b.kind(i).short_string(), v(0), v(1)));
+                }
+            }
+        }
+        lines
     }
 }

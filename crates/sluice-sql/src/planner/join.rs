@@ -236,8 +236,16 @@ impl Planner<'_> {
             JoinType::Left => JoinKind::Left,
             JoinType::Right => JoinKind::Right,
             JoinType::Full => JoinKind::Full,
+            JoinType::LeftSemi => JoinKind::Semi,
+            JoinType::LeftAnti if join.null_aware => {
+                return Err(unsupported(
+                    "NOT IN with a subquery (its NULL semantics); write NOT EXISTS",
+                ))
+            }
+            JoinType::LeftAnti => JoinKind::Anti,
             other => return Err(unsupported(&format!("a {other} join"))),
         };
+        let semi_anti = matches!(kind, JoinKind::Semi | JoinKind::Anti);
         let mut l = self.translate(&join.left, graph)?;
         if l.pending.is_some() {
             l = self.materialize(l, graph)?;
@@ -267,6 +275,7 @@ impl Planner<'_> {
             )
         };
         let window = match (l.window_end, r.window_end) {
+            _ if semi_anti => None,
             (Some(le), Some(re))
                 if joined_on(&|i, j| i == le && j == re)
                     && joined_on(&|i, j| {
@@ -283,7 +292,7 @@ impl Planner<'_> {
             ));
         }
         let interval = match (cond.bounds.lower_ms, cond.bounds.upper_ms, times) {
-            _ if window.is_some() => None,
+            _ if window.is_some() || semi_anti => None,
             (Some(lower), Some(upper), Some(times)) => Some((lower, upper, times)),
             _ => None,
         };
@@ -321,13 +330,20 @@ impl Planner<'_> {
             // Time comparisons that do not bound both sides are a plain condition.
             residual.extend(cond.time_conjuncts);
         }
+        // The condition is over a left and a right row (a semi or anti join emits only the
+        // left one).
+        let pair_schema = if semi_anti {
+            Arc::new(ls.join(rs).map_err(df_error)?)
+        } else {
+            join.schema.clone()
+        };
         let residual = residual
             .into_iter()
             .reduce(|a, b| a.and(b))
-            .map(|e| physical(&e, &join.schema))
+            .map(|e| physical(&e, &pair_schema))
             .transpose()?;
         let (left, right) = (input(ls, lw, &lk.hash_cols), input(rs, rw, &rk.hash_cols));
-        let schema = arrow_schema(&join.schema);
+        let schema = arrow_schema(&pair_schema);
         let factory: Arc<dyn OperatorFactory> = match interval {
             None if window.is_some() => Arc::new(WindowJoinFactory {
                 kind,
@@ -353,6 +369,7 @@ impl Planner<'_> {
                 left,
                 right,
                 schema,
+                left_schema: arrow_schema(ls),
                 condition: residual,
                 state_ttl: self.config.state_ttl,
             }),
@@ -411,7 +428,9 @@ impl Planner<'_> {
                 parallelism,
                 schema: join.schema.clone(),
                 rowtime: None,
-                updating: l.updating || r.updating || kind != JoinKind::Inner,
+                updating: l.updating
+                    || r.updating
+                    || !matches!(kind, JoinKind::Inner | JoinKind::Semi),
                 pending: None,
                 window_end: None,
             },
