@@ -219,7 +219,111 @@ fn flink_functions() -> Vec<ScalarUDF> {
             modulo,
         ),
         udf("CONCAT", |_| Ok(DataType::Utf8), concat),
+        udf(
+            "SPLIT_INDEX",
+            |t| match t.len() {
+                3 => Ok(DataType::Utf8),
+                _ => Err(plan_err(
+                    "SPLIT_INDEX(string, separator, index) takes three arguments".into(),
+                )),
+            },
+            split_index,
+        ),
+        udf(
+            "REGEXP_EXTRACT",
+            |t| match t.len() {
+                2 | 3 => Ok(DataType::Utf8),
+                _ => Err(plan_err(
+                    "REGEXP_EXTRACT(string, regex[, group]) takes two or three arguments".into(),
+                )),
+            },
+            regexp_extract,
+        ),
     ]
+}
+
+/// `SPLIT_INDEX(s, sep, i)`: the `i`-th (from 0) piece of `s` split at every `sep` (empty
+/// pieces kept), as Flink; NULL if an argument is NULL, `i` is negative or past the end. A
+/// numeric separator is the character with that code.
+fn split_index(args: &[ArrayRef], types: &[DataType]) -> DfResult<ArrayRef> {
+    let strings = cast(&args[0], &DataType::Utf8)?;
+    let strings = strings.as_string::<i32>();
+    let seps = if types.get(1).is_some_and(|t| t.is_integer()) {
+        let codes = cast(&args[1], &DataType::Int64)?;
+        let codes = codes.as_primitive::<arrow::datatypes::Int64Type>();
+        let mut b = StringBuilder::new();
+        for c in codes.iter() {
+            match c
+                .and_then(|c| u32::try_from(c).ok())
+                .and_then(char::from_u32)
+            {
+                Some(ch) => b.append_value(ch.to_string()),
+                None => b.append_null(),
+            }
+        }
+        Arc::new(b.finish()) as ArrayRef
+    } else {
+        cast(&args[1], &DataType::Utf8)?
+    };
+    let seps = seps.as_string::<i32>();
+    let index = cast(&args[2], &DataType::Int64)?;
+    let index = index.as_primitive::<arrow::datatypes::Int64Type>();
+    let mut b = StringBuilder::new();
+    for i in 0..strings.len() {
+        if strings.is_null(i) || seps.is_null(i) || index.is_null(i) || index.value(i) < 0 {
+            b.append_null();
+            continue;
+        }
+        let (s, sep, at) = (strings.value(i), seps.value(i), index.value(i) as usize);
+        let piece = if sep.is_empty() {
+            s.split_whitespace().nth(at)
+        } else {
+            s.split(sep).nth(at)
+        };
+        b.append_option(piece);
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+/// `REGEXP_EXTRACT(s, regex[, group])`: group `group` (0, the default, is the whole match)
+/// of the first match of `regex` in `s`, as Flink; NULL if an argument is NULL, the regex is
+/// invalid, nothing matches or the group does not take part.
+fn regexp_extract(args: &[ArrayRef], _types: &[DataType]) -> DfResult<ArrayRef> {
+    let strings = cast(&args[0], &DataType::Utf8)?;
+    let strings = strings.as_string::<i32>();
+    let patterns = cast(&args[1], &DataType::Utf8)?;
+    let patterns = patterns.as_string::<i32>();
+    let groups = match args.get(2) {
+        Some(g) => Some(cast(g, &DataType::Int64)?),
+        None => None,
+    };
+    let groups = groups
+        .as_ref()
+        .map(|g| g.as_primitive::<arrow::datatypes::Int64Type>());
+    let mut compiled: Option<(String, Option<regex::Regex>)> = None;
+    let mut b = StringBuilder::new();
+    for i in 0..strings.len() {
+        let group = match groups {
+            Some(g) if g.is_null(i) => None,
+            Some(g) => usize::try_from(g.value(i)).ok(),
+            None => Some(0),
+        };
+        let (Some(group), false, false) = (group, strings.is_null(i), patterns.is_null(i)) else {
+            b.append_null();
+            continue;
+        };
+        let pattern = patterns.value(i);
+        if compiled.as_ref().is_none_or(|(p, _)| p != pattern) {
+            compiled = Some((pattern.to_string(), regex::Regex::new(pattern).ok()));
+        }
+        let value = compiled
+            .as_ref()
+            .and_then(|(_, re)| re.as_ref())
+            .and_then(|re| re.captures(strings.value(i)))
+            .and_then(|c| c.get(group).map(|m| m.as_str().to_string()));
+        b.append_option(value);
+    }
+    Ok(Arc::new(b.finish()))
 }
 
 /// `TO_TIMESTAMP_LTZ(n, 0)` (seconds) or `TO_TIMESTAMP_LTZ(n, 3)` (milliseconds, the default).
@@ -453,5 +557,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.as_string::<i32>().value(0), "2024-01-01 10:00:00");
+    }
+
+    #[test]
+    fn split_index_and_regexp_extract_as_flink() {
+        let s: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("a,b,,c"),
+            Some("a,b,,c"),
+            Some("a,b"),
+            None,
+        ]));
+        let sep: ArrayRef = Arc::new(StringArray::from(vec![","; 4]));
+        let i: ArrayRef = Arc::new(Int64Array::from(vec![2, 3, 5, 0]));
+        let r = split_index(
+            &[s, sep, i],
+            &[DataType::Utf8, DataType::Utf8, DataType::Int64],
+        )
+        .unwrap();
+        let r = r.as_string::<i32>();
+        assert_eq!((r.value(0), r.value(1)), ("", "c"));
+        assert!(r.is_null(2) && r.is_null(3));
+        let s: ArrayRef = Arc::new(StringArray::from(vec!["foothebar", "foothebar", "x"]));
+        let re: ArrayRef = Arc::new(StringArray::from(vec!["foo(.*?)(bar)"; 3]));
+        let g: ArrayRef = Arc::new(Int64Array::from(vec![2, 0, 1]));
+        let r = regexp_extract(&[s.clone(), re.clone(), g], &[]).unwrap();
+        let r = r.as_string::<i32>();
+        assert_eq!((r.value(0), r.value(1)), ("bar", "foothebar"));
+        assert!(r.is_null(2));
+        let r = regexp_extract(&[s, re], &[]).unwrap();
+        assert_eq!(r.as_string::<i32>().value(0), "foothebar");
     }
 }
