@@ -14,6 +14,7 @@
 //! seen), read on the checkpoint writer's thread while the task goes on.
 
 use super::backend::{BackendSnapshot, EntryVisitor, StateBackend};
+use fjall::config::{PartitioningPolicy, PinningPolicy};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use sluice_common::{Result, SluiceError};
 use std::path::{Path, PathBuf};
@@ -67,7 +68,16 @@ impl LsmDatabase {
         let ks = self
             .db
             .keyspace(name, move || {
-                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+                // Index and filter blocks partitioned on every level and never pinned: they
+                // go through the block cache, so memory stays within its bound however
+                // many keys there are (a full filter is built in memory for a whole table,
+                // and pinned blocks grow with the number of tables).
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable)
+                    .filter_block_partitioning_policy(PartitioningPolicy::all(true))
+                    .index_block_partitioning_policy(PartitioningPolicy::all(true))
+                    .filter_block_pinning_policy(PinningPolicy::all(false))
+                    .index_block_pinning_policy(PinningPolicy::all(false))
             })
             .map_err(|e| err(&self.dir, e))?;
         Ok(LsmBackend {
