@@ -140,6 +140,10 @@ struct Candidate {
 }
 
 const LEFT: usize = 0;
+
+/// The most candidate pairs a batch evaluates at once (a bound on memory: a batch whose rows
+/// meet more is taken in parts).
+const MAX_PAIRS: usize = 64 * 1024;
 const RIGHT: usize = 1;
 /// The timer namespace of each side's clean-up.
 const TIMER_NAMESPACE: [&[u8]; 2] = [b"L", b"R"];
@@ -287,6 +291,11 @@ impl Operator for IntervalJoin {
         // The other side's rows in each row's interval.
         let mut candidates: Vec<Candidate> = Vec::new();
         for i in 0..n {
+            if i > 0 && candidates.len() >= MAX_PAIRS {
+                // Too many pairs for one pass: the rows so far, then the rest.
+                self.process_batch(input, batch.slice(0, i), out)?;
+                return self.process_batch(input, batch.slice(i, n - i), out);
+            }
             let Some(t) = times[i].filter(|_| joinable[i]) else {
                 continue;
             };

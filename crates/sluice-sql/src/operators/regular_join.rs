@@ -116,6 +116,10 @@ struct RegularJoin {
 
 const LEFT: usize = 0;
 
+/// The most candidate pairs a batch evaluates at once (a bound on memory: a batch whose rows
+/// meet more is taken in parts; a single row meets all its matches at once).
+const MAX_PAIRS: usize = 64 * 1024;
+
 /// A changelog being built: (kind, left row, right row), `None` for a padded side.
 type Emitted = Vec<(RowKind, Option<Vec<u8>>, Option<Vec<u8>>)>;
 
@@ -294,6 +298,11 @@ impl Operator for RegularJoin {
         // once for the whole batch. A NULL key joins nothing.
         let mut candidates: Vec<(usize, Vec<u8>)> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
+            if i > 0 && candidates.len() >= MAX_PAIRS {
+                // Too many pairs for one pass: the rows so far, then the rest.
+                self.process_batch(input, batch.slice(0, i), out)?;
+                return self.process_batch(input, batch.slice(i, n - i), out);
+            }
             if key_columns.iter().any(|c| c.is_null(i)) {
                 continue;
             }

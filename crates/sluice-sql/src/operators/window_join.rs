@@ -104,6 +104,9 @@ struct WindowJoin {
 
 const LEFT: usize = 0;
 
+/// The most pairs of rows evaluated at once.
+const MAX_PAIRS: usize = 64 * 1024;
+
 impl WindowJoin {
     fn outer(&self, side: usize) -> bool {
         if side == LEFT {
@@ -128,22 +131,27 @@ impl WindowJoin {
 
     /// Joins one window of one key, whose rows are `left` and `right`.
     fn join_window(&self, left: &[Vec<u8>], right: &[Vec<u8>], out: &mut Output) -> Result<()> {
-        let mut ls: Vec<&[u8]> = Vec::new();
-        let mut rs: Vec<&[u8]> = Vec::new();
-        for l in left {
-            for r in right {
-                ls.push(l);
-                rs.push(r);
-            }
-        }
         let mut left_joined = vec![false; left.len()];
         let mut right_joined = vec![false; right.len()];
-        if !ls.is_empty() {
+        // A few left rows at a time, so that the pairs evaluated at once stay bounded.
+        let step = (MAX_PAIRS / right.len().max(1)).max(1);
+        for (chunk, lefts) in left.chunks(step).enumerate() {
+            let mut ls: Vec<&[u8]> = Vec::new();
+            let mut rs: Vec<&[u8]> = Vec::new();
+            for l in lefts {
+                for r in right {
+                    ls.push(l);
+                    rs.push(r);
+                }
+            }
+            if ls.is_empty() {
+                continue;
+            }
             let pairs = self.joined.pairs(&ls, &rs)?;
             let mask = self.joined.matches(&pairs)?;
             for (p, m) in mask.iter().enumerate() {
                 if m == Some(true) {
-                    left_joined[p / right.len()] = true;
+                    left_joined[chunk * step + p / right.len()] = true;
                     right_joined[p % right.len()] = true;
                 }
             }
