@@ -643,4 +643,22 @@ mod tests {
         }
         lines
     }
+
+    #[test]
+    fn a_batch_with_more_pairs_than_the_bound_is_joined_in_parts_with_the_same_rows() {
+        let mut op = join(JoinKind::Left);
+        let mut out = Output::default();
+        let lefts: Vec<(RowKind, i64, i64)> = (0..300).map(|v| (I, 1, v)).collect();
+        op.process_batch(0, rows("l", &lefts), &mut out).unwrap();
+        assert_eq!(changelog(&mut out).len(), 300); // all padded
+        let rights: Vec<(RowKind, i64, i64)> = (0..300).map(|v| (I, 1, 1000 + v)).collect();
+        assert!(300 * 300 > MAX_PAIRS);
+        op.process_batch(1, rows("r", &rights), &mut out).unwrap();
+        let lines = changelog(&mut out);
+        // Each padded left row taken back once, then every pair once.
+        assert_eq!(lines.iter().filter(|l| l.starts_with("-D")).count(), 300);
+        assert_eq!(lines.iter().filter(|l| l.starts_with("+I")).count(), 90_000);
+        let distinct: std::collections::HashSet<&String> = lines.iter().collect();
+        assert_eq!(distinct.len(), 90_300);
+    }
 }
