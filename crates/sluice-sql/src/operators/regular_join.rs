@@ -652,7 +652,7 @@ mod tests {
         op.process_batch(0, rows("l", &lefts), &mut out).unwrap();
         assert_eq!(changelog(&mut out).len(), 300); // all padded
         let rights: Vec<(RowKind, i64, i64)> = (0..300).map(|v| (I, 1, 1000 + v)).collect();
-        assert!(300 * 300 > MAX_PAIRS);
+        const { assert!(300 * 300 > MAX_PAIRS) };
         op.process_batch(1, rows("r", &rights), &mut out).unwrap();
         let lines = changelog(&mut out);
         // Each padded left row taken back once, then every pair once.
