@@ -401,6 +401,16 @@ impl Operator for IntervalJoin {
         Ok(())
     }
 
+    /// Every input has ended: what the final watermark fires, in case it did not arrive
+    /// (a two-input gate gets none when its last inputs end without one, as after a restore
+    /// of inputs that had ended), as at Flink's end of input.
+    fn end_input(&mut self, out: &mut Output) -> Result<()> {
+        if self.watermark < MAX_WATERMARK {
+            self.process_watermark(MAX_WATERMARK, out)?;
+        }
+        Ok(())
+    }
+
     fn restore_rescaled(
         &mut self,
         _old: usize,

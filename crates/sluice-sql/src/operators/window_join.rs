@@ -14,7 +14,7 @@ use super::join_rows::{JoinInput, JoinKind, JoinedRows};
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
-use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MIN_WATERMARK};
+use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MAX_WATERMARK, MIN_WATERMARK};
 use sluice_engine::keyed::{MapState, RowCodec, ValueState};
 use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -257,6 +257,16 @@ impl Operator for WindowJoin {
             }
         }
         out.watermark(watermark);
+        Ok(())
+    }
+
+    /// Every input has ended: what the final watermark fires, in case it did not arrive
+    /// (a two-input gate gets none when its last inputs end without one, as after a restore
+    /// of inputs that had ended), as at Flink's end of input.
+    fn end_input(&mut self, out: &mut Output) -> Result<()> {
+        if self.watermark < MAX_WATERMARK {
+            self.process_watermark(MAX_WATERMARK, out)?;
+        }
         Ok(())
     }
 
