@@ -14,7 +14,7 @@
 //!   ignored (that flag expires with `table.exec.state.ttl`).
 
 use super::df;
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use arrow::array::{Array, AsArray, Int64Array};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use datafusion_physical_expr::PhysicalExpr;
@@ -180,19 +180,8 @@ impl Operator for Deduplicate {
     fn process_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
         let data = &batch.data;
         let n = data.num_rows();
-        if batch.kinds.is_some() && (0..n).any(|i| !batch.kind(i).is_addition()) {
-            return Err(SluiceError::Runtime(format!(
-                "{}: deduplication takes only inserts, and its input sent an update or a delete",
-                self.name
-            )));
-        }
-        let keys: Vec<ArrayRef> = self
-            .partition_by
-            .iter()
-            .map(|e| e.evaluate(data).and_then(|v| v.into_array(n)))
-            .collect::<datafusion_common::Result<_>>()
-            .map_err(df)?;
-        let keys = self.key_codec.encode_rows(&keys, n)?;
+        super::require_inserts(&batch, &self.name)?;
+        let keys = super::encode_keys(&self.partition_by, &self.key_codec, data)?;
         let rows = self.row_codec.encode_rows(data.columns(), n)?;
         let times = data
             .column(self.rowtime)
@@ -269,21 +258,9 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
     use datafusion_physical_expr::expressions::Column;
     use sluice_common::Message;
-    use sluice_engine::keyed::StateResources;
-    use sluice_engine::{Metrics, StateConfig};
 
     fn ctx() -> SubtaskContext {
-        SubtaskContext {
-            job_name: "t".into(),
-            operator_name: "n".into(),
-            subtask_index: 0,
-            parallelism: 1,
-            metrics: Arc::new(Metrics::default()),
-            checkpointing: false,
-            state: StateConfig::default(),
-            node: 0,
-            state_resources: Arc::new(StateResources::default()),
-        }
+        crate::operators::test_context()
     }
 
     fn run(keep_last: bool, rows: &[(&str, i64)]) -> Vec<String> {

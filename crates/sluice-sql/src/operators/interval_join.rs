@@ -260,12 +260,7 @@ impl Operator for IntervalJoin {
     fn process_batch(&mut self, input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
         let side = if input == 0 { LEFT } else { RIGHT };
         let other = 1 - side;
-        if batch.kinds.is_some() && (0..batch.num_rows()).any(|i| !batch.kind(i).is_addition()) {
-            return Err(SluiceError::Runtime(format!(
-                "{}: an interval join takes only inserts, and its input sent an update or a delete",
-                self.name
-            )));
-        }
+        super::require_inserts(&batch, &self.name)?;
         let data = &batch.data;
         let n = data.num_rows();
         let this = &self.sides[side];
@@ -428,21 +423,9 @@ mod tests {
     use arrow::datatypes::{Field, Schema, TimeUnit};
     use arrow::record_batch::RecordBatch;
     use sluice_common::Message;
-    use sluice_engine::keyed::StateResources;
-    use sluice_engine::{Metrics, StateConfig};
 
     fn ctx() -> SubtaskContext {
-        SubtaskContext {
-            job_name: "t".into(),
-            operator_name: "n".into(),
-            subtask_index: 0,
-            parallelism: 1,
-            metrics: Arc::new(Metrics::default()),
-            checkpointing: false,
-            state: StateConfig::default(),
-            node: 0,
-            state_resources: Arc::new(StateResources::default()),
-        }
+        crate::operators::test_context()
     }
 
     fn schema(prefix: &str) -> SchemaRef {

@@ -18,12 +18,59 @@ pub mod window_aggregate;
 pub mod window_assign;
 pub mod window_join;
 
+use arrow::array::ArrayRef;
+use arrow::record_batch::RecordBatch;
 use datafusion_common::DataFusionError;
-use sluice_common::{EventTime, Result, SluiceError};
+use datafusion_physical_expr::PhysicalExpr;
+use sluice_common::{ChangeBatch, EventTime, Result, SluiceError};
+use sluice_engine::keyed::RowCodec;
 use sluice_engine::StateReader;
+use std::sync::Arc;
 
 pub(crate) fn df(e: DataFusionError) -> SluiceError {
     SluiceError::Runtime(e.to_string())
+}
+
+/// An error unless every row of `batch` is an insert (for operators that take only
+/// append-only input; the planner refuses an updating one, this guards the runtime).
+pub(crate) fn require_inserts(batch: &ChangeBatch, operator: &str) -> Result<()> {
+    if batch.kinds.is_some() && (0..batch.num_rows()).any(|i| !batch.kind(i).is_addition()) {
+        return Err(SluiceError::Runtime(format!(
+            "{operator} takes only inserts, and its input sent an update or a delete"
+        )));
+    }
+    Ok(())
+}
+
+/// The stable key of every row of `batch`: `exprs` evaluated and encoded with `codec`.
+pub(crate) fn encode_keys(
+    exprs: &[Arc<dyn PhysicalExpr>],
+    codec: &RowCodec,
+    batch: &RecordBatch,
+) -> Result<Vec<Vec<u8>>> {
+    let n = batch.num_rows();
+    let columns: Vec<ArrayRef> = exprs
+        .iter()
+        .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
+        .collect::<datafusion_common::Result<_>>()
+        .map_err(df)?;
+    codec.encode_rows(&columns, n)
+}
+
+/// A subtask context for operator unit tests.
+#[cfg(test)]
+pub(crate) fn test_context() -> sluice_engine::SubtaskContext {
+    sluice_engine::SubtaskContext {
+        job_name: "t".into(),
+        operator_name: "n".into(),
+        subtask_index: 0,
+        parallelism: 1,
+        metrics: Arc::new(sluice_engine::Metrics::default()),
+        checkpointing: false,
+        state: sluice_engine::StateConfig::default(),
+        node: 0,
+        state_resources: Arc::new(sluice_engine::keyed::StateResources::default()),
+    }
 }
 
 /// Restores what every old subtask of a rescaled operator wrote with `restore`, which gives

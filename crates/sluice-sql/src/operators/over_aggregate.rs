@@ -294,19 +294,8 @@ impl Operator for OverAggregate {
     ) -> Result<()> {
         let data = &batch.data;
         let n = data.num_rows();
-        if batch.kinds.is_some() && (0..n).any(|i| !batch.kind(i).is_addition()) {
-            return Err(SluiceError::Runtime(format!(
-                "{}: an OVER aggregate takes only inserts, and its input sent an update or a delete",
-                self.name
-            )));
-        }
-        let keys: Vec<ArrayRef> = self
-            .partition_by
-            .iter()
-            .map(|e| e.evaluate(data).and_then(|v| v.into_array(n)))
-            .collect::<datafusion_common::Result<_>>()
-            .map_err(df)?;
-        let keys = self.key_codec.encode_rows(&keys, n)?;
+        super::require_inserts(&batch, &self.name)?;
+        let keys = super::encode_keys(&self.partition_by, &self.key_codec, data)?;
         let rows = self.row_codec.encode_rows(data.columns(), n)?;
         let times = data
             .column(self.rowtime)

@@ -450,21 +450,9 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
     use arrow::record_batch::RecordBatch;
     use sluice_common::Message;
-    use sluice_engine::keyed::StateResources;
-    use sluice_engine::{Metrics, StateConfig};
 
     fn ctx() -> SubtaskContext {
-        SubtaskContext {
-            job_name: "t".into(),
-            operator_name: "n".into(),
-            subtask_index: 0,
-            parallelism: 1,
-            metrics: Arc::new(Metrics::default()),
-            checkpointing: false,
-            state: StateConfig::default(),
-            node: 0,
-            state_resources: Arc::new(StateResources::default()),
-        }
+        crate::operators::test_context()
     }
 
     fn schema(prefix: &str) -> SchemaRef {

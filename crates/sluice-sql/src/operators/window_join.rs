@@ -195,12 +195,7 @@ impl Operator for WindowJoin {
         let side = if input == 0 { LEFT } else { 1 };
         let data = &batch.data;
         let n = data.num_rows();
-        if batch.kinds.is_some() && (0..n).any(|i| !batch.kind(i).is_addition()) {
-            return Err(SluiceError::Runtime(format!(
-                "{}: a window join takes only inserts, and its input sent an update or a delete",
-                self.name
-            )));
-        }
+        super::require_inserts(&batch, &self.name)?;
         let codec = if side == LEFT {
             &self.joined.left
         } else {
