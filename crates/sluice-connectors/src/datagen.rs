@@ -1,5 +1,6 @@
 //! Flink's `datagen` connector: random or sequential rows at a given rate.
 
+use crate::stripes::Stripes;
 use crate::Connector;
 use arrow::array::{
     ArrayRef, BooleanArray, Decimal128Array, Float32Array, Float64Array, Int16Array, Int32Array,
@@ -193,64 +194,19 @@ impl SourceFactory for DataGenFactory {
             schema: self.schema.clone(),
             gens: self.gens.clone(),
             rate: (self.rows_per_second / p).max(1),
-            number_of_rows: self.number_of_rows,
-            stripes: vec![Stripe::new(i, p, self.number_of_rows)],
-            subtask: i,
-            parallelism: p,
+            stripes: Stripes::new(ctx.subtask_index, ctx.parallelism, self.number_of_rows),
             started: Instant::now(),
             rng: SmallRng::seed_from_u64(0x5EED ^ i),
         }))
     }
 }
 
-/// A split of the generated sequence: rows `offset`, `offset + stride`, `offset + 2 *
-/// stride`, ... of the whole sequence. Subtask `i` of `p` starts with the stripe `(i, p)`; a
-/// restore at another parallelism deals the old stripes to the new subtasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stripe {
-    offset: u64,
-    stride: u64,
-    /// Rows of the stripe produced so far.
-    produced: u64,
-    /// Rows of the stripe still to produce (`None`: unbounded).
-    remaining: Option<u64>,
-}
-
-impl Stripe {
-    /// The whole stripe `(offset, stride)` of a sequence of `rows` rows (`None`: unbounded).
-    fn new(offset: u64, stride: u64, rows: Option<u64>) -> Self {
-        let len = rows.map(|n| n / stride + u64::from(offset < n % stride));
-        Stripe {
-            offset,
-            stride,
-            produced: 0,
-            remaining: len,
-        }
-    }
-
-    /// The index in the whole sequence of the next row.
-    fn next_index(&self) -> u64 {
-        self.offset + self.produced * self.stride
-    }
-
-    fn done(&self) -> bool {
-        self.remaining == Some(0)
-    }
-}
-
-/// The first field of a datagen position that lists its stripes (Sluice 0.1 wrote only the
-/// number of rows produced).
-const STRIPES_MAGIC: &str = "datagen-stripes-1";
-
 struct DataGen {
     schema: SchemaRef,
     gens: Vec<FieldGen>,
     /// Rows per second of this subtask.
     rate: u64,
-    number_of_rows: Option<u64>,
-    stripes: Vec<Stripe>,
-    subtask: u64,
-    parallelism: u64,
+    stripes: Stripes,
     started: Instant,
     rng: SmallRng,
 }
@@ -392,101 +348,41 @@ impl DataGen {
 }
 
 impl DataGen {
-    /// Rows produced so far by this subtask.
-    fn produced(&self) -> u64 {
-        self.stripes.iter().map(|s| s.produced).sum()
-    }
-
-    /// Sets the stripes this subtask goes on with, and keeps the rate: as if the rows so far
-    /// had been produced at it.
-    fn resume(&mut self, stripes: Vec<Stripe>) {
-        self.stripes = stripes;
-        let behind = Duration::from_secs_f64(self.produced() as f64 / self.rate.max(1) as f64);
+    /// Keeps the rate after a restore: as if the rows so far had been produced at it.
+    fn resume(&mut self) {
+        let behind =
+            Duration::from_secs_f64(self.stripes.produced() as f64 / self.rate.max(1) as f64);
         self.started = Instant::now()
             .checked_sub(behind)
             .unwrap_or_else(Instant::now);
-    }
-
-    /// The stripes a position lists; `subtask` and `parallelism` are those of the subtask
-    /// that wrote it (a position of Sluice 0.1 is its one stripe's row count).
-    fn read_stripes(
-        &self,
-        state: &mut StateReader<'_>,
-        subtask: u64,
-        parallelism: u64,
-    ) -> Result<Vec<Stripe>> {
-        if state.clone().str().ok() != Some(STRIPES_MAGIC) {
-            let mut stripe = Stripe::new(subtask, parallelism, self.number_of_rows);
-            stripe.produced = state.u64()?;
-            stripe.remaining = stripe.remaining.map(|r| r.saturating_sub(stripe.produced));
-            return Ok(vec![stripe]);
-        }
-        state.str()?;
-        let mut out = Vec::new();
-        for _ in 0..state.count()? {
-            let (offset, stride, produced, remaining) =
-                (state.u64()?, state.u64()?, state.u64()?, state.u64()?);
-            if stride == 0 {
-                return Err(SluiceError::Runtime(
-                    "a datagen position with a stride of 0 is corrupt".into(),
-                ));
-            }
-            out.push(Stripe {
-                offset,
-                stride,
-                produced,
-                remaining: (remaining != u64::MAX).then_some(remaining),
-            });
-        }
-        Ok(out)
     }
 }
 
 impl SourceReader for DataGen {
     fn has_nothing_to_read(&self) -> bool {
-        self.stripes.iter().all(Stripe::done)
+        self.stripes.done()
     }
 
     /// Each stripe's rows produced so far: sequences go on from there after a restore
     /// (random values are drawn anew, as Flink's datagen does).
     fn snapshot_position(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
-        state.put_str(STRIPES_MAGIC);
-        state.put_u64(self.stripes.len() as u64);
-        for s in &self.stripes {
-            state.put_u64(s.offset);
-            state.put_u64(s.stride);
-            state.put_u64(s.produced);
-            state.put_u64(s.remaining.unwrap_or(u64::MAX));
-        }
+        self.stripes.write(state);
         Ok(())
     }
 
     fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()> {
-        let stripes = self.read_stripes(state, self.subtask, self.parallelism)?;
-        self.resume(stripes);
+        self.stripes.restore(state)?;
+        self.resume();
         Ok(())
     }
 
-    /// Every old subtask's unfinished stripes, in order of their offset, are dealt to the
-    /// new subtasks in turn (a new subtask may get none, or several).
     fn restore_rescaled(
         &mut self,
         old: usize,
         states: &mut [(usize, StateReader<'_>)],
     ) -> Result<()> {
-        let mut all = Vec::new();
-        for (j, state) in states.iter_mut() {
-            all.extend(self.read_stripes(state, *j as u64, old as u64)?);
-        }
-        all.retain(|s| !s.done());
-        all.sort_by_key(|s| (s.offset, s.stride));
-        let mine = all
-            .into_iter()
-            .enumerate()
-            .filter(|(k, _)| *k as u64 % self.parallelism == self.subtask)
-            .map(|(_, s)| s)
-            .collect();
-        self.resume(mine);
+        self.stripes.restore_rescaled(old, states)?;
+        self.resume();
         Ok(())
     }
 
@@ -496,7 +392,7 @@ impl SourceReader for DataGen {
         }
         // Rows allowed by now at the configured rate.
         let allowed = (self.started.elapsed().as_secs_f64() * self.rate as f64) as u64 + 1;
-        let produced = self.produced();
+        let produced = self.stripes.produced();
         if allowed <= produced {
             let wait =
                 Duration::from_secs_f64(1.0 / self.rate as f64).min(Duration::from_millis(50));
@@ -504,7 +400,12 @@ impl SourceReader for DataGen {
             return Ok(SourcePoll::Idle);
         }
         let n = (allowed - produced).min(MAX_BATCH_ROWS) as usize;
-        let seq = self.next_indexes(n);
+        let seq: Vec<i64> = self
+            .stripes
+            .next_indexes(n)
+            .into_iter()
+            .map(|k| k as i64)
+            .collect();
         let gens = self.gens.clone();
         let schema = self.schema.clone();
         let mut cols = Vec::with_capacity(gens.len());
@@ -514,97 +415,5 @@ impl SourceReader for DataGen {
         Ok(SourcePoll::Batch(ChangeBatch::inserts(
             RecordBatch::try_new(schema, cols)?,
         )))
-    }
-}
-
-impl DataGen {
-    /// Takes the next `n` rows (fewer if the stripes end first) of this subtask's stripes,
-    /// merged in the order of the whole sequence: after a restore at a lower parallelism, the
-    /// rows of several stripes come out as the one sequence they are part of.
-    fn next_indexes(&mut self, n: usize) -> Vec<i64> {
-        if let [s] = self.stripes.as_mut_slice() {
-            // One stripe (the usual case): a run of its indexes.
-            let take = s.remaining.map_or(n as u64, |r| r.min(n as u64));
-            let seq = (0..take)
-                .map(|k| (s.next_index() + k * s.stride) as i64)
-                .collect();
-            s.produced += take;
-            if let Some(r) = s.remaining.as_mut() {
-                *r -= take;
-            }
-            return seq;
-        }
-        let mut seq = Vec::with_capacity(n);
-        while seq.len() < n {
-            let Some(s) = self
-                .stripes
-                .iter_mut()
-                .filter(|s| !s.done())
-                .min_by_key(|s| s.next_index())
-            else {
-                break;
-            };
-            seq.push(s.next_index() as i64);
-            s.produced += 1;
-            if let Some(r) = s.remaining.as_mut() {
-                *r -= 1;
-            }
-        }
-        seq
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every index a set of stripes still produces.
-    fn indexes(stripes: &[Stripe]) -> Vec<u64> {
-        let mut out: Vec<u64> = stripes
-            .iter()
-            .flat_map(|s| {
-                (0..s.remaining.unwrap_or(0)).map(move |k| s.offset + (s.produced + k) * s.stride)
-            })
-            .collect();
-        out.sort();
-        out
-    }
-
-    #[test]
-    fn stripes_cover_the_sequence_once() {
-        for p in 1..5 {
-            let stripes: Vec<Stripe> = (0..p).map(|i| Stripe::new(i, p, Some(10))).collect();
-            assert_eq!(indexes(&stripes), (0..10).collect::<Vec<_>>(), "p = {p}");
-        }
-        let mut s = Stripe::new(1, 3, Some(10));
-        assert_eq!(s.remaining, Some(3));
-        s.produced = 2;
-        s.remaining = Some(1);
-        assert_eq!(s.next_index(), 7);
-        assert_eq!(Stripe::new(0, 2, None).remaining, None);
-    }
-
-    #[test]
-    fn several_stripes_come_out_as_one_sequence() {
-        let mut g = DataGen {
-            schema: Arc::new(arrow::datatypes::Schema::empty()),
-            gens: Vec::new(),
-            rate: 1,
-            number_of_rows: Some(10),
-            stripes: vec![Stripe::new(1, 2, Some(10)), Stripe::new(0, 2, Some(10))],
-            subtask: 0,
-            parallelism: 1,
-            started: Instant::now(),
-            rng: SmallRng::seed_from_u64(0),
-        };
-        g.stripes[1].produced = 2;
-        g.stripes[1].remaining = Some(3);
-        assert_eq!(g.next_indexes(3), vec![1, 3, 4]);
-        assert_eq!(g.next_indexes(100), vec![5, 6, 7, 8, 9]);
-        assert!(g.has_nothing_to_read());
-        g.stripes = vec![Stripe::new(1, 3, Some(10))];
-        assert_eq!(g.next_indexes(2), vec![1, 4]);
-        assert_eq!(g.next_indexes(5), vec![7]);
-        assert!(g.has_nothing_to_read());
     }
 }

@@ -1,5 +1,5 @@
 //! The connectors Sluice ships, registered by the names Flink gives them: `filesystem`,
-//! `datagen`, `print`, `blackhole`, `kafka`, `upsert-kafka` and `jdbc`, and the formats they read and write (`json`, `csv`).
+//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka` and `jdbc`, and the formats they read and write (`json`, `csv`).
 //!
 //! Each connector is a type implementing [`Connector`]; [`BuiltinRegistry`] lists them in one
 //! place and is what the SQL front end asks for a table's source or sink.
@@ -10,7 +10,9 @@ pub mod filesystem;
 pub mod format;
 pub mod jdbc;
 pub mod kafka;
+pub mod nexmark;
 pub mod print;
+pub mod stripes;
 
 use sluice_common::{Result, SluiceError};
 use sluice_engine::{ConnectorRegistry, OperatorFactory, SinkSpec, SourceFactory, SourceSpec};
@@ -51,6 +53,7 @@ impl Default for BuiltinRegistry {
             connectors: vec![
                 Box::new(filesystem::FileSystemConnector),
                 Box::new(datagen::DataGenConnector),
+                Box::new(nexmark::NexmarkConnector),
                 Box::new(print::PrintConnector),
                 Box::new(blackhole::BlackHoleConnector),
                 Box::new(kafka::KafkaConnector),

@@ -88,12 +88,38 @@ impl FunctionRegistry {
     /// `SUBSTRING`, `COUNT(*)`, `ROW_NUMBER() OVER`, ...).
     pub fn expr_planners() -> Vec<Arc<dyn ExprPlanner>> {
         vec![
+            Arc::new(FieldNamePlanner),
             Arc::new(datafusion_functions::core::planner::CoreFunctionPlanner::default()),
             Arc::new(datafusion_functions::unicode::planner::UnicodeFunctionPlanner),
             Arc::new(datafusion_functions::datetime::planner::DatetimeFunctionPlanner),
             Arc::new(datafusion_functions_aggregate::planner::AggregateFunctionPlanner),
             Arc::new(datafusion_functions_window::planner::WindowFunctionPlanner),
         ]
+    }
+}
+
+/// A field of a ROW column (`person.id`) is named after the field (`id`), as Flink names it,
+/// not after the whole path as DataFusion does: a view `SELECT person.id FROM t` has a
+/// column `id`.
+#[derive(Debug)]
+struct FieldNamePlanner;
+
+impl ExprPlanner for FieldNamePlanner {
+    fn plan_compound_identifier(
+        &self,
+        field: &arrow::datatypes::Field,
+        qualifier: Option<&datafusion_common::TableReference>,
+        nested_names: &[String],
+    ) -> DfResult<datafusion_expr::planner::PlannerResult<Vec<datafusion_expr::Expr>>> {
+        use datafusion_expr::planner::PlannerResult;
+        let core = datafusion_functions::core::planner::CoreFunctionPlanner::default();
+        match core.plan_compound_identifier(field, qualifier, nested_names)? {
+            PlannerResult::Planned(e) => match nested_names.last() {
+                Some(name) => Ok(PlannerResult::Planned(e.alias(name))),
+                None => Ok(PlannerResult::Planned(e)),
+            },
+            original => Ok(original),
+        }
     }
 }
 

@@ -125,6 +125,41 @@ impl TypeParser<'_> {
         Ok(out)
     }
 
+    /// A field name of a ROW: a plain word, or quoted in backquotes or double quotes
+    /// (a doubled quote stands for itself).
+    fn field_name(&mut self) -> Result<String> {
+        self.skip_ws();
+        let Some(&quote) = self.s.get(self.pos).filter(|c| **c == b'`' || **c == b'"') else {
+            let start = self.pos;
+            while self.pos < self.s.len()
+                && (self.s[self.pos].is_ascii_alphanumeric() || self.s[self.pos] == b'_')
+            {
+                self.pos += 1;
+            }
+            return Ok(String::from_utf8_lossy(&self.s[start..self.pos]).to_string());
+        };
+        self.pos += 1;
+        let mut name = Vec::new();
+        loop {
+            match self.s.get(self.pos) {
+                None => return Err(self.error("the quoted field name does not end")),
+                Some(&c) if c == quote => {
+                    if self.s.get(self.pos + 1) == Some(&quote) {
+                        name.push(quote);
+                        self.pos += 2;
+                    } else {
+                        self.pos += 1;
+                        return Ok(String::from_utf8_lossy(&name).to_string());
+                    }
+                }
+                Some(&c) => {
+                    name.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
     fn nullability(&mut self) {
         let save = self.pos;
         if self.word() == "NOT" && self.word() == "NULL" {
@@ -243,17 +278,7 @@ impl TypeParser<'_> {
                 };
                 let mut fields = Vec::new();
                 loop {
-                    let fname = {
-                        self.skip_ws();
-                        let start = self.pos;
-                        while self.pos < self.s.len()
-                            && (self.s[self.pos].is_ascii_alphanumeric()
-                                || self.s[self.pos] == b'_')
-                        {
-                            self.pos += 1;
-                        }
-                        String::from_utf8_lossy(&self.s[start..self.pos]).to_string()
-                    };
+                    let fname = self.field_name()?;
                     if fname.is_empty() {
                         return Err(self.error("expected a field name"));
                     }
@@ -324,6 +349,10 @@ mod tests {
         assert_eq!(parse_type("INT NOT NULL").unwrap(), DataType::Int32);
         assert!(
             matches!(parse_type("ROW<a INT, b STRING>").unwrap(), DataType::Struct(f) if f.len() == 2)
+        );
+        assert!(
+            matches!(parse_type("ROW<`dateTime` TIMESTAMP(3), `a``b` INT>").unwrap(),
+                DataType::Struct(f) if f[0].name() == "dateTime" && f[1].name() == "a`b")
         );
         assert!(parse_type("INTT")
             .unwrap_err()

@@ -6,12 +6,12 @@
 
 use super::text::{format_value, Style};
 use super::{lines, LineDecoder, LineEncoder, BATCH_ROWS};
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow_json::ReaderBuilder;
 use sluice_common::error::Location;
 use sluice_common::{Options, Result, SluiceError};
-use std::io::Write;
 
 /// The options of the `json` format.
 pub const OPTIONS: &[&str] = &[
@@ -182,14 +182,12 @@ impl JsonEncoder {
 
 impl LineEncoder for JsonEncoder {
     fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
-        use arrow::datatypes::DataType as D;
         for row in 0..batch.num_rows() {
             out.push(b'{');
             let mut first = true;
             for (c, name) in self.names.iter().enumerate() {
                 let col = batch.column(c);
-                let value = format_value(col, row, Style::Sql);
-                if value.is_none() && self.ignore_null_fields {
+                if col.is_null(row) && self.ignore_null_fields {
                     continue;
                 }
                 if !first {
@@ -198,36 +196,79 @@ impl LineEncoder for JsonEncoder {
                 first = false;
                 out.extend_from_slice(name.as_bytes());
                 out.push(b':');
-                match value {
-                    None => out.extend_from_slice(b"null"),
-                    Some(v) => match col.data_type() {
-                        D::Int8
-                        | D::Int16
-                        | D::Int32
-                        | D::Int64
-                        | D::UInt8
-                        | D::UInt16
-                        | D::UInt32
-                        | D::UInt64
-                        | D::Float32
-                        | D::Float64
-                        | D::Decimal128(_, _)
-                        | D::Boolean => {
-                            if v == "NaN" || v.contains("Infinity") {
-                                let _ = write!(out, "\"{v}\"");
-                            } else {
-                                out.extend_from_slice(v.as_bytes());
-                            }
-                        }
-                        _ => out.extend_from_slice(
-                            serde_json::to_string(&v).unwrap_or_default().as_bytes(),
-                        ),
-                    },
-                }
+                write_value(col, row, self.ignore_null_fields, out);
             }
             out.extend_from_slice(b"}\n");
         }
         Ok(())
+    }
+}
+
+/// Writes one value as JSON: numbers and booleans bare, rows as objects, arrays as arrays,
+/// maps as objects (keys as text), everything else as a string in Flink's SQL style.
+fn write_value(col: &ArrayRef, row: usize, ignore_null_fields: bool, out: &mut Vec<u8>) {
+    use arrow::datatypes::DataType as D;
+    if col.is_null(row) {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    match col.data_type() {
+        D::Struct(fields) => {
+            let s = col.as_struct();
+            out.push(b'{');
+            let mut first = true;
+            for (i, f) in fields.iter().enumerate() {
+                if s.column(i).is_null(row) && ignore_null_fields {
+                    continue;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(
+                    serde_json::to_string(f.name())
+                        .unwrap_or_default()
+                        .as_bytes(),
+                );
+                out.push(b':');
+                write_value(s.column(i), row, ignore_null_fields, out);
+            }
+            out.push(b'}');
+        }
+        D::List(_) => {
+            let items = col.as_list::<i32>().value(row);
+            out.push(b'[');
+            for i in 0..items.len() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(&items, i, ignore_null_fields, out);
+            }
+            out.push(b']');
+        }
+        D::Map(_, _) => {
+            let entries = col.as_map().value(row);
+            out.push(b'{');
+            for i in 0..entries.len() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let key = format_value(entries.column(0), i, Style::Sql).unwrap_or_default();
+                out.extend_from_slice(serde_json::to_string(&key).unwrap_or_default().as_bytes());
+                out.push(b':');
+                write_value(entries.column(1), i, ignore_null_fields, out);
+            }
+            out.push(b'}');
+        }
+        t => {
+            let v = format_value(col, row, Style::Sql).unwrap_or_default();
+            let bare = t.is_numeric() || matches!(t, D::Boolean);
+            if bare && v != "NaN" && !v.contains("Infinity") {
+                out.extend_from_slice(v.as_bytes());
+            } else {
+                out.extend_from_slice(serde_json::to_string(&v).unwrap_or_default().as_bytes());
+            }
+        }
     }
 }
 
@@ -310,5 +351,25 @@ mod tests {
             "{\"id\":\"a\",\"t\":1.0E10,\"ts\":\"2024-01-01 10:00:02.5\"}\n"
         );
         let _ = b.column(0).as_string::<i32>();
+    }
+
+    #[test]
+    fn rows_round_trip_as_nested_objects() {
+        let inner = arrow::datatypes::Fields::from(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("kind", DataType::Int32, true),
+            Field::new("p", DataType::Struct(inner), true),
+        ]));
+        let block = b"{\"kind\":1,\"p\":{\"id\":7,\"ts\":\"2024-01-01 10:00:02.5\"}}\n{\"kind\":2,\"p\":null}\n";
+        let mut d = JsonDecoder::new(schema.clone(), &options(&[])).unwrap();
+        let b = one(d.decode("f", 1, block).unwrap());
+        assert!(b.column(1).is_null(1));
+        let mut e = JsonEncoder::new(schema, &options(&[]), "UTC").unwrap();
+        let mut out = Vec::new();
+        e.encode(&b, &mut out).unwrap();
+        assert_eq!(out, block);
     }
 }
