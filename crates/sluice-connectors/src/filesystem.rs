@@ -3,13 +3,14 @@
 
 use crate::format::{self, LineDecoder, LineEncoder};
 use crate::Connector;
+use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
 use sluice_common::{ChangeBatch, CheckpointId, Options, Result, SluiceError};
 use sluice_engine::{
     Operator, OperatorFactory, Output, SinkSpec, SourceFactory, SourcePoll, SourceReader,
     SourceSpec, StateReader, StateWriter, SubtaskContext,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ const OPTIONS: &[&str] = &[
     "sink.rolling-policy.file-size",
     "sink.rolling-policy.rollover-interval",
     "source.monitor-interval",
+    "partition.default-name",
 ];
 
 /// The `filesystem` connector.
@@ -73,13 +75,15 @@ impl Connector for FileSystemConnector {
             )));
         }
         let path = PathBuf::from(spec.options.required("path")?);
+        let partitions = Partitions::new(spec, &path)?;
         // Fail at planning time on a bad format option or a missing path.
-        format::decoder(&format, spec.schema.clone(), &spec.options)?;
+        format::decoder(&format, partitions.data_schema.clone(), &spec.options)?;
         list_files(&path)?;
         Ok(Arc::new(FileSourceFactory {
             spec: spec.clone(),
             format,
             path,
+            partitions: Arc::new(partitions),
         }))
     }
 
@@ -135,6 +139,132 @@ struct FileSourceFactory {
     spec: SourceSpec,
     format: String,
     path: PathBuf,
+    partitions: Arc<Partitions>,
+}
+
+/// The partition columns of a `PARTITIONED BY` table, which its files do not hold: their
+/// values come from the directories `k=v` under the table's path that a file is in.
+struct Partitions {
+    root: PathBuf,
+    /// All the table's physical columns.
+    schema: arrow::datatypes::SchemaRef,
+    /// The columns the files hold.
+    data_schema: arrow::datatypes::SchemaRef,
+    /// Which columns of `schema` are partition columns.
+    is_key: Vec<bool>,
+    default_name: String,
+}
+
+impl Partitions {
+    fn new(spec: &SourceSpec, root: &Path) -> Result<Self> {
+        let is_key: Vec<bool> = spec
+            .schema
+            .fields()
+            .iter()
+            .map(|f| spec.partition_keys.contains(f.name()))
+            .collect();
+        let data: Vec<usize> = (0..is_key.len()).filter(|i| !is_key[*i]).collect();
+        Ok(Partitions {
+            root: root.to_path_buf(),
+            schema: spec.schema.clone(),
+            data_schema: Arc::new(spec.schema.project(&data)?),
+            is_key,
+            default_name: spec
+                .options
+                .string("partition.default-name", DEFAULT_PARTITION),
+        })
+    }
+
+    /// The rows of a file's batch with the partition columns put in, from the file's path.
+    fn complete(&self, file: &str, batch: RecordBatch) -> Result<RecordBatch> {
+        if !self.is_key.contains(&true) {
+            return Ok(batch);
+        }
+        let rel = Path::new(file)
+            .strip_prefix(&self.root)
+            .unwrap_or(Path::new(file));
+        let values: HashMap<String, String> = rel
+            .components()
+            .filter_map(|c| c.as_os_str().to_str())
+            .filter_map(|c| c.split_once('='))
+            .map(|(k, v)| (unescape_partition_value(k), unescape_partition_value(v)))
+            .collect();
+        let mut data = batch.columns().iter();
+        let mut columns = Vec::with_capacity(self.is_key.len());
+        for (i, f) in self.schema.fields().iter().enumerate() {
+            if !self.is_key[i] {
+                columns.push(data.next().cloned().ok_or_else(|| {
+                    SluiceError::Runtime("filesystem: a decoded batch lacks a column".into())
+                })?);
+                continue;
+            }
+            let value = values
+                .get(f.name())
+                .filter(|v| **v != self.default_name)
+                .ok_or(())
+                .or_else(|()| {
+                    if values.contains_key(f.name()) {
+                        Ok(&self.default_name)
+                    } else {
+                        Err(SluiceError::Format {
+                            location: sluice_common::error::Location {
+                                source: Some(file.to_string()),
+                                line: None,
+                                column: None,
+                            },
+                            message: format!(
+                                "the file is in no directory '{}=...' of partition column '{}'",
+                                f.name(),
+                                f.name()
+                            ),
+                        })
+                    }
+                })?;
+            let text: ArrayRef = if *value == self.default_name {
+                arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, batch.num_rows())
+            } else {
+                Arc::new(arrow::array::StringArray::from(vec![
+                    value.as_str();
+                    batch.num_rows()
+                ]))
+            };
+            columns.push(arrow::compute::cast(&text, f.data_type()).map_err(|e| {
+                SluiceError::Format {
+                    location: sluice_common::error::Location {
+                        source: Some(file.to_string()),
+                        line: None,
+                        column: None,
+                    },
+                    message: format!(
+                        "partition value '{value}' of column '{}' is not a {}: {e}",
+                        f.name(),
+                        f.data_type()
+                    ),
+                }
+            })?);
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// A directory name's partition value: `%XX` escapes undone.
+fn unescape_partition_value(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl SourceFactory for FileSourceFactory {
@@ -158,7 +288,12 @@ impl SourceFactory for FileSourceFactory {
             parallelism: ctx.parallelism,
             finished: Vec::new(),
             current: None,
-            decoder: format::decoder(&self.format, self.spec.schema.clone(), &self.spec.options)?,
+            decoder: format::decoder(
+                &self.format,
+                self.partitions.data_schema.clone(),
+                &self.spec.options,
+            )?,
+            partitions: self.partitions.clone(),
             ready: VecDeque::new(),
             skipped_counter: ctx.metrics.counter(&format!(
                 "{}: records skipped as malformed",
@@ -248,6 +383,7 @@ struct FileReader {
     finished: Vec<String>,
     current: Option<OpenFile>,
     decoder: Box<dyn LineDecoder>,
+    partitions: Arc<Partitions>,
     ready: VecDeque<RecordBatch>,
     skipped_counter: Arc<AtomicU64>,
     reported_skips: u64,
@@ -268,9 +404,11 @@ impl FileReader {
             line: first_line,
             rows_emitted: 0,
         });
-        let batches = self.decoder.decode(name, first_line, block)?;
-        self.ready
-            .extend(batches.into_iter().filter(|b| b.num_rows() > 0));
+        for b in self.decoder.decode(name, first_line, block)? {
+            if b.num_rows() > 0 {
+                self.ready.push_back(self.partitions.complete(name, b)?);
+            }
+        }
         let skipped = self.decoder.skipped();
         if skipped > self.reported_skips {
             self.skipped_counter
@@ -510,24 +648,32 @@ impl OperatorFactory for FileSinkFactory {
                 .map(|d| d.as_nanos())
                 .unwrap_or(0)
         );
-        let prefix = format!("{unique}-{}", ctx.subtask_index);
-        let (in_progress, final_path) = part_paths(&self.dir, &prefix, 0);
+        let keys = &self.spec.partition_keys;
+        let data_columns: Vec<usize> = (0..self.spec.schema.fields().len())
+            .filter(|i| !keys.contains(i))
+            .collect();
+        let data_schema = Arc::new(self.spec.schema.project(&data_columns)?);
         Ok(Box::new(FileSink {
             dir: self.dir.clone(),
-            prefix,
-            part: 0,
+            prefix: format!("{unique}-{}", ctx.subtask_index),
             two_phase: ctx.checkpointing,
             pending: Vec::new(),
             encoder: format::encoder(
                 &self.format,
-                self.spec.schema.clone(),
+                data_schema,
                 &self.spec.options,
                 &self.spec.time_zone,
             )?,
-            buffer: Vec::with_capacity(WRITE_BUFFER_BYTES),
-            file: None,
-            in_progress,
-            final_path,
+            buckets: BTreeMap::new(),
+            partition_keys: keys
+                .iter()
+                .map(|&i| (i, self.spec.schema.field(i).name().clone()))
+                .collect(),
+            data_columns,
+            default_partition: self
+                .spec
+                .options
+                .string("partition.default-name", DEFAULT_PARTITION),
             rows: ctx
                 .metrics
                 .counter(&format!("{}: rows written", self.spec.table)),
@@ -535,42 +681,66 @@ impl OperatorFactory for FileSinkFactory {
     }
 }
 
-/// The hidden and the final path of part file `part` of a sink subtask.
-fn part_paths(dir: &Path, prefix: &str, part: u64) -> (PathBuf, PathBuf) {
-    (
-        dir.join(format!(".part-{prefix}-{part}.inprogress")),
-        dir.join(format!("part-{prefix}-{part}")),
-    )
+/// The directory name of a partition with no value (null or empty), as Flink's.
+const DEFAULT_PARTITION: &str = "__DEFAULT_PARTITION__";
+
+/// A partition value as a directory name: the characters Flink (as Hive) escapes become `%XX`.
+fn escape_partition_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if c < ' '
+            || matches!(
+                c,
+                '"' | '#'
+                    | '%'
+                    | '\''
+                    | '*'
+                    | '/'
+                    | ':'
+                    | '='
+                    | '?'
+                    | '\\'
+                    | '\u{7f}'
+                    | '{'
+                    | '['
+                    | ']'
+                    | '^'
+            )
+        {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
-/// Writes part files; a file is hidden (`.part-...inprogress`) until it is complete, then
-/// renamed into place, so a reader never sees a half-written file.
-///
-/// Without checkpoints a subtask writes one file, complete when the sink closes. With
-/// checkpoints (two-phase commit, as Flink's file sink) the barrier closes the file being
-/// written (pre-commit) and the file becomes visible only when that checkpoint completes;
-/// a restore completes the files the restored checkpoint had pre-committed, and what was
-/// written after it stays hidden and is written again by the replay.
-struct FileSink {
+/// The part files of one directory (the table's, or one partition's) a sink subtask writes.
+struct Bucket {
     dir: PathBuf,
-    /// Names this subtask's files (`<run>-<subtask>`).
-    prefix: String,
     /// The number of the file being written.
     part: u64,
-    two_phase: bool,
-    /// Closed files waiting for their checkpoint: (checkpoint, hidden path, final path).
-    pending: Vec<(CheckpointId, PathBuf, PathBuf)>,
-    encoder: Box<dyn LineEncoder>,
     buffer: Vec<u8>,
     file: Option<File>,
     in_progress: PathBuf,
     final_path: PathBuf,
-    rows: Arc<AtomicU64>,
 }
 
-impl FileSink {
+impl Bucket {
+    fn new(dir: PathBuf, prefix: &str) -> Self {
+        let (in_progress, final_path) = part_paths(&dir, prefix, 0);
+        Bucket {
+            dir,
+            part: 0,
+            buffer: Vec::new(),
+            file: None,
+            in_progress,
+            final_path,
+        }
+    }
+
     /// Closes the file being written, if any, and starts the next one.
-    fn finish_file(&mut self) -> Result<Option<(PathBuf, PathBuf)>> {
+    fn finish_file(&mut self, prefix: &str) -> Result<Option<(PathBuf, PathBuf)>> {
         self.flush()?;
         let Some(f) = self.file.take() else {
             return Ok(None);
@@ -579,22 +749,8 @@ impl FileSink {
             .map_err(|e| SluiceError::io(self.in_progress.display().to_string(), e))?;
         let done = (self.in_progress.clone(), self.final_path.clone());
         self.part += 1;
-        (self.in_progress, self.final_path) = part_paths(&self.dir, &self.prefix, self.part);
+        (self.in_progress, self.final_path) = part_paths(&self.dir, prefix, self.part);
         Ok(Some(done))
-    }
-
-    /// Makes the pending files of checkpoints up to `checkpoint` visible.
-    fn commit(&mut self, checkpoint: CheckpointId) -> Result<()> {
-        let mut committed = false;
-        for (_, hidden, visible) in self.pending.iter().filter(|p| p.0 <= checkpoint) {
-            publish(hidden, visible)?;
-            committed = true;
-        }
-        self.pending.retain(|p| p.0 > checkpoint);
-        if committed {
-            sluice_engine::checkpoint::storage::sync_dir(&self.dir)?;
-        }
-        Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -602,6 +758,8 @@ impl FileSink {
             return Ok(());
         }
         if self.file.is_none() {
+            std::fs::create_dir_all(&self.dir)
+                .map_err(|e| SluiceError::io(self.dir.display().to_string(), e))?;
             let f = File::create(&self.in_progress)
                 .map_err(|e| SluiceError::io(self.in_progress.display().to_string(), e))?;
             self.file = Some(f);
@@ -615,6 +773,112 @@ impl FileSink {
     }
 }
 
+/// The hidden and the final path of part file `part` of a sink subtask.
+fn part_paths(dir: &Path, prefix: &str, part: u64) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!(".part-{prefix}-{part}.inprogress")),
+        dir.join(format!("part-{prefix}-{part}")),
+    )
+}
+
+/// Writes part files; a file is hidden (`.part-...inprogress`) until it is complete, then
+/// renamed into place, so a reader never sees a half-written file. A partitioned table
+/// (`PARTITIONED BY (k1, k2)`) gets a directory `k1=v1/k2=v2` per partition, and its files
+/// hold the other columns, as Flink's.
+///
+/// Without checkpoints a subtask writes one file per directory, complete when the sink
+/// closes. With checkpoints (two-phase commit, as Flink's file sink) the barrier closes the
+/// files being written (pre-commit) and they become visible only when that checkpoint
+/// completes; a restore completes the files the restored checkpoint had pre-committed, and
+/// what was written after it stays hidden and is written again by the replay.
+struct FileSink {
+    dir: PathBuf,
+    /// Names this subtask's files (`<run>-<subtask>`).
+    prefix: String,
+    two_phase: bool,
+    /// Closed files waiting for their checkpoint: (checkpoint, hidden path, final path).
+    pending: Vec<(CheckpointId, PathBuf, PathBuf)>,
+    encoder: Box<dyn LineEncoder>,
+    /// By partition path (`""` for an unpartitioned table).
+    buckets: BTreeMap<String, Bucket>,
+    /// The partition columns (index, name), in `PARTITIONED BY` order.
+    partition_keys: Vec<(usize, String)>,
+    /// The columns the files hold: all but the partition columns.
+    data_columns: Vec<usize>,
+    default_partition: String,
+    rows: Arc<AtomicU64>,
+}
+
+impl FileSink {
+    /// Appends rows to the files of a partition path (`""`: the table's directory).
+    fn write(&mut self, path: &str, data: &RecordBatch) -> Result<()> {
+        let (dir, prefix) = (&self.dir, &self.prefix);
+        let bucket = self
+            .buckets
+            .entry(path.to_string())
+            .or_insert_with(|| Bucket::new(dir.join(path), prefix));
+        self.encoder.encode(data, &mut bucket.buffer)?;
+        if bucket.buffer.len() >= WRITE_BUFFER_BYTES {
+            bucket.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Closes every file being written; returns the closed files.
+    fn finish_files(&mut self) -> Result<Vec<(PathBuf, PathBuf)>> {
+        let mut done = Vec::new();
+        for b in self.buckets.values_mut() {
+            done.extend(b.finish_file(&self.prefix)?);
+        }
+        Ok(done)
+    }
+
+    /// Makes the pending files of checkpoints up to `checkpoint` visible.
+    fn commit(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for (_, hidden, visible) in self.pending.iter().filter(|p| p.0 <= checkpoint) {
+            publish(hidden, visible)?;
+            dirs.extend(visible.parent().map(Path::to_path_buf));
+        }
+        self.pending.retain(|p| p.0 > checkpoint);
+        for dir in dirs {
+            sluice_engine::checkpoint::storage::sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        for b in self.buckets.values_mut() {
+            b.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The partition path of every row of `batch`.
+    fn partition_paths(&self, batch: &RecordBatch) -> Vec<String> {
+        (0..batch.num_rows())
+            .map(|row| {
+                let parts: Vec<String> = self
+                    .partition_keys
+                    .iter()
+                    .map(|(i, name)| {
+                        let value = format::text::format_value(
+                            batch.column(*i),
+                            row,
+                            format::text::Style::Sql,
+                        )
+                        .filter(|v| !v.is_empty())
+                        .map(|v| escape_partition_value(&v))
+                        .unwrap_or_else(|| self.default_partition.clone());
+                        format!("{}={value}", escape_partition_value(name))
+                    })
+                    .collect();
+                parts.join("/")
+            })
+            .collect()
+    }
+}
+
 impl Operator for FileSink {
     fn process_batch(
         &mut self,
@@ -622,11 +886,19 @@ impl Operator for FileSink {
         batch: ChangeBatch,
         _out: &mut Output,
     ) -> Result<()> {
-        self.encoder.encode(&batch.data, &mut self.buffer)?;
         self.rows
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        if self.buffer.len() >= WRITE_BUFFER_BYTES {
-            self.flush()?;
+        if self.partition_keys.is_empty() {
+            return self.write("", &batch.data);
+        }
+        let data = batch.data.project(&self.data_columns)?;
+        let mut rows_of: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (row, path) in self.partition_paths(&batch.data).into_iter().enumerate() {
+            rows_of.entry(path).or_default().push(row as u32);
+        }
+        for (path, rows) in rows_of {
+            let rows = arrow::array::UInt32Array::from(rows);
+            self.write(&path, &arrow::compute::take_record_batch(&data, &rows)?)?;
         }
         Ok(())
     }
@@ -640,7 +912,7 @@ impl Operator for FileSink {
             self.flush()?;
             return Ok(());
         }
-        if let Some((hidden, visible)) = self.finish_file()? {
+        for (hidden, visible) in self.finish_files()? {
             self.pending.push((checkpoint, hidden, visible));
         }
         state.put_u64(self.pending.len() as u64);
@@ -680,10 +952,10 @@ impl Operator for FileSink {
         self.commit(checkpoint)
     }
 
-    /// The end of the input closes the last file. With checkpoints it becomes visible with the
-    /// final checkpoint, which holds this subtask's final state (as Flink's file sink).
+    /// The end of the input closes the last files. With checkpoints they become visible with
+    /// the final checkpoint, which holds this subtask's final state (as Flink's file sink).
     fn end_input(&mut self, _out: &mut Output) -> Result<()> {
-        if let Some((hidden, visible)) = self.finish_file()? {
+        for (hidden, visible) in self.finish_files()? {
             self.pending.push((CheckpointId::MAX, hidden, visible));
         }
         if self.two_phase {
@@ -698,7 +970,7 @@ impl Operator for FileSink {
             self.flush()?;
             return Ok(());
         }
-        if let Some((hidden, visible)) = self.finish_file()? {
+        for (hidden, visible) in self.finish_files()? {
             publish(&hidden, &visible)?;
         }
         Ok(())

@@ -938,11 +938,19 @@ mod tests {
         let bid = b.column(3).as_struct();
         assert!(person.is_null(0) && auction.is_valid(0) && bid.is_null(0));
         // People and auctions are numbered from 1000 in order.
+        // (The first event has the id 2, so the first auction is 1001, as in nexmark-flink.)
         assert_eq!(person.column(0).as_primitive::<Int64Type>().value(48), 1001);
         let auction_ids = auction.column(0).as_primitive::<Int64Type>();
-        assert_eq!(&auction_ids.values()[0..3], &[1000, 1001, 1002]);
+        let ids: Vec<i64> = (0..b.num_rows())
+            .filter(|i| auction.is_valid(*i))
+            .map(|i| auction_ids.value(i))
+            .collect();
+        assert_eq!(&ids[0..4], &[1001, 1002, 1003, 1004]);
+        assert_eq!(ids.len(), 300);
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
         // Event times: 10,000 events a second from the base time.
-        let times = bid.column(5).as_primitive::<TimestampMillisecondType>();
+        // (Event 4999 has the id 5001: an auction.)
+        let times = auction.column(5).as_primitive::<TimestampMillisecondType>();
         assert_eq!(times.value(4999), 1_000_000 + 500);
         // Bids go to auctions that exist (or are about to), prices are positive.
         let prices = bid.column(2).as_primitive::<Int64Type>();

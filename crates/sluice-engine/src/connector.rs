@@ -33,6 +33,9 @@ pub struct SourceSpec {
     pub idle_timeout: Option<Duration>,
     /// The table's primary key columns, by name.
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY` columns, by name: a filesystem source takes their values from the
+    /// directories `k=v` the files are in.
+    pub partition_keys: Vec<String>,
 }
 
 impl SourceSpec {
@@ -84,6 +87,9 @@ pub struct SinkSpec {
     pub primary_key: Vec<usize>,
     /// The job's local time zone (`table.local-time-zone`), for formatting `TIMESTAMP_LTZ`.
     pub time_zone: String,
+    /// `PARTITIONED BY` columns (indexes into `schema`): a filesystem sink writes each row
+    /// into the directory `k1=v1/k2=v2` of its values.
+    pub partition_keys: Vec<usize>,
 }
 
 /// A registry of connectors by name.

@@ -293,6 +293,15 @@ impl Catalog {
                 ))
             })?);
         }
+        for k in &def.partition_keys {
+            if physical_schema.index_of(k).is_err() {
+                return Err(SluiceError::Plan(format!(
+                    "table '{}': PARTITIONED BY names '{k}', which is not a physical column; physical columns are: {}",
+                    def.name,
+                    column_names(&physical_schema)
+                )));
+            }
+        }
         let options = Options::new(format!("table '{}'", def.name), def.options.clone());
         self.tables.insert(
             def.name.clone(),

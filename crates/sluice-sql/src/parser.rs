@@ -56,6 +56,8 @@ pub struct CreateTable {
     /// `WATERMARK FOR column AS expr`.
     pub watermark: Option<(String, Expr)>,
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY (a, b)`: the columns a filesystem table's directories are named by.
+    pub partition_keys: Vec<String>,
     pub options: BTreeMap<String, String>,
     pub if_not_exists: bool,
     pub temporary: bool,
@@ -607,14 +609,15 @@ fn parse_create_table(c: &mut Cursor, temporary: bool, location: Location) -> Re
         break;
     }
     let mut options = BTreeMap::new();
+    let mut partition_keys = Vec::new();
     while !c.at_end() {
         if c.eat_word("COMMENT") {
             c.string()?;
         } else if c.eat_words(&["PARTITIONED", "BY"]) {
             c.expect(&Token::LParen)?;
-            c.until_separator();
+            partition_keys.push(c.ident()?);
             while c.eat(&Token::Comma) {
-                c.until_separator();
+                partition_keys.push(c.ident()?);
             }
             c.expect(&Token::RParen)?;
         } else if c.eat_word("WITH") {
@@ -652,6 +655,7 @@ fn parse_create_table(c: &mut Cursor, temporary: bool, location: Location) -> Re
         columns,
         watermark,
         primary_key,
+        partition_keys,
         options,
         if_not_exists,
         temporary,

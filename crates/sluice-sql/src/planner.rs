@@ -907,6 +907,7 @@ impl Planner<'_> {
             options: table.options.clone(),
             idle_timeout: self.config.source_idle_timeout,
             primary_key: table.def.primary_key.clone(),
+            partition_keys: table.def.partition_keys.clone(),
         };
         let factory = self.registry.source(&connector, &spec)?;
         let updating = factory.produces_updates();
@@ -1156,7 +1157,7 @@ impl Planner<'_> {
         if s.pending.is_some() {
             s = self.materialize(s, graph)?;
         }
-        let (sink_name, connector, options, target, primary_key) = match sink {
+        let (sink_name, connector, options, target, primary_key, partition_keys) = match sink {
             Some(t) => {
                 let table = self.catalog.tables.get(t).ok_or_else(|| {
                     SluiceError::Plan(format!(
@@ -1188,6 +1189,12 @@ impl Planner<'_> {
                     table.options.clone(),
                     table.physical_schema.clone(),
                     table.primary_key.clone(),
+                    table
+                        .def
+                        .partition_keys
+                        .iter()
+                        .filter_map(|k| table.physical_schema.index_of(k).ok())
+                        .collect::<Vec<_>>(),
                 )
             }
             None => (
@@ -1195,6 +1202,7 @@ impl Planner<'_> {
                 "print".to_string(),
                 Options::new("print", BTreeMap::new()),
                 arrow_schema(&s.schema),
+                vec![],
                 vec![],
             ),
         };
@@ -1252,6 +1260,7 @@ impl Planner<'_> {
             updating: s.updating,
             primary_key,
             time_zone: self.config.time_zone.clone(),
+            partition_keys,
         };
         let factory = self.registry.sink(&connector, &spec)?;
         let parallelism = match options.i64("sink.parallelism")? {
