@@ -60,5 +60,6 @@ for c in cases:
         run(c)
     except Exception as e:  # keep going: report every case Flink cannot run
         print(f"{c}: FAILED: {str(e).splitlines()[0]}")
+        print("\n".join(l for l in str(e).splitlines() if "Exception" in l)[:2000])
         failed.append(c)
 sys.exit(1 if failed else 0)

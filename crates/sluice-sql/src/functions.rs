@@ -6,6 +6,7 @@ use crate::types::LTZ_ZONE;
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder, TimestampMillisecondBuilder};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMillisecondType};
+use chrono::{Datelike, Timelike};
 use datafusion_common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion_expr::planner::ExprPlanner;
 use datafusion_expr::{
@@ -245,6 +246,37 @@ fn flink_functions() -> Vec<ScalarUDF> {
             modulo,
         ),
         udf("CONCAT", |_| Ok(DataType::Utf8), concat),
+        udf("YEAR", time_unit_type, |a, _| {
+            time_unit(a, |t| t.year() as i64)
+        }),
+        udf("QUARTER", time_unit_type, |a, _| {
+            time_unit(a, |t| t.month0() as i64 / 3 + 1)
+        }),
+        udf("MONTH", time_unit_type, |a, _| {
+            time_unit(a, |t| t.month() as i64)
+        }),
+        udf("WEEK", time_unit_type, |a, _| {
+            time_unit(a, |t| t.iso_week().week() as i64)
+        }),
+        udf("DAYOFYEAR", time_unit_type, |a, _| {
+            time_unit(a, |t| t.ordinal() as i64)
+        }),
+        udf("DAYOFMONTH", time_unit_type, |a, _| {
+            time_unit(a, |t| t.day() as i64)
+        }),
+        udf("DAYOFWEEK", time_unit_type, |a, _| {
+            // Sunday is 1, as in Flink.
+            time_unit(a, |t| t.weekday().num_days_from_sunday() as i64 + 1)
+        }),
+        udf("HOUR", time_unit_type, |a, _| {
+            time_unit(a, |t| t.hour() as i64)
+        }),
+        udf("MINUTE", time_unit_type, |a, _| {
+            time_unit(a, |t| t.minute() as i64)
+        }),
+        udf("SECOND", time_unit_type, |a, _| {
+            time_unit(a, |t| t.second() as i64)
+        }),
         udf(
             "SPLIT_INDEX",
             |t| match t.len() {
@@ -513,6 +545,37 @@ fn date_format(args: &[ArrayRef], types: &[DataType]) -> DfResult<ArrayRef> {
         }
     }
     Ok(Arc::new(b.finish()))
+}
+
+/// `HOUR(t)`, `YEAR(t)`, ...: one argument, a BIGINT result.
+fn time_unit_type(t: &[DataType]) -> DfResult<DataType> {
+    match t {
+        [a] if matches!(
+            a,
+            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+        ) =>
+        {
+            Ok(DataType::Int64)
+        }
+        [a] => Err(plan_err(format!(
+            "this function takes a TIMESTAMP or a DATE, not {a}"
+        ))),
+        _ => Err(plan_err("this function takes one argument".into())),
+    }
+}
+
+/// A part of each date or timestamp (the wall-clock time a `TIMESTAMP` holds), as BIGINT.
+fn time_unit(args: &[ArrayRef], part: fn(&chrono::NaiveDateTime) -> i64) -> DfResult<ArrayRef> {
+    let ts = cast(&args[0], &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    let ts = ts.as_primitive::<TimestampMillisecondType>();
+    let out: arrow::array::Int64Array = ts
+        .iter()
+        .map(|v| {
+            v.and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| part(&t.naive_utc()))
+        })
+        .collect();
+    Ok(Arc::new(out))
 }
 
 /// `MOD(a, b)`: the remainder with the sign of `a`, NULL when `b` is 0... as Flink, an error.
