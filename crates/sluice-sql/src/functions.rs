@@ -550,13 +550,7 @@ fn date_format(args: &[ArrayRef], types: &[DataType]) -> DfResult<ArrayRef> {
 /// `HOUR(t)`, `YEAR(t)`, ...: one argument, a BIGINT result.
 fn time_unit_type(t: &[DataType]) -> DfResult<DataType> {
     match t {
-        [a] if matches!(
-            a,
-            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
-        ) =>
-        {
-            Ok(DataType::Int64)
-        }
+        [DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64] => Ok(DataType::Int64),
         [a] => Err(plan_err(format!(
             "this function takes a TIMESTAMP or a DATE, not {a}"
         ))),
