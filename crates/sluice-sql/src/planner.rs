@@ -67,6 +67,8 @@ struct Stream {
     /// The column holding the end of the window a row belongs to (after a window aggregate
     /// or a window table function).
     window_end: Option<usize>,
+    /// The column holding the start of that window, if it is still there.
+    window_start: Option<usize>,
 }
 
 /// Where column `idx` of a projection's input ends up in its output, if it is passed on.
@@ -335,6 +337,7 @@ impl Planner<'_> {
                     .collect::<Result<Vec<_>>>()?;
                 let rowtime = s.rowtime.and_then(|rt| passed_through(p, rt));
                 let window_end = s.window_end.and_then(|we| passed_through(p, we));
+                let window_start = s.window_start.and_then(|ws| passed_through(p, ws));
                 let schema = arrow_schema(&p.schema);
                 let node = self.calc(graph, &s, "Calc".into(), CalcStep::Project(exprs, schema));
                 Ok(Stream {
@@ -342,6 +345,7 @@ impl Planner<'_> {
                     schema: p.schema.clone(),
                     rowtime,
                     window_end,
+                    window_start,
                     ..s
                 })
             }
@@ -511,6 +515,7 @@ impl Planner<'_> {
             updating: false,
             pending: None,
             window_end: None,
+            window_start: None,
         })
     }
 
@@ -580,6 +585,7 @@ impl Planner<'_> {
             updating: inputs.iter().any(|s| s.updating),
             pending: None,
             window_end: common(|s| s.window_end),
+            window_start: common(|s| s.window_start),
         })
     }
 
@@ -612,6 +618,7 @@ impl Planner<'_> {
             node,
             pending: None,
             window_end: Some(width - 2),
+            window_start: Some(width - 3),
             rowtime: Some(width - 1),
             ..s
         })
@@ -790,6 +797,7 @@ impl Planner<'_> {
             rowtime: if updating { None } else { s.rowtime },
             updating,
             pending: None,
+            window_start: window_end.and(s.window_start),
             window_end,
         };
         for w in wrappers.iter().rev() {
@@ -802,6 +810,7 @@ impl Planner<'_> {
                         .collect::<Result<Vec<_>>>()?;
                     let rowtime = out.rowtime.and_then(|rt| passed_through(p, rt));
                     let window_end = out.window_end.and_then(|we| passed_through(p, we));
+                    let window_start = out.window_start.and_then(|ws| passed_through(p, ws));
                     let node = self.calc(
                         graph,
                         &out,
@@ -813,6 +822,7 @@ impl Planner<'_> {
                         schema: p.schema.clone(),
                         rowtime,
                         window_end,
+                        window_start,
                         ..out
                     }
                 }
@@ -1002,6 +1012,7 @@ impl Planner<'_> {
             updating,
             pending: None,
             window_end: None,
+            window_start: None,
         })
     }
 
@@ -1011,12 +1022,33 @@ impl Planner<'_> {
         graph: &mut JobGraph,
     ) -> Result<Stream> {
         let s = self.translate(&agg.input, graph)?;
-        let Some(window) = s.pending.clone() else {
-            return self.group_aggregate(agg, s, graph);
-        };
         let input_schema = agg.input.schema();
         let width = input_schema.fields().len();
-        let (ws, we, wt) = (width - 3, width - 2, width - 1);
+        let grouped = |col: usize| {
+            agg.group_expr.iter().any(|g| {
+                matches!(g.clone().unalias(), Expr::Column(c) if input_schema.index_of_column(&c).ok() == Some(col))
+            })
+        };
+        // (kind, window_start, window_end, window_time columns, time column, columns that
+        // exist: a window table function's window columns are not computed yet).
+        let (kind, (ws, we, wt), time_index, existing) =
+            match (&s.pending, s.window_start, s.window_end) {
+                (Some(window), _, _) => (
+                    window.tvf.kind.clone(),
+                    (width - 3, width - 2, width - 1),
+                    window.time_index,
+                    width - 3,
+                ),
+                // Grouped by a window aggregate's window_start and window_end: the same windows,
+                // aggregated again when they close (Flink's cascaded window aggregation).
+                (None, Some(ws), Some(we)) if !s.updating && grouped(ws) && grouped(we) => (
+                    crate::window::WindowKind::Attached { start_index: ws },
+                    (ws, we, s.rowtime.unwrap_or(usize::MAX)),
+                    we,
+                    width,
+                ),
+                _ => return self.group_aggregate(agg, s, graph),
+            };
         let mut layout = Vec::new();
         let mut keys = Vec::new();
         let mut key_types = Vec::new();
@@ -1033,7 +1065,7 @@ impl Planner<'_> {
                     let uses_window = g.column_refs().iter().any(|c| {
                         input_schema
                             .index_of_column(c)
-                            .map(|i| i >= ws)
+                            .map(|i| [ws, we, wt].contains(&i))
                             .unwrap_or(false)
                     });
                     if uses_window {
@@ -1052,8 +1084,7 @@ impl Planner<'_> {
                 "a window aggregation must GROUP BY both window_start and window_end".into(),
             ));
         }
-        // The window columns are not materialised: only the first `ws` columns exist.
-        let keyed = self.key_by(&keys, &key_types, input_schema, ws, &s, graph)?;
+        let keyed = self.key_by(&keys, &key_types, input_schema, existing, &s, graph)?;
         let aggs = lower_aggregates(&agg.aggr_expr, input_schema)?;
         let (parallelism, partitioning) = if keys.is_empty() {
             (1, Partitioning::Single)
@@ -1061,11 +1092,11 @@ impl Planner<'_> {
             (self.config.parallelism, Partitioning::Hash(keyed.hash_cols))
         };
         let output_schema = arrow_schema(&agg.schema);
-        let name = format!("WindowAggregate({})", window.tvf.kind.describe());
+        let name = format!("WindowAggregate({})", kind.describe());
         let f = Arc::new(WindowAggregateFactory {
             name: name.clone(),
-            kind: window.tvf.kind.clone(),
-            time_index: window.time_index,
+            kind,
+            time_index,
             keys: keyed.keys,
             key_types,
             layout: layout.clone(),
@@ -1075,6 +1106,7 @@ impl Planner<'_> {
         let node = self.add(graph, name, parallelism, f, keyed.node, partitioning);
         let rowtime = layout.iter().position(|c| *c == OutCol::Time);
         let window_end = layout.iter().position(|c| *c == OutCol::End);
+        let window_start = layout.iter().position(|c| *c == OutCol::Start);
         Ok(Stream {
             node,
             parallelism,
@@ -1083,6 +1115,7 @@ impl Planner<'_> {
             updating: false,
             pending: None,
             window_end,
+            window_start,
         })
     }
 
@@ -1143,6 +1176,7 @@ impl Planner<'_> {
             updating: true,
             pending: None,
             window_end: None,
+            window_start: None,
         })
     }
 

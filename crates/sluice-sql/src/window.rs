@@ -15,6 +15,11 @@ pub enum WindowKind {
     Cumulate { step: i64, size: i64, offset: i64 },
     /// Windows per key that close after `gap` without rows.
     Session { gap: i64 },
+    /// The windows of a window aggregate's (or window join's) result, which carries each row's
+    /// window in its window_start column (`start_index`) and window_end column: a GROUP BY
+    /// of those columns aggregates the same windows again (Flink's cascaded window
+    /// aggregation).
+    Attached { start_index: usize },
 }
 
 impl WindowKind {
@@ -50,6 +55,7 @@ impl WindowKind {
                 format!("CUMULATE(step={step}ms, size={size}ms)")
             }
             WindowKind::Session { gap } => format!("SESSION(gap={gap}ms)"),
+            WindowKind::Attached { .. } => "the input's windows".into(),
         }
     }
 
@@ -82,6 +88,8 @@ impl WindowKind {
                 }
             }
             WindowKind::Session { gap } => f(ts, ts + gap),
+            // The row carries its window; `ts` is its end.
+            WindowKind::Attached { .. } => {}
         }
     }
 }

@@ -338,6 +338,38 @@ impl WindowAggregate {
             }
         }
         self.late.fetch_add(late, Ordering::Relaxed);
+        self.buffer_rows(per_window, keys, inputs)
+    }
+
+    /// Rows that carry their windows (`starts`, `ends`), from a window aggregate before: each
+    /// goes to its window, unless that has fired.
+    fn process_attached(
+        &mut self,
+        starts: &[i64],
+        ends: &[i64],
+        keys: &KeyRows,
+        inputs: &BatchInputs,
+    ) -> Result<()> {
+        let mut per_window: HashMap<(EventTime, EventTime), Vec<u32>> = HashMap::new();
+        let mut late = 0u64;
+        for (i, (&start, &end)) in starts.iter().zip(ends).enumerate() {
+            if end - 1 > self.watermark {
+                per_window.entry((end, start)).or_default().push(i as u32);
+            } else {
+                late += 1;
+            }
+        }
+        self.late.fetch_add(late, Ordering::Relaxed);
+        self.buffer_rows(per_window, keys, inputs)
+    }
+
+    /// Adds rows to the buffered windows (by `(end, start)`), their groups' accumulators.
+    fn buffer_rows(
+        &mut self,
+        per_window: HashMap<(EventTime, EventTime), Vec<u32>>,
+        keys: &KeyRows,
+        inputs: &BatchInputs,
+    ) -> Result<()> {
         for (w, idx) in per_window {
             let window = match self.buffer.entry(w) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -663,6 +695,20 @@ impl Operator for WindowAggregate {
         match self.spec.kind {
             WindowKind::Session { gap } => {
                 self.process_sessions(gap, time.values(), &keys, &inputs)
+            }
+            WindowKind::Attached { start_index } => {
+                let starts = cast(
+                    data.column(start_index),
+                    &DataType::Timestamp(TimeUnit::Millisecond, None),
+                )?;
+                let starts = starts.as_primitive::<TimestampMillisecondType>();
+                if starts.null_count() > 0 {
+                    return Err(SluiceError::Runtime(format!(
+                        "{}: a row has a NULL window_start",
+                        self.spec.name
+                    )));
+                }
+                self.process_attached(starts.values(), time.values(), &keys, &inputs)
             }
             _ => self.process_windows(time.values(), &keys, &inputs),
         }

@@ -279,7 +279,9 @@ impl Planner<'_> {
             (Some(le), Some(re))
                 if joined_on(&|i, j| i == le && j == re)
                     && joined_on(&|i, j| {
-                        ls.field(i).name() == "window_start" && rs.field(j).name() == "window_start"
+                        (Some(i), Some(j)) == (l.window_start, r.window_start)
+                            || (ls.field(i).name() == "window_start"
+                                && rs.field(j).name() == "window_start")
                     }) =>
             {
                 Some((le, re))
@@ -407,6 +409,7 @@ impl Planner<'_> {
                 updating: false,
                 pending: None,
                 window_end: Some(le),
+                window_start: l.window_start,
             });
         }
         Ok(match interval {
@@ -420,6 +423,7 @@ impl Planner<'_> {
                 updating: false,
                 pending: None,
                 window_end: None,
+                window_start: None,
             },
             // Time attributes become plain timestamps; only an inner join of append-only
             // inputs is append-only.
@@ -433,6 +437,7 @@ impl Planner<'_> {
                     || !matches!(kind, JoinKind::Inner | JoinKind::Semi),
                 pending: None,
                 window_end: None,
+                window_start: None,
             },
         })
     }
