@@ -11,8 +11,9 @@ the seconds, events/s and peak memory of each engine and the ratio of their even
     ~/flink-venv/bin/python bench/nexmark.py [--events 2000000] [--queries q0,q1] [--skip-flink]
 
 The rows themselves are compared with Flink's by the conformance cases nexmark_q* (over a
-smaller file of the same generator). q6 is not in the list: Flink cannot run it (an OVER
-window over an updating input). Not a test: it never fails on speed.
+smaller file of the same generator). q6 and q13 are not in the list: Flink cannot run q6 (an
+OVER window over an updating input), nor q13 as written (a lookup join on a filesystem table,
+which only Flink's removed legacy connector could do). Not a test: it never fails on speed.
 """
 import argparse
 import os
@@ -26,7 +27,7 @@ sys.path.insert(0, here)
 from seed_vs_flink import FLINK_SCRIPT, measure, sluice  # noqa: E402
 
 queries_dir = os.path.join(here, "nexmark")
-QUERIES = [f"q{i}" for i in range(23) if i != 6]
+QUERIES = [f"q{i}" for i in range(23) if i not in (6, 13)]
 BASE_TIME = "2026-01-01 00:00:00"
 
 
@@ -54,7 +55,7 @@ def generate(path, events, rate):
         script = os.path.join(d, "gen.sql")
         with open(script, "w") as f:
             f.write(";\n".join([ddl.strip().rstrip(";"), sink, "INSERT INTO events_out SELECT event_type, person, auction, bid FROM datagen"]) + ";\n")
-        measure([sluice, "run", "--quiet", "--state-dir", os.path.join(d, "state"), script])
+        measure([sluice, "run", "--quiet", "--data-dir", os.path.join(d, "state"), script])
     with open(marker, "w") as f:
         f.write(f"{events} {rate}")
 
@@ -101,7 +102,7 @@ def main():
             with open(script, "w") as f:
                 f.write(";\n".join(stmts) + ";\n")
             try:
-                s_t, s_m, _ = measure([args.sluice, "run", "--quiet", "--state-dir", os.path.join(d, "state"), script])
+                s_t, s_m, _ = measure([args.sluice, "run", "--quiet", "--data-dir", os.path.join(d, "state"), script])
                 s = (s_t, s_m)
             except SystemExit as e:
                 s = None

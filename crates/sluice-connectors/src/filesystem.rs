@@ -2,6 +2,7 @@
 //! sink that writes part files into a directory.
 
 use crate::format::{self, LineDecoder, LineEncoder};
+use crate::partition_commit::CommitPolicy;
 use crate::Connector;
 use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
@@ -32,6 +33,8 @@ const OPTIONS: &[&str] = &[
     "sink.rolling-policy.rollover-interval",
     "source.monitor-interval",
     "partition.default-name",
+    "sink.rolling-policy.check-interval",
+    "sink.rolling-policy.inactivity-interval",
 ];
 
 /// The `filesystem` connector.
@@ -46,7 +49,12 @@ fn check_options(options: &Options) -> Result<String> {
             format::FORMATS.join(", ")
         )));
     }
-    options.check_known(OPTIONS, &[&format!("{format}.")])?;
+    let known: Vec<&str> = OPTIONS
+        .iter()
+        .chain(crate::partition_commit::OPTIONS)
+        .copied()
+        .collect();
+    options.check_known(&known, &[&format!("{format}.")])?;
     let allowed = format::format_options(&format);
     for (k, _) in options.iter() {
         if k.starts_with(&format!("{format}.")) && !allowed.contains(&k) {
@@ -100,6 +108,7 @@ impl Connector for FileSystemConnector {
             spec: spec.clone(),
             format,
             dir: PathBuf::from(spec.options.required("path")?),
+            policy: CommitPolicy::from_options(&spec.options)?,
         }))
     }
 }
@@ -630,6 +639,7 @@ struct FileSinkFactory {
     spec: SinkSpec,
     format: String,
     dir: PathBuf,
+    policy: CommitPolicy,
 }
 
 impl OperatorFactory for FileSinkFactory {
@@ -674,6 +684,9 @@ impl OperatorFactory for FileSinkFactory {
                 .spec
                 .options
                 .string("partition.default-name", DEFAULT_PARTITION),
+            policy: self.policy.clone(),
+            partitions: BTreeMap::new(),
+            watermark: i64::MIN,
             rows: ctx
                 .metrics
                 .counter(&format!("{}: rows written", self.spec.table)),
@@ -806,7 +819,28 @@ struct FileSink {
     /// The columns the files hold: all but the partition columns.
     data_columns: Vec<usize>,
     default_partition: String,
+    policy: CommitPolicy,
+    /// Every partition written to, by path.
+    partitions: BTreeMap<String, Partition>,
+    watermark: i64,
     rows: Arc<AtomicU64>,
+}
+
+/// A partition the sink wrote to, for its commit.
+struct Partition {
+    /// The partition columns' names and values.
+    values: Vec<(String, Option<String>)>,
+    /// Processing time when it was first written to.
+    created_ms: i64,
+    /// Written to since its last commit.
+    dirty: bool,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl FileSink {
@@ -844,6 +878,24 @@ impl FileSink {
         for dir in dirs {
             sluice_engine::checkpoint::storage::sync_dir(&dir)?;
         }
+        self.commit_partitions(checkpoint == CheckpointId::MAX)
+    }
+
+    /// Commits the partitions written to since their last commit that are ready (all of them
+    /// at the end of the input).
+    fn commit_partitions(&mut self, all: bool) -> Result<()> {
+        let now = now_ms();
+        for (path, p) in self.partitions.iter_mut() {
+            if p.dirty
+                && (all
+                    || self
+                        .policy
+                        .ready(&p.values, p.created_ms, now, self.watermark))
+            {
+                self.policy.commit(&self.dir.join(path))?;
+                p.dirty = false;
+            }
+        }
         Ok(())
     }
 
@@ -852,6 +904,17 @@ impl FileSink {
             b.flush()?;
         }
         Ok(())
+    }
+
+    /// The partition columns' names and values of row `row`.
+    fn partition_values(&self, batch: &RecordBatch, row: usize) -> Vec<(String, Option<String>)> {
+        self.partition_keys
+            .iter()
+            .map(|(i, name)| {
+                let v = format::text::format_value(batch.column(*i), row, format::text::Style::Sql);
+                (name.clone(), v.filter(|v| !v.is_empty()))
+            })
+            .collect()
     }
 
     /// The partition path of every row of `batch`.
@@ -896,6 +959,17 @@ impl Operator for FileSink {
         for (row, path) in self.partition_paths(&batch.data).into_iter().enumerate() {
             rows_of.entry(path).or_default().push(row as u32);
         }
+        for (path, rows) in &rows_of {
+            let values = self.partition_values(&batch.data, rows[0] as usize);
+            self.partitions
+                .entry(path.clone())
+                .or_insert_with(|| Partition {
+                    values,
+                    created_ms: now_ms(),
+                    dirty: false,
+                })
+                .dirty = true;
+        }
         for (path, rows) in rows_of {
             let rows = arrow::array::UInt32Array::from(rows);
             self.write(&path, &arrow::compute::take_record_batch(&data, &rows)?)?;
@@ -903,7 +977,8 @@ impl Operator for FileSink {
         Ok(())
     }
 
-    fn process_watermark(&mut self, _watermark: i64, _out: &mut Output) -> Result<()> {
+    fn process_watermark(&mut self, watermark: i64, _out: &mut Output) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod format;
 pub mod jdbc;
 pub mod kafka;
 pub mod nexmark;
+pub mod partition_commit;
 pub mod print;
 pub mod stripes;
 

@@ -160,3 +160,41 @@ fn partition_keys_must_be_physical_columns() {
     let (ok, _, err) = common::run_sql(sql, &[]);
     assert!(!ok && err.contains("PARTITIONED BY names 'day'"), "{err}");
 }
+
+#[test]
+fn nexmark_q10_runs_unchanged_and_commits_its_partitions() {
+    // nexmark-flink's q10 with its partition commit options, over 2,000 events (20 s).
+    let dir = tempfile::tempdir().unwrap();
+    let bench = common::manifest_dir().join("../../bench/nexmark");
+    let q10 = std::fs::read_to_string(bench.join("q10.sql"))
+        .unwrap()
+        .replace("${OUT}", &dir.path().display().to_string());
+    let (ok, _, err) = common::run_sql(&(nexmark_ddl(2000) + &q10), &[]);
+    assert!(ok, "{err}");
+    let out = dir.path().join("q10");
+    let got = files(&out);
+    // 20 s of bids from 00:00:00: the minute 00:00 of one day, with its success file.
+    let dirs: Vec<&String> = got.keys().collect();
+    assert_eq!(dirs, vec!["dt=2026-01-01/hm=00%3A00"], "{got:?}");
+    let part = out.join("dt=2026-01-01/hm=00%3A00");
+    assert!(part.join("_SUCCESS").exists());
+    let rows = &got["dt=2026-01-01/hm=00%3A00"];
+    // 1,840 bids, each `auction,bidder,price,dateTime,extra` (the partition columns are in
+    // the path): the success file is empty.
+    assert_eq!(rows.len(), 1840);
+    assert!(
+        rows.iter().all(|r| r.split(',').count() == 5),
+        "{:?}",
+        &rows[..3]
+    );
+}
+
+#[test]
+fn a_metastore_commit_policy_is_refused_by_name() {
+    let sql = "CREATE TABLE t (id INT, dt STRING) PARTITIONED BY (dt) WITH ('connector' = 'filesystem', \
+               'path' = '/tmp/x', 'format' = 'csv', 'sink.partition-commit.policy.kind' = 'metastore,success-file');\n\
+               CREATE TABLE s (id INT) WITH ('connector' = 'datagen', 'number-of-rows' = '1');\n\
+               INSERT INTO t SELECT id, 'a' FROM s;";
+    let (ok, _, err) = common::run_sql(sql, &[]);
+    assert!(!ok && err.contains("'metastore'"), "{err}");
+}
