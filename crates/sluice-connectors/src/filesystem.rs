@@ -207,28 +207,20 @@ impl Partitions {
                 })?);
                 continue;
             }
-            let value = values
-                .get(f.name())
-                .filter(|v| **v != self.default_name)
-                .ok_or(())
-                .or_else(|()| {
-                    if values.contains_key(f.name()) {
-                        Ok(&self.default_name)
-                    } else {
-                        Err(SluiceError::Format {
-                            location: sluice_common::error::Location {
-                                source: Some(file.to_string()),
-                                line: None,
-                                column: None,
-                            },
-                            message: format!(
-                                "the file is in no directory '{}=...' of partition column '{}'",
-                                f.name(),
-                                f.name()
-                            ),
-                        })
-                    }
-                })?;
+            let Some(value) = values.get(f.name()) else {
+                return Err(SluiceError::Format {
+                    location: sluice_common::error::Location {
+                        source: Some(file.to_string()),
+                        line: None,
+                        column: None,
+                    },
+                    message: format!(
+                        "the file is in no directory '{}=...' of partition column '{}'",
+                        f.name(),
+                        f.name()
+                    ),
+                });
+            };
             let text: ArrayRef = if *value == self.default_name {
                 arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, batch.num_rows())
             } else {

@@ -268,6 +268,16 @@ fn flink_functions() -> Vec<ScalarUDF> {
             // Sunday is 1, as in Flink.
             time_unit(a, |t| t.weekday().num_days_from_sunday() as i64 + 1)
         }),
+        udf(
+            "TIMESTAMPDIFF",
+            |t| match t.len() {
+                3 => Ok(DataType::Int32),
+                _ => Err(plan_err(
+                    "TIMESTAMPDIFF(unit, t1, t2) takes three arguments".into(),
+                )),
+            },
+            timestampdiff,
+        ),
         udf("HOUR", time_unit_type, |a, _| {
             time_unit(a, |t| t.hour() as i64)
         }),
@@ -570,6 +580,76 @@ fn time_unit(args: &[ArrayRef], part: fn(&chrono::NaiveDateTime) -> i64) -> DfRe
         })
         .collect();
     Ok(Arc::new(out))
+}
+
+/// `TIMESTAMPDIFF(unit, t1, t2)`: how many whole units (SECOND, MINUTE, HOUR, DAY, WEEK,
+/// MONTH, QUARTER, YEAR) from `t1` to `t2`, truncated towards zero, as Flink; months count
+/// calendar months (a month is whole once the day and time of `t1` come round again).
+fn timestampdiff(args: &[ArrayRef], _types: &[DataType]) -> DfResult<ArrayRef> {
+    let units = cast(&args[0], &DataType::Utf8)?;
+    let units = units.as_string::<i32>();
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let (a, b) = (cast(&args[1], &ts)?, cast(&args[2], &ts)?);
+    let (a, b) = (
+        a.as_primitive::<TimestampMillisecondType>(),
+        b.as_primitive::<TimestampMillisecondType>(),
+    );
+    let mut out = arrow::array::Int32Builder::with_capacity(a.len());
+    for i in 0..a.len() {
+        if units.is_null(i) || a.is_null(i) || b.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let (x, y) = (a.value(i), b.value(i));
+        let unit = units.value(i).to_ascii_uppercase();
+        let fixed = match unit.as_str() {
+            "SECOND" => Some(1_000),
+            "MINUTE" => Some(60_000),
+            "HOUR" => Some(3_600_000),
+            "DAY" => Some(86_400_000),
+            "WEEK" => Some(7 * 86_400_000),
+            _ => None,
+        };
+        let n = match (fixed, unit.as_str()) {
+            (Some(ms), _) => (y - x) / ms,
+            (None, "MONTH" | "QUARTER" | "YEAR") => {
+                let months = months_between(x, y).ok_or_else(|| {
+                    plan_err("TIMESTAMPDIFF: a timestamp is out of range".into())
+                })?;
+                months
+                    / match unit.as_str() {
+                        "MONTH" => 1,
+                        "QUARTER" => 3,
+                        _ => 12,
+                    }
+            }
+            _ => {
+                return Err(plan_err(format!(
+                    "TIMESTAMPDIFF: unknown unit '{unit}'; units are SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER, YEAR"
+                )))
+            }
+        };
+        out.append_value(n as i32);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Whole calendar months from `x` to `y` (epoch ms), negative if `y` is before `x`.
+fn months_between(x: i64, y: i64) -> Option<i64> {
+    let (a, b) = (
+        chrono::DateTime::from_timestamp_millis(x)?.naive_utc(),
+        chrono::DateTime::from_timestamp_millis(y)?.naive_utc(),
+    );
+    let index = |t: &chrono::NaiveDateTime| t.year() as i64 * 12 + t.month0() as i64;
+    // Where in its month each is: day, then time of day.
+    let within = |t: &chrono::NaiveDateTime| (t.day(), t.time());
+    let mut months = index(&b) - index(&a);
+    if months > 0 && within(&b) < within(&a) {
+        months -= 1;
+    } else if months < 0 && within(&b) > within(&a) {
+        months += 1;
+    }
+    Some(months)
 }
 
 /// `MOD(a, b)`: the remainder with the sign of `a`, NULL when `b` is 0... as Flink, an error.

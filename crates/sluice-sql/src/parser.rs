@@ -693,7 +693,40 @@ fn parse_query_tokens(
         ));
     }
     rewrite_group_windows(&mut query, counter, &mut windows, fallback)?;
+    quote_time_units(&mut query);
     Ok(ParsedQuery { query, windows })
+}
+
+/// `TIMESTAMPDIFF(SECOND, a, b)` and `TIMESTAMPADD(DAY, n, t)`: the unit, a bare word, becomes
+/// the string `'SECOND'` that the functions take.
+fn quote_time_units(query: &mut sqlparser::ast::Query) {
+    use sqlparser::ast::{
+        Expr as E, FunctionArg, FunctionArgExpr, FunctionArguments, Value, ValueWithSpan,
+    };
+    const UNITS: &[&str] = &[
+        "SECOND", "MINUTE", "HOUR", "DAY", "WEEK", "MONTH", "QUARTER", "YEAR",
+    ];
+    let _ = sqlparser::ast::visit_expressions_mut(query, |e: &mut E| {
+        if let E::Function(f) = e {
+            let name = f.name.to_string().to_ascii_uppercase();
+            if name == "TIMESTAMPDIFF" || name == "TIMESTAMPADD" {
+                if let FunctionArguments::List(list) = &mut f.args {
+                    if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) =
+                        list.args.first_mut()
+                    {
+                        if let E::Identifier(id) = first {
+                            let unit = id.value.to_ascii_uppercase();
+                            if id.quote_style.is_none() && UNITS.contains(&unit.as_str()) {
+                                *first =
+                                    E::Value(ValueWithSpan::from(Value::SingleQuotedString(unit)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
 }
 
 fn word_is(t: Option<&TokenWithSpan>, w: &str) -> bool {
