@@ -110,6 +110,9 @@ fn compare(case: &Path, lines: &[&str]) -> Result<(), String> {
     }));
     let expected_text =
         std::fs::read_to_string(case.join("expected.txt")).map_err(|e| e.to_string())?;
+    if let Some(key) = upsert_key(case)? {
+        return compare_upserts(&key, &actual, &expected_text);
+    }
     let expected = multiset(expected_text.lines().filter(|l| !l.is_empty()).map(|line| {
         let mut parts = line.split('|');
         let kind = parts.next().unwrap_or("");
@@ -132,6 +135,88 @@ fn compare(case: &Path, lines: &[&str]) -> Result<(), String> {
             .collect();
         return Err(format!(
             "rows differ from Flink's\n  missing or miscounted: {missing:?}\n  unexpected: {extra:?}"
+        ));
+    }
+    if expected.is_empty() {
+        return Err("the case has no expected rows; a case must produce some".into());
+    }
+    Ok(())
+}
+
+/// The key columns (0-based) of a case whose Flink changelog is an upsert stream (a file
+/// `upsert-key`: its first line lists them, comma-separated; the rest says why). Flink
+/// sends such a result without `-U` (a keyed sink overwrites by key), so its rows are
+/// kept in the order Flink sent them and the last one of each key is its result.
+fn upsert_key(case: &Path) -> Result<Option<Vec<usize>>, String> {
+    let Ok(text) = std::fs::read_to_string(case.join("upsert-key")) else {
+        return Ok(None);
+    };
+    let first = text.lines().next().unwrap_or("");
+    first
+        .split(',')
+        .map(|k| {
+            k.trim()
+                .parse::<usize>()
+                .map_err(|e| format!("upsert-key '{first}': {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Compares the rows each key ends in: Flink's (its changelog in order, the last `+I`/`+U` of
+/// a key wins, `-D` removes it) with Sluice's (its changelog materialized, one row per key).
+fn compare_upserts(
+    key: &[usize],
+    actual: &BTreeMap<String, usize>,
+    expected_text: &str,
+) -> Result<(), String> {
+    let key_of = |row: &str| -> Result<String, String> {
+        let fields: Vec<&str> = row[2..].split('|').skip(1).collect();
+        key.iter()
+            .map(|&k| {
+                fields
+                    .get(k)
+                    .map(|f| f.to_string())
+                    .ok_or_else(|| format!("no column {k} in {row}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|k| k.join("|"))
+    };
+    let mut expected: BTreeMap<String, String> = BTreeMap::new();
+    for line in expected_text.lines().filter(|l| !l.is_empty()) {
+        let mut parts = line.split('|');
+        let kind = parts.next().unwrap_or("");
+        let fields: Vec<&str> = parts.collect();
+        let row = canonical_row("+I", &fields);
+        match kind {
+            "+I" | "+U" => {
+                expected.insert(key_of(&row)?, row);
+            }
+            "-D" => {
+                expected.remove(&key_of(&row)?);
+            }
+            _ => {}
+        }
+    }
+    let mut got: BTreeMap<String, String> = BTreeMap::new();
+    for (row, n) in materialize(actual)? {
+        if n != 1 || got.insert(key_of(&row)?, row.clone()).is_some() {
+            return Err(format!(
+                "Sluice ends with more than one row of the key of {row}"
+            ));
+        }
+    }
+    if got != expected {
+        let missing: Vec<_> = expected
+            .values()
+            .filter(|r| !got.values().any(|g| g == *r))
+            .collect();
+        let extra: Vec<_> = got
+            .values()
+            .filter(|r| !expected.values().any(|e| e == *r))
+            .collect();
+        return Err(format!(
+            "rows per key differ from Flink's\n  missing: {missing:?}\n  unexpected: {extra:?}"
         ));
     }
     if expected.is_empty() {
