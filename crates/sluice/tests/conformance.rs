@@ -61,10 +61,24 @@ fn run_case(case: &Path, parallelism: usize) -> Result<(), String> {
 /// Runs a case with `set` (`SET` statements) before its script.
 fn run_case_with(case: &Path, parallelism: usize, set: &str) -> Result<(), String> {
     let data = corpus().join("data");
-    let sql = std::fs::read_to_string(case.join("query.sql"))
-        .map_err(|e| e.to_string())?
-        .replace("${DATA}", &data.display().to_string());
+    let sql = case_script(case).replace("${DATA}", &data.display().to_string());
     run_sql(case, &format!("{set}\n{sql}"), parallelism)
+}
+
+/// A case's script, `${DATA}` still to replace: `${NEXMARK_TABLES}` stands for
+/// bench/nexmark's table over an events file and its views, over `${DATA}/nexmark.json`.
+fn case_script(case: &Path) -> String {
+    let sql = std::fs::read_to_string(case.join("query.sql")).expect("the case's query.sql");
+    if !sql.contains("${NEXMARK_TABLES}") {
+        return sql;
+    }
+    let bench = common::manifest_dir().join("../../bench/nexmark");
+    let read = |f: &str| std::fs::read_to_string(bench.join(f)).expect("bench/nexmark");
+    let tables = read("events_file.sql") + &read("views.sql");
+    sql.replace(
+        "${NEXMARK_TABLES}",
+        &tables.replace("${EVENTS_FILE}", "${DATA}/nexmark.json"),
+    )
 }
 
 /// Runs `sql` and compares what it prints with the case's expected rows.
@@ -344,7 +358,7 @@ fn cases_over_kafka_match_flink() {
     let mut failures = Vec::new();
     let mut ran = 0;
     for case in cases() {
-        let mut sql = std::fs::read_to_string(case.join("query.sql")).unwrap();
+        let mut sql = case_script(&case);
         for name in inputs {
             sql = sql.replace(
                 &format!("'connector' = 'filesystem', 'path' = '${{DATA}}/{name}.json'"),
@@ -693,9 +707,7 @@ fn across_restores(runs: &[(usize, bool, &str)]) {
             if parallelism > 1 && parallelism_one_only(&case) {
                 continue;
             }
-            let sql = std::fs::read_to_string(case.join("query.sql"))
-                .unwrap()
-                .replace("${DATA}", &data.display().to_string());
+            let sql = case_script(&case).replace("${DATA}", &data.display().to_string());
             let (lines, restores) =
                 restore::run_with_restores(&sql, parallelism, incremental, backend);
             restored_runs += restores;
