@@ -68,3 +68,32 @@ with open(os.path.join(here, "data", "impressions.json"), "w") as f:
 with open(os.path.join(here, "data", "ad_clicks.json"), "w") as f:
     for c in ad_clicks:
         f.write(json.dumps({"ad_id": c["ad_id"], "cost": c["cost"], "ts": ts(c["ts_ms"])}) + "\n")
+
+# Stock ticks for MATCH_RECOGNIZE (a generator of its own, so the files above stay as they are):
+# three symbols, one tick a second each, prices on a random walk, some ticks out of order.
+rng = random.Random(11)
+ticks = []
+for sym, start in (("ACME", 20), ("BETA", 40), ("CORP", 10)):
+    price = start
+    for i in range(150):
+        price = max(1, price + rng.choice([-3, -2, -1, -1, 0, 1, 1, 2, 3]))
+        t = base + i * 1000 + rng.randint(-1500, 0)
+        ticks.append((i, {"symbol": sym, "price": price, "tax": rng.randint(1, 3), "rowtime": ts(t)}))
+ticks.sort(key=lambda r: r[0])  # in the order they were due, so the jitter puts some out of order
+with open(os.path.join(here, "data", "ticker.json"), "w") as f:
+    for _, r in ticks:
+        f.write(json.dumps(r) + "\n")
+
+# Card transactions: mostly small and at home, now and then a large one from abroad.
+txns = []
+t = base
+for i in range(400):
+    t += rng.randint(100, 4000)
+    card = f"c{rng.randint(0, 7)}"
+    abroad = rng.random() < 0.2
+    amount = round(rng.uniform(500, 3000) if abroad and rng.random() < 0.6 else rng.uniform(1, 120), 2)
+    txns.append({"card_id": card, "amount": amount, "country": rng.choice(["FR", "US", "BR"]) if abroad else "DE",
+                 "ts": ts(t)})
+with open(os.path.join(here, "data", "transactions.json"), "w") as f:
+    for r in txns:
+        f.write(json.dumps(r) + "\n")

@@ -63,6 +63,8 @@ pub struct Catalog {
     pub tables: BTreeMap<String, Table>,
     pub views: BTreeMap<String, LogicalPlan>,
     pub windows: HashMap<String, WindowRelation>,
+    /// `MATCH_RECOGNIZE` relations in queries.
+    pub matches: HashMap<String, crate::match_recognize::MatchRelation>,
     pub functions: FunctionRegistry,
     pub(crate) config: ConfigOptions,
 }
@@ -336,6 +338,9 @@ impl Catalog {
         }
         if let Some(v) = self.views.get(name) {
             return Some(Arc::new(v.schema().as_arrow().clone()));
+        }
+        if let Some(m) = self.matches.get(name) {
+            return Some(m.schema.clone());
         }
         self.windows.get(name).map(|w| w.schema.clone())
     }

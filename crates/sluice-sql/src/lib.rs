@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod fast_intervals;
 pub mod flink_semantics;
 pub mod functions;
+pub mod match_recognize;
 pub mod operators;
 pub mod parser;
 pub mod planner;

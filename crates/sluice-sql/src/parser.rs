@@ -85,6 +85,8 @@ pub struct ParsedQuery {
     pub query: Box<Query>,
     /// Window relations by the name that replaced them in the query.
     pub windows: Vec<(String, WindowTvf)>,
+    /// `MATCH_RECOGNIZE` relations by the name that replaced them, innermost first.
+    pub matches: Vec<(String, crate::match_recognize::MatchRecognizeSpec)>,
 }
 
 /// A statement of a script.
@@ -682,6 +684,8 @@ fn parse_query_tokens(
 ) -> Result<ParsedQuery> {
     let mut windows = Vec::new();
     let tokens = extract_window_tvfs(tokens, counter, &mut windows)?;
+    let mut match_inputs = Vec::new();
+    let tokens = crate::match_recognize::prepare(tokens, &mut match_inputs)?;
     let dialect = GenericDialect {};
     let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut query = p.parse_query().map_err(|e| parser_error(e, fallback))?;
@@ -694,7 +698,13 @@ fn parse_query_tokens(
     }
     rewrite_group_windows(&mut query, counter, &mut windows, fallback)?;
     quote_time_units(&mut query);
-    Ok(ParsedQuery { query, windows })
+    let mut matches = Vec::new();
+    crate::match_recognize::extract(&mut query, counter, &match_inputs, &mut matches)?;
+    Ok(ParsedQuery {
+        query,
+        windows,
+        matches,
+    })
 }
 
 /// `TIMESTAMPDIFF(SECOND, a, b)` and `TIMESTAMPADD(DAY, n, t)`: the unit, a bare word, becomes

@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod join;
+mod match_recognize;
 
 /// The settings of a job (from `SET`).
 #[derive(Debug, Clone)]
@@ -268,6 +269,11 @@ impl Planner<'_> {
                 }
                 if let Some(view) = self.catalog.views.get(name) {
                     let mut s = self.translate(view, graph)?;
+                    s.schema = scan.projected_schema.clone();
+                    return Ok(s);
+                }
+                if let Some(m) = self.catalog.matches.get(name) {
+                    let mut s = self.match_recognize(m, graph)?;
                     s.schema = scan.projected_schema.clone();
                     return Ok(s);
                 }

@@ -345,6 +345,16 @@ impl Session {
                 },
             );
         }
+        for (name, spec) in &q.matches {
+            let provider = self.catalog.provider(vec![]);
+            let planner = SqlToRel::new_with_options(&provider, parser_options());
+            let input = planner
+                .sql_statement_to_plan(sqlparser::ast::Statement::Query(spec.input.clone()))
+                .map_err(df_error)?;
+            let input = analyze(crate::flink_semantics::apply(input)?, &self.catalog.config)?;
+            let relation = crate::match_recognize::compile(spec, input, &self.catalog)?;
+            self.catalog.matches.insert(name.clone(), relation);
+        }
         let provider = self.catalog.provider(vec![]);
         let planner = SqlToRel::new_with_options(&provider, parser_options());
         let plan = planner
