@@ -68,3 +68,31 @@ fn iot_alerts_and_clickstream_run_end_to_end() {
         format!("8|{rows_in}")
     );
 }
+
+#[test]
+fn fraud_detection_runs_end_to_end() {
+    // Every alert is a small transaction then a large one from another country within five
+    // minutes, on one card; the console and PostgreSQL hold the same alerts.
+    let printed = rows(&run_example("fraud-detection", 4000));
+    assert!(!printed.is_empty(), "no alerts");
+    let time = |s: &str| {
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+    };
+    for r in &printed {
+        let (small, big) = (r[2].parse::<f64>().unwrap(), r[5].parse::<f64>().unwrap());
+        assert!(small < 100.0 && big > 1000.0, "{r:?}");
+        assert_ne!(r[3], r[6], "{r:?}");
+        let gap = time(&r[4]) - time(&r[1]);
+        assert!(gap >= chrono::Duration::zero() && gap < chrono::Duration::minutes(5), "{r:?}");
+    }
+    let mut console: Vec<String> = printed
+        .iter()
+        .map(|r| format!("{}|{}", r[0], r[5].parse::<f64>().unwrap().round() as i64))
+        .collect();
+    console.sort();
+    let db = psql("SELECT card_id || '|' || round(big_amount)::bigint FROM fraud_alerts ORDER BY 1");
+    let mut db: Vec<String> = db.lines().map(String::from).collect();
+    db.sort();
+    assert_eq!(console, db);
+}
