@@ -93,6 +93,14 @@ fn plan_err(message: impl Into<String>) -> SluiceError {
     SluiceError::Plan(format!("MATCH_RECOGNIZE: {}", message.into()))
 }
 
+/// An error at `span` when the parser gave it one, else at the statement.
+fn plan_err_at(span: Span, message: impl Into<String>) -> SluiceError {
+    if span.start.line == 0 {
+        return plan_err(message);
+    }
+    err_at(span, format!("MATCH_RECOGNIZE: {}", message.into()))
+}
+
 fn is_word(t: Option<&TokenWithSpan>, w: &str) -> bool {
     matches!(t.map(|t| &t.token), Some(Token::Word(x)) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
 }
@@ -372,7 +380,7 @@ fn elements(pattern: &MatchRecognizePattern, vars: &mut Vec<String>) -> Result<V
         use MatchRecognizePattern as P;
         let add = |name: &Ident, vars: &mut Vec<String>| -> Result<Var> {
             if vars.iter().any(|v| v == &name.value) {
-                return Err(plan_err(format!(
+                return Err(plan_err_at(name.span, format!(
                     "pattern variable {} appears twice; as in Flink, pattern variables must be unique",
                     name.value
                 )));
@@ -495,11 +503,14 @@ impl Terms<'_> {
 
     fn column(&self, name: &Ident) -> Result<usize> {
         self.input.index_of(&name.value).map_err(|_| {
-            plan_err(format!(
-                "column {} not found; the input has {}",
-                name.value,
-                crate::catalog::column_names(self.input)
-            ))
+            plan_err_at(
+                name.span,
+                format!(
+                    "column {} not found; the input has {}",
+                    name.value,
+                    crate::catalog::column_names(self.input)
+                ),
+            )
         })
     }
 
@@ -509,7 +520,14 @@ impl Terms<'_> {
             Expr::Identifier(c) => Ok((None, self.column(c)?)),
             Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
                 let var = self.var(&parts[0].value).ok_or_else(|| {
-                    plan_err(format!("{} is not a pattern variable", parts[0].value))
+                    plan_err_at(
+                        parts[0].span,
+                        format!(
+                            "{} is not a pattern variable (the pattern has {})",
+                            parts[0].value,
+                            self.vars.join(", ")
+                        ),
+                    )
                 })?;
                 Ok((Some(var), self.column(&parts[1])?))
             }

@@ -166,3 +166,54 @@ fn a_sink_that_takes_only_inserts_refuses_an_updating_query_before_the_job_start
     assert!(e.contains("line 4, column 1"), "{e}");
     assert!(!out.exists(), "nothing was started");
 }
+
+#[test]
+fn match_recognize_refuses_what_flink_refuses_and_says_where() {
+    let script = |pattern: &str, define: &str| {
+        format!(
+            "{}SELECT * FROM s\n  MATCH_RECOGNIZE (\n    PARTITION BY id\n    ORDER BY ts\n    MEASURES A.v AS av\n    PATTERN ({pattern})\n    DEFINE {define}\n  );",
+            table("/nonexistent.json", "")
+        )
+    };
+    let cases = [
+        (
+            "A B+",
+            "A AS A.v > 0",
+            "greedy quantifier on the last variable",
+        ),
+        ("(A | B) C", "A AS A.v > 0", "alternatives"),
+        ("A B A", "A AS A.v > 0", "appears twice"),
+        ("A? B*?", "A AS A.v > 0", "can match no rows"),
+        ("A B", "A AS PREV(A.v) > 0", "physical offsets"),
+        (
+            "A B",
+            "A AS C.v > 0",
+            "line 9, column 17: MATCH_RECOGNIZE: C is not a pattern variable",
+        ),
+        (
+            "A B",
+            "A AS A.w > 0",
+            "line 9, column 19: MATCH_RECOGNIZE: column w not found",
+        ),
+        (
+            "A B",
+            "X AS true",
+            "MATCH_RECOGNIZE: DEFINE X: not a variable",
+        ),
+        ("A B) WITHIN (", "A AS true", "SQL error at line"),
+    ];
+    for (pattern, define, want) in cases {
+        let o = run(&script(pattern, define));
+        assert!(!o.status.success(), "{pattern} / {define}");
+        let e = stderr(&o);
+        assert!(e.contains(want), "{pattern} / {define}: {e}");
+        assert!(!e.contains("panicked"), "{e}");
+    }
+    // The time attribute must come first in ORDER BY.
+    let o = run(&script("A B", "A AS true").replace("ORDER BY ts", "ORDER BY v"));
+    assert!(
+        stderr(&o).contains("must start with the time attribute"),
+        "{}",
+        stderr(&o)
+    );
+}

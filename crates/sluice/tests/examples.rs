@@ -84,14 +84,18 @@ fn fraud_detection_runs_end_to_end() {
         assert!(small < 100.0 && big > 1000.0, "{r:?}");
         assert_ne!(r[3], r[6], "{r:?}");
         let gap = time(&r[4]) - time(&r[1]);
-        assert!(gap >= chrono::Duration::zero() && gap < chrono::Duration::minutes(5), "{r:?}");
+        assert!(
+            gap >= chrono::Duration::zero() && gap < chrono::Duration::minutes(5),
+            "{r:?}"
+        );
     }
     let mut console: Vec<String> = printed
         .iter()
         .map(|r| format!("{}|{}", r[0], r[5].parse::<f64>().unwrap().round() as i64))
         .collect();
     console.sort();
-    let db = psql("SELECT card_id || '|' || round(big_amount)::bigint FROM fraud_alerts ORDER BY 1");
+    let db =
+        psql("SELECT card_id || '|' || round(big_amount)::bigint FROM fraud_alerts ORDER BY 1");
     let mut db: Vec<String> = db.lines().map(String::from).collect();
     db.sort();
     assert_eq!(console, db);
