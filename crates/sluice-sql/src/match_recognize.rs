@@ -13,10 +13,10 @@
 //! navigation term (see [`crate::operators::match_recognize`]).
 
 use crate::catalog::{analyze, df_error, parser_options, Catalog};
-use crate::operators::match_recognize::{AggKind, Term};
+use crate::operators::match_recognize::{AggArg, AggKind, Term};
 use crate::operators::nfa::{Element, Program, Skip, Var};
 use arrow::compute::SortOptions;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion_common::{DFSchema, DFSchemaRef};
 use datafusion_expr::logical_plan::builder::LogicalTableSource;
 use datafusion_expr::{ExprSchemable, LogicalPlan, LogicalPlanBuilder};
@@ -79,6 +79,8 @@ pub struct TermExprPlan {
     pub expr: datafusion_expr::Expr,
     pub schema: DFSchemaRef,
     pub terms: Vec<Term>,
+    /// The arguments of aggregates over expressions, each over the input's columns.
+    pub agg_args: Vec<(datafusion_expr::Expr, DFSchemaRef)>,
 }
 
 fn err_at(span: Span, message: impl Into<String>) -> SluiceError {
@@ -493,6 +495,8 @@ struct Terms<'a> {
     time_index: usize,
     place: Place,
     terms: Vec<(Term, DataType)>,
+    /// Arguments of aggregates over expressions, their qualifiers taken off.
+    agg_args: Vec<Expr>,
     error: Option<SluiceError>,
 }
 
@@ -535,6 +539,45 @@ impl Terms<'_> {
                 "expected a column of a pattern variable (var.column), found {other}"
             ))),
         }
+    }
+
+    /// An aggregate's argument expression with its variable's qualifiers taken off; as in
+    /// Flink, it may use the columns of one variable only.
+    fn one_variable(&self, x: &Expr, name: &str) -> Result<(Option<Var>, Expr)> {
+        let mut stripped = x.clone();
+        let mut found: Vec<Var> = Vec::new();
+        let mut error = None;
+        let _ = sqlparser::ast::visit_expressions_mut(&mut stripped, |e: &mut Expr| {
+            if let Expr::CompoundIdentifier(parts) = e {
+                if parts.len() == 2 {
+                    match self.var(&parts[0].value) {
+                        Some(v) => {
+                            if !found.contains(&v) {
+                                found.push(v);
+                            }
+                            *e = Expr::Identifier(parts[1].clone());
+                        }
+                        None => {
+                            error = Some(plan_err_at(
+                                parts[0].span,
+                                format!("{} is not a pattern variable", parts[0].value),
+                            ));
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if found.len() > 1 {
+            return Err(plan_err(format!(
+                "{name}({x}): as in Flink, an aggregate may use the columns of one pattern variable only"
+            )));
+        }
+        Ok((found.first().copied(), stripped))
     }
 
     fn term(&mut self, term: Term, data_type: DataType) -> Expr {
@@ -598,7 +641,22 @@ impl Terms<'_> {
                         if matches!(self.place, Place::Define(_)) {
                             return Err(plan_err("MATCH_ROWTIME() is for MEASURES, not DEFINE"));
                         }
-                        let time = self.input.field(self.time_index).data_type().clone();
+                        // Flink: TIMESTAMP(3) without an argument, else the type of the
+                        // time attribute named.
+                        let time = match args.as_slice() {
+                            [] => DataType::Timestamp(TimeUnit::Millisecond, None),
+                            [FunctionArgExpr::Expr(x)] => {
+                                let (_, col) = self.reference(x)?;
+                                if col != self.time_index {
+                                    return Err(plan_err(format!(
+                                        "MATCH_ROWTIME({x}): the argument must be the time attribute {}",
+                                        self.input.field(self.time_index).name()
+                                    )));
+                                }
+                                self.input.field(col).data_type().clone()
+                            }
+                            _ => return Err(plan_err("MATCH_ROWTIME takes no argument or the time attribute")),
+                        };
                         *e = self.term(Term::MatchRowtime { data_type: time.clone() }, time);
                     }
                     "FIRST" | "LAST" => {
@@ -641,50 +699,55 @@ impl Terms<'_> {
                                 "{name}: DISTINCT, FILTER and OVER are not supported in MATCH_RECOGNIZE"
                             )));
                         }
-                        let (var, col) = match args.as_slice() {
-                            [FunctionArgExpr::Wildcard] if name == "COUNT" => (None, None),
+                        let simple = |x: &Expr| {
+                            matches!(x, Expr::Identifier(_))
+                                || matches!(x, Expr::CompoundIdentifier(p) if p.len() == 2)
+                        };
+                        let (var, arg) = match args.as_slice() {
+                            [FunctionArgExpr::Wildcard] if name == "COUNT" => (None, AggArg::Rows),
                             [FunctionArgExpr::QualifiedWildcard(q)] if name == "COUNT" => {
                                 let v = q.to_string();
                                 let var = self.var(&v).ok_or_else(|| {
                                     plan_err(format!("{v} is not a pattern variable"))
                                 })?;
-                                (Some(var), None)
+                                (Some(var), AggArg::Rows)
+                            }
+                            [FunctionArgExpr::Expr(x)] if simple(x) => {
+                                let (var, col) = self.reference(x)?;
+                                (var, AggArg::Column(col))
                             }
                             [FunctionArgExpr::Expr(x)] => {
-                                let (var, col) = self.reference(x)?;
-                                (var, Some(col))
+                                let (var, stripped) = self.one_variable(x, &name)?;
+                                self.agg_args.push(stripped);
+                                (var, AggArg::Expr(self.agg_args.len() - 1))
                             }
                             _ => {
                                 return Err(plan_err(format!(
-                                    "{name} takes one column of a pattern variable (var.column)"
+                                    "{name} takes one argument over one pattern variable (var.column, or an expression of one variable's columns)"
                                 )))
                             }
                         };
-                        let arg_type = col.map(|c| self.input.field(c).data_type().clone());
-                        let (kind, data_type) = match (name.as_str(), arg_type) {
-                            ("COUNT", None) => (AggKind::CountRows, DataType::Int64),
-                            ("COUNT", Some(_)) => (AggKind::Count, DataType::Int64),
-                            ("SUM", Some(DataType::Decimal128(_, s))) => {
-                                (AggKind::Sum, DataType::Decimal128(38, s))
-                            }
-                            ("SUM", Some(t)) => (AggKind::Sum, t),
-                            ("AVG", Some(DataType::Decimal128(..))) => {
-                                return Err(plan_err("AVG of a DECIMAL column is not supported yet"))
-                            }
-                            ("AVG", Some(t)) => (AggKind::Avg, t),
-                            ("MIN", Some(t)) => (AggKind::Min, t),
-                            ("MAX", Some(t)) => (AggKind::Max, t),
-                            _ => return Err(plan_err(format!("{name} needs a column"))),
+                        let kind = match (name.as_str(), arg) {
+                            ("COUNT", AggArg::Rows) => AggKind::CountRows,
+                            ("COUNT", _) => AggKind::Count,
+                            ("SUM", _) => AggKind::Sum,
+                            ("AVG", _) => AggKind::Avg,
+                            ("MIN", _) => AggKind::Min,
+                            _ => AggKind::Max,
                         };
-                        let numeric = data_type.is_numeric();
-                        if matches!(kind, AggKind::Sum | AggKind::Avg) && !numeric {
-                            return Err(plan_err(format!("{name} needs a numeric column")));
-                        }
+                        // An expression's type is known once it is planned (see plan_expr).
+                        let data_type = match arg {
+                            AggArg::Column(c) => {
+                                agg_type(kind, Some(self.input.field(c).data_type()))?
+                            }
+                            AggArg::Rows => DataType::Int64,
+                            AggArg::Expr(_) => DataType::Null,
+                        };
                         *e = self.term(
                             Term::Agg {
                                 kind,
                                 var,
-                                col,
+                                arg,
                                 data_type: data_type.clone(),
                             },
                             data_type,
@@ -696,6 +759,29 @@ impl Terms<'_> {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// The type of an aggregate of a column or expression of type `arg`, as Flink types it.
+fn agg_type(kind: AggKind, arg: Option<&DataType>) -> Result<DataType> {
+    let numeric = |t: &DataType| {
+        if t.is_numeric() {
+            Ok(t.clone())
+        } else {
+            Err(plan_err(format!(
+                "{kind:?} needs a numeric argument, not {t}"
+            )))
+        }
+    };
+    match (kind, arg) {
+        (AggKind::Count | AggKind::CountRows, _) => Ok(DataType::Int64),
+        (AggKind::Sum, Some(DataType::Decimal128(_, s))) => Ok(DataType::Decimal128(38, *s)),
+        (AggKind::Avg, Some(DataType::Decimal128(..))) => {
+            Err(plan_err("AVG of a DECIMAL column is not supported yet"))
+        }
+        (AggKind::Sum | AggKind::Avg, Some(t)) => numeric(t),
+        (AggKind::Min | AggKind::Max, Some(t)) => Ok(t.clone()),
+        (_, None) => Err(plan_err(format!("{kind:?} needs an argument"))),
     }
 }
 
@@ -728,6 +814,7 @@ fn plan_expr(
         time_index,
         place,
         terms: Vec::new(),
+        agg_args: Vec::new(),
         error: None,
     };
     let _ = e.visit(&mut terms);
@@ -739,17 +826,50 @@ fn plan_expr(
         .iter()
         .map(|f| f.as_ref().clone().with_nullable(true))
         .collect();
+    let input_only = Arc::new(Schema::new(fields.clone()));
+    let mut agg_args = Vec::new();
+    for a in std::mem::take(&mut terms.agg_args) {
+        agg_args.push(plan_sql_expr(a, input_only.clone(), catalog)?);
+    }
+    for (term, t) in terms.terms.iter_mut() {
+        if let Term::Agg {
+            kind,
+            arg: AggArg::Expr(k),
+            data_type,
+            ..
+        } = term
+        {
+            let (e, schema) = &agg_args[*k];
+            let arg_type = e.get_type(schema).map_err(df_error)?;
+            *data_type = agg_type(*kind, Some(&arg_type))?;
+            *t = data_type.clone();
+        }
+    }
     for (i, (_, t)) in terms.terms.iter().enumerate() {
         fields.push(Field::new(format!("__mr{i}"), t.clone(), true));
     }
-    let schema = Arc::new(Schema::new(fields));
+    let (expr, schema) = plan_sql_expr(e, Arc::new(Schema::new(fields)), catalog)?;
+    Ok(TermExprPlan {
+        expr,
+        schema,
+        terms: terms.terms.into_iter().map(|(t, _)| t).collect(),
+        agg_args,
+    })
+}
+
+/// Plans an SQL expression over `schema`, types coerced as in a query.
+fn plan_sql_expr(
+    e: Expr,
+    schema: SchemaRef,
+    catalog: &Catalog,
+) -> Result<(datafusion_expr::Expr, DFSchemaRef)> {
     let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(df_error)?;
     let provider = catalog.provider(vec![]);
     let planner = SqlToRel::new_with_options(&provider, parser_options());
     let logical = planner
         .sql_to_expr(e, &df_schema, &mut PlannerContext::new())
         .map_err(|x| plan_err(x.to_string()))?;
-    // Type coercion, through a projection over the evaluation schema.
+    // Type coercion, through a projection over the schema.
     let plan = LogicalPlanBuilder::scan("__mr", Arc::new(LogicalTableSource::new(schema)), None)
         .and_then(|b| b.project(vec![logical]))
         .and_then(|b| b.build())
@@ -760,12 +880,7 @@ fn plan_expr(
             "internal: a projection was expected".into(),
         ));
     };
-    let expr = p.expr[0].clone().unalias();
-    Ok(TermExprPlan {
-        expr,
-        schema: p.input.schema().clone(),
-        terms: terms.terms.into_iter().map(|(t, _)| t).collect(),
-    })
+    Ok((p.expr[0].clone().unalias(), p.input.schema().clone()))
 }
 
 fn interval_ms(e: &Expr) -> Result<i64> {

@@ -53,15 +53,26 @@ pub enum Term {
         first: bool,
         offset: usize,
     },
-    /// An aggregate over the column `col` of the rows mapped to `var`.
+    /// An aggregate over the rows mapped to `var`.
     Agg {
         kind: AggKind,
         var: Option<Var>,
-        col: Option<usize>,
+        arg: AggArg,
         data_type: DataType,
     },
     /// `MATCH_ROWTIME()`: when the match was found.
     MatchRowtime { data_type: DataType },
+}
+
+/// What an aggregate of a variable's rows aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggArg {
+    /// The rows themselves (`COUNT(*)`).
+    Rows,
+    /// An input column.
+    Column(usize),
+    /// An expression over the input's columns: [`TermExpr::agg_args`].
+    Expr(usize),
 }
 
 /// An expression over the input's columns followed by one column per term.
@@ -71,6 +82,8 @@ pub struct TermExpr {
     /// The input's columns, then `__mr0`, `__mr1`, ... for the terms.
     pub schema: SchemaRef,
     pub terms: Vec<Term>,
+    /// The arguments of aggregates over expressions, over the input's columns.
+    pub agg_args: Vec<Arc<dyn PhysicalExpr>>,
 }
 
 /// Creates `MATCH_RECOGNIZE` operators.
@@ -166,6 +179,7 @@ impl SpecRef {
     fn term(
         &self,
         term: &Term,
+        agg_args: &[Arc<dyn PhysicalExpr>],
         nfa: &Nfa<EventRow>,
         rows_of: impl Fn(Option<Var>) -> Vec<u32>,
         time: i64,
@@ -193,13 +207,18 @@ impl SpecRef {
             Term::Agg {
                 kind,
                 var,
-                col,
+                arg,
                 data_type,
             } => {
                 let rows = rows_of(*var);
-                let values: Vec<&ScalarValue> = match col {
-                    Some(c) => rows.iter().map(|&e| &nfa.row(e).values[*c]).collect(),
-                    None => Vec::new(),
+                let computed: Vec<ScalarValue>;
+                let values: Vec<&ScalarValue> = match arg {
+                    AggArg::Rows => Vec::new(),
+                    AggArg::Column(c) => rows.iter().map(|&e| &nfa.row(e).values[*c]).collect(),
+                    AggArg::Expr(k) => {
+                        computed = self.evaluate_on_rows(&agg_args[*k], nfa, &rows)?;
+                        computed.iter().collect()
+                    }
                 };
                 aggregate(*kind, rows.len(), &values, data_type)
             }
@@ -210,6 +229,33 @@ impl SpecRef {
                 _ => Ok(ScalarValue::Int64(Some(time))),
             },
         }
+    }
+
+    /// The values of `e`, an expression over the input's columns, for `rows`.
+    fn evaluate_on_rows(
+        &self,
+        e: &Arc<dyn PhysicalExpr>,
+        nfa: &Nfa<EventRow>,
+        rows: &[u32],
+    ) -> Result<Vec<ScalarValue>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = rows.len();
+        let columns = input_columns(
+            &self.input_schema,
+            rows.iter().map(|&r| &nfa.row(r).values[..]),
+            n,
+        )?;
+        let batch = RecordBatch::try_new(self.input_schema.clone(), columns)
+            .map_err(|x| SluiceError::Runtime(format!("MATCH_RECOGNIZE: {x}")))?;
+        let a = e
+            .evaluate(&batch)
+            .and_then(|v| v.into_array(n))
+            .map_err(df)?;
+        (0..n)
+            .map(|i| ScalarValue::try_from_array(&a, i).map_err(df))
+            .collect()
     }
 
     /// Evaluates `e` on rows: each the input values followed by its terms.
@@ -239,6 +285,30 @@ impl SpecRef {
             .and_then(|v| v.into_array(n))
             .map_err(df)
     }
+}
+
+/// The columns of `schema` for `rows` (each a row's values).
+fn input_columns<'r>(
+    schema: &SchemaRef,
+    rows: impl Iterator<Item = &'r [ScalarValue]> + Clone,
+    n: usize,
+) -> Result<Vec<ArrayRef>> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if n == 0 {
+                return Ok(arrow::array::new_empty_array(f.data_type()));
+            }
+            let a = ScalarValue::iter_to_array(rows.clone().map(|r| r[i].clone())).map_err(df)?;
+            Ok(if a.data_type() == f.data_type() {
+                a
+            } else {
+                arrow::compute::cast(&a, f.data_type())?
+            })
+        })
+        .collect()
 }
 
 /// An aggregate over `values` (of `count` rows), of type `data_type`.
@@ -337,7 +407,10 @@ impl Conditions<EventRow> for Defines<'_> {
         };
         let mut row = nfa.row(event).values.clone();
         for t in &e.terms {
-            row.push(self.spec.term(t, nfa, rows_of, nfa.time(event))?);
+            row.push(
+                self.spec
+                    .term(t, &e.agg_args, nfa, rows_of, nfa.time(event))?,
+            );
         }
         let result = self.spec.evaluate(e, &[row])?;
         let b = result.as_boolean_opt().ok_or_else(|| {
@@ -400,24 +473,7 @@ impl MatchRecognize {
         rows: impl Iterator<Item = &'r [ScalarValue]> + Clone,
         n: usize,
     ) -> Result<Vec<ArrayRef>> {
-        self.spec
-            .input_schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                if n == 0 {
-                    return Ok(arrow::array::new_empty_array(f.data_type()));
-                }
-                let a =
-                    ScalarValue::iter_to_array(rows.clone().map(|r| r[i].clone())).map_err(df)?;
-                Ok(if a.data_type() == f.data_type() {
-                    a
-                } else {
-                    arrow::compute::cast(&a, f.data_type())?
-                })
-            })
-            .collect()
+        input_columns(&self.spec.input_schema, rows, n)
     }
 
     /// Runs the current key's rows at `t` through its automaton (and time up to the
@@ -517,7 +573,7 @@ impl MatchRecognize {
                 for (k, measure) in self.spec.measures.iter().enumerate() {
                     let mut row = last_row.clone();
                     for t in &measure.terms {
-                        row.push(self.spec.term(t, nfa, rows_of, m.time)?);
+                        row.push(self.spec.term(t, &measure.agg_args, nfa, rows_of, m.time)?);
                     }
                     measure_rows[k].push(row);
                 }

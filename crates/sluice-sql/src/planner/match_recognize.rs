@@ -13,6 +13,11 @@ fn term_expr(p: &TermExprPlan) -> Result<TermExpr> {
         expr: physical(&p.expr, &p.schema)?,
         schema: arrow_schema(&p.schema),
         terms: p.terms.clone(),
+        agg_args: p
+            .agg_args
+            .iter()
+            .map(|(e, schema)| physical(e, schema))
+            .collect::<Result<_>>()?,
     })
 }
 
