@@ -119,6 +119,33 @@ pub fn prepare(
     inputs: &mut Vec<Vec<TokenWithSpan>>,
 ) -> Result<Vec<TokenWithSpan>> {
     let mut tokens = move_within(tokens)?;
+    // `FINAL f(...)` and `RUNNING f(...)` (the same in ONE ROW PER MATCH) read as `f(...)`;
+    // `AFTER MATCH SKIP TO v` is `SKIP TO LAST v`.
+    let mut i = 0;
+    while i + 2 < tokens.len() {
+        let next_is_call =
+            matches!(tokens[i + 1].token, Token::Word(_)) && tokens[i + 2].token == Token::LParen;
+        if (is_word(tokens.get(i), "FINAL") || is_word(tokens.get(i), "RUNNING")) && next_is_call {
+            tokens.remove(i);
+            continue;
+        }
+        if is_word(tokens.get(i), "SKIP")
+            && is_word(tokens.get(i + 1), "TO")
+            && !["FIRST", "LAST", "NEXT"]
+                .iter()
+                .any(|w| is_word(tokens.get(i + 2), w))
+        {
+            let span = tokens[i + 1].span;
+            tokens.insert(
+                i + 2,
+                TokenWithSpan {
+                    token: Token::make_keyword("LAST"),
+                    span,
+                },
+            );
+        }
+        i += 1;
+    }
     let mut i = 1;
     while i < tokens.len() {
         if !(tokens[i - 1].token == Token::RParen && is_word(tokens.get(i), "MATCH_RECOGNIZE")) {
@@ -1095,6 +1122,17 @@ mod tests {
         assert_eq!(out[0].1.input.to_string(), "SELECT * FROM t");
         assert_eq!(out[1].0, "__sluice_match_0");
         assert_eq!(out[1].1.input.to_string(), "SELECT * FROM __sluice_match_1");
+        // FINAL/RUNNING, and SKIP TO v as SKIP TO LAST v.
+        let (_, out) = parsed(
+            "SELECT * FROM t MATCH_RECOGNIZE (ORDER BY ts MEASURES FINAL LAST(A.x) AS x, RUNNING COUNT(A.x) AS n \
+             AFTER MATCH SKIP TO A PATTERN (A B) DEFINE A AS true)",
+        );
+        assert_eq!(out[0].1.measures[0].expr.to_string(), "LAST(A.x)");
+        assert_eq!(out[0].1.measures[1].expr.to_string(), "COUNT(A.x)");
+        assert_eq!(
+            out[0].1.after_match_skip,
+            Some(AfterMatchSkip::ToLast(Ident::new("A")))
+        );
     }
 
     #[test]
