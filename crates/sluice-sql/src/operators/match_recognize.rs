@@ -26,6 +26,7 @@ use sluice_engine::keyed::{RowCodec, TimeOrderedState, ValueState};
 use sluice_engine::{
     KeyedStore, Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext,
 };
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -128,6 +129,8 @@ impl OperatorFactory for MatchRecognizeFactory {
             store,
             watermark: MIN_WATERMARK,
             late: ctx.metrics.counter("late rows dropped"),
+            cache: HashMap::new(),
+            pending: Vec::new(),
             spec: SpecRef {
                 input_schema: self.input_schema.clone(),
                 output_schema: self.output_schema.clone(),
@@ -153,6 +156,12 @@ struct SpecRef {
     measures: Vec<TermExpr>,
 }
 
+/// How many keys' automatons stay decoded between firings before they are written back.
+const CACHED_KEYS: usize = 4096;
+
+/// A match's partition values and, per measure, the values the measure is evaluated on.
+type OutputRow = (Vec<ScalarValue>, Vec<Vec<ScalarValue>>);
+
 /// A row in the automaton: its values, and which row-only conditions hold for it.
 #[derive(Debug, Clone)]
 struct EventRow {
@@ -171,9 +180,47 @@ struct MatchRecognize {
     nfa: ValueState<Vec<u8>>,
     watermark: EventTime,
     late: Arc<AtomicU64>,
+    /// Automatons decoded and changed since the last checkpoint, by key (written back to
+    /// keyed state at a checkpoint or when there are too many).
+    cache: HashMap<Vec<u8>, Nfa<EventRow>>,
+    /// Matches found and not yet emitted.
+    pending: Vec<OutputRow>,
 }
 
 impl SpecRef {
+    /// A match's output: its partition values, and for each measure the values it is
+    /// evaluated on (the match's last row, then the measure's terms).
+    fn output_row(&self, nfa: &Nfa<EventRow>, m: &Match) -> Result<OutputRow> {
+        let Some(&(_, last)) = m.rows.last() else {
+            return Err(SluiceError::Runtime(
+                "MATCH_RECOGNIZE: an empty match".into(),
+            ));
+        };
+        let last_row = &nfa.row(last).values;
+        let partition = self
+            .partition
+            .iter()
+            .map(|&c| last_row[c].clone())
+            .collect();
+        // FINAL semantics: a variable's rows are all the match mapped to it.
+        let rows_of = |var: Option<Var>| -> Vec<u32> {
+            m.rows
+                .iter()
+                .filter(|(v, _)| var.is_none_or(|x| x == *v))
+                .map(|(_, e)| *e)
+                .collect()
+        };
+        let mut measures = Vec::with_capacity(self.measures.len());
+        for measure in &self.measures {
+            let mut row = last_row.clone();
+            for t in &measure.terms {
+                row.push(self.term(t, &measure.agg_args, nfa, rows_of, m.time)?);
+            }
+            measures.push(row);
+        }
+        Ok((partition, measures))
+    }
+
     /// The value of `term` for a match found at `time`; `rows_of(var)` gives the rows mapped
     /// to a variable (`None`: all), in order.
     fn term(
@@ -477,12 +524,16 @@ impl MatchRecognize {
     }
 
     /// Runs the current key's rows at `t` through its automaton (and time up to the
-    /// watermark, once no row of the key is due any more); returns the matches.
-    fn fire(&mut self, t: i64) -> Result<Vec<(Nfa<EventRow>, Vec<Match>)>> {
+    /// watermark, once no row of the key is due any more); the matches' rows go to `pending`.
+    fn fire(&mut self, t: i64) -> Result<()> {
         let program = &self.spec.program;
-        let mut nfa = match self.nfa.get(&mut self.store)? {
-            Some(bytes) => Nfa::decode(program, &bytes, |rows| self.decode_rows(rows))?,
-            None => Nfa::new(program),
+        let key = self.store.current_key().to_vec();
+        let mut nfa = match self.cache.remove(&key) {
+            Some(nfa) => nfa,
+            None => match self.nfa.get(&mut self.store)? {
+                Some(bytes) => Nfa::decode(program, &bytes, |rows| self.decode_rows(rows))?,
+                None => Nfa::new(program),
+            },
         };
         let due = self.rows.take_up_to(&mut self.store, t)?;
         let mut matches = Vec::new();
@@ -502,20 +553,35 @@ impl MatchRecognize {
         if next_due.is_none_or(|n| n > self.watermark) {
             matches.extend(nfa.advance_time(program, self.watermark)?);
         }
+        for m in &matches {
+            self.pending.push(self.spec.output_row(&nfa, m)?);
+        }
         if nfa.is_idle() {
             self.nfa.clear(&mut self.store)?;
         } else {
-            let mut bytes = Vec::new();
-            nfa.encode(&mut bytes, |rows| self.encode_rows(rows))?;
-            self.nfa.set(&mut self.store, &bytes)?;
             if program.within.is_some() {
                 // Come back when time moves on: partial matches may time out, and matches
                 // held back by them be released.
                 self.store
                     .register_event_timer(self.watermark.saturating_add(1), &[])?;
             }
+            self.cache.insert(key, nfa);
+            if self.cache.len() > CACHED_KEYS {
+                self.flush()?;
+            }
         }
-        Ok(vec![(nfa, matches)])
+        Ok(())
+    }
+
+    /// Writes the cached automatons into keyed state.
+    fn flush(&mut self) -> Result<()> {
+        for (key, nfa) in std::mem::take(&mut self.cache) {
+            self.store.set_current_key(&key)?;
+            let mut bytes = Vec::new();
+            nfa.encode(&mut bytes, |rows| self.encode_rows(rows))?;
+            self.nfa.set(&mut self.store, &bytes)?;
+        }
+        Ok(())
     }
 
     /// Rows at one time in the order of the secondary `ORDER BY` columns (stable).
@@ -544,39 +610,16 @@ impl MatchRecognize {
             .collect())
     }
 
-    /// One output row per match: the partition columns, then the measures.
-    fn emit(&self, fired: Vec<(Nfa<EventRow>, Vec<Match>)>, out: &mut Output) -> Result<()> {
-        let mut partition_rows: Vec<Vec<ScalarValue>> = Vec::new();
+    /// One output row per pending match: the partition columns, then the measures.
+    fn emit(&mut self, out: &mut Output) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut partition_rows = Vec::with_capacity(pending.len());
         let mut measure_rows: Vec<Vec<Vec<ScalarValue>>> =
-            vec![Vec::new(); self.spec.measures.len()];
-        for (nfa, matches) in &fired {
-            for m in matches {
-                let Some(&(_, last)) = m.rows.last() else {
-                    continue;
-                };
-                let last_row = &nfa.row(last).values;
-                partition_rows.push(
-                    self.spec
-                        .partition
-                        .iter()
-                        .map(|&c| last_row[c].clone())
-                        .collect(),
-                );
-                // FINAL semantics: a variable's rows are all the match mapped to it.
-                let rows_of = |var: Option<Var>| -> Vec<u32> {
-                    m.rows
-                        .iter()
-                        .filter(|(v, _)| var.is_none_or(|x| x == *v))
-                        .map(|(_, e)| *e)
-                        .collect()
-                };
-                for (k, measure) in self.spec.measures.iter().enumerate() {
-                    let mut row = last_row.clone();
-                    for t in &measure.terms {
-                        row.push(self.spec.term(t, &measure.agg_args, nfa, rows_of, m.time)?);
-                    }
-                    measure_rows[k].push(row);
-                }
+            vec![Vec::with_capacity(pending.len()); self.spec.measures.len()];
+        for (partition, measures) in pending {
+            partition_rows.push(partition);
+            for (k, row) in measures.into_iter().enumerate() {
+                measure_rows[k].push(row);
             }
         }
         let n = partition_rows.len();
@@ -680,20 +723,20 @@ impl Operator for MatchRecognize {
 
     fn process_watermark(&mut self, watermark: EventTime, out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        let mut fired = Vec::new();
         for timer in self.store.pop_event_timers(self.watermark) {
             self.store.set_current_timer_key(&timer);
-            fired.extend(self.fire(timer.time_ms)?);
-            if fired.len() >= 256 {
-                self.emit(std::mem::take(&mut fired), out)?;
+            self.fire(timer.time_ms)?;
+            if self.pending.len() >= 1024 {
+                self.emit(out)?;
             }
         }
-        self.emit(fired, out)?;
+        self.emit(out)?;
         out.watermark(watermark);
         Ok(())
     }
 
     fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {
+        self.flush()?;
         state.put_i64(self.watermark);
         Ok(())
     }
