@@ -12,7 +12,7 @@ SELECT * FROM ticker
     ORDER BY rowtime
     MEASURES
       SUM(A.price * A.tax) AS weighted,
-      AVG(A.price + 0.5) AS avg_shifted,
+      AVG(A.price * 2 + A.tax) AS avg_mixed,
       MAX(A.price - A.tax) AS net_max,
       COUNT(A.price) AS n,
       MATCH_ROWTIME(rowtime) AS mt,
