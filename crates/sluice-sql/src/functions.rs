@@ -35,6 +35,8 @@ impl Default for FunctionRegistry {
         for f in flink_functions() {
             scalars.insert(f.name().to_ascii_lowercase(), Arc::new(f));
         }
+        let proctime = ScalarUDF::new_from_impl(ProcTime::default());
+        scalars.insert("proctime".into(), Arc::new(proctime));
         let mut aggregates = HashMap::new();
         for f in datafusion_functions_aggregate::all_default_aggregate_functions() {
             for a in f.aliases() {
@@ -122,6 +124,53 @@ impl ExprPlanner for FieldNamePlanner {
             original => Ok(original),
         }
     }
+}
+
+/// `PROCTIME()`: the wall-clock time when the row is computed, a `TIMESTAMP_LTZ(3)`. A column
+/// `pt AS PROCTIME()` is a processing-time attribute.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ProcTime {
+    signature: Signature,
+}
+
+impl Default for ProcTime {
+    fn default() -> Self {
+        ProcTime {
+            signature: Signature::nullary(Volatility::Volatile),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ProcTime {
+    fn name(&self) -> &str {
+        "PROCTIME"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Timestamp(
+            TimeUnit::Millisecond,
+            Some(LTZ_ZONE.into()),
+        ))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let array = arrow::array::TimestampMillisecondArray::from(vec![now; args.number_rows])
+            .with_timezone(LTZ_ZONE);
+        Ok(ColumnarValue::Array(Arc::new(array)))
+    }
+}
+
+/// Whether `e` is a call of `PROCTIME()`.
+pub fn is_proctime_call(e: &datafusion_expr::Expr) -> bool {
+    matches!(e, datafusion_expr::Expr::ScalarFunction(f) if f.func.name().eq_ignore_ascii_case("proctime"))
 }
 
 type Body = fn(&[ArrayRef], &[DataType]) -> DfResult<ArrayRef>;

@@ -13,8 +13,10 @@
 //! navigation term (see [`crate::operators::match_recognize`]).
 
 use crate::catalog::{analyze, df_error, parser_options, Catalog};
+use crate::functions::is_proctime_call;
 use crate::operators::match_recognize::{AggArg, AggKind, Term};
 use crate::operators::nfa::{Element, Program, Skip, Var};
+use crate::types::LTZ_ZONE;
 use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion_common::{DFSchema, DFSchemaRef};
@@ -60,6 +62,9 @@ pub struct MatchRelation {
     pub partition: Vec<usize>,
     /// The time attribute (the first `ORDER BY` column).
     pub time_index: usize,
+    /// Whether it is a processing-time attribute (`PROCTIME()`): rows are matched as they
+    /// arrive.
+    pub proctime: bool,
     /// The other `ORDER BY` columns.
     pub order: Vec<(usize, SortOptions)>,
     pub program: Program,
@@ -659,10 +664,12 @@ impl Terms<'_> {
                     "CLASSIFIER" | "MATCH_NUMBER" => {
                         return Err(plan_err(format!("{name}() is not supported, as in Flink")))
                     }
-                    "MATCH_PROCTIME" | "PROCTIME" => {
-                        return Err(plan_err(format!(
-                            "{name}(): processing time is not supported yet"
-                        )))
+                    "MATCH_PROCTIME" => {
+                        if matches!(self.place, Place::Define(_)) {
+                            return Err(plan_err("MATCH_PROCTIME() is for MEASURES, not DEFINE"));
+                        }
+                        let ltz = DataType::Timestamp(TimeUnit::Millisecond, Some(LTZ_ZONE.into()));
+                        *e = self.term(Term::MatchProctime, ltz);
                     }
                     "MATCH_ROWTIME" => {
                         if matches!(self.place, Place::Define(_)) {
@@ -910,6 +917,37 @@ fn plan_sql_expr(
     Ok((p.expr[0].clone().unalias(), p.input.schema().clone()))
 }
 
+/// Whether column `idx` of `plan` is a processing-time attribute (`PROCTIME()` in a table's
+/// computed column, passed on unchanged).
+fn is_proctime(plan: &LogicalPlan, idx: usize, catalog: &Catalog) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => match p.expr.get(idx).map(|e| e.clone().unalias()) {
+            Some(datafusion_expr::Expr::Column(c)) => p
+                .input
+                .schema()
+                .index_of_column(&c)
+                .is_ok_and(|i| is_proctime(&p.input, i, catalog)),
+            Some(e) => is_proctime_call(&e),
+            None => false,
+        },
+        LogicalPlan::SubqueryAlias(a) => is_proctime(&a.input, idx, catalog),
+        LogicalPlan::Filter(f) => is_proctime(&f.input, idx, catalog),
+        LogicalPlan::TableScan(scan) => {
+            let name = scan.table_name.table();
+            if let Some(t) = catalog.tables.get(name) {
+                t.column_exprs
+                    .get(idx)
+                    .is_some_and(|e| is_proctime_call(&e.clone().unalias()))
+            } else if let Some(v) = catalog.views.get(name) {
+                is_proctime(v, idx, catalog)
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
 fn interval_ms(e: &Expr) -> Result<i64> {
     crate::window::interval_millis(e).map_err(|m| plan_err(format!("WITHIN: {m}")))
 }
@@ -964,6 +1002,7 @@ pub fn compile(
             in_schema.field(time_index).name()
         )));
     }
+    let proctime = is_proctime(&input, time_index, catalog);
     let order = rest
         .iter()
         .map(|o| {
@@ -1061,6 +1100,7 @@ pub fn compile(
         input,
         partition,
         time_index,
+        proctime,
         order,
         program,
         defines,

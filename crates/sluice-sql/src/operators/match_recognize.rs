@@ -63,6 +63,8 @@ pub enum Term {
     },
     /// `MATCH_ROWTIME()`: when the match was found.
     MatchRowtime { data_type: DataType },
+    /// `MATCH_PROCTIME()`: the wall-clock time the match is emitted at.
+    MatchProctime,
 }
 
 /// What an aggregate of a variable's rows aggregates.
@@ -94,6 +96,8 @@ pub struct MatchRecognizeFactory {
     pub output_schema: SchemaRef,
     pub partition: Vec<usize>,
     pub rowtime: usize,
+    /// `ORDER BY` a processing-time attribute: rows are matched as they arrive.
+    pub proctime: bool,
     /// The `ORDER BY` columns after the time attribute.
     pub order: Vec<(usize, SortOptions)>,
     pub program: Program,
@@ -136,6 +140,7 @@ impl OperatorFactory for MatchRecognizeFactory {
                 output_schema: self.output_schema.clone(),
                 partition: self.partition.clone(),
                 rowtime: self.rowtime,
+                proctime: self.proctime,
                 order: self.order.clone(),
                 program: self.program.clone(),
                 defines: self.defines.clone(),
@@ -150,6 +155,7 @@ struct SpecRef {
     output_schema: SchemaRef,
     partition: Vec<usize>,
     rowtime: usize,
+    proctime: bool,
     order: Vec<(usize, SortOptions)>,
     program: Program,
     defines: Vec<Option<TermExpr>>,
@@ -268,6 +274,16 @@ impl SpecRef {
                     }
                 };
                 aggregate(*kind, rows.len(), &values, data_type)
+            }
+            Term::MatchProctime => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                Ok(ScalarValue::TimestampMillisecond(
+                    Some(now),
+                    Some(crate::types::LTZ_ZONE.into()),
+                ))
             }
             Term::MatchRowtime { data_type } => match data_type {
                 DataType::Timestamp(_, tz) => {
@@ -526,15 +542,9 @@ impl MatchRecognize {
     /// Runs the current key's rows at `t` through its automaton (and time up to the
     /// watermark, once no row of the key is due any more); the matches' rows go to `pending`.
     fn fire(&mut self, t: i64) -> Result<()> {
-        let program = &self.spec.program;
         let key = self.store.current_key().to_vec();
-        let mut nfa = match self.cache.remove(&key) {
-            Some(nfa) => nfa,
-            None => match self.nfa.get(&mut self.store)? {
-                Some(bytes) => Nfa::decode(program, &bytes, |rows| self.decode_rows(rows))?,
-                None => Nfa::new(program),
-            },
-        };
+        let mut nfa = self.take_nfa(&key)?;
+        let program = &self.spec.program;
         let due = self.rows.take_up_to(&mut self.store, t)?;
         let mut matches = Vec::new();
         if !due.is_empty() {
@@ -556,21 +566,75 @@ impl MatchRecognize {
         for m in &matches {
             self.pending.push(self.spec.output_row(&nfa, m)?);
         }
+        if !nfa.is_idle() && program.within.is_some() {
+            // Come back when time moves on: partial matches may time out, and matches held
+            // back by them be released.
+            self.store
+                .register_event_timer(self.watermark.saturating_add(1), &[])?;
+        }
+        self.put_nfa(key, nfa)
+    }
+
+    /// The current key's automaton.
+    fn take_nfa(&mut self, key: &[u8]) -> Result<Nfa<EventRow>> {
+        if let Some(nfa) = self.cache.remove(key) {
+            return Ok(nfa);
+        }
+        Ok(match self.nfa.get(&mut self.store)? {
+            Some(bytes) => Nfa::decode(&self.spec.program, &bytes, |rows| self.decode_rows(rows))?,
+            None => Nfa::new(&self.spec.program),
+        })
+    }
+
+    /// Keeps the current key's automaton (in the cache), or drops it when nothing is under way.
+    fn put_nfa(&mut self, key: Vec<u8>, nfa: Nfa<EventRow>) -> Result<()> {
         if nfa.is_idle() {
             self.nfa.clear(&mut self.store)?;
-        } else {
-            if program.within.is_some() {
-                // Come back when time moves on: partial matches may time out, and matches
-                // held back by them be released.
-                self.store
-                    .register_event_timer(self.watermark.saturating_add(1), &[])?;
-            }
-            self.cache.insert(key, nfa);
-            if self.cache.len() > CACHED_KEYS {
-                self.flush()?;
-            }
+            return Ok(());
+        }
+        self.cache.insert(key, nfa);
+        if self.cache.len() > CACHED_KEYS {
+            self.flush()?;
         }
         Ok(())
+    }
+
+    /// Processing time: each row goes through its key's automaton as it arrives, at the
+    /// current time.
+    fn process_arrivals(
+        &mut self,
+        data: &RecordBatch,
+        keys: &[Vec<u8>],
+        holds: &[u64],
+        out: &mut Output,
+    ) -> Result<()> {
+        for (i, key) in keys.iter().enumerate() {
+            let values = data
+                .columns()
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, i).map_err(df))
+                .collect::<Result<Vec<_>>>()?;
+            self.store.set_current_key(key)?;
+            let now = self.store.now_ms();
+            let mut nfa = self.take_nfa(key)?;
+            let program = &self.spec.program;
+            let mut matches = nfa.advance_time(program, now)?;
+            let mut defines = Defines { spec: &self.spec };
+            let row = EventRow {
+                values,
+                holds: holds[i],
+            };
+            matches.extend(nfa.process(program, row, now, &mut defines)?);
+            for m in &matches {
+                self.pending.push(self.spec.output_row(&nfa, m)?);
+            }
+            if let Some(within) = program.within.filter(|_| !nfa.is_idle()) {
+                self.store
+                    .register_processing_timer(now.saturating_add(within), &[])?;
+            }
+            self.put_nfa(key.clone(), nfa)?;
+        }
+        self.emit(out)
     }
 
     /// Writes the cached automatons into keyed state.
@@ -662,12 +726,7 @@ impl Operator for MatchRecognize {
         Some(&mut self.store)
     }
 
-    fn process_batch(
-        &mut self,
-        _input: usize,
-        batch: ChangeBatch,
-        _out: &mut Output,
-    ) -> Result<()> {
+    fn process_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
         super::require_inserts(&batch, "MATCH_RECOGNIZE")?;
         let data = &batch.data;
         let n = data.num_rows();
@@ -699,6 +758,9 @@ impl Operator for MatchRecognize {
                     }
                 }
             }
+        }
+        if self.spec.proctime {
+            return self.process_arrivals(data, &keys, &holds, out);
         }
         let times = data
             .column(self.spec.rowtime)
@@ -733,6 +795,24 @@ impl Operator for MatchRecognize {
         self.emit(out)?;
         out.watermark(watermark);
         Ok(())
+    }
+
+    /// Processing time: partial matches time out (`WITHIN`).
+    fn on_processing_time(&mut self, now_ms: i64, out: &mut Output) -> Result<()> {
+        for timer in self.store.pop_processing_timers(now_ms) {
+            self.store.set_current_timer_key(&timer);
+            let key = self.store.current_key().to_vec();
+            let mut nfa = self.take_nfa(&key)?;
+            for m in nfa.advance_time(&self.spec.program, now_ms)? {
+                self.pending.push(self.spec.output_row(&nfa, &m)?);
+            }
+            if let Some(within) = self.spec.program.within.filter(|_| !nfa.is_idle()) {
+                self.store
+                    .register_processing_timer(now_ms.saturating_add(within), &[])?;
+            }
+            self.put_nfa(key, nfa)?;
+        }
+        self.emit(out)
     }
 
     fn snapshot_state(&mut self, _checkpoint: u64, state: &mut StateWriter) -> Result<()> {

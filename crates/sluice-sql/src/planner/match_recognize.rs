@@ -33,7 +33,7 @@ impl Planner<'_> {
                 "MATCH_RECOGNIZE over an updating input (it needs an append-only one, as in Flink)",
             ));
         }
-        if s.rowtime != Some(m.time_index) {
+        if !m.proctime && s.rowtime != Some(m.time_index) {
             let name = m.input.schema().field(m.time_index).name().clone();
             return Err(SluiceError::Plan(format!(
                 "MATCH_RECOGNIZE: ORDER BY {name}: the first ORDER BY column must be the input's time attribute (declared with WATERMARK FOR in the table){}",
@@ -64,6 +64,7 @@ impl Planner<'_> {
             output_schema: m.schema.clone(),
             partition: m.partition.clone(),
             rowtime: m.time_index,
+            proctime: m.proctime,
             order: m.order.clone(),
             program: m.program.clone(),
             defines,
@@ -75,7 +76,7 @@ impl Planner<'_> {
             node,
             parallelism,
             schema: s.schema,
-            rowtime: m.rowtime,
+            rowtime: if m.proctime { None } else { m.rowtime },
             updating: false,
             pending: None,
             window_end: None,
