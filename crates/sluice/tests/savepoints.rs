@@ -215,6 +215,41 @@ fn a_savepoint_of_an_earlier_version_restores() {
 /// A window aggregate over 1-second windows of ids 1..=ROWS (ten per second of event time),
 /// at parallelism `p`, to part files.
 fn windows_script(out: &Path, p: usize) -> String {
+    rescale_script(
+        out,
+        p,
+        "CREATE TABLE out (k BIGINT, window_start TIMESTAMP(3), n BIGINT, total BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{OUT}', 'format' = 'csv');
+INSERT INTO out
+SELECT id % 7, window_start, COUNT(*), SUM(id)
+FROM TABLE(TUMBLE(TABLE gen, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+GROUP BY id % 7, window_start, window_end;",
+    )
+}
+
+/// Patterns per key over the same sequence: every id divisible by 3, the two rows of its key
+/// after it, within 5 s.
+fn match_script(out: &Path, p: usize) -> String {
+    rescale_script(
+        out,
+        p,
+        "CREATE TEMPORARY VIEW keyed AS SELECT id % 7 AS k, id, ts FROM gen;
+CREATE TABLE out (k BIGINT, a BIGINT, c BIGINT, n BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{OUT}', 'format' = 'csv');
+INSERT INTO out
+SELECT * FROM keyed MATCH_RECOGNIZE (
+  PARTITION BY k ORDER BY ts
+  MEASURES A.id AS a, C.id AS c, COUNT(*) AS n
+  AFTER MATCH SKIP PAST LAST ROW
+  PATTERN (A B C) WITHIN INTERVAL '5' SECOND
+  DEFINE A AS A.id % 3 = 0
+);",
+    )
+}
+
+/// The datagen sequence of [`ROWS`] ids, one every 100 ms of event time, then `job` (`{OUT}`:
+/// the output directory).
+fn rescale_script(out: &Path, p: usize, job: &str) -> String {
     format!(
         "SET 'pipeline.name' = 'rescale';
 SET 'parallelism.default' = '{p}';
@@ -227,14 +262,9 @@ CREATE TABLE gen (
   'connector' = 'datagen', 'number-of-rows' = '{ROWS}', 'rows-per-second' = '2000',
   'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{ROWS}'
 );
-CREATE TABLE out (k BIGINT, window_start TIMESTAMP(3), n BIGINT, total BIGINT)
-  WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
-INSERT INTO out
-SELECT id % 7, window_start, COUNT(*), SUM(id)
-FROM TABLE(TUMBLE(TABLE gen, DESCRIPTOR(ts), INTERVAL '1' SECOND))
-GROUP BY id % 7, window_start, window_end;
+{}
 ",
-        out.display()
+        job.replace("{OUT}", &out.display().to_string())
     )
 }
 
@@ -256,10 +286,23 @@ fn lines(dir: &Path) -> Vec<String> {
 /// rows are those of an uninterrupted run, each once.
 #[test]
 fn a_savepoint_restores_at_another_parallelism_with_the_same_rows() {
+    // 600 windows of ten ids (seven keys each), and id 6000 alone in the last one.
+    restores_at_other_parallelisms(windows_script, 7 * 600 + 1);
+}
+
+/// The same for MATCH_RECOGNIZE: its partial matches and buffered rows are keyed state.
+#[test]
+fn a_match_recognize_savepoint_restores_at_another_parallelism_with_the_same_rows() {
+    restores_at_other_parallelisms(match_script, 0);
+}
+
+/// Runs `script` whole at parallelism 2, then stopped with a savepoint at parallelism 2 and
+/// restored at 1 and at 4: the same rows, each once (`rows` of them, if not 0).
+fn restores_at_other_parallelisms(script: fn(&Path, usize) -> String, rows: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let whole = tmp.path().join("whole");
     let (ok, _, err) = common::run_sql(
-        &windows_script(&whole, 2),
+        &script(&whole, 2),
         &[
             "--data-dir",
             &tmp.path().join("whole-state").display().to_string(),
@@ -267,8 +310,10 @@ fn a_savepoint_restores_at_another_parallelism_with_the_same_rows() {
     );
     assert!(ok, "{err}");
     let expected = lines(&whole);
-    // 600 windows of ten ids (seven keys each), and id 6000 alone in the last one.
-    assert_eq!(expected.len(), 7 * 600 + 1);
+    if rows > 0 {
+        assert_eq!(expected.len(), rows);
+    }
+    assert!(expected.len() > 100, "{} rows", expected.len());
 
     for to in [1, 4] {
         let dir = tmp.path().join(format!("to-{to}"));
@@ -276,11 +321,11 @@ fn a_savepoint_restores_at_another_parallelism_with_the_same_rows() {
         std::fs::create_dir_all(&dir).unwrap();
         let data = dir.join("state").display().to_string();
         let mut job = RunningJob::start_with(
-            &windows_script(&out, 2),
+            &script(&out, 2),
             &dir,
             &["--data-dir", &data, "--savepoint-on-stop"],
         );
-        wait_until("a few windows", Duration::from_secs(30), || {
+        wait_until("a few rows", Duration::from_secs(30), || {
             lines(&out).len() >= 50
         });
         job.interrupt();
@@ -292,7 +337,7 @@ fn a_savepoint_restores_at_another_parallelism_with_the_same_rows() {
         );
 
         let mut job = RunningJob::start_with(
-            &windows_script(&out, to),
+            &script(&out, to),
             &dir,
             &["--data-dir", &data, "--from-savepoint", &path],
         );
