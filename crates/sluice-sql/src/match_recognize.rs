@@ -495,6 +495,20 @@ fn elements(pattern: &MatchRecognizePattern, vars: &mut Vec<String>) -> Result<V
     }
     let mut out = Vec::new();
     one(pattern, vars, &mut out)?;
+    // Flink's pattern API: `?` and `*` (its `optional()`) may not follow a greedy quantifier.
+    for pair in out.windows(2) {
+        let (before, e) = (&pair[0], &pair[1]);
+        let greedy = before.greedy
+            && before.max != Some(before.min)
+            && !(before.min == 0 && before.max == Some(1));
+        let optional_call = e.min == 0 && matches!(e.max, None | Some(1));
+        if greedy && optional_call {
+            return Err(plan_err(format!(
+                "{} cannot follow the greedy {}: as in Flink, an optional variable cannot be preceded by a greedy quantifier (make it reluctant: {}+? or {}*?)",
+                vars[e.var], vars[before.var], vars[before.var], vars[before.var]
+            )));
+        }
+    }
     if out.iter().all(|e| e.min == 0) {
         return Err(plan_err(
             "a pattern that can match no rows is not supported; at least one variable must be mandatory (as in Flink)",
@@ -1195,5 +1209,9 @@ mod tests {
         assert!(check("(A | B) C").unwrap_err().contains("alternatives"));
         assert!(check("A B?? C").unwrap_err().contains("reluctant optional"));
         assert!(check("A B{3}").is_ok());
+        assert!(check("A+ B*? C")
+            .unwrap_err()
+            .contains("cannot follow the greedy A"));
+        assert!(check("A+? B? C").is_ok());
     }
 }

@@ -518,6 +518,13 @@ impl<R> Nfa<R> {
                 Skip::ToFirst(v) => (Some(id(first(v).ok_or_else(|| missing(v))?)), false),
                 Skip::ToLast(v) => (Some(id(last(v).ok_or_else(|| missing(v))?)), false),
             };
+            let first_row = rows.first().map(|(_, e)| id(*e));
+            if matches!(program.skip, Skip::ToFirst(_) | Skip::ToLast(_)) && pruning == first_row {
+                // Flink refuses to go round in circles.
+                return Err(SluiceError::Runtime(
+                    "MATCH_RECOGNIZE: could not skip to the first row of a match (AFTER MATCH SKIP TO a variable that starts the match); Flink fails the job the same way".into(),
+                ));
+            }
             if let Some(pruning) = pruning {
                 let prune = |p: &Partial| {
                     p.start
