@@ -304,10 +304,16 @@ impl<R> Nfa<R> {
     /// Time moves to `time`: partial matches older than `WITHIN` are dropped, and matches
     /// they held back are emitted.
     pub fn advance_time(&mut self, program: &Program, time: i64) -> Result<Vec<Match>> {
-        if let Some(within) = program.within {
-            self.partials
-                .retain(|p| p.start.is_none_or(|s| time.saturating_sub(s.ts) < within));
+        let mut partials = Vec::with_capacity(self.partials.len());
+        for p in std::mem::take(&mut self.partials) {
+            let timed_out = program
+                .within
+                .is_some_and(|w| p.start.is_some_and(|s| time.saturating_sub(s.ts) >= w));
+            if !timed_out {
+                heap::offer(&mut partials, p);
+            }
         }
+        self.partials = partials;
         self.release(program, Vec::new(), time)
     }
 
@@ -327,18 +333,20 @@ impl<R> Nfa<R> {
         self.next_seq += 1;
         self.events.push((id, row));
         let event = (self.events.len() - 1) as u32;
+        // As Flink: the partial matches in the order of their heap's array, each one's next
+        // states offered to the new heaps in the order the transitions give them.
         let mut partials = Vec::new();
         let mut complete = Vec::new();
         for cs in std::mem::take(&mut self.partials) {
-            self.next_states(
-                program,
-                cs,
-                id,
-                event,
-                conditions,
-                &mut partials,
-                &mut complete,
-            )?;
+            let mut next = Vec::new();
+            self.next_states(program, cs, id, event, conditions, &mut next)?;
+            for p in next {
+                if p.state == FINAL {
+                    heap::offer(&mut complete, p);
+                } else {
+                    heap::offer(&mut partials, p);
+                }
+            }
         }
         self.partials = partials;
         self.release(program, complete, ts)
@@ -373,8 +381,7 @@ impl<R> Nfa<R> {
         id: EventId,
         event: u32,
         conditions: &mut impl Conditions<R>,
-        partials: &mut Vec<Partial>,
-        complete: &mut Vec<Partial>,
+        out: &mut Vec<Partial>,
     ) -> Result<()> {
         // The takes reachable through proceed transitions.
         let mut takes = Vec::new();
@@ -407,13 +414,12 @@ impl<R> Nfa<R> {
                 start,
                 order: self.order(),
             };
+            out.push(next);
             if target == FINAL {
-                complete.push(next);
                 continue;
             }
-            partials.push(next);
             if self.reaches_final(program, target, cs.node, event, conditions)? {
-                complete.push(Partial {
+                out.push(Partial {
                     state: FINAL,
                     order: self.order(),
                     ..next
@@ -421,7 +427,7 @@ impl<R> Nfa<R> {
             }
         }
         if cs.node == NONE && cs.start.is_none() {
-            partials.push(Partial {
+            out.push(Partial {
                 order: self.order(),
                 ..cs
             });
@@ -473,36 +479,22 @@ impl<R> Nfa<R> {
         complete: Vec<Partial>,
         time: i64,
     ) -> Result<Vec<Match>> {
-        self.held.extend(complete);
-        let key = |p: &Partial| {
-            (
-                p.start.unwrap_or(EventId {
-                    ts: i64::MAX,
-                    seq: u64::MAX,
-                }),
-                p.order,
-            )
-        };
+        // Flink's completed matches are a heap too; the potential ones join it in their
+        // heap's array order.
+        for p in complete {
+            heap::offer(&mut self.held, p);
+        }
         let mut out = Vec::new();
-        loop {
-            let Some((i, earliest)) = self
-                .held
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, p)| key(p))
-                .map(|(i, p)| (i, *p))
-            else {
-                break;
-            };
-            let blocked = self
+        while let Some(earliest) = self.held.first().copied() {
+            // Wait for a partial match that started earlier (the start state sorts last).
+            if self
                 .partials
-                .iter()
-                .filter(|p| p.start.is_some())
-                .any(|p| p.start < earliest.start);
-            if blocked {
+                .first()
+                .is_some_and(|p| heap::key(&earliest) > heap::key(p))
+            {
                 break;
             }
-            self.held.remove(i);
+            heap::poll(&mut self.held);
             let rows = self.path(earliest.node);
             let first = |v: Var| rows.iter().find(|(x, _)| *x == v).map(|(_, e)| *e);
             let last = |v: Var| rows.iter().rev().find(|(x, _)| *x == v).map(|(_, e)| *e);
@@ -530,8 +522,8 @@ impl<R> Nfa<R> {
                     p.start
                         .is_some_and(|s| if inclusive { s <= pruning } else { s < pruning })
                 };
-                self.partials.retain(|p| !prune(p));
-                self.held.retain(|p| !prune(p));
+                heap::remove_if(&mut self.partials, prune);
+                heap::remove_if(&mut self.held, prune);
             }
             out.push(Match { rows, time });
         }
@@ -695,6 +687,82 @@ impl<R> Nfa<R> {
             next_seq,
             next_order,
         })
+    }
+}
+
+/// `java.util.PriorityQueue`'s binary heap, operation for operation: Flink keeps the partial
+/// and the complete matches in such heaps, ordered by their first row, and which of two
+/// matches with the same first row comes first is the order of the heap's array, which
+/// depends on the exact sequence of offers, polls and removals.
+mod heap {
+    use super::{EventId, Partial};
+    use std::cmp::Ordering;
+
+    /// The order: by first row, the start state (no row yet) last.
+    pub(super) fn key(p: &Partial) -> EventId {
+        p.start.unwrap_or(EventId {
+            ts: i64::MAX,
+            seq: u64::MAX,
+        })
+    }
+
+    fn cmp(a: &Partial, b: &Partial) -> Ordering {
+        key(a).cmp(&key(b))
+    }
+
+    pub(super) fn offer(q: &mut Vec<Partial>, x: Partial) {
+        let mut k = q.len();
+        q.push(x);
+        while k > 0 {
+            let parent = (k - 1) / 2;
+            if cmp(&x, &q[parent]) != Ordering::Less {
+                break;
+            }
+            q[k] = q[parent];
+            k = parent;
+        }
+        q[k] = x;
+    }
+
+    pub(super) fn poll(q: &mut Vec<Partial>) -> Option<Partial> {
+        let first = *q.first()?;
+        let last = q.pop()?;
+        if !q.is_empty() {
+            sift_down(q, 0, last);
+        }
+        Some(first)
+    }
+
+    fn sift_down(q: &mut [Partial], mut k: usize, x: Partial) {
+        let n = q.len();
+        let half = n / 2;
+        while k < half {
+            let mut child = 2 * k + 1;
+            let right = child + 1;
+            if right < n && cmp(&q[child], &q[right]) == Ordering::Greater {
+                child = right;
+            }
+            if cmp(&x, &q[child]) != Ordering::Greater {
+                break;
+            }
+            q[k] = q[child];
+            k = child;
+        }
+        q[k] = x;
+    }
+
+    /// `removeAll`/`removeIf`: the survivors keep their order, then the array is heapified
+    /// (untouched when nothing is removed).
+    pub(super) fn remove_if(q: &mut Vec<Partial>, remove: impl Fn(&Partial) -> bool) {
+        if !q.iter().any(&remove) {
+            return;
+        }
+        q.retain(|p| !remove(p));
+        let n = q.len();
+        for i in (0..n / 2).rev() {
+            let x = q[i];
+            sift_down(q, i, x);
+        }
     }
 }
 
