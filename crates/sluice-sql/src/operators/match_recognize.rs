@@ -541,28 +541,34 @@ impl MatchRecognize {
 
     /// Runs the current key's rows at `t` through its automaton (and time up to the
     /// watermark, once no row of the key is due any more); the matches' rows go to `pending`.
-    fn fire(&mut self, t: i64) -> Result<()> {
+    fn fire(&mut self) -> Result<()> {
         let key = self.store.current_key().to_vec();
         let mut nfa = self.take_nfa(&key)?;
         let program = &self.spec.program;
-        let due = self.rows.take_up_to(&mut self.store, t)?;
+        // Every row of the key the watermark has passed, earliest first, in one go.
+        let due = self.rows.take_up_to(&mut self.store, self.watermark)?;
         let mut matches = Vec::new();
         if !due.is_empty() {
-            matches.extend(nfa.advance_time(program, t)?);
             let raw: Vec<&[u8]> = due.iter().map(|(_, r)| r.as_slice()).collect();
-            let mut rows = self.decode_rows(&raw)?;
-            if !self.spec.order.is_empty() && rows.len() > 1 {
-                rows = self.sorted(rows)?;
-            }
+            let mut rows = self.decode_rows(&raw)?.into_iter();
             let mut defines = Defines { spec: &self.spec };
-            for row in rows {
-                matches.extend(nfa.process(program, row, t, &mut defines)?);
+            let mut i = 0;
+            while i < due.len() {
+                let t = due[i].0;
+                let n = due[i..].iter().take_while(|(x, _)| *x == t).count();
+                let mut at_t: Vec<EventRow> = rows.by_ref().take(n).collect();
+                if !self.spec.order.is_empty() && n > 1 {
+                    at_t = self.sorted(at_t)?;
+                }
+                // As Flink's CepOperator: time advances to each row time before its rows.
+                matches.extend(nfa.advance_time(program, t)?);
+                for row in at_t {
+                    matches.extend(nfa.process(program, row, t, &mut defines)?);
+                }
+                i += n;
             }
         }
-        let next_due = self.rows.earliest(&mut self.store)?;
-        if next_due.is_none_or(|n| n > self.watermark) {
-            matches.extend(nfa.advance_time(program, self.watermark)?);
-        }
+        matches.extend(nfa.advance_time(program, self.watermark)?);
         for m in &matches {
             self.pending.push(self.spec.output_row(&nfa, m)?);
         }
@@ -587,7 +593,8 @@ impl MatchRecognize {
     }
 
     /// Keeps the current key's automaton (in the cache), or drops it when nothing is under way.
-    fn put_nfa(&mut self, key: Vec<u8>, nfa: Nfa<EventRow>) -> Result<()> {
+    fn put_nfa(&mut self, key: Vec<u8>, mut nfa: Nfa<EventRow>) -> Result<()> {
+        nfa.compact_if_sparse();
         if nfa.is_idle() {
             self.nfa.clear(&mut self.store)?;
             return Ok(());
@@ -785,9 +792,14 @@ impl Operator for MatchRecognize {
 
     fn process_watermark(&mut self, watermark: EventTime, out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
+        // Each key once, however many of its times are due.
+        let mut seen = std::collections::HashSet::new();
         for timer in self.store.pop_event_timers(self.watermark) {
+            if !seen.insert(timer.key.clone()) {
+                continue;
+            }
             self.store.set_current_timer_key(&timer);
-            self.fire(timer.time_ms)?;
+            self.fire()?;
             if self.pending.len() >= 1024 {
                 self.emit(out)?;
             }

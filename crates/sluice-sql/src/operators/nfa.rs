@@ -257,6 +257,8 @@ pub struct Nfa<R> {
     held: Vec<Partial>,
     next_seq: u64,
     next_order: u64,
+    /// How many rows there were after the last compaction.
+    compacted: usize,
 }
 
 impl<R> Nfa<R> {
@@ -273,6 +275,7 @@ impl<R> Nfa<R> {
             held: Vec::new(),
             next_seq: 0,
             next_order: 1,
+            compacted: 0,
         }
     }
 
@@ -530,17 +533,12 @@ impl<R> Nfa<R> {
         Ok(out)
     }
 
-    /// Writes the partial and held matches and the rows they hold; `rows` encodes the rows.
-    pub fn encode(
-        &self,
-        out: &mut Vec<u8>,
-        rows: impl FnOnce(&[&R]) -> Result<Vec<Vec<u8>>>,
-    ) -> Result<()> {
-        // Keep only what the live paths reach, renumbered.
+    /// The nodes and rows the live paths reach, renumbered in order.
+    fn live(&self) -> Live {
         let mut node_map = vec![NONE; self.nodes.len()];
         let mut event_map = vec![NONE; self.events.len()];
         let mut nodes: Vec<Node> = Vec::new();
-        let mut kept_events: Vec<u32> = Vec::new();
+        let mut events: Vec<u32> = Vec::new();
         let mut order: Vec<u32> = Vec::new();
         for p in self.partials.iter().chain(self.held.iter()) {
             let mut n = p.node;
@@ -558,8 +556,8 @@ impl<R> Nfa<R> {
             let node = self.nodes[n as usize];
             let e = node.event as usize;
             if event_map[e] == NONE {
-                event_map[e] = kept_events.len() as u32;
-                kept_events.push(node.event);
+                event_map[e] = events.len() as u32;
+                events.push(node.event);
             }
             nodes.push(Node {
                 var: node.var,
@@ -571,6 +569,48 @@ impl<R> Nfa<R> {
                 },
             });
         }
+        Live {
+            node_map,
+            nodes,
+            events,
+        }
+    }
+
+    /// Drops the nodes and rows no live path reaches any more, once they are most of them.
+    pub fn compact_if_sparse(&mut self) {
+        if self.events.len() < 64 || self.events.len() < 2 * self.compacted {
+            return;
+        }
+        let live = self.live();
+        let mut old: Vec<Option<(EventId, R)>> = std::mem::take(&mut self.events)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.events = live
+            .events
+            .iter()
+            .filter_map(|&e| old[e as usize].take())
+            .collect();
+        self.nodes = live.nodes;
+        for p in self.partials.iter_mut().chain(self.held.iter_mut()) {
+            if p.node != NONE {
+                p.node = live.node_map[p.node as usize];
+            }
+        }
+        self.compacted = self.events.len();
+    }
+
+    /// Writes the partial and held matches and the rows they hold; `rows` encodes the rows.
+    pub fn encode(
+        &self,
+        out: &mut Vec<u8>,
+        rows: impl FnOnce(&[&R]) -> Result<Vec<Vec<u8>>>,
+    ) -> Result<()> {
+        let Live {
+            node_map,
+            nodes,
+            events: kept_events,
+        } = self.live();
         let refs: Vec<&R> = kept_events
             .iter()
             .map(|&e| &self.events[e as usize].1)
@@ -680,6 +720,7 @@ impl<R> Nfa<R> {
         }
         let [partials, held] = lists;
         Ok(Nfa {
+            compacted: events.len(),
             events,
             nodes,
             partials,
@@ -764,6 +805,13 @@ mod heap {
             sift_down(q, i, x);
         }
     }
+}
+
+/// What the live paths reach: old node index to new, the kept nodes, the kept rows' old indexes.
+struct Live {
+    node_map: Vec<u32>,
+    nodes: Vec<Node>,
+    events: Vec<u32>,
 }
 
 fn corrupt() -> SluiceError {
