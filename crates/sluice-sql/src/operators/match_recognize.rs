@@ -87,6 +87,8 @@ pub struct TermExpr {
     pub terms: Vec<Term>,
     /// The arguments of aggregates over expressions, over the input's columns.
     pub agg_args: Vec<Arc<dyn PhysicalExpr>>,
+    /// For each input column the expression does not read, a one-row NULL to stand in.
+    pub unused: Vec<Option<ArrayRef>>,
 }
 
 /// Creates `MATCH_RECOGNIZE` operators.
@@ -331,11 +333,22 @@ impl SpecRef {
             } else {
                 ScalarValue::iter_to_array(rows.iter().map(|r| r[i].clone())).map_err(df)?
             };
-            columns.push(if column.data_type() == f.data_type() {
-                column
-            } else {
-                arrow::compute::cast(&column, f.data_type())?
-            });
+            columns.push(column);
+        }
+        self.evaluate_columns(e, columns, n)
+    }
+
+    /// Evaluates `e` on `n` rows given as columns (cast to the schema's types if need be).
+    fn evaluate_columns(
+        &self,
+        e: &TermExpr,
+        mut columns: Vec<ArrayRef>,
+        n: usize,
+    ) -> Result<ArrayRef> {
+        for (c, f) in columns.iter_mut().zip(e.schema.fields()) {
+            if c.data_type() != f.data_type() {
+                *c = arrow::compute::cast(c, f.data_type())?;
+            }
         }
         let batch = RecordBatch::try_new_with_options(
             e.schema.clone(),
@@ -468,14 +481,22 @@ impl Conditions<EventRow> for Defines<'_> {
             }
             rows
         };
-        let mut row = nfa.row(event).values.clone();
-        for t in &e.terms {
-            row.push(
-                self.spec
-                    .term(t, &e.agg_args, nfa, rows_of, nfa.time(event))?,
-            );
+        // One row: the columns the condition reads (others a cached NULL), then the terms.
+        let values = &nfa.row(event).values;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(e.schema.fields().len());
+        for (i, v) in values.iter().enumerate() {
+            columns.push(match &e.unused[i] {
+                Some(null) => null.clone(),
+                None => v.to_array_of_size(1).map_err(df)?,
+            });
         }
-        let result = self.spec.evaluate(e, &[row])?;
+        for t in &e.terms {
+            let v = self
+                .spec
+                .term(t, &e.agg_args, nfa, rows_of, nfa.time(event))?;
+            columns.push(v.to_array_of_size(1).map_err(df)?);
+        }
+        let result = self.spec.evaluate_columns(e, columns, 1)?;
         let b = result.as_boolean_opt().ok_or_else(|| {
             SluiceError::Runtime("MATCH_RECOGNIZE: a DEFINE condition that is not BOOLEAN".into())
         })?;

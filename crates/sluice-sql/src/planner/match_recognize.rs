@@ -8,10 +8,24 @@ use sluice_common::{Result, SluiceError};
 use sluice_engine::{JobGraph, Partitioning};
 use std::sync::Arc;
 
-fn term_expr(p: &TermExprPlan) -> Result<TermExpr> {
+fn term_expr(p: &TermExprPlan, input_width: usize) -> Result<TermExpr> {
+    let expr = physical(&p.expr, &p.schema)?;
+    let read: std::collections::HashSet<usize> =
+        datafusion_physical_expr::utils::collect_columns(&expr)
+            .iter()
+            .map(|c| c.index())
+            .collect();
+    let schema = arrow_schema(&p.schema);
+    let unused = (0..input_width)
+        .map(|i| {
+            (!read.contains(&i))
+                .then(|| arrow::array::new_null_array(schema.field(i).data_type(), 1))
+        })
+        .collect();
     Ok(TermExpr {
-        expr: physical(&p.expr, &p.schema)?,
-        schema: arrow_schema(&p.schema),
+        expr,
+        unused,
+        schema,
         terms: p.terms.clone(),
         agg_args: p
             .agg_args
@@ -41,15 +55,16 @@ impl Planner<'_> {
             )));
         }
         let input_schema = arrow_schema(m.input.schema());
+        let width = input_schema.fields().len();
         let defines = m
             .defines
             .iter()
-            .map(|d| d.as_ref().map(term_expr).transpose())
+            .map(|d| d.as_ref().map(|d| term_expr(d, width)).transpose())
             .collect::<Result<Vec<_>>>()?;
         let measures = m
             .measures
             .iter()
-            .map(term_expr)
+            .map(|d| term_expr(d, width))
             .collect::<Result<Vec<_>>>()?;
         let (parallelism, partitioning) = if m.partition.is_empty() {
             (1, Partitioning::Single)
