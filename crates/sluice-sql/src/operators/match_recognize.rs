@@ -457,6 +457,9 @@ fn aggregate(
 /// Evaluates the `DEFINE` conditions for the automaton.
 struct Defines<'a> {
     spec: &'a SpecRef,
+    /// The conditions evaluated for the current row, by (variable, path): a greedy
+    /// quantifier asks again for a condition the row was just tried against.
+    seen: Vec<(Var, u32, u32, bool)>,
 }
 
 impl Conditions<EventRow> for Defines<'_> {
@@ -472,6 +475,12 @@ impl Conditions<EventRow> for Defines<'_> {
         };
         if e.terms.is_empty() {
             return Ok(nfa.row(event).holds & (1 << var) != 0);
+        }
+        if self.seen.first().is_some_and(|s| s.2 != event) {
+            self.seen.clear();
+        }
+        if let Some(s) = self.seen.iter().find(|s| s.0 == var && s.1 == path.id()) {
+            return Ok(s.3);
         }
         // The row being tried counts as one of `var`'s rows (Flink's running semantics).
         let rows_of = |v: Option<Var>| {
@@ -500,7 +509,9 @@ impl Conditions<EventRow> for Defines<'_> {
         let b = result.as_boolean_opt().ok_or_else(|| {
             SluiceError::Runtime("MATCH_RECOGNIZE: a DEFINE condition that is not BOOLEAN".into())
         })?;
-        Ok(b.is_valid(0) && b.value(0))
+        let holds = b.is_valid(0) && b.value(0);
+        self.seen.push((var, path.id(), event, holds));
+        Ok(holds)
     }
 }
 
@@ -572,7 +583,10 @@ impl MatchRecognize {
         if !due.is_empty() {
             let raw: Vec<&[u8]> = due.iter().map(|(_, r)| r.as_slice()).collect();
             let mut rows = self.decode_rows(&raw)?.into_iter();
-            let mut defines = Defines { spec: &self.spec };
+            let mut defines = Defines {
+                spec: &self.spec,
+                seen: Vec::new(),
+            };
             let mut i = 0;
             while i < due.len() {
                 let t = due[i].0;
@@ -647,7 +661,10 @@ impl MatchRecognize {
             let mut nfa = self.take_nfa(key)?;
             let program = &self.spec.program;
             let mut matches = nfa.advance_time(program, now)?;
-            let mut defines = Defines { spec: &self.spec };
+            let mut defines = Defines {
+                spec: &self.spec,
+                seen: Vec::new(),
+            };
             let row = EventRow {
                 values,
                 holds: holds[i],

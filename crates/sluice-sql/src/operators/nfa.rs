@@ -200,6 +200,11 @@ pub struct PathView<'a, R> {
 }
 
 impl<R> PathView<'_, R> {
+    /// The path's last node: equal for the same path.
+    pub fn id(&self) -> u32 {
+        self.node
+    }
+
     /// The rows mapped to `var` (`None`: all rows), in order, as indexes for [`Nfa::row`].
     pub fn rows(&self, var: Option<Var>) -> Vec<u32> {
         let mut out = Vec::new();
