@@ -89,6 +89,8 @@ pub struct TermExpr {
     pub agg_args: Vec<Arc<dyn PhysicalExpr>>,
     /// For each input column the expression does not read, a one-row NULL to stand in.
     pub unused: Vec<Option<ArrayRef>>,
+    /// The expression for one row without Arrow, when it is simple enough.
+    pub scalar: Option<super::scalar_eval::Scalar>,
 }
 
 /// Creates `MATCH_RECOGNIZE` operators.
@@ -490,8 +492,30 @@ impl Conditions<EventRow> for Defines<'_> {
             }
             rows
         };
-        // One row: the columns the condition reads (others a cached NULL), then the terms.
         let values = &nfa.row(event).values;
+        if let Some(fast) = &e.scalar {
+            let mut terms = Vec::with_capacity(e.terms.len());
+            for t in &e.terms {
+                terms.push(
+                    self.spec
+                        .term(t, &e.agg_args, nfa, rows_of, nfa.time(event))?,
+                );
+            }
+            let width = values.len();
+            let column = |i: usize| {
+                if i < width {
+                    &values[i]
+                } else {
+                    &terms[i - width]
+                }
+            };
+            if let Some(b) = super::scalar_eval::eval_bool(fast, &column) {
+                let holds = b == Some(true);
+                self.seen.push((var, path.id(), event, holds));
+                return Ok(holds);
+            }
+        }
+        // One row: the columns the condition reads (others a cached NULL), then the terms.
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(e.schema.fields().len());
         for (i, v) in values.iter().enumerate() {
             columns.push(match &e.unused[i] {

@@ -13,6 +13,7 @@ pub mod match_recognize;
 pub mod nfa;
 pub mod over_aggregate;
 pub mod regular_join;
+pub mod scalar_eval;
 pub mod top_n;
 pub mod union;
 pub mod watermark;

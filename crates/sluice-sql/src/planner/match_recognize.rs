@@ -23,6 +23,7 @@ fn term_expr(p: &TermExprPlan, input_width: usize) -> Result<TermExpr> {
         })
         .collect();
     Ok(TermExpr {
+        scalar: crate::operators::scalar_eval::compile(&expr),
         expr,
         unused,
         schema,
