@@ -241,8 +241,6 @@ struct Partial {
     /// The last node of its path (`NONE`: nothing taken yet, the start state).
     node: u32,
     start: Option<EventId>,
-    /// Creation order, to keep ties in the order Flink would meet them.
-    order: u64,
 }
 
 /// A complete match: the rows mapped to each variable, in order, and the time it was found.
@@ -261,7 +259,6 @@ pub struct Nfa<R> {
     /// Complete matches waiting for an earlier partial match to end.
     held: Vec<Partial>,
     next_seq: u64,
-    next_order: u64,
     /// How many rows there were after the last compaction.
     compacted: usize,
 }
@@ -275,11 +272,9 @@ impl<R> Nfa<R> {
                 state: program.start,
                 node: NONE,
                 start: None,
-                order: 0,
             }],
             held: Vec::new(),
             next_seq: 0,
-            next_order: 1,
             compacted: 0,
         }
     }
@@ -302,11 +297,6 @@ impl<R> Nfa<R> {
     /// How many partial matches are alive (the start state included).
     pub fn partial_matches(&self) -> usize {
         self.partials.len()
-    }
-
-    fn order(&mut self) -> u64 {
-        self.next_order += 1;
-        self.next_order
     }
 
     /// Time moves to `time`: partial matches older than `WITHIN` are dropped, and matches
@@ -420,7 +410,6 @@ impl<R> Nfa<R> {
                 state: target,
                 node,
                 start,
-                order: self.order(),
             };
             out.push(next);
             if target == FINAL {
@@ -429,16 +418,12 @@ impl<R> Nfa<R> {
             if self.reaches_final(program, target, cs.node, event, conditions)? {
                 out.push(Partial {
                     state: FINAL,
-                    order: self.order(),
                     ..next
                 });
             }
         }
         if cs.node == NONE && cs.start.is_none() {
-            out.push(Partial {
-                order: self.order(),
-                ..cs
-            });
+            out.push(cs);
         }
         Ok(())
     }
@@ -622,7 +607,6 @@ impl<R> Nfa<R> {
             .collect();
         let encoded = rows(&refs)?;
         put_u64(out, self.next_seq);
-        put_u64(out, self.next_order);
         put_u64(out, kept_events.len() as u64);
         for (&e, bytes) in kept_events.iter().zip(encoded) {
             let id = self.events[e as usize].0;
@@ -657,7 +641,6 @@ impl<R> Nfa<R> {
                     }
                     None => out.push(0),
                 }
-                put_u64(out, p.order);
             }
         }
         Ok(())
@@ -671,7 +654,6 @@ impl<R> Nfa<R> {
     ) -> Result<Self> {
         let mut r = Reader { bytes, pos: 0 };
         let next_seq = r.u64()?;
-        let next_order = r.u64()?;
         let n_events = r.u64()? as usize;
         let mut ids = Vec::with_capacity(n_events);
         let mut raw = Vec::with_capacity(n_events);
@@ -711,16 +693,10 @@ impl<R> Nfa<R> {
                     }),
                     _ => None,
                 };
-                let order = r.u64()?;
                 if state >= program.states.len() || (node != NONE && node as usize >= n_nodes) {
                     return Err(corrupt());
                 }
-                list.push(Partial {
-                    state,
-                    node,
-                    start,
-                    order,
-                });
+                list.push(Partial { state, node, start });
             }
         }
         let [partials, held] = lists;
@@ -731,7 +707,6 @@ impl<R> Nfa<R> {
             partials,
             held,
             next_seq,
-            next_order,
         })
     }
 }
