@@ -670,6 +670,15 @@ impl Terms<'_> {
                 };
                 let distinct = matches!(&f.args, FunctionArguments::List(l) if l.duplicate_treatment.is_some());
                 match name.as_str() {
+                    "PREV" | "NEXT" if matches!(args.get(1), Some(FunctionArgExpr::Expr(Expr::Value(v))) if matches!(&v.value, Value::Number(n, _) if n == "0")) =>
+                    {
+                        // An offset of 0 is the row itself, as in Flink.
+                        let FunctionArgExpr::Expr(x) = &args[0] else {
+                            return Err(plan_err(format!("{name} takes (column, offset)")));
+                        };
+                        *e = x.clone();
+                        return self.rewrite(e);
+                    }
                     "PREV" | "NEXT" => {
                         return Err(plan_err(format!(
                             "{name}: as in Flink, physical offsets within the partition are not supported; use LAST(var.column, n) or FIRST(var.column, n)"
