@@ -28,9 +28,11 @@ use datafusion_expr::Accumulator;
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, Result, RowKind, SluiceError};
 use sluice_engine::keyed::{MapState, RowCodec, ValueState};
-use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
+use sluice_engine::{
+    KeyedStore, Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext,
+};
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -119,6 +121,9 @@ impl OperatorFactory for GroupAggregateFactory {
             groups,
             extremes,
             retracting: self.retracting,
+            live: HashMap::new(),
+            dirty: HashSet::new(),
+            caching: self.state_ttl.is_none(),
         }))
     }
 }
@@ -156,7 +161,17 @@ struct GroupAggregate {
     /// (aggregate index, value) -> how many rows have that value, per key.
     extremes: MapState<Vec<u8>, i64>,
     retracting: bool,
+    /// Groups kept decoded between batches (their accumulators live, not re-read and
+    /// re-written for every batch), written back at a checkpoint or when there are too many;
+    /// none when state expires (`table.exec.state.ttl` counts from the last write).
+    live: HashMap<Vec<u8>, Group>,
+    /// The live groups changed since they were last written.
+    dirty: HashSet<Vec<u8>>,
+    caching: bool,
 }
+
+/// How many groups stay decoded between batches.
+const LIVE_GROUPS: usize = 65_536;
 
 fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
     e.evaluate(b)
@@ -332,9 +347,37 @@ fn better(v: &ScalarValue, current: &ScalarValue, is_max: bool) -> bool {
     }
 }
 
+impl GroupAggregate {
+    /// Writes the changed live groups into keyed state and forgets the live ones.
+    fn flush(&mut self) -> Result<()> {
+        let mut keys = Vec::with_capacity(self.dirty.len());
+        let mut groups = Vec::with_capacity(self.dirty.len());
+        let mut live = std::mem::take(&mut self.live);
+        for (key, g) in live.iter_mut() {
+            if self.dirty.contains(key) {
+                keys.push(key.clone());
+                groups.push(g);
+            }
+        }
+        let bytes = self.encode_groups(&mut groups)?;
+        for (key, b) in keys.iter().zip(bytes) {
+            self.store.set_current_key(key)?;
+            self.groups.set(&mut self.store, &b)?;
+        }
+        self.dirty.clear();
+        Ok(())
+    }
+}
+
 impl Operator for GroupAggregate {
     fn keyed_store(&mut self) -> Option<&mut KeyedStore> {
         Some(&mut self.store)
+    }
+
+    /// The live groups go into keyed state before it is snapshotted (nothing of the
+    /// operator's own is written).
+    fn snapshot_state(&mut self, _checkpoint: u64, _state: &mut StateWriter) -> Result<()> {
+        self.flush()
     }
 
     /// Reads the state of Sluice 0.1, which kept the groups in the operator (a batch of
@@ -446,6 +489,10 @@ impl Operator for GroupAggregate {
             if cache.contains_key(key.as_slice()) {
                 continue;
             }
+            if let Some(g) = self.live.remove(key.as_slice()) {
+                cache.insert(key, Some(g));
+                continue;
+            }
             cache.insert(key, None);
             self.store.set_current_key(key)?;
             if let Some(b) = self.groups.get(&mut self.store)? {
@@ -551,28 +598,29 @@ impl Operator for GroupAggregate {
             }
         }
 
-        // Write the touched groups back (deleted ones, and their MIN/MAX values, removed).
+        // Keep the groups (touched ones to be written back), remove deleted ones and their
+        // MIN/MAX values.
         touched.sort_unstable();
         touched.dedup();
-        let mut live_keys = Vec::new();
-        let mut live = Vec::new();
         let mut gone = Vec::new();
-        for (key, slot) in cache.iter_mut() {
-            if touched.binary_search(key).is_err() {
-                continue;
-            }
+        for (key, slot) in cache.drain() {
+            let was_touched = touched.binary_search(&key).is_ok();
             match slot {
                 Some(g) => {
-                    live_keys.push(*key);
-                    live.push(g);
+                    if was_touched {
+                        self.dirty.insert(key.to_vec());
+                    }
+                    self.live.insert(key.to_vec(), g);
                 }
-                None => gone.push(*key),
+                None if was_touched => {
+                    self.dirty.remove(key);
+                    gone.push(key);
+                }
+                None => {}
             }
         }
-        let bytes = self.encode_groups(&mut live)?;
-        for (key, b) in live_keys.iter().zip(bytes) {
-            self.store.set_current_key(key)?;
-            self.groups.set(&mut self.store, &b)?;
+        if !self.caching || self.live.len() > LIVE_GROUPS {
+            self.flush()?;
         }
         let has_extremes = self.kinds.iter().any(|k| *k != AggKind::Accumulator);
         for key in gone {
