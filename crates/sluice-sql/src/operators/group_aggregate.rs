@@ -259,6 +259,9 @@ impl GroupAggregate {
     /// The stored bytes of `groups` (one encode for all of them).
     fn encode_groups(&self, groups: &mut [&mut Group]) -> Result<Vec<Vec<u8>>> {
         let n = groups.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let aggs = self.aggs.len();
         let mut counts = Vec::with_capacity(n);
         let mut last: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(n); aggs];
