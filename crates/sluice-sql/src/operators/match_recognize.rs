@@ -1,11 +1,13 @@
-//! `MATCH_RECOGNIZE ... ONE ROW PER MATCH` on event time, as Flink's `CepOperator` runs it.
+//! `MATCH_RECOGNIZE ... ONE ROW PER MATCH`, as Flink's `CepOperator` runs it.
 //!
 //! Rows wait per partition key in keyed state ordered by event time (a [`TimeOrderedState`])
 //! until the watermark passes their time (an event-time timer per key and time); a row at or
 //! before the operator's watermark is late (dropped and counted). Then the rows at each time,
 //! in the order of the secondary `ORDER BY` columns (arrival order at ties), go through the
 //! key's automaton ([`Nfa`], kept in keyed state between firings), and every match becomes one
-//! row: the partition columns, then the measures. The output is append-only.
+//! row: the partition columns, then the measures. The output is append-only. On a
+//! processing-time attribute, rows go through their key's automaton as they arrive, at the
+//! wall-clock time, and `WITHIN` uses processing-time timers.
 //!
 //! Conditions and measures are DataFusion expressions over the input's columns (the current
 //! row, or the last row of a match) plus one column per navigation term (`FIRST`/`LAST`, a
