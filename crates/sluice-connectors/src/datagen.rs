@@ -215,10 +215,15 @@ impl DataGen {
     /// A column of `n` values; `seq` holds each row's index in the whole sequence.
     fn column(&mut self, seq: &[i64], g: &FieldGen, t: &DataType, n: usize) -> Result<ArrayRef> {
         let rng = &mut self.rng;
+        // Integers are drawn from min to max, both included, as Flink's datagen does (a
+        // double truncated to an integer would almost never reach max).
+        let integer = t.is_integer();
         let mut nums = |min: f64, max: f64| -> Vec<f64> {
             (0..n)
                 .map(|_| {
-                    if max > min {
+                    if integer && max.floor() > min.ceil() {
+                        rng.random_range(min.ceil() as i64..=max.floor() as i64) as f64
+                    } else if max > min {
                         rng.random_range(min..=max)
                     } else {
                         min
@@ -415,5 +420,38 @@ impl SourceReader for DataGen {
         Ok(SourcePoll::Batch(ChangeBatch::inserts(
             RecordBatch::try_new(schema, cols)?,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn random_integers_reach_both_bounds() {
+        let mut g = DataGen {
+            schema: Arc::new(Schema::new(vec![Field::new("k", DataType::Int32, true)])),
+            gens: Vec::new(),
+            rate: 1,
+            stripes: Stripes::new(0, 1, Some(1)),
+            started: Instant::now(),
+            rng: SmallRng::seed_from_u64(1),
+        };
+        let gen = FieldGen::Random {
+            min: 0.0,
+            max: 2.0,
+            length: 0,
+            max_past_ms: 0,
+            null_rate: 0.0,
+        };
+        let c = g.column(&[0; 300], &gen, &DataType::Int32, 300).unwrap();
+        let values = c.as_primitive::<arrow::datatypes::Int32Type>();
+        let mut seen = [0usize; 3];
+        for v in values.values() {
+            seen[*v as usize] += 1;
+        }
+        assert!(seen.iter().all(|n| *n > 50), "{seen:?}");
     }
 }

@@ -55,6 +55,8 @@ pub struct WindowRelation {
     pub partition_indexes: Vec<usize>,
     /// Input columns plus `window_start`, `window_end`, `window_time`.
     pub schema: SchemaRef,
+    /// Whether the time column is a processing-time attribute (`PROCTIME()`).
+    pub proctime: bool,
 }
 
 /// Tables, views and window relations by name.
@@ -343,6 +345,37 @@ impl Catalog {
             return Some(m.schema.clone());
         }
         self.windows.get(name).map(|w| w.schema.clone())
+    }
+}
+
+/// Whether column `idx` of `plan` is a processing-time attribute (`PROCTIME()` in a table's
+/// computed column, passed on unchanged).
+pub fn is_proctime(plan: &LogicalPlan, idx: usize, catalog: &Catalog) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => match p.expr.get(idx).map(|e| e.clone().unalias()) {
+            Some(datafusion_expr::Expr::Column(c)) => p
+                .input
+                .schema()
+                .index_of_column(&c)
+                .is_ok_and(|i| is_proctime(&p.input, i, catalog)),
+            Some(e) => crate::functions::is_proctime_call(&e),
+            None => false,
+        },
+        LogicalPlan::SubqueryAlias(a) => is_proctime(&a.input, idx, catalog),
+        LogicalPlan::Filter(f) => is_proctime(&f.input, idx, catalog),
+        LogicalPlan::TableScan(scan) => {
+            let name = scan.table_name.table();
+            if let Some(t) = catalog.tables.get(name) {
+                t.column_exprs
+                    .get(idx)
+                    .is_some_and(|e| crate::functions::is_proctime_call(&e.clone().unalias()))
+            } else if let Some(v) = catalog.views.get(name) {
+                is_proctime(v, idx, catalog)
+            } else {
+                false
+            }
+        }
+        _ => false,
     }
 }
 

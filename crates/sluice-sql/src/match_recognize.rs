@@ -13,7 +13,6 @@
 //! navigation term (see [`crate::operators::match_recognize`]).
 
 use crate::catalog::{analyze, df_error, parser_options, Catalog};
-use crate::functions::is_proctime_call;
 use crate::operators::match_recognize::{AggArg, AggKind, Term};
 use crate::operators::nfa::{Element, Program, Skip, Var};
 use crate::types::LTZ_ZONE;
@@ -940,37 +939,6 @@ fn plan_sql_expr(
     Ok((p.expr[0].clone().unalias(), p.input.schema().clone()))
 }
 
-/// Whether column `idx` of `plan` is a processing-time attribute (`PROCTIME()` in a table's
-/// computed column, passed on unchanged).
-fn is_proctime(plan: &LogicalPlan, idx: usize, catalog: &Catalog) -> bool {
-    match plan {
-        LogicalPlan::Projection(p) => match p.expr.get(idx).map(|e| e.clone().unalias()) {
-            Some(datafusion_expr::Expr::Column(c)) => p
-                .input
-                .schema()
-                .index_of_column(&c)
-                .is_ok_and(|i| is_proctime(&p.input, i, catalog)),
-            Some(e) => is_proctime_call(&e),
-            None => false,
-        },
-        LogicalPlan::SubqueryAlias(a) => is_proctime(&a.input, idx, catalog),
-        LogicalPlan::Filter(f) => is_proctime(&f.input, idx, catalog),
-        LogicalPlan::TableScan(scan) => {
-            let name = scan.table_name.table();
-            if let Some(t) = catalog.tables.get(name) {
-                t.column_exprs
-                    .get(idx)
-                    .is_some_and(|e| is_proctime_call(&e.clone().unalias()))
-            } else if let Some(v) = catalog.views.get(name) {
-                is_proctime(v, idx, catalog)
-            } else {
-                false
-            }
-        }
-        _ => false,
-    }
-}
-
 fn interval_ms(e: &Expr) -> Result<i64> {
     crate::window::interval_millis(e).map_err(|m| plan_err(format!("WITHIN: {m}")))
 }
@@ -1025,7 +993,7 @@ pub fn compile(
             in_schema.field(time_index).name()
         )));
     }
-    let proctime = is_proctime(&input, time_index, catalog);
+    let proctime = crate::catalog::is_proctime(&input, time_index, catalog);
     let order = rest
         .iter()
         .map(|o| {

@@ -279,7 +279,12 @@ impl Planner<'_> {
                 }
                 if let Some(w) = self.catalog.windows.get(name) {
                     let mut s = self.translate(&w.input, graph)?;
-                    if s.rowtime != Some(w.time_index) {
+                    if w.proctime
+                        && matches!(w.tvf.kind, crate::window::WindowKind::Session { .. })
+                    {
+                        return Err(unsupported("SESSION windows on processing time"));
+                    }
+                    if s.rowtime != Some(w.time_index) && !w.proctime {
                         return Err(SluiceError::Plan(format!(
                             "the window column '{}' is not a time attribute; declare it with WATERMARK FOR {} AS ... in the table",
                             w.tvf.time_column, w.tvf.time_column
@@ -600,6 +605,11 @@ impl Planner<'_> {
         let Some(w) = s.pending.clone() else {
             return Ok(s);
         };
+        if w.proctime {
+            return Err(unsupported(
+                "processing-time windows other than aggregated (GROUP BY window_start, window_end, ...)",
+            ));
+        }
         if matches!(w.tvf.kind, crate::window::WindowKind::Session { .. }) {
             return Err(SluiceError::Plan(
                 "a SESSION window table function can only be aggregated (GROUP BY window_start, window_end, ...)".into(),
@@ -1098,9 +1108,15 @@ impl Planner<'_> {
             (self.config.parallelism, Partitioning::Hash(keyed.hash_cols))
         };
         let output_schema = arrow_schema(&agg.schema);
-        let name = format!("WindowAggregate({})", kind.describe());
+        let proctime = s.pending.as_ref().is_some_and(|w| w.proctime);
+        let name = format!(
+            "WindowAggregate({}{})",
+            kind.describe(),
+            if proctime { ", processing time" } else { "" }
+        );
         let f = Arc::new(WindowAggregateFactory {
             name: name.clone(),
+            proctime,
             kind,
             time_index,
             keys: keyed.keys,
@@ -1110,9 +1126,11 @@ impl Planner<'_> {
             output_schema,
         });
         let node = self.add(graph, name, parallelism, f, keyed.node, partitioning);
-        let rowtime = layout.iter().position(|c| *c == OutCol::Time);
-        let window_end = layout.iter().position(|c| *c == OutCol::End);
-        let window_start = layout.iter().position(|c| *c == OutCol::Start);
+        // Processing-time windows give no event time to follow.
+        let position = |c: OutCol| layout.iter().position(|x| *x == c).filter(|_| !proctime);
+        let rowtime = position(OutCol::Time);
+        let window_end = position(OutCol::End);
+        let window_start = position(OutCol::Start);
         Ok(Stream {
             node,
             parallelism,

@@ -327,17 +327,20 @@ impl Session {
             fields.push(Field::new(&tvf.column_names[0], ts.clone(), false));
             fields.push(Field::new(&tvf.column_names[1], ts, false));
             fields.push(Field::new(&tvf.column_names[2], time_type, false));
+            // The name as written: a bare reference is not lower-cased as a parsed one is.
             let input = LogicalPlanBuilder::scan(
-                tvf.input.as_str(),
+                datafusion_common::TableReference::bare(tvf.input.clone()),
                 Arc::new(LogicalTableSource::new(input_schema.clone())),
                 None,
             )
             .and_then(|b| b.build())
             .map_err(df_error)?;
+            let proctime = crate::catalog::is_proctime(&input, time_index, &self.catalog);
             self.catalog.windows.insert(
                 name.clone(),
                 WindowRelation {
                     tvf: tvf.clone(),
+                    proctime,
                     input,
                     time_index,
                     partition_indexes,

@@ -58,6 +58,11 @@ pub enum OutCol {
 /// Creates window aggregate operators.
 pub struct WindowAggregateFactory {
     pub name: String,
+    /// Windows of processing time (`PROCTIME()`): a row goes into the windows of the
+    /// wall-clock time it arrives at, and windows fire when the clock passes their end
+    /// (processing-time timers), not on watermarks; at the end of a bounded input the open
+    /// windows are dropped, as in Flink.
+    pub proctime: bool,
     pub kind: WindowKind,
     pub time_index: usize,
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -79,6 +84,7 @@ impl OperatorFactory for WindowAggregateFactory {
         Ok(Box::new(WindowAggregate {
             spec: WindowAggregateFactory {
                 name: self.name.clone(),
+                proctime: self.proctime,
                 kind: self.kind.clone(),
                 time_index: self.time_index,
                 keys: self.keys.clone(),
@@ -670,7 +676,7 @@ impl Operator for WindowAggregate {
         &mut self,
         _input: usize,
         batch: ChangeBatch,
-        _out: &mut Output,
+        out: &mut Output,
     ) -> Result<()> {
         if batch.kinds.is_some() {
             return Err(SluiceError::Plan(format!(
@@ -679,6 +685,20 @@ impl Operator for WindowAggregate {
             )));
         }
         let data = &batch.data;
+        if self.spec.proctime {
+            // The windows of the clock the rows arrive at (Flink's processing-time assigner).
+            let now = self.store.now_ms();
+            let n = data.num_rows();
+            let time: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![now; n]));
+            let time = time.as_primitive::<TimestampMillisecondType>();
+            let keys = self.keys(data)?;
+            let inputs = self.inputs(data)?;
+            self.process_windows(time.values(), &keys, &inputs)?;
+            if n > 0 {
+                return self.advance_processing_time(now, out);
+            }
+            return Ok(());
+        }
         let time = cast(
             data.column(self.spec.time_index),
             &DataType::Timestamp(TimeUnit::Millisecond, None),
@@ -715,7 +735,29 @@ impl Operator for WindowAggregate {
     }
 
     fn process_watermark(&mut self, watermark: EventTime, out: &mut Output) -> Result<()> {
-        self.watermark = self.watermark.max(watermark);
+        if !self.spec.proctime {
+            self.watermark = self.watermark.max(watermark);
+            self.fire_due(out)?;
+        }
+        out.watermark(watermark);
+        Ok(())
+    }
+
+    /// Processing time: the windows the clock has passed fire.
+    fn on_processing_time(&mut self, now_ms: i64, out: &mut Output) -> Result<()> {
+        let timers = self.store.pop_processing_timers(now_ms);
+        if let Some(t) = timers.first() {
+            self.store.set_current_timer_key(t);
+            self.advance_processing_time(now_ms, out)?;
+        }
+        Ok(())
+    }
+}
+
+impl WindowAggregate {
+    /// Fires the windows whose end the watermark (or, for processing-time windows, the
+    /// clock) has passed.
+    fn fire_due(&mut self, out: &mut Output) -> Result<()> {
         let mut due = Vec::new();
         for timer in self.store.pop_event_timers(self.watermark) {
             self.store.set_current_timer_key(&timer);
@@ -766,7 +808,21 @@ impl Operator for WindowAggregate {
             due.sort_by_key(|d| (d.end, d.start));
             self.fire(&due, out)?;
         }
-        out.watermark(watermark);
+        Ok(())
+    }
+
+    /// Processing time moves to `now`: due windows fire, and a timer wakes the operator at
+    /// the end of the next window while windows are open.
+    fn advance_processing_time(&mut self, now: i64, out: &mut Output) -> Result<()> {
+        self.watermark = self.watermark.max(now - 1);
+        self.fire_due(out)?;
+        if !self.buffer.is_empty() || self.store.timers() > 0 {
+            let mut next = i64::MAX;
+            self.spec.kind.assign(now, |_, end| next = next.min(end));
+            if next != i64::MAX {
+                self.store.register_processing_timer(next - 1, &[])?;
+            }
+        }
         Ok(())
     }
 }
