@@ -279,8 +279,7 @@ impl Planner<'_> {
                 }
                 if let Some(w) = self.catalog.windows.get(name) {
                     let mut s = self.translate(&w.input, graph)?;
-                    if w.proctime
-                        && matches!(w.tvf.kind, crate::window::WindowKind::Session { .. })
+                    if w.proctime && matches!(w.tvf.kind, crate::window::WindowKind::Session { .. })
                     {
                         return Err(unsupported("SESSION windows on processing time"));
                     }

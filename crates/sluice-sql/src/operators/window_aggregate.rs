@@ -672,12 +672,7 @@ impl Operator for WindowAggregate {
         Ok(())
     }
 
-    fn process_batch(
-        &mut self,
-        _input: usize,
-        batch: ChangeBatch,
-        out: &mut Output,
-    ) -> Result<()> {
+    fn process_batch(&mut self, _input: usize, batch: ChangeBatch, out: &mut Output) -> Result<()> {
         if batch.kinds.is_some() {
             return Err(SluiceError::Plan(format!(
                 "{}: window aggregation needs an insert-only input, but its input has updates",
