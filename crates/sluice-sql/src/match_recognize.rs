@@ -463,6 +463,11 @@ fn elements(pattern: &MatchRecognizePattern, vars: &mut Vec<String>) -> Result<V
                         "the quantifier {q} of {name} matches nothing"
                     )));
                 }
+                if min == 0 && max.is_some_and(|m| m > 1) {
+                    return Err(plan_err(format!(
+                        "{name}{q}: as in Flink, a range must start at 1 or more (use {name}? or {name}*)"
+                    )));
+                }
                 if reluctant && min == 0 && max == Some(1) {
                     return Err(plan_err(format!(
                         "{name}??: as in Flink, reluctant optional variables are not supported"
@@ -1190,5 +1195,7 @@ mod tests {
             .unwrap_err()
             .contains("cannot follow the greedy A"));
         assert!(check("A+? B? C").is_ok());
+        assert!(check("A{,2} B").unwrap_err().contains("must start at 1"));
+        assert!(check("A{0,1} B").is_ok());
     }
 }
