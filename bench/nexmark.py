@@ -18,6 +18,7 @@ which only Flink's removed legacy connector could do). Not a test: it never fail
 import argparse
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -47,6 +48,11 @@ def generate(path, events, rate):
     marker = path + ".events"
     if os.path.exists(marker) and open(marker).read() == f"{events} {rate}":
         return
+    # The sink adds part files to the directory: an earlier generation's must go first.
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
     ddl = read("events_nexmark.sql").replace("${EVENTS}", str(events)).replace("${RATE}", str(rate))
     ddl = ddl.replace("${BASE_TIME}", BASE_TIME)
     sink = re.sub(r"CREATE TABLE datagen", "CREATE TABLE events_out", ddl.split("`dateTime` AS")[0]).rstrip().rstrip(",")

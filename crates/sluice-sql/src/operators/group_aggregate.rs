@@ -644,7 +644,10 @@ impl Operator for GroupAggregate {
         }
         let offset = columns.len();
         for j in 0..self.aggs.len() {
-            let values = changes.iter().map(|(_, _, v)| v[j].clone());
+            // Taken, not cloned: each change is emitted once.
+            let values = changes
+                .iter_mut()
+                .map(|(_, _, v)| std::mem::replace(&mut v[j], ScalarValue::Null));
             let array = ScalarValue::iter_to_array(values).map_err(df)?;
             columns.push(as_type(
                 array,
