@@ -158,14 +158,19 @@ impl ScalarUDFImpl for ProcTime {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now = wall_clock_ms();
         let array = arrow::array::TimestampMillisecondArray::from(vec![now; args.number_rows])
             .with_timezone(LTZ_ZONE);
         Ok(ColumnarValue::Array(Arc::new(array)))
     }
+}
+
+/// The wall clock in ms since the epoch (`PROCTIME()`, `MATCH_PROCTIME()`).
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Whether `e` is a call of `PROCTIME()`.

@@ -15,6 +15,7 @@
 use crate::catalog::{analyze, df_error, parser_options, Catalog};
 use crate::operators::match_recognize::{AggArg, AggKind, Term};
 use crate::operators::nfa::{Element, Program, Skip, Var};
+use crate::parser::{err_at, matching_paren, opening_paren, word_is};
 use crate::types::LTZ_ZONE;
 use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -87,14 +88,6 @@ pub struct TermExprPlan {
     pub agg_args: Vec<(datafusion_expr::Expr, DFSchemaRef)>,
 }
 
-fn err_at(span: Span, message: impl Into<String>) -> SluiceError {
-    SluiceError::Sql {
-        line: span.start.line,
-        column: span.start.column,
-        message: message.into(),
-    }
-}
-
 fn plan_err(message: impl Into<String>) -> SluiceError {
     SluiceError::Plan(format!("MATCH_RECOGNIZE: {}", message.into()))
 }
@@ -104,11 +97,7 @@ fn plan_err_at(span: Span, message: impl Into<String>) -> SluiceError {
     if span.start.line == 0 {
         return plan_err(message);
     }
-    err_at(span, format!("MATCH_RECOGNIZE: {}", message.into()))
-}
-
-fn is_word(t: Option<&TokenWithSpan>, w: &str) -> bool {
-    matches!(t.map(|t| &t.token), Some(Token::Word(x)) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
+    err_at(span.start, format!("MATCH_RECOGNIZE: {}", message.into()))
 }
 
 /// The placeholder a subquery before `MATCH_RECOGNIZE` is replaced by.
@@ -129,15 +118,15 @@ pub fn prepare(
     while i + 2 < tokens.len() {
         let next_is_call =
             matches!(tokens[i + 1].token, Token::Word(_)) && tokens[i + 2].token == Token::LParen;
-        if (is_word(tokens.get(i), "FINAL") || is_word(tokens.get(i), "RUNNING")) && next_is_call {
+        if (word_is(tokens.get(i), "FINAL") || word_is(tokens.get(i), "RUNNING")) && next_is_call {
             tokens.remove(i);
             continue;
         }
-        if is_word(tokens.get(i), "SKIP")
-            && is_word(tokens.get(i + 1), "TO")
+        if word_is(tokens.get(i), "SKIP")
+            && word_is(tokens.get(i + 1), "TO")
             && !["FIRST", "LAST", "NEXT"]
                 .iter()
-                .any(|w| is_word(tokens.get(i + 2), w))
+                .any(|w| word_is(tokens.get(i + 2), w))
         {
             let span = tokens[i + 1].span;
             tokens.insert(
@@ -152,29 +141,14 @@ pub fn prepare(
     }
     let mut i = 1;
     while i < tokens.len() {
-        if !(tokens[i - 1].token == Token::RParen && is_word(tokens.get(i), "MATCH_RECOGNIZE")) {
+        if !(tokens[i - 1].token == Token::RParen && word_is(tokens.get(i), "MATCH_RECOGNIZE")) {
             i += 1;
             continue;
         }
         let close = i - 1;
-        let mut depth = 0;
-        let mut open = None;
-        for j in (0..=close).rev() {
-            match tokens[j].token {
-                Token::RParen => depth += 1,
-                Token::LParen => {
-                    depth -= 1;
-                    if depth == 0 {
-                        open = Some(j);
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        let Some(open) = open else {
+        let Some(open) = opening_paren(&tokens, close) else {
             return Err(err_at(
-                tokens[close].span,
+                tokens[close].span.start,
                 "unbalanced parentheses before MATCH_RECOGNIZE",
             ));
         };
@@ -197,49 +171,34 @@ pub fn prepare(
 fn move_within(mut tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
     let mut i = 0;
     while i < tokens.len() {
-        if !(is_word(tokens.get(i), "PATTERN")
+        if !(word_is(tokens.get(i), "PATTERN")
             && tokens.get(i + 1).map(|t| &t.token) == Some(&Token::LParen))
         {
             i += 1;
             continue;
         }
-        let mut depth = 0;
-        let mut close = None;
-        for (j, t) in tokens.iter().enumerate().skip(i + 1) {
-            match t.token {
-                Token::LParen => depth += 1,
-                Token::RParen => {
-                    depth -= 1;
-                    if depth == 0 {
-                        close = Some(j);
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        let Some(close) = close else {
+        let Some(close) = matching_paren(&tokens, i + 1) else {
             return Err(err_at(
-                tokens[i].span,
+                tokens[i].span.start,
                 "unbalanced parentheses in PATTERN (...)",
             ));
         };
-        if !is_word(tokens.get(close + 1), "WITHIN") {
+        if !word_is(tokens.get(close + 1), "WITHIN") {
             i = close;
             continue;
         }
         let within_at = close + 1;
-        let Some(define) = (within_at..tokens.len()).find(|&j| is_word(tokens.get(j), "DEFINE"))
+        let Some(define) = (within_at..tokens.len()).find(|&j| word_is(tokens.get(j), "DEFINE"))
         else {
             return Err(err_at(
-                tokens[within_at].span,
+                tokens[within_at].span.start,
                 "expected DEFINE after PATTERN (...) WITHIN INTERVAL ...",
             ));
         };
         let interval: Vec<TokenWithSpan> = tokens[within_at + 1..define].to_vec();
         if interval.is_empty() {
             return Err(err_at(
-                tokens[within_at].span,
+                tokens[within_at].span.start,
                 "expected an interval after WITHIN",
             ));
         }

@@ -129,7 +129,7 @@ pub struct Located {
     pub location: Location,
 }
 
-fn err_at(loc: Location, message: impl Into<String>) -> SluiceError {
+pub(crate) fn err_at(loc: Location, message: impl Into<String>) -> SluiceError {
     SluiceError::Sql {
         line: loc.line,
         column: loc.column,
@@ -739,17 +739,35 @@ fn quote_time_units(query: &mut sqlparser::ast::Query) {
     });
 }
 
-fn word_is(t: Option<&TokenWithSpan>, w: &str) -> bool {
+pub(crate) fn word_is(t: Option<&TokenWithSpan>, w: &str) -> bool {
     matches!(t.map(|t| &t.token), Some(Token::Word(x)) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
 }
 
 /// The index of the `)` matching the `(` at `open`.
-fn matching_paren(tokens: &[TokenWithSpan], open: usize) -> Option<usize> {
+pub(crate) fn matching_paren(tokens: &[TokenWithSpan], open: usize) -> Option<usize> {
     let mut depth = 0;
     for (i, t) in tokens.iter().enumerate().skip(open) {
         match t.token {
             Token::LParen => depth += 1,
             Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The index of the `(` matching the `)` at `close`.
+pub(crate) fn opening_paren(tokens: &[TokenWithSpan], close: usize) -> Option<usize> {
+    let mut depth = 0;
+    for i in (0..=close).rev() {
+        match tokens[i].token {
+            Token::RParen => depth += 1,
+            Token::LParen => {
                 depth -= 1;
                 if depth == 0 {
                     return Some(i);

@@ -282,10 +282,7 @@ impl SpecRef {
                 aggregate(*kind, rows.len(), &values, data_type)
             }
             Term::MatchProctime => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
+                let now = crate::functions::wall_clock_ms();
                 Ok(ScalarValue::TimestampMillisecond(
                     Some(now),
                     Some(crate::types::LTZ_ZONE.into()),
@@ -808,7 +805,6 @@ impl Operator for MatchRecognize {
             .map(|&c| data.column(c).clone())
             .collect();
         let keys = self.key_codec.encode_rows(&partition, n)?;
-        let rows = self.row_codec.encode_rows(data.columns(), n)?;
         // The conditions that look at the row only, for all rows at once.
         let mut holds = vec![0u64; n];
         for (v, define) in self.spec.defines.iter().enumerate() {
@@ -833,6 +829,8 @@ impl Operator for MatchRecognize {
         if self.spec.proctime {
             return self.process_arrivals(data, &keys, &holds, out);
         }
+        // Event time: the rows wait, encoded, for the watermark.
+        let rows = self.row_codec.encode_rows(data.columns(), n)?;
         let times = data
             .column(self.spec.rowtime)
             .as_primitive::<TimestampMillisecondType>();
