@@ -6,7 +6,8 @@
 //! (found by the `request_decode` fuzz target). This allocator serves allocations of a
 //! gibibyte or more with anonymous `mmap(MAP_NORESERVE)`: address space is reserved but no
 //! memory is committed until it is written, so decoding such a request fails when its bytes
-//! run out, and the mapping is given back. Smaller allocations go to the system allocator.
+//! run out, and the mapping is given back. Smaller allocations go to the allocator it wraps
+//! (the binary's choice: jemalloc there, the system allocator in the fuzz target).
 //!
 //! The binary installs it with `#[global_allocator]`.
 
@@ -17,8 +18,8 @@ pub const LAZY_BYTES: usize = 1 << 30;
 
 const PAGE: usize = 4096;
 
-/// The system allocator, with lazily committed huge allocations.
-pub struct LazyHugeAllocator;
+/// An allocator `A`, with lazily committed huge allocations.
+pub struct LazyHugeAllocator<A = System>(pub A);
 
 fn is_lazy(size: usize, align: usize) -> bool {
     size >= LAZY_BYTES && align <= PAGE
@@ -43,14 +44,14 @@ unsafe fn map(size: usize) -> *mut u8 {
     }
 }
 
-unsafe impl GlobalAlloc for LazyHugeAllocator {
+unsafe impl<A: GlobalAlloc> GlobalAlloc for LazyHugeAllocator<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if is_lazy(layout.size(), layout.align()) {
             // SAFETY: the size is non-zero; anonymous mappings are page aligned.
             unsafe { map(layout.size()) }
         } else {
             // SAFETY: forwarded with the caller's guarantees.
-            unsafe { System.alloc(layout) }
+            unsafe { self.0.alloc(layout) }
         }
     }
 
@@ -61,7 +62,7 @@ unsafe impl GlobalAlloc for LazyHugeAllocator {
             unsafe { map(layout.size()) }
         } else {
             // SAFETY: forwarded with the caller's guarantees.
-            unsafe { System.alloc_zeroed(layout) }
+            unsafe { self.0.alloc_zeroed(layout) }
         }
     }
 
@@ -73,14 +74,14 @@ unsafe impl GlobalAlloc for LazyHugeAllocator {
             }
         } else {
             // SAFETY: forwarded with the caller's guarantees.
-            unsafe { System.dealloc(ptr, layout) }
+            unsafe { self.0.dealloc(ptr, layout) }
         }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if !is_lazy(layout.size(), layout.align()) && !is_lazy(new_size, layout.align()) {
             // SAFETY: forwarded with the caller's guarantees.
-            return unsafe { System.realloc(ptr, layout, new_size) };
+            return unsafe { self.0.realloc(ptr, layout, new_size) };
         }
         // SAFETY: the caller guarantees `new_size` is valid for this alignment.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
@@ -102,7 +103,7 @@ mod tests {
 
     #[test]
     fn huge_allocations_are_lazy_and_usable() {
-        let a = LazyHugeAllocator;
+        let a = LazyHugeAllocator(System);
         // 64 GiB of address space, far more than this machine's memory.
         let layout = Layout::from_size_align(64 << 30, 8).unwrap();
         unsafe {

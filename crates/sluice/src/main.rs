@@ -10,9 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// Keeps hostile length fields in requests from aborting the broker (see the module).
+/// jemalloc, with huge allocations mapped lazily so that hostile length fields in requests
+/// cannot abort the broker (see the module).
 #[global_allocator]
-static ALLOCATOR: sluice_broker::alloc::LazyHugeAllocator = sluice_broker::alloc::LazyHugeAllocator;
+static ALLOCATOR: sluice_broker::alloc::LazyHugeAllocator<tikv_jemallocator::Jemalloc> =
+    sluice_broker::alloc::LazyHugeAllocator(tikv_jemallocator::Jemalloc);
 
 #[derive(Parser)]
 #[command(
