@@ -657,7 +657,7 @@ pub fn run_job(
                         let mut op = f.create(&ctx)?;
                         if let (Some(store), Some(r)) = (op.keyed_store(), restored.as_ref()) {
                             for blob in r.keyed(n) {
-                                store.restore(blob, &owner)?;
+                                blob.read_with(|src| store.restore_from(src, &owner))?;
                             }
                         }
                         match &state {

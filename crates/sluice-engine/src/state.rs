@@ -119,6 +119,10 @@ pub struct StateReader<'a> {
     data: &'a [u8],
     pos: usize,
     owner: &'a str,
+    /// Where `data` starts in the whole state (when it is read a piece at a time).
+    base: u64,
+    /// A read failed because `data` ended (a longer piece might have held the field).
+    ran_out: bool,
 }
 
 impl<'a> StateReader<'a> {
@@ -128,7 +132,28 @@ impl<'a> StateReader<'a> {
             data,
             pos: 0,
             owner,
+            base: 0,
+            ran_out: false,
         }
+    }
+
+    /// A reader over `data`, the piece of `owner`'s state that starts at byte `base` of it.
+    pub fn at(data: &'a [u8], base: u64, owner: &'a str) -> Self {
+        StateReader {
+            base,
+            ..StateReader::new(data, owner)
+        }
+    }
+
+    /// The bytes read so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// True if a read failed only because the bytes ended: with more of the state, it
+    /// might have succeeded.
+    pub fn ran_out(&self) -> bool {
+        self.ran_out
     }
 
     /// True when every field has been read.
@@ -140,17 +165,16 @@ impl<'a> StateReader<'a> {
         SluiceError::Runtime(format!(
             "the checkpointed state of {} is malformed: {what} at byte {} of {}",
             self.owner,
-            self.pos,
-            self.data.len()
+            self.base + self.pos as u64,
+            self.base + self.data.len() as u64
         ))
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| self.error("it ends early"))?;
+        let Some(end) = self.pos.checked_add(n).filter(|&e| e <= self.data.len()) else {
+            self.ran_out = true;
+            return Err(self.error("it ends early"));
+        };
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -178,6 +202,7 @@ impl<'a> StateReader<'a> {
     pub fn count(&mut self) -> Result<usize> {
         let n = self.u64()?;
         if n > (self.data.len() - self.pos) as u64 {
+            self.ran_out = true;
             return Err(self.error("a count larger than the state"));
         }
         Ok(n as usize)

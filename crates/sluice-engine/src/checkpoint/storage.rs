@@ -17,7 +17,7 @@
 use sluice_common::{CheckpointId, Result, SluiceError};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Part files of Sluice 0.1 (operator state only); still read.
@@ -143,19 +143,89 @@ pub fn write_shared_with(
     }))
 }
 
-/// Reads a shared file back, checking its size and CRC.
-pub fn read_shared(shared: &Path, file: &SharedFile) -> Result<Vec<u8>> {
-    let path = shared.join(&file.name);
-    let data = std::fs::read(&path).map_err(|e| io(&path, e))?;
-    if data.len() as u64 != file.size_bytes || crc32c::crc32c(&data) != file.crc {
-        return Err(SluiceError::Runtime(format!(
-            "{}: {} bytes with another checksum than the checkpoint wrote ({} bytes): the file is corrupt",
-            path.display(),
-            data.len(),
-            file.size_bytes
-        )));
+/// Keyed state of one subtask as a checkpoint holds it: inline in its part file, or in a
+/// shared file (read a piece at a time, so that a state larger than memory restores).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyedBlob {
+    /// The bytes themselves.
+    Inline(Vec<u8>),
+    /// A file in the shared directory `dir`.
+    Shared {
+        /// The shared directory.
+        dir: PathBuf,
+        /// The file.
+        file: SharedFile,
+    },
+}
+
+impl KeyedBlob {
+    /// Gives the state to `f` as a stream; a shared file's size and CRC are checked once
+    /// `f` is done (it is read to its end).
+    pub fn read_with<T>(&self, f: impl FnOnce(&mut dyn Read) -> Result<T>) -> Result<T> {
+        match self {
+            KeyedBlob::Inline(bytes) => f(&mut &bytes[..]),
+            KeyedBlob::Shared { dir, file } => {
+                let path = dir.join(&file.name);
+                let mut r = CheckedReader::open(&path)?;
+                let t = f(&mut r)?;
+                r.finish(file)?;
+                Ok(t)
+            }
+        }
     }
-    Ok(data)
+}
+
+/// A shared file read through, with the CRC and size of what was read.
+struct CheckedReader {
+    path: PathBuf,
+    inner: std::io::BufReader<File>,
+    crc: u32,
+    size: u64,
+}
+
+impl CheckedReader {
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| io(path, e))?;
+        Ok(CheckedReader {
+            path: path.to_path_buf(),
+            inner: std::io::BufReader::with_capacity(1 << 20, file),
+            crc: 0,
+            size: 0,
+        })
+    }
+
+    /// Reads what is left, then checks the whole file against what the checkpoint wrote.
+    fn finish(mut self, file: &SharedFile) -> Result<()> {
+        std::io::copy(&mut self, &mut std::io::sink()).map_err(|e| io(&self.path, e))?;
+        if self.size != file.size_bytes || self.crc != file.crc {
+            return Err(SluiceError::Runtime(format!(
+                "{}: {} bytes with another checksum than the checkpoint wrote ({} bytes): the file is corrupt",
+                self.path.display(),
+                self.size,
+                file.size_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Read for CheckedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// Checks a shared file's size and CRC, reading it through without keeping it.
+fn check_shared(shared: &Path, file: &SharedFile) -> Result<KeyedBlob> {
+    let blob = KeyedBlob::Shared {
+        dir: shared.to_path_buf(),
+        file: file.clone(),
+    };
+    blob.read_with(|_| Ok(()))?;
+    Ok(blob)
 }
 
 /// In the name of the shared file of a subtask's final state.
@@ -426,7 +496,7 @@ pub struct Restored {
     pub path: PathBuf,
     states: HashMap<(usize, usize), Vec<u8>>,
     /// The keyed state of every subtask of a node.
-    keyed: HashMap<usize, Vec<Vec<u8>>>,
+    keyed: HashMap<usize, Vec<KeyedBlob>>,
 }
 
 impl Restored {
@@ -437,7 +507,7 @@ impl Restored {
 
     /// The keyed state of every subtask of `node`: a subtask of the restored job takes the
     /// key groups of its range from each.
-    pub fn keyed(&self, node: usize) -> &[Vec<u8>] {
+    pub fn keyed(&self, node: usize) -> &[KeyedBlob] {
         self.keyed
             .get(&node)
             .map(|v| v.as_slice())
@@ -450,7 +520,7 @@ impl Restored {
 pub fn load(dir: &Path) -> Result<Restored> {
     let metadata = read_metadata(dir)?;
     let mut states = HashMap::new();
-    let mut keyed: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
+    let mut keyed: HashMap<usize, Vec<KeyedBlob>> = HashMap::new();
     for part in &metadata.parts {
         let subtask = part
             .file
@@ -473,10 +543,13 @@ pub fn load(dir: &Path) -> Result<Restored> {
                         keyed
                             .entry(s.node)
                             .or_default()
-                            .push(read_shared(&shared, f)?);
+                            .push(check_shared(&shared, f)?);
                     }
                 }
-                None if !s.keyed.is_empty() => keyed.entry(s.node).or_default().push(s.keyed),
+                None if !s.keyed.is_empty() => keyed
+                    .entry(s.node)
+                    .or_default()
+                    .push(KeyedBlob::Inline(s.keyed)),
                 None => {}
             }
             states.insert((s.node, subtask), s.operator);
@@ -574,7 +647,16 @@ mod tests {
         m.shared = vec!["0-0-1.full".into(), "0-0-2.delta".into()];
         write_metadata(&dir, &m).unwrap();
         let r = load(&dir).unwrap();
-        assert_eq!(r.keyed(0), &[b"base".to_vec(), b"delta".to_vec()]);
+        let read = |b: &KeyedBlob| {
+            b.read_with(|r| {
+                let mut v = Vec::new();
+                r.read_to_end(&mut v).unwrap();
+                Ok(v)
+            })
+            .unwrap()
+        };
+        let blobs: Vec<_> = r.keyed(0).iter().map(read).collect();
+        assert_eq!(blobs, vec![b"base".to_vec(), b"delta".to_vec()]);
         prune_shared(tmp.path());
         let mut left: Vec<String> = std::fs::read_dir(&shared)
             .unwrap()
@@ -611,7 +693,7 @@ mod tests {
         assert_eq!(r.state(1, 0).unwrap(), b"");
         assert!(r.state(0, 1).is_none());
         assert!(r.keyed(0).is_empty());
-        assert_eq!(r.keyed(1), &[b"keyed".to_vec()]);
+        assert_eq!(r.keyed(1), &[KeyedBlob::Inline(b"keyed".to_vec())]);
     }
 
     #[test]

@@ -5,15 +5,18 @@
 //! - [`row_codec`]: the stable encoding of keys and values;
 //! - [`backend`]: where entries live (`state.backend.type`);
 //! - [`store`]: the operator's view: value, map, list and time-ordered state, TTL, timers,
-//!   snapshots.
+//!   snapshots;
+//! - [`change_set`]: what changed since a snapshot (incremental checkpoints).
 
 pub mod backend;
+pub mod change_set;
 pub mod key_group;
 pub mod lsm;
 pub mod row_codec;
 pub mod store;
 
 pub use backend::{StateBackend, StateBackendKind, StateResources};
+pub use change_set::{ChangeSet, ChangedKeys};
 pub use key_group::{key_group_of, KeyGroupRange, DEFAULT_MAX_PARALLELISM, MAX_KEY_GROUPS};
 pub use row_codec::RowCodec;
 pub use store::{

@@ -27,6 +27,7 @@
 //! ```
 
 use super::backend::{BackendSnapshot, HashMapBackend, StateBackend};
+use super::change_set::{ChangeSet, ChangedKeys};
 use super::key_group::{key_group_of, KeyGroupRange};
 use crate::state::{StateReader, StateWriter};
 use sluice_common::{CheckpointId, Result, SluiceError};
@@ -145,9 +146,6 @@ pub struct KeyedStore {
 /// is a full one (a bound on memory, not a limit on state).
 pub const MAX_TRACKED_CHANGES: usize = 4_000_000;
 
-/// A set of changed entries: (key group, backend key).
-pub type ChangeSet = std::collections::HashSet<(u16, Vec<u8>)>;
-
 /// The entries changed since snapshots, so that a checkpoint can write only what changed
 /// since the last complete one.
 #[derive(Default)]
@@ -230,12 +228,12 @@ impl KeyedStore {
         }
         if log.tracked >= MAX_TRACKED_CHANGES {
             log.overflowed = true;
-            log.current = ChangeSet::new();
+            log.current = ChangeSet::default();
             log.unconfirmed.clear();
             log.tracked = 0;
             return;
         }
-        if log.current.insert((group, key.to_vec())) {
+        if log.current.insert(group, key) {
             log.tracked += 1;
         }
     }
@@ -606,35 +604,48 @@ impl KeyedStore {
     /// Takes the entries and timers of this store's key groups from a snapshot written by
     /// any subtask of the operator, at any parallelism.
     pub fn restore(&mut self, bytes: &[u8], owner: &str) -> Result<()> {
-        let mut r = StateReader::new(bytes, owner);
-        let magic = r.str()?;
-        let is_delta = match magic {
-            SNAPSHOT_MAGIC => false,
-            DELTA_MAGIC => true,
-            _ => {
-                return Err(SluiceError::Runtime(format!(
-                    "{owner}: keyed state in an unknown format ('{magic}')"
-                )))
+        self.restore_from(&mut &bytes[..], owner)
+    }
+
+    /// As [`KeyedStore::restore`], reading the snapshot from `src` a key group at a time, so
+    /// that restoring a state larger than memory needs memory for one key group only.
+    pub fn restore_from(&mut self, src: &mut dyn std::io::Read, owner: &str) -> Result<()> {
+        let mut input = Pieces::new(src, owner);
+        let (is_delta, states) = input.parse(|r| {
+            let magic = r.str()?;
+            let is_delta = match magic {
+                SNAPSHOT_MAGIC => false,
+                DELTA_MAGIC => true,
+                _ => {
+                    return Err(SluiceError::Runtime(format!(
+                        "{owner}: keyed state in an unknown format ('{magic}')"
+                    )))
+                }
+            };
+            let max = r.u64()? as usize;
+            if max != self.max_parallelism {
+                return Err(SluiceError::Config(format!(
+                    "{owner}: the checkpoint was taken with 'pipeline.max-parallelism' = '{max}', this job has '{}'; the maximum parallelism of a job cannot change",
+                    self.max_parallelism
+                )));
             }
-        };
+            let n = r.count()?;
+            let mut states = Vec::with_capacity(n);
+            for _ in 0..n {
+                let old = r.u64()?;
+                let name = r.str()?.to_string();
+                let _ttl = r.i64()?;
+                states.push((old, name));
+            }
+            Ok((is_delta, states))
+        })?;
         if let Some(log) = self.changes.as_mut() {
             // What was restored is not in any checkpoint of this run: the next is full.
             *log = ChangeLog::default();
         }
-        let max = r.u64()? as usize;
-        if max != self.max_parallelism {
-            return Err(SluiceError::Config(format!(
-                "{owner}: the checkpoint was taken with 'pipeline.max-parallelism' = '{max}', this job has '{}'; the maximum parallelism of a job cannot change",
-                self.max_parallelism
-            )));
-        }
-        let n = r.count()?;
         // Old state id -> this store's id (by name).
         let mut ids = [None::<u8>; 256];
-        for _ in 0..n {
-            let old = r.u64()?;
-            let name = r.str()?;
-            let _ttl = r.i64()?;
+        for (old, name) in states {
             let new = self.states.iter().position(|s| s.name == name).ok_or_else(|| {
                 SluiceError::Config(format!(
                     "{owner}: the checkpoint has keyed state '{name}', which this operator does not have (the query changed?)"
@@ -644,54 +655,172 @@ impl KeyedStore {
                 *slot = Some(new as u8);
             }
         }
-        let groups = r.count()?;
+        let groups = input.parse(|r| r.count())?;
+        let range = self.range;
         for _ in 0..groups {
-            let group = r.u64()? as u16;
-            let entries = r.count()?;
-            let mine = self.range.contains(group);
-            for _ in 0..entries {
-                // A delta's entry is a flag (false: removed) then the key, and the value
-                // if it is there.
-                let present = !is_delta || r.bool()?;
-                let key = r.bytes()?;
-                let value = if present { r.bytes()? } else { &[][..] };
-                if !mine {
-                    continue;
-                }
-                let id = key
-                    .first()
-                    .and_then(|i| ids[*i as usize])
-                    .ok_or_else(|| corrupt("an entry of an unlisted state"))?;
-                let mut k = key.to_vec();
-                k[0] = id;
-                if present {
-                    self.backend.put(group, &k, value.to_vec())?;
-                } else {
-                    self.backend.delete(group, &k)?;
-                }
-            }
-            if mine {
-                // Every snapshot (full or delta) holds all the timers of its key groups:
-                // the latest one read wins.
-                for queue in [&mut self.event_timers, &mut self.processing_timers] {
-                    let stale: Vec<TimerEntry> =
-                        queue.iter().filter(|t| t.1 == group).cloned().collect();
-                    for t in stale {
-                        queue.remove(&t);
-                    }
-                }
-            }
-            for queue in [&mut self.event_timers, &mut self.processing_timers] {
-                let timers = r.count()?;
-                for _ in 0..timers {
-                    let time = r.i64()?;
+            let g = input.parse(|r| {
+                let group = r.u64()? as u16;
+                let mine = range.contains(group);
+                let mut g = RestoredGroup {
+                    group,
+                    mine,
+                    entries: Vec::new(),
+                    timers: [Vec::new(), Vec::new()],
+                };
+                let entries = r.count()?;
+                for _ in 0..entries {
+                    // A delta's entry is a flag (false: removed) then the key, and the
+                    // value if it is there.
+                    let present = !is_delta || r.bool()?;
                     let key = r.bytes()?;
-                    let ns = r.bytes()?;
-                    if mine {
-                        queue.insert((time, group, key.to_vec(), ns.to_vec()));
+                    let value = if present { Some(r.bytes()?) } else { None };
+                    if !mine {
+                        continue;
+                    }
+                    let id = key
+                        .first()
+                        .and_then(|i| ids[*i as usize])
+                        .ok_or_else(|| corrupt("an entry of an unlisted state"))?;
+                    let mut k = key.to_vec();
+                    k[0] = id;
+                    g.entries.push((k, value.map(<[u8]>::to_vec)));
+                }
+                for timers in &mut g.timers {
+                    let n = r.count()?;
+                    for _ in 0..n {
+                        let time = r.i64()?;
+                        let key = r.bytes()?;
+                        let ns = r.bytes()?;
+                        if mine {
+                            timers.push((time, group, key.to_vec(), ns.to_vec()));
+                        }
                     }
                 }
+                Ok(g)
+            })?;
+            if g.mine {
+                self.apply(g)?;
             }
+        }
+        input.finish()
+    }
+
+    fn apply(&mut self, g: RestoredGroup) -> Result<()> {
+        for (k, v) in g.entries {
+            match v {
+                Some(v) => self.backend.put(g.group, &k, v)?,
+                None => self.backend.delete(g.group, &k)?,
+            }
+        }
+        // Every snapshot (full or delta) holds all the timers of its key groups: the latest
+        // one read wins.
+        for (queue, timers) in [&mut self.event_timers, &mut self.processing_timers]
+            .into_iter()
+            .zip(g.timers)
+        {
+            let stale: Vec<TimerEntry> = queue.iter().filter(|t| t.1 == g.group).cloned().collect();
+            for t in stale {
+                queue.remove(&t);
+            }
+            for t in timers {
+                queue.insert(t);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One key group read from a snapshot: its entries (`None`: removed, in a delta) and its
+/// event-time and processing-time timers.
+struct RestoredGroup {
+    group: u16,
+    mine: bool,
+    entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    timers: [Vec<TimerEntry>; 2],
+}
+
+/// A snapshot read from a stream a piece at a time: [`Pieces::parse`] runs a parser over
+/// the bytes read so far and, if they end before the parser is done, reads more and runs
+/// it again (so a parser must not act before it returns).
+struct Pieces<'a> {
+    src: &'a mut dyn std::io::Read,
+    owner: &'a str,
+    buf: Vec<u8>,
+    /// The bytes of `buf` already parsed.
+    pos: usize,
+    /// Where `buf` starts in the stream.
+    base: u64,
+    eof: bool,
+}
+
+/// The bytes [`Pieces`] reads at least at a time.
+const PIECE_BYTES: usize = 1 << 20;
+
+impl<'a> Pieces<'a> {
+    fn new(src: &'a mut dyn std::io::Read, owner: &'a str) -> Self {
+        Pieces {
+            src,
+            owner,
+            buf: Vec::new(),
+            pos: 0,
+            base: 0,
+            eof: false,
+        }
+    }
+
+    fn parse<T>(&mut self, mut f: impl FnMut(&mut StateReader<'_>) -> Result<T>) -> Result<T> {
+        loop {
+            let mut r = StateReader::at(
+                &self.buf[self.pos..],
+                self.base + self.pos as u64,
+                self.owner,
+            );
+            match f(&mut r) {
+                Ok(t) => {
+                    self.pos += r.position();
+                    return Ok(t);
+                }
+                Err(_) if r.ran_out() && !self.eof => self.read_more()?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Drops what was parsed and reads at least as much again as is buffered.
+    fn read_more(&mut self) -> Result<()> {
+        self.buf.drain(..self.pos);
+        self.base += self.pos as u64;
+        self.pos = 0;
+        let want = self.buf.len().max(PIECE_BYTES);
+        let mut got = 0;
+        while got < want {
+            let at = self.buf.len();
+            self.buf.resize(at + (want - got), 0);
+            let n = self.src.read(&mut self.buf[at..]).map_err(|e| {
+                SluiceError::Runtime(format!("{}: reading keyed state: {e}", self.owner))
+            })?;
+            self.buf.truncate(at + n);
+            if n == 0 {
+                self.eof = true;
+                break;
+            }
+            got += n;
+        }
+        Ok(())
+    }
+
+    /// Checks that nothing follows the snapshot.
+    fn finish(mut self) -> Result<()> {
+        if self.pos == self.buf.len() && !self.eof {
+            self.read_more()?;
+        }
+        if self.pos < self.buf.len() {
+            return Err(SluiceError::Runtime(format!(
+                "the checkpointed state of {} is malformed: {} bytes after its end at byte {}",
+                self.owner,
+                self.buf.len() - self.pos,
+                self.base + self.pos as u64
+            )));
         }
         Ok(())
     }
@@ -770,20 +899,14 @@ impl KeyedSnapshot {
             return Ok(false);
         };
         // The changed keys of each key group, each once.
-        let mut changed: std::collections::BTreeMap<u16, std::collections::BTreeSet<&[u8]>> =
-            Default::default();
-        for set in &delta.sets {
-            for (g, k) in set.iter() {
-                changed.entry(*g).or_default().insert(k.as_slice());
-            }
-        }
-        self.write_as(Some(changed), out)?;
+        let sets: Vec<&ChangeSet> = delta.sets.iter().map(|s| s.as_ref()).collect();
+        self.write_as(Some(&mut ChangedKeys::new(&sets)), out)?;
         Ok(true)
     }
 
     fn write_as(
         &self,
-        changed: Option<std::collections::BTreeMap<u16, std::collections::BTreeSet<&[u8]>>>,
+        mut changed: Option<&mut ChangedKeys<'_>>,
         out: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let mut w = StateWriter::default();
@@ -825,7 +948,7 @@ impl KeyedSnapshot {
                     .and_then(|s| s.ttl_ms);
                 !KeyedStore::is_expired(ttl, v, self.taken_ms)
             };
-            match &changed {
+            match changed.as_deref_mut() {
                 None => self.backend.for_each(g, &mut |k, v| {
                     if live(k, v) {
                         entries.put_bytes(k);
@@ -835,8 +958,7 @@ impl KeyedSnapshot {
                     Ok(())
                 })?,
                 Some(changed) => {
-                    for k in changed.get(&g).into_iter().flatten() {
-                        let k = *k;
+                    for k in changed.group(g) {
                         match self.backend.get(g, k)? {
                             Some(v) if live(k, &v) => {
                                 entries.put_bool(true);
@@ -1398,6 +1520,89 @@ mod tests {
             r.restore(b, "t").unwrap();
         }
         assert_eq!(contents(&mut r, rv, &keys), contents(&mut s, v, &keys));
+    }
+
+    /// Gives at most `step` bytes per read, as a file read a piece at a time might.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_snapshot_restores_from_a_stream_a_piece_at_a_time() {
+        let keys: Vec<Vec<u8>> = (0..50_000u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        let mut s = store(KeyGroupRange::all(128));
+        let v: ValueState<i64> = s.value_state("v", None).unwrap();
+        let big: ValueState<String> = s.value_state("big", None).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            s.set_current_key(k).unwrap();
+            v.set(&mut s, &(i as i64)).unwrap();
+        }
+        // One key group holds more than a piece (1 MiB): it is read whole before it is used.
+        s.set_current_key(&keys[7]).unwrap();
+        big.set(&mut s, &"x".repeat(3 << 20)).unwrap();
+        s.register_event_timer(42, b"ns").unwrap();
+        let blob = s.snapshot(1).write().unwrap();
+        assert!(blob.len() > 4 << 20);
+        for step in [1 << 16, 1 << 22] {
+            let mut r = store(KeyGroupRange::for_subtask(128, 2, 1));
+            let rv: ValueState<i64> = r.value_state("v", None).unwrap();
+            let rbig: ValueState<String> = r.value_state("big", None).unwrap();
+            let mut src = Trickle { data: &blob, step };
+            r.restore_from(&mut src, "t").unwrap();
+            let want: Vec<_> = contents(&mut s, v, &keys)
+                .into_iter()
+                .filter(|(i, _)| r.owns_key(&keys[*i]))
+                .collect();
+            assert_eq!(contents(&mut r, rv, &keys), want);
+            if r.owns_key(&keys[7]) {
+                r.set_current_key(&keys[7]).unwrap();
+                assert_eq!(rbig.get(&mut r).unwrap().map(|b| b.len()), Some(3 << 20));
+            }
+            let timers = r.pop_event_timers(i64::MAX).len();
+            assert_eq!(timers, usize::from(r.owns_key(&keys[7])));
+        }
+        // Cut short, or with bytes after its end: an error that says where.
+        let mut r = store(KeyGroupRange::all(128));
+        r.value_state::<i64>("v", None).unwrap();
+        r.value_state::<String>("big", None).unwrap();
+        let cut = &blob[..blob.len() - 3];
+        let e = r
+            .restore_from(
+                &mut Trickle {
+                    data: cut,
+                    step: 4096,
+                },
+                "Op",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Op") && e.contains("ends early"), "{e}");
+        let mut longer = blob.clone();
+        longer.extend_from_slice(b"junk");
+        let e = r
+            .restore_from(
+                &mut Trickle {
+                    data: &longer,
+                    step: 4096,
+                },
+                "Op",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("4 bytes after its end at byte {}", blob.len())),
+            "{e}"
+        );
     }
 
     #[test]
