@@ -975,7 +975,10 @@ impl KeyedSnapshot {
                 }
             }
             w.put_u64(n);
-            w.put_raw(&entries.finish());
+            // The group's entries go out as they are (a group of a large state is tens of
+            // megabytes: not copied once more).
+            out(&w.take())?;
+            out(&entries.finish())?;
             for q in &by_group[(g - groups.start) as usize] {
                 w.put_u64(q.len() as u64);
                 for (time, _, key, ns) in q {
