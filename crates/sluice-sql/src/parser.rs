@@ -765,35 +765,31 @@ pub(crate) fn word_is(t: Option<&TokenWithSpan>, w: &str) -> bool {
 
 /// The index of the `)` matching the `(` at `open`.
 pub(crate) fn matching_paren(tokens: &[TokenWithSpan], open: usize) -> Option<usize> {
-    let mut depth = 0;
-    for (i, t) in tokens.iter().enumerate().skip(open) {
-        match t.token {
-            Token::LParen => depth += 1,
-            Token::RParen => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
+    balanced(tokens, open..tokens.len(), &Token::LParen, &Token::RParen)
 }
 
 /// The index of the `(` matching the `)` at `close`.
 pub(crate) fn opening_paren(tokens: &[TokenWithSpan], close: usize) -> Option<usize> {
+    balanced(tokens, (0..=close).rev(), &Token::RParen, &Token::LParen)
+}
+
+/// Walks `order` from a `deeper` token to the `shallower` one that balances it.
+fn balanced(
+    tokens: &[TokenWithSpan],
+    order: impl Iterator<Item = usize>,
+    deeper: &Token,
+    shallower: &Token,
+) -> Option<usize> {
     let mut depth = 0;
-    for i in (0..=close).rev() {
-        match tokens[i].token {
-            Token::RParen => depth += 1,
-            Token::LParen => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i);
-                }
+    for i in order {
+        let t = &tokens.get(i)?.token;
+        if t == deeper {
+            depth += 1;
+        } else if t == shallower {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i);
             }
-            _ => {}
         }
     }
     None

@@ -147,6 +147,26 @@ pub fn eval_bool<'a>(
     eval(s, column)?.boolean()
 }
 
+/// `a AND b` (`decides` false) or `a OR b` (`decides` true) in three-valued logic: `b` is
+/// not evaluated once `a` decides.
+fn junction<'a>(
+    a: &Scalar,
+    b: &Scalar,
+    decides: bool,
+    column: &impl Fn(usize) -> &'a ScalarValue,
+) -> Option<Value<'a>> {
+    let x = eval(a, column)?.boolean()?;
+    if x == Some(decides) {
+        return Some(Value::Bool(Some(decides)));
+    }
+    let y = eval(b, column)?.boolean()?;
+    Some(Value::Bool(match (x, y) {
+        (_, Some(v)) if v == decides => Some(decides),
+        (Some(_), Some(_)) => Some(!decides),
+        _ => None,
+    }))
+}
+
 fn eval<'a>(s: &Scalar, column: &impl Fn(usize) -> &'a ScalarValue) -> Option<Value<'a>> {
     Some(match s {
         Scalar::Column(i) => Value::Ref(column(*i)),
@@ -154,30 +174,8 @@ fn eval<'a>(s: &Scalar, column: &impl Fn(usize) -> &'a ScalarValue) -> Option<Va
         Scalar::Not(a) => Value::Bool(eval(a, column)?.boolean()?.map(|b| !b)),
         Scalar::IsNull(a) => Value::Bool(Some(eval(a, column)?.is_null())),
         Scalar::IsNotNull(a) => Value::Bool(Some(!eval(a, column)?.is_null())),
-        Scalar::And(a, b) => {
-            let x = eval(a, column)?.boolean()?;
-            if x == Some(false) {
-                return Some(Value::Bool(Some(false)));
-            }
-            let y = eval(b, column)?.boolean()?;
-            Value::Bool(match (x, y) {
-                (_, Some(false)) => Some(false),
-                (Some(true), Some(true)) => Some(true),
-                _ => None,
-            })
-        }
-        Scalar::Or(a, b) => {
-            let x = eval(a, column)?.boolean()?;
-            if x == Some(true) {
-                return Some(Value::Bool(Some(true)));
-            }
-            let y = eval(b, column)?.boolean()?;
-            Value::Bool(match (x, y) {
-                (_, Some(true)) => Some(true),
-                (Some(false), Some(false)) => Some(false),
-                _ => None,
-            })
-        }
+        Scalar::And(a, b) => junction(a, b, false, column)?,
+        Scalar::Or(a, b) => junction(a, b, true, column)?,
         Scalar::Compare(op, a, b) => {
             let (x, y) = (eval(a, column)?, eval(b, column)?);
             if x.is_null() || y.is_null() {
