@@ -97,3 +97,31 @@ for i in range(400):
 with open(os.path.join(here, "data", "transactions.json"), "w") as f:
     for r in txns:
         f.write(json.dumps(r) + "\n")
+
+# Currency rates (a versioned table: one row per new rate, out of order by up to 1.5 s, some
+# currencies only appearing after a while) and payments in those currencies (plus USD, which
+# has no rate, and some with none), out of order by up to 2 s. (No payment is behind the
+# watermark: a late payment joins whichever versions are still kept, which depends on how the
+# two inputs' watermarks interleave, in Flink as here.)
+rng = random.Random(13)
+rates = []
+for cur, start, first in (("EUR", 1.10, 0), ("GBP", 1.27, 5000), ("JPY", 0.0068, 30000), ("CHF", 1.13, 61000)):
+    rate, t = start, base + first
+    while t < base + 120000:
+        rates.append({"currency": cur, "rate": round(rate, 4), "update_time": ts(t), "ms": t})
+        rate *= 1 + rng.uniform(-0.02, 0.02)
+        t += rng.randint(4000, 15000)
+rates.sort(key=lambda r: r["ms"] + rng.randint(0, 1500))
+with open(os.path.join(here, "data", "rates.json"), "w") as f:
+    for r in rates:
+        f.write(json.dumps({k: v for k, v in r.items() if k != "ms"}) + "\n")
+payments = []
+t = base
+for i in range(160):
+    t += rng.randint(200, 1400)
+    cur = rng.choice(["EUR", "EUR", "GBP", "JPY", "CHF", "USD"]) if i % 37 != 36 else None
+    paid = t - rng.randint(0, 2000)
+    payments.append({"payment_id": i, "currency": cur, "amount": round(rng.uniform(1, 500), 2), "ts": ts(paid)})
+with open(os.path.join(here, "data", "payments.json"), "w") as f:
+    for r in payments:
+        f.write(json.dumps(r) + "\n")

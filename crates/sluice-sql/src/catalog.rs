@@ -67,6 +67,8 @@ pub struct Catalog {
     pub windows: HashMap<String, WindowRelation>,
     /// `MATCH_RECOGNIZE` relations in queries.
     pub matches: HashMap<String, crate::match_recognize::MatchRelation>,
+    /// Tables and views read `FOR SYSTEM_TIME AS OF` a time in queries.
+    pub temporals: HashMap<String, crate::temporal_table::TemporalTable>,
     pub functions: FunctionRegistry,
     pub(crate) config: ConfigOptions,
 }
@@ -343,6 +345,9 @@ impl Catalog {
         }
         if let Some(m) = self.matches.get(name) {
             return Some(m.schema.clone());
+        }
+        if let Some(t) = self.temporals.get(name) {
+            return self.relation_schema(&t.table);
         }
         self.windows.get(name).map(|w| w.schema.clone())
     }

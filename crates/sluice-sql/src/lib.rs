@@ -17,6 +17,7 @@ pub mod operators;
 pub mod parser;
 pub mod planner;
 pub mod session;
+pub mod temporal_table;
 pub mod types;
 pub mod window;
 

@@ -87,6 +87,8 @@ pub struct ParsedQuery {
     pub windows: Vec<(String, WindowTvf)>,
     /// `MATCH_RECOGNIZE` relations by the name that replaced them, innermost first.
     pub matches: Vec<(String, crate::match_recognize::MatchRecognizeSpec)>,
+    /// Tables read `FOR SYSTEM_TIME AS OF` a time, by the name that replaced them.
+    pub temporals: Vec<(String, crate::temporal_table::TemporalTable)>,
 }
 
 /// A statement of a script.
@@ -676,32 +678,15 @@ fn expect_not_enforced(c: &mut Cursor) -> Result<()> {
     }
 }
 
-/// Parses a query, taking out its window table functions and rewriting legacy group windows.
-/// Temporal and lookup joins (`JOIN t FOR SYSTEM_TIME AS OF o.ts`) are not there yet: say so
-/// where the clause is, rather than what sqlparser says of it.
-fn refuse_temporal_joins(tokens: &[TokenWithSpan]) -> Result<()> {
-    let significant: Vec<&TokenWithSpan> = tokens
-        .iter()
-        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
-        .collect();
-    for w in significant.windows(4) {
-        let words = ["FOR", "SYSTEM_TIME", "AS", "OF"];
-        if w.iter().zip(words).all(|(t, word)| word_is(Some(*t), word)) {
-            return Err(err_at(
-                w[0].span.start,
-                "temporal and lookup joins (FOR SYSTEM_TIME AS OF) are not supported yet",
-            ));
-        }
-    }
-    Ok(())
-}
-
+/// Parses a query, taking out its window table functions and temporal tables and rewriting
+/// legacy group windows.
 fn parse_query_tokens(
     tokens: Vec<TokenWithSpan>,
     counter: &mut usize,
     fallback: Location,
 ) -> Result<ParsedQuery> {
-    refuse_temporal_joins(&tokens)?;
+    let mut temporals = Vec::new();
+    let tokens = crate::temporal_table::extract(tokens, counter, &mut temporals)?;
     let mut windows = Vec::new();
     let tokens = extract_window_tvfs(tokens, counter, &mut windows)?;
     let mut match_inputs = Vec::new();
@@ -724,6 +709,7 @@ fn parse_query_tokens(
         query,
         windows,
         matches,
+        temporals,
     })
 }
 
@@ -1150,21 +1136,6 @@ fn rewrite_set_expr(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_temporal_join_is_refused_where_it_is() {
-        let e = parse_script(
-            "SELECT o.id, r.rate\nFROM orders AS o\n  JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.cur = r.cur;",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("line 3, column 14") && e.contains("FOR SYSTEM_TIME AS OF"),
-            "{e}"
-        );
-        // The words in a string are not the clause.
-        assert!(parse_script("SELECT 'FOR SYSTEM_TIME AS OF' AS s FROM t;").is_ok());
-    }
 
     #[test]
     fn create_table_with_flink_extensions() {

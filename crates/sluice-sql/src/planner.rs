@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 mod join;
 mod match_recognize;
+mod temporal_join;
 
 /// The settings of a job (from `SET`).
 #[derive(Debug, Clone)]
@@ -257,43 +258,58 @@ impl Planner<'_> {
         self.add(graph, name, s.parallelism, f, s.node, Partitioning::Forward)
     }
 
+    /// The nodes of a scan of `name` (a table, a view, a window or a match relation).
+    fn scan(
+        &self,
+        scan: &datafusion_expr::logical_plan::TableScan,
+        name: &str,
+        graph: &mut JobGraph,
+    ) -> Result<Stream> {
+        if scan.projection.is_some() || !scan.filters.is_empty() {
+            return Err(SluiceError::Plan(
+                "internal: unexpected pushed-down scan".into(),
+            ));
+        }
+        if let Some(view) = self.catalog.views.get(name) {
+            let mut s = self.translate(view, graph)?;
+            s.schema = scan.projected_schema.clone();
+            return Ok(s);
+        }
+        if let Some(m) = self.catalog.matches.get(name) {
+            let mut s = self.match_recognize(m, graph)?;
+            s.schema = scan.projected_schema.clone();
+            return Ok(s);
+        }
+        if let Some(w) = self.catalog.windows.get(name) {
+            let mut s = self.translate(&w.input, graph)?;
+            if w.proctime && matches!(w.tvf.kind, crate::window::WindowKind::Session { .. }) {
+                return Err(unsupported("SESSION windows on processing time"));
+            }
+            if s.rowtime != Some(w.time_index) && !w.proctime {
+                return Err(SluiceError::Plan(format!(
+                        "the window column '{}' is not a time attribute; declare it with WATERMARK FOR {} AS ... in the table",
+                        w.tvf.time_column, w.tvf.time_column
+                    )));
+            }
+            s.schema = scan.projected_schema.clone();
+            s.pending = Some(w.clone());
+            return Ok(s);
+        }
+        self.source(name, scan.projected_schema.clone(), graph)
+    }
+
     /// Adds the nodes of `plan` to `graph`.
     fn translate(&self, plan: &LogicalPlan, graph: &mut JobGraph) -> Result<Stream> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
-                if scan.projection.is_some() || !scan.filters.is_empty() {
-                    return Err(SluiceError::Plan(
-                        "internal: unexpected pushed-down scan".into(),
+                if let Some(t) = self.catalog.temporals.get(name) {
+                    return Err(crate::parser::err_at(
+                        t.location,
+                        "FOR SYSTEM_TIME AS OF reads a table as of the time of the other input of a join: it must be on the right of a JOIN",
                     ));
                 }
-                if let Some(view) = self.catalog.views.get(name) {
-                    let mut s = self.translate(view, graph)?;
-                    s.schema = scan.projected_schema.clone();
-                    return Ok(s);
-                }
-                if let Some(m) = self.catalog.matches.get(name) {
-                    let mut s = self.match_recognize(m, graph)?;
-                    s.schema = scan.projected_schema.clone();
-                    return Ok(s);
-                }
-                if let Some(w) = self.catalog.windows.get(name) {
-                    let mut s = self.translate(&w.input, graph)?;
-                    if w.proctime && matches!(w.tvf.kind, crate::window::WindowKind::Session { .. })
-                    {
-                        return Err(unsupported("SESSION windows on processing time"));
-                    }
-                    if s.rowtime != Some(w.time_index) && !w.proctime {
-                        return Err(SluiceError::Plan(format!(
-                            "the window column '{}' is not a time attribute; declare it with WATERMARK FOR {} AS ... in the table",
-                            w.tvf.time_column, w.tvf.time_column
-                        )));
-                    }
-                    s.schema = scan.projected_schema.clone();
-                    s.pending = Some(w.clone());
-                    return Ok(s);
-                }
-                self.source(name, scan.projected_schema.clone(), graph)
+                self.scan(scan, name, graph)
             }
             LogicalPlan::SubqueryAlias(a) => {
                 let mut s = self.translate(&a.input, graph)?;
@@ -733,6 +749,7 @@ impl Planner<'_> {
             },
             _ => None,
         };
+        let mut keeps_rowtime = false;
         let (name, factory, updating): (String, Arc<dyn OperatorFactory>, bool) =
             match (window_end, order_by_rowtime) {
                 (Some(window_end), _) => {
@@ -770,7 +787,10 @@ impl Planner<'_> {
                         keep_last,
                         state_ttl: self.config.state_ttl,
                     });
-                    // Keeping the last row updates; keeping the first is append-only.
+                    // Keeping the last row updates; keeping the first is append-only. Either
+                    // way the time attribute stays one (the latest row per key on event time
+                    // is a versioned view, for temporal joins).
+                    keeps_rowtime = true;
                     (factory.name(), factory, keep_last)
                 }
                 (None, _) => {
@@ -808,8 +828,12 @@ impl Planner<'_> {
             node,
             parallelism,
             schema: window.schema.clone(),
-            // An updating result has no time attribute.
-            rowtime: if updating { None } else { s.rowtime },
+            // An updating result has no time attribute, but for deduplication's.
+            rowtime: if updating && !keeps_rowtime {
+                None
+            } else {
+                s.rowtime
+            },
             updating,
             pending: None,
             window_start: window_end.and(s.window_start),

@@ -348,6 +348,20 @@ impl Session {
                 },
             );
         }
+        for (name, temporal) in &q.temporals {
+            if self.catalog.relation_schema(&temporal.table).is_none() {
+                return Err(crate::parser::err_at(
+                    temporal.location,
+                    format!(
+                        "table or view '{}' not found (read FOR SYSTEM_TIME AS OF)",
+                        temporal.table
+                    ),
+                ));
+            }
+            self.catalog
+                .temporals
+                .insert(name.clone(), temporal.clone());
+        }
         for (name, spec) in &q.matches {
             let provider = self.catalog.provider(vec![]);
             let planner = SqlToRel::new_with_options(&provider, parser_options());

@@ -217,3 +217,69 @@ fn match_recognize_refuses_what_flink_refuses_and_says_where() {
         stderr(&o)
     );
 }
+
+#[test]
+fn temporal_joins_flink_refuses_are_refused_at_their_clause() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["o.json", "v.json"] {
+        std::fs::write(dir.path().join(f), "").unwrap();
+    }
+    let tables = "CREATE TABLE o (k STRING, n INT, ts TIMESTAMP(3), pt AS PROCTIME(), WATERMARK FOR ts AS ts)
+  WITH ('connector' = 'filesystem', 'path' = 'DIR/o.json', 'format' = 'json');
+CREATE TABLE v (k STRING, x INT, ut TIMESTAMP(3), WATERMARK FOR ut AS ut, PRIMARY KEY (k) NOT ENFORCED)
+  WITH ('connector' = 'filesystem', 'path' = 'DIR/v.json', 'format' = 'json');
+CREATE TABLE nokey (k STRING, x INT, ut TIMESTAMP(3), WATERMARK FOR ut AS ut)
+  WITH ('connector' = 'filesystem', 'path' = 'DIR/v.json', 'format' = 'json');
+CREATE TABLE notime (k STRING, x INT, PRIMARY KEY (k) NOT ENFORCED)
+  WITH ('connector' = 'filesystem', 'path' = 'DIR/v.json', 'format' = 'json');
+";
+    let refused = |query: &str, want: &[&str]| {
+        let o = run(&format!("{tables}{query}").replace("DIR", &dir.path().display().to_string()));
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{query}");
+        for w in want {
+            assert!(e.contains(w), "{query}: {e}");
+        }
+        assert!(!e.contains("panicked"), "{e}");
+    };
+    // The clause starts at line 9, column 28 where the table name is padded to six columns.
+    let at = "line 9, column 28";
+    refused(
+        "SELECT * FROM o JOIN nokey FOR SYSTEM_TIME AS OF o.ts AS r ON o.k = r.k;",
+        &[at, "'nokey' is not a versioned table", "primary key"],
+    );
+    refused(
+        "SELECT * FROM o JOIN notime FOR SYSTEM_TIME AS OF o.ts AS r ON o.k = r.k;",
+        &["line 9, column 29", "WATERMARK FOR"],
+    );
+    refused(
+        "SELECT * FROM o JOIN v     FOR SYSTEM_TIME AS OF o.ts AS r ON o.n = r.x;",
+        &[
+            at,
+            "the primary key of 'v' must be in the join's equalities, and k is not",
+        ],
+    );
+    refused(
+        "SELECT * FROM o JOIN v     FOR SYSTEM_TIME AS OF o.n AS r ON o.k = r.k;",
+        &[at, "o.n: not a time attribute of the left input"],
+    );
+    refused(
+        "SELECT * FROM o RIGHT JOIN v FOR SYSTEM_TIME AS OF o.ts AS r ON o.k = r.k;",
+        &["line 9, column 30", "INNER or a LEFT join"],
+    );
+    refused(
+        "SELECT * FROM o JOIN v     FOR SYSTEM_TIME AS OF o.pt AS r ON o.k = r.k;",
+        &["processing-time temporal joins (lookup joins"],
+    );
+    refused(
+        "SELECT * FROM v FOR SYSTEM_TIME AS OF TIMESTAMP '2024-01-01 00:00:00';",
+        &[
+            "line 9, column 39",
+            "FOR SYSTEM_TIME AS OF takes a time attribute column",
+        ],
+    );
+    refused(
+        "SELECT * FROM o JOIN missing FOR SYSTEM_TIME AS OF o.ts AS r ON o.k = r.k;",
+        &["line 9, column 30", "'missing' not found"],
+    );
+}

@@ -240,7 +240,7 @@ impl IntervalJoin {
 }
 
 /// The event times of a batch's time attribute column.
-fn times(column: &ArrayRef, name: &str) -> Result<Vec<Option<i64>>> {
+pub(crate) fn times(column: &ArrayRef, name: &str) -> Result<Vec<Option<i64>>> {
     match column.data_type() {
         DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => Ok(column
             .as_primitive::<TimestampMillisecondType>()

@@ -14,6 +14,7 @@ pub mod nfa;
 pub mod over_aggregate;
 pub mod regular_join;
 pub mod scalar_eval;
+pub mod temporal_join;
 pub mod top_n;
 pub mod union;
 pub mod watermark;

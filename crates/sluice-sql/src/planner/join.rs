@@ -9,7 +9,7 @@
 //! interval join on event time when the bounds are there and the inputs append-only; a
 //! regular join otherwise.
 
-use super::{arrow_schema, physical, unsupported, Planner, Stream};
+use super::{arrow_schema, physical, unsupported, Keyed, Planner, Stream};
 use crate::catalog::df_error;
 use crate::operators::interval_join::IntervalJoinFactory;
 use crate::operators::join_rows::{JoinInput, JoinKind};
@@ -156,17 +156,17 @@ impl TimeBounds {
 
 /// The conjuncts of a join condition, sorted out.
 #[derive(Default)]
-struct Condition {
+pub(super) struct Condition {
     /// (left expression, right expression) pairs that must be equal.
-    keys: Vec<(Expr, Expr)>,
+    pub(super) keys: Vec<(Expr, Expr)>,
     bounds: TimeBounds,
     /// Conjuncts that compare the time attributes (used when the bounds make an interval
     /// join; part of the residual otherwise).
     time_conjuncts: Vec<Expr>,
-    residual: Vec<Expr>,
+    pub(super) residual: Vec<Expr>,
 }
 
-fn split_condition(
+pub(super) fn split_condition(
     conjuncts: Vec<Expr>,
     left: &DFSchema,
     right: &DFSchema,
@@ -231,6 +231,9 @@ impl Planner<'_> {
         above: Option<&Expr>,
         graph: &mut JobGraph,
     ) -> Result<Stream> {
+        if let Some((scan, temporal)) = self.temporal_scan(&join.right) {
+            return self.temporal_join(join, above, scan, temporal, graph);
+        }
         let kind = match join.join_type {
             JoinType::Inner => JoinKind::Inner,
             JoinType::Left => JoinKind::Left,
@@ -303,30 +306,7 @@ impl Planner<'_> {
                 "an interval join needs append-only inputs, and one of its inputs is updating (an aggregate or an upsert table)".into(),
             ));
         }
-        let key_types = cond
-            .keys
-            .iter()
-            .map(|(a, b)| {
-                let ta = a.get_type(ls).map_err(df_error)?;
-                let tb = b.get_type(rs).map_err(df_error)?;
-                if ta != tb {
-                    return Err(SluiceError::Plan(format!(
-                        "the join keys {a} and {b} have different types ({ta} and {tb}); CAST one to the other's type"
-                    )));
-                }
-                Ok(ta)
-            })
-            .collect::<Result<Vec<DataType>>>()?;
-        let left_keys: Vec<Expr> = cond.keys.iter().map(|(a, _)| a.clone()).collect();
-        let right_keys: Vec<Expr> = cond.keys.iter().map(|(_, b)| b.clone()).collect();
-        let (lw, rw) = (ls.fields().len(), rs.fields().len());
-        let lk = self.key_by(&left_keys, &key_types, ls, lw, &l, graph)?;
-        let rk = self.key_by(&right_keys, &key_types, rs, rw, &r, graph)?;
-        let input = |schema: &DFSchema, width: usize, keys: &[usize]| JoinInput {
-            schema: keyed_schema(schema, width, keys, &key_types),
-            width,
-            keys: keys.to_vec(),
-        };
+        let (lk, rk, left, right) = self.keyed_inputs(&cond.keys, (ls, &l), (rs, &r), graph)?;
         let mut residual = cond.residual;
         if interval.is_none() {
             // Time comparisons that do not bound both sides are a plain condition.
@@ -344,7 +324,6 @@ impl Planner<'_> {
             .reduce(|a, b| a.and(b))
             .map(|e| physical(&e, &pair_schema))
             .transpose()?;
-        let (left, right) = (input(ls, lw, &lk.hash_cols), input(rs, rw, &rk.hash_cols));
         let schema = arrow_schema(&pair_schema);
         let factory: Arc<dyn OperatorFactory> = match interval {
             None if window.is_some() => Arc::new(WindowJoinFactory {
@@ -440,6 +419,44 @@ impl Planner<'_> {
                 window_start: None,
             },
         })
+    }
+}
+
+impl Planner<'_> {
+    /// Hashes both inputs of a join on its equi-keys (`(left, right)` expression pairs, of
+    /// one type each): the exchanges' key columns and the inputs as the operator sees them.
+    pub(super) fn keyed_inputs(
+        &self,
+        keys: &[(Expr, Expr)],
+        (ls, l): (&DFSchema, &Stream),
+        (rs, r): (&DFSchema, &Stream),
+        graph: &mut JobGraph,
+    ) -> Result<(Keyed, Keyed, JoinInput, JoinInput)> {
+        let key_types = keys
+            .iter()
+            .map(|(a, b)| {
+                let ta = a.get_type(ls).map_err(df_error)?;
+                let tb = b.get_type(rs).map_err(df_error)?;
+                if ta != tb {
+                    return Err(SluiceError::Plan(format!(
+                        "the join keys {a} and {b} have different types ({ta} and {tb}); CAST one to the other's type"
+                    )));
+                }
+                Ok(ta)
+            })
+            .collect::<Result<Vec<DataType>>>()?;
+        let left_keys: Vec<Expr> = keys.iter().map(|(a, _)| a.clone()).collect();
+        let right_keys: Vec<Expr> = keys.iter().map(|(_, b)| b.clone()).collect();
+        let (lw, rw) = (ls.fields().len(), rs.fields().len());
+        let lk = self.key_by(&left_keys, &key_types, ls, lw, l, graph)?;
+        let rk = self.key_by(&right_keys, &key_types, rs, rw, r, graph)?;
+        let input = |schema: &DFSchema, width: usize, keys: &[usize]| JoinInput {
+            schema: keyed_schema(schema, width, keys, &key_types),
+            width,
+            keys: keys.to_vec(),
+        };
+        let (left, right) = (input(ls, lw, &lk.hash_cols), input(rs, rw, &rk.hash_cols));
+        Ok((lk, rk, left, right))
     }
 }
 
