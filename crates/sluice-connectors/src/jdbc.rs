@@ -22,7 +22,8 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls};
 use sluice_common::{ChangeBatch, CheckpointId, Options, Result, RowKind, SluiceError};
 use sluice_engine::{
-    Operator, OperatorFactory, Output, SinkSpec, StateReader, StateWriter, SubtaskContext,
+    LookupFactory, LookupSpec, Operator, OperatorFactory, Output, SinkSpec, StateReader,
+    StateWriter, SubtaskContext,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,11 +58,11 @@ pub struct JdbcConnector;
 
 /// The checked options of a `jdbc` table.
 #[derive(Debug, Clone)]
-struct JdbcOptions {
-    owner: String,
+pub(crate) struct JdbcOptions {
+    pub(crate) owner: String,
     config: Config,
-    url: String,
-    table: String,
+    pub(crate) url: String,
+    pub(crate) table: String,
     max_rows: usize,
     interval: Option<Duration>,
     max_retries: u32,
@@ -105,8 +106,13 @@ fn parse_url(owner: &str, url: &str, config: &mut Config) -> Result<()> {
 }
 
 impl JdbcOptions {
-    fn parse(options: &Options) -> Result<Self> {
-        options.check_known(OPTIONS, &[])?;
+    pub(crate) fn parse(options: &Options) -> Result<Self> {
+        let known: Vec<&str> = OPTIONS
+            .iter()
+            .chain(crate::jdbc_lookup::LOOKUP_OPTIONS)
+            .copied()
+            .collect();
+        options.check_known(&known, &[])?;
         let owner = options.owner.clone();
         let url = options.required("url")?.to_string();
         let mut config = Config::new();
@@ -142,7 +148,7 @@ impl JdbcOptions {
     }
 
     /// Connects, retrying `CONNECT_RETRIES` times with a growing wait (1 s, 2 s, 4 s).
-    fn connect(&self) -> Result<Client> {
+    pub(crate) fn connect(&self) -> Result<Client> {
         let mut wait = Duration::from_secs(1);
         let mut attempt = 0;
         loop {
@@ -167,14 +173,14 @@ impl JdbcOptions {
 }
 
 /// A column of the database table.
-struct DbColumn {
-    name: String,
+pub(crate) struct DbColumn {
+    pub(crate) name: String,
     /// `format_type` of the column, e.g. `integer`, `character varying(20)`.
-    type_name: String,
+    pub(crate) type_name: String,
 }
 
 /// Reads the database table's columns and the unique keys it has.
-fn describe_table(
+pub(crate) fn describe_table(
     client: &mut Client,
     o: &JdbcOptions,
 ) -> Result<(Vec<DbColumn>, Vec<Vec<String>>)> {
@@ -218,6 +224,46 @@ fn describe_table(
     Ok((columns, keys))
 }
 
+/// The database type of each of `schema`'s columns; an error names a column the database
+/// table does not have or whose type cannot hold Sluice's.
+pub(crate) fn database_types(
+    schema: &SchemaRef,
+    db_columns: &[DbColumn],
+    o: &JdbcOptions,
+) -> Result<Vec<String>> {
+    let mut types = Vec::new();
+    for f in schema.fields() {
+        let Some(c) = db_columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(f.name()))
+        else {
+            return Err(SluiceError::Plan(format!(
+                "{}: column '{}' does not exist in database table '{}'; its columns are: {}",
+                o.owner,
+                f.name(),
+                o.table,
+                db_columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        if !compatible(f.data_type(), &c.type_name) {
+            return Err(SluiceError::Plan(format!(
+                "{}: column '{}' is {} in Sluice but {} in database table '{}'",
+                o.owner,
+                f.name(),
+                sluice_type_name(f.data_type()),
+                c.type_name,
+                o.table
+            )));
+        }
+        types.push(c.type_name.clone());
+    }
+    Ok(types)
+}
+
 /// Whether PostgreSQL type `db` can hold values of `t`.
 fn compatible(t: &DataType, db: &str) -> bool {
     let db = db.to_ascii_lowercase();
@@ -258,6 +304,10 @@ impl Connector for JdbcConnector {
         "jdbc"
     }
 
+    fn lookup(&self, spec: &LookupSpec) -> Result<Arc<dyn LookupFactory>> {
+        Ok(Arc::new(crate::jdbc_lookup::JdbcLookupFactory::new(spec)?))
+    }
+
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
         let o = JdbcOptions::parse(&spec.options)?;
         let key: Vec<usize> = spec.primary_key.clone();
@@ -276,36 +326,7 @@ impl Connector for JdbcConnector {
                 o.owner, o.table
             )));
         }
-        let mut types = Vec::new();
-        for f in spec.schema.fields() {
-            let Some(c) = db_columns
-                .iter()
-                .find(|c| c.name.eq_ignore_ascii_case(f.name()))
-            else {
-                return Err(SluiceError::Plan(format!(
-                    "{}: column '{}' does not exist in database table '{}'; its columns are: {}",
-                    o.owner,
-                    f.name(),
-                    o.table,
-                    db_columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            };
-            if !compatible(f.data_type(), &c.type_name) {
-                return Err(SluiceError::Plan(format!(
-                    "{}: column '{}' is {} in Sluice but {} in database table '{}'",
-                    o.owner,
-                    f.name(),
-                    sluice_type_name(f.data_type()),
-                    c.type_name,
-                    o.table
-                )));
-            }
-            types.push(c.type_name.clone());
-        }
+        let types = database_types(&spec.schema, &db_columns, &o)?;
         if !key.is_empty() {
             let mut names: Vec<String> = key
                 .iter()

@@ -9,6 +9,7 @@ pub mod datagen;
 pub mod filesystem;
 pub mod format;
 pub mod jdbc;
+pub mod jdbc_lookup;
 pub mod kafka;
 pub mod nexmark;
 pub mod partition_commit;
@@ -16,7 +17,10 @@ pub mod print;
 pub mod stripes;
 
 use sluice_common::{Result, SluiceError};
-use sluice_engine::{ConnectorRegistry, OperatorFactory, SinkSpec, SourceFactory, SourceSpec};
+use sluice_engine::{
+    ConnectorRegistry, LookupFactory, LookupSpec, OperatorFactory, SinkSpec, SourceFactory,
+    SourceSpec,
+};
 use std::sync::Arc;
 
 /// A connector: a source, a sink or both, known by its `'connector'` name.
@@ -37,6 +41,15 @@ pub trait Connector: Send + Sync {
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
         Err(SluiceError::Plan(format!(
             "table '{}': connector '{}' can only be used as a source",
+            spec.table,
+            self.name()
+        )))
+    }
+
+    /// A table to look rows up in (a lookup join), or an error if the connector cannot.
+    fn lookup(&self, spec: &LookupSpec) -> Result<Arc<dyn LookupFactory>> {
+        Err(SluiceError::Plan(format!(
+            "table '{}': connector '{}' cannot look rows up by key, so it cannot be joined FOR SYSTEM_TIME AS OF a processing time (a lookup join); the jdbc connector can",
             spec.table,
             self.name()
         )))
@@ -93,5 +106,9 @@ impl ConnectorRegistry for BuiltinRegistry {
 
     fn sink(&self, name: &str, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
         self.find(name)?.sink(spec)
+    }
+
+    fn lookup(&self, name: &str, spec: &LookupSpec) -> Result<Arc<dyn LookupFactory>> {
+        self.find(name)?.lookup(spec)
     }
 }

@@ -2,7 +2,9 @@
 
 use crate::operator::OperatorFactory;
 use crate::source::SourceFactory;
+use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
 use sluice_common::{Options, Result, SluiceError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +94,55 @@ pub struct SinkSpec {
     pub partition_keys: Vec<usize>,
 }
 
+/// What a lookup join asks of a table: its rows by the values of some of its columns.
+#[derive(Debug, Clone)]
+pub struct LookupSpec {
+    /// The table's name, for messages.
+    pub table: String,
+    /// The table's columns, in order (what a lookup returns).
+    pub schema: SchemaRef,
+    /// The columns looked up by (indexes into `schema`): a row matches a key when these
+    /// columns equal its values.
+    pub keys: Vec<usize>,
+    /// The table's `WITH` options.
+    pub options: Options,
+}
+
+/// How a lookup join caches what it looked up (Flink's `lookup.cache` = `PARTIAL` and
+/// `lookup.partial-cache.*`): per key, the rows found, in memory, not checkpointed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupCacheConfig {
+    /// The most keys kept; the least recently used goes first.
+    pub max_rows: u64,
+    /// A key is looked up again this long after it was (`None`: never).
+    pub expire_after_write: Option<Duration>,
+    /// A key not read for this long is forgotten (`None`: never).
+    pub expire_after_access: Option<Duration>,
+    /// Whether a key with no rows is cached too.
+    pub cache_missing_key: bool,
+}
+
+/// A table that rows can be looked up in, for lookup joins.
+pub trait LookupFactory: Send + Sync {
+    /// A name for the operator graph.
+    fn name(&self) -> String;
+
+    /// The cache the join keeps in front of the lookups, if the table's options ask for one.
+    fn cache(&self) -> Option<LookupCacheConfig>;
+
+    /// A lookup source for one subtask.
+    fn create(&self, ctx: &crate::operator::SubtaskContext) -> Result<Box<dyn LookupSource>>;
+}
+
+/// Looks up rows by key (a connection to the table, for one subtask).
+pub trait LookupSource: Send {
+    /// The rows whose key columns equal each key: `keys` holds one array per key column, a
+    /// key per row. Returns the rows found (the table's columns) and, for each, the index of
+    /// the key it matched. Retries what may pass (a lost connection) as the table's options
+    /// say; an error fails the job.
+    fn lookup(&mut self, keys: &[ArrayRef]) -> Result<(RecordBatch, Vec<u32>)>;
+}
+
 /// A registry of connectors by name.
 pub trait ConnectorRegistry: Send + Sync {
     /// The names of every connector, for error messages.
@@ -102,4 +153,12 @@ pub trait ConnectorRegistry: Send + Sync {
 
     /// A sink for a table with `'connector' = name`.
     fn sink(&self, name: &str, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>>;
+
+    /// A table with `'connector' = name` to look rows up in (a lookup join).
+    fn lookup(&self, name: &str, spec: &LookupSpec) -> Result<Arc<dyn LookupFactory>> {
+        Err(SluiceError::Plan(format!(
+            "table '{}': connector '{name}' cannot look rows up by key",
+            spec.table
+        )))
+    }
 }

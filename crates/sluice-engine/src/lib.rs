@@ -20,7 +20,10 @@ pub mod source;
 pub mod state;
 
 pub use checkpoint::{CheckpointConfig, CheckpointStats, RestoreMode};
-pub use connector::{ConnectorRegistry, MetadataColumn, SinkSpec, SourceSpec};
+pub use connector::{
+    ConnectorRegistry, LookupCacheConfig, LookupFactory, LookupSource, LookupSpec, MetadataColumn,
+    SinkSpec, SourceSpec,
+};
 pub use executor::{restore_point, run_job};
 pub use graph::{Input, JobGraph, Node, NodeKind, Partitioning, StateConfig};
 pub use job::{JobHandle, JobReport};

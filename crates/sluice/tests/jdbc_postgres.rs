@@ -1,7 +1,8 @@
-//! End-to-end tests of the `jdbc` sink against the PostgreSQL server on this machine (started
-//! if it is not running): rows arrive, upserts update, deletes delete, a table that does not
-//! fit is refused before the job starts, and a restart of PostgreSQL under a running job loses
-//! and duplicates nothing. One test function, as the restart would disturb the others.
+//! End-to-end tests of the `jdbc` connector against the PostgreSQL server on this machine
+//! (started if it is not running): rows arrive, upserts update, deletes delete, a table that
+//! does not fit is refused before the job starts, lookup joins read it (through their cache
+//! when asked), and a restart of PostgreSQL under a running job loses and duplicates nothing.
+//! One test function, as the restart would disturb the others.
 
 mod common;
 
@@ -27,6 +28,9 @@ fn jdbc_sink_against_postgresql() {
     let id = std::process::id();
     appends_upserts_and_deletes(id);
     mismatched_tables_are_refused_before_the_job_starts(id);
+    lookup_joins_read_the_table(id);
+    a_lookup_cache_keeps_what_it_read(id);
+    a_lookup_join_outlives_a_postgresql_restart(id);
     a_postgresql_restart_loses_and_duplicates_nothing(id);
 }
 
@@ -239,4 +243,166 @@ INSERT INTO {counts} SELECT k, COUNT(*) FROM src GROUP BY k;",
     );
     drop(job);
     psql(&format!("DROP TABLE {events}; DROP TABLE {counts};"));
+}
+
+fn customers(id: u32, extra_options: &str) -> String {
+    format!(
+        "CREATE TABLE customers (id INT, name STRING, tier STRING, credit DECIMAL(10, 2), since TIMESTAMP(3),
+  PRIMARY KEY (id) NOT ENFORCED) WITH ('connector' = 'jdbc', 'url' = '{URL}',
+  'table-name' = 'customers_{id}', 'username' = 'postgres'{extra_options});\n"
+    )
+}
+
+/// Orders joined with the customers in PostgreSQL as of their processing time: inner and
+/// left, a condition on the customer, a key that is not there and a NULL key.
+fn lookup_joins_read_the_table(id: u32) {
+    psql(&format!(
+        "DROP TABLE IF EXISTS customers_{id};
+         CREATE TABLE customers_{id} (id integer PRIMARY KEY, name text, tier varchar(10), credit numeric(10, 2), since timestamp(3));
+         INSERT INTO customers_{id} VALUES (1, 'ann', 'gold', 100.50, '2023-05-01 10:00:00'), (2, 'bob', 'banned', 0, NULL),
+           (3, 'cy', 'silver', 12.25, '2024-01-01 00:00:00.123');"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let orders = dir.path().join("orders.json");
+    std::fs::write(
+        &orders,
+        "{\"order_id\": 10, \"customer_id\": 1, \"amount\": 5.5}
+{\"order_id\": 11, \"customer_id\": 2, \"amount\": 7}
+{\"order_id\": 12, \"customer_id\": 3, \"amount\": 1.25}
+{\"order_id\": 13, \"customer_id\": 4, \"amount\": 2}
+{\"order_id\": 14, \"customer_id\": null, \"amount\": 3}
+{\"order_id\": 15, \"customer_id\": 1, \"amount\": 8}
+",
+    )
+    .unwrap();
+    let tables = format!(
+        "CREATE TABLE orders (order_id INT, customer_id INT, amount DOUBLE, proc_time AS PROCTIME())
+  WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+{}",
+        orders.display(),
+        customers(id, ", 'lookup.cache' = 'PARTIAL', 'lookup.partial-cache.max-rows' = '2'")
+    );
+    let run = |join: &str| {
+        let (ok, out, err) = run_sql(
+            &format!(
+                "{tables}SELECT o.order_id, o.amount, c.name, c.credit, c.since
+FROM orders AS o {join} customers FOR SYSTEM_TIME AS OF o.proc_time AS c
+  ON o.customer_id = c.id AND c.tier <> 'banned';"
+            ),
+            &[],
+        );
+        assert!(ok, "{err}");
+        let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        run("JOIN"),
+        vec![
+            "+I[10, 5.5, ann, 100.50, 2023-05-01T10:00]",
+            "+I[12, 1.25, cy, 12.25, 2024-01-01T00:00:00.123]",
+            "+I[15, 8.0, ann, 100.50, 2023-05-01T10:00]",
+        ]
+    );
+    assert_eq!(
+        run("LEFT JOIN"),
+        vec![
+            "+I[10, 5.5, ann, 100.50, 2023-05-01T10:00]",
+            "+I[11, 7.0, null, null, null]",
+            "+I[12, 1.25, cy, 12.25, 2024-01-01T00:00:00.123]",
+            "+I[13, 2.0, null, null, null]",
+            "+I[14, 3.0, null, null, null]",
+            "+I[15, 8.0, ann, 100.50, 2023-05-01T10:00]",
+        ]
+    );
+    // A key column that is not in the database table is refused before the job starts.
+    let (ok, _, err) = run_sql(
+        &format!(
+            "{}CREATE TABLE o (k INT, pt AS PROCTIME()) WITH ('connector' = 'datagen', 'number-of-rows' = '1');
+SELECT * FROM o JOIN customers FOR SYSTEM_TIME AS OF o.pt AS c ON o.k = c.id;",
+            customers(id, ", 'lookup.cache' = 'FULL'")
+        ),
+        &[],
+    );
+    assert!(
+        !ok && err.contains("'lookup.cache' = 'FULL' is not one of NONE, PARTIAL"),
+        "{err}"
+    );
+}
+
+/// A row changed in PostgreSQL while a job runs: a join without a cache sees the change, one
+/// whose cache keeps rows longer than the job does not.
+fn a_lookup_cache_keeps_what_it_read(id: u32) {
+    let seen = |options: &str| {
+        psql(&format!(
+            "UPDATE customers_{id} SET name = 'ann' WHERE id = 1;"
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let sql = format!(
+            "CREATE TABLE ticks (n BIGINT, pt AS PROCTIME()) WITH ('connector' = 'datagen',
+  'number-of-rows' = '30', 'rows-per-second' = '10', 'fields.n.kind' = 'sequence',
+  'fields.n.start' = '1', 'fields.n.end' = '30');
+{}SELECT t.n, c.name FROM ticks AS t JOIN customers FOR SYSTEM_TIME AS OF t.pt AS c
+  ON CAST(t.n - t.n + 1 AS INT) = c.id;",
+            customers(id, options)
+        );
+        let mut job = RunningJob::start(&sql, dir.path());
+        assert!(
+            job.wait_for(Duration::from_secs(20), |l| l.contains("ann")),
+            "{}",
+            job.stderr()
+        );
+        psql(&format!(
+            "UPDATE customers_{id} SET name = 'anna' WHERE id = 1;"
+        ));
+        assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
+        // What it printed after the first row.
+        job.wait_for(Duration::from_millis(500), |_| false);
+        let names: Vec<String> = job
+            .seen
+            .iter()
+            .filter_map(|l| {
+                l.split(", ")
+                    .nth(1)
+                    .map(|n| n.trim_end_matches(']').to_string())
+            })
+            .collect();
+        assert_eq!(names.len(), 30, "{:?}", job.seen);
+        names
+    };
+    let uncached = seen("");
+    assert!(
+        uncached.first().map(String::as_str) == Some("ann")
+            && uncached.last().map(String::as_str) == Some("anna"),
+        "{uncached:?}"
+    );
+    let cached =
+        seen(", 'lookup.cache' = 'PARTIAL', 'lookup.partial-cache.expire-after-write' = '1 h'");
+    assert!(cached.iter().all(|n| n == "ann"), "{cached:?}");
+}
+
+/// PostgreSQL restarted under a lookup join: the lookups that fail meanwhile are retried
+/// over a new connection ('lookup.max-retries'), and every row still joins.
+fn a_lookup_join_outlives_a_postgresql_restart(id: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "CREATE TABLE ticks (n BIGINT, pt AS PROCTIME()) WITH ('connector' = 'datagen',
+  'number-of-rows' = '60', 'rows-per-second' = '10', 'fields.n.kind' = 'sequence',
+  'fields.n.start' = '1', 'fields.n.end' = '60');
+{}SELECT t.n, c.name FROM ticks AS t JOIN customers FOR SYSTEM_TIME AS OF t.pt AS c
+  ON CAST(t.n - t.n + 1 AS INT) = c.id;",
+        customers(id, ", 'lookup.max-retries' = '5'")
+    );
+    let mut job = RunningJob::start(&sql, dir.path());
+    assert!(
+        job.wait_for(Duration::from_secs(20), |l| l.starts_with("+I[1,")),
+        "{}",
+        job.stderr()
+    );
+    restart_postgres();
+    assert!(job.wait(Duration::from_secs(60)), "{}", job.stderr());
+    job.wait_for(Duration::from_millis(500), |_| false);
+    let joined = job.seen.iter().filter(|l| l.starts_with("+I[")).count();
+    assert_eq!(joined, 60, "{:?}\n{}", job.seen, job.stderr());
+    psql(&format!("DROP TABLE customers_{id};"));
 }

@@ -9,6 +9,8 @@ pub mod deduplicate;
 pub mod group_aggregate;
 pub mod interval_join;
 pub mod join_rows;
+pub mod lookup_cache;
+pub mod lookup_join;
 pub mod match_recognize;
 pub mod nfa;
 pub mod over_aggregate;

@@ -6,18 +6,19 @@
 //! attribute and a primary key, and the join's equalities cover the key. The condition's
 //! equalities are the join key, the rest is evaluated on each row and its version.
 
-use super::join::split_condition;
+use super::join::{split_condition, Condition};
 use super::{arrow_schema, physical, unsupported, Planner, Stream};
 use crate::operators::join_rows::JoinKind;
+use crate::operators::lookup_join::LookupJoinFactory;
 use crate::operators::temporal_join::TemporalJoinFactory;
 use crate::parser::err_at;
 use crate::temporal_table::TemporalTable;
 use datafusion_common::Column;
 use datafusion_expr::logical_plan::{Join, TableScan};
 use datafusion_expr::utils::split_conjunction;
-use datafusion_expr::{Expr, JoinType, LogicalPlan};
+use datafusion_expr::{Expr, ExprSchemable, JoinType, LogicalPlan};
 use sluice_common::Result;
-use sluice_engine::{Input, JobGraph, Node, NodeKind, OperatorFactory, Partitioning};
+use sluice_engine::{Input, JobGraph, LookupSpec, Node, NodeKind, OperatorFactory, Partitioning};
 use std::sync::Arc;
 
 impl<'a> Planner<'a> {
@@ -84,11 +85,17 @@ impl<'a> Planner<'a> {
         if l.pending.is_some() {
             l = self.materialize(l, graph)?;
         }
+        let mut conjuncts: Vec<Expr> = Vec::new();
+        for (a, b) in &join.on {
+            conjuncts.push(a.clone().eq(b.clone()));
+        }
+        for f in join.filter.iter().chain(above) {
+            conjuncts.extend(split_conjunction(f).into_iter().cloned());
+        }
+        let cond = split_condition(conjuncts, ls, rs, None);
         if l.rowtime != Some(time) {
             if crate::catalog::is_proctime(&join.left, time, self.catalog) {
-                return Err(unsupported(
-                    "processing-time temporal joins (lookup joins, FOR SYSTEM_TIME AS OF a PROCTIME() column)",
-                ));
+                return self.lookup_join(join, kind, l, cond, temporal, graph);
             }
             return Err(err_at(
                 at,
@@ -108,14 +115,6 @@ impl<'a> Planner<'a> {
                 ),
             ));
         };
-        let mut conjuncts: Vec<Expr> = Vec::new();
-        for (a, b) in &join.on {
-            conjuncts.push(a.clone().eq(b.clone()));
-        }
-        for f in join.filter.iter().chain(above) {
-            conjuncts.extend(split_conjunction(f).into_iter().cloned());
-        }
-        let cond = split_condition(conjuncts, ls, rs, None);
         // The versioned table's primary key must be among the equalities (a view's key is
         // not known here: its equalities are taken as its key).
         let joined_on = |idx: usize| {
@@ -195,6 +194,112 @@ impl<'a> Planner<'a> {
             pending: None,
             window_end: None,
             window_start: None,
+        })
+    }
+
+    /// Plans a lookup join: `join`'s right input is the table `temporal` read as of the left
+    /// input's processing time; `cond` is the join condition sorted out.
+    fn lookup_join(
+        &self,
+        join: &Join,
+        kind: JoinKind,
+        l: Stream,
+        cond: Condition,
+        temporal: &TemporalTable,
+        graph: &mut JobGraph,
+    ) -> Result<Stream> {
+        let at = temporal.location;
+        let (ls, rs) = (join.left.schema(), join.right.schema());
+        let Some(table) = self.catalog.tables.get(&temporal.table) else {
+            return Err(err_at(
+                at,
+                format!(
+                    "a lookup join reads a table by key, and '{}' is a view",
+                    temporal.table
+                ),
+            ));
+        };
+        if table.schema.fields().len() != table.physical_schema.fields().len()
+            || !table.metadata.is_empty()
+        {
+            return Err(unsupported(
+                "a lookup join on a table with computed or metadata columns",
+            ));
+        }
+        // Each equality gives a key column of the table and the left expression it equals.
+        let mut right_keys = Vec::new();
+        let mut left_keys = Vec::new();
+        for (a, b) in &cond.keys {
+            let column = match b.clone().unalias() {
+                Expr::Column(c) => rs.index_of_column(&c).ok(),
+                _ => None,
+            };
+            let Some(k) = column else {
+                return Err(err_at(
+                    at,
+                    format!(
+                        "a lookup join looks '{}' up by its columns: in {a} = {b}, the right side must be a column of it",
+                        temporal.table
+                    ),
+                ));
+            };
+            let want = table.schema.field(k).data_type().clone();
+            let expr = if a.get_type(ls).map_err(crate::catalog::df_error)? == want {
+                a.clone()
+            } else {
+                Expr::Cast(datafusion_expr::Cast::new(Box::new(a.clone()), want))
+            };
+            right_keys.push(k);
+            left_keys.push(physical(&expr, ls)?);
+        }
+        if right_keys.is_empty() {
+            return Err(err_at(
+                at,
+                format!(
+                    "a lookup join needs an equality between the left input and a column of '{}'",
+                    temporal.table
+                ),
+            ));
+        }
+        let connector = table.options.required("connector")?.to_string();
+        let spec = LookupSpec {
+            table: temporal.table.clone(),
+            schema: table.schema.clone(),
+            keys: right_keys,
+            options: table.options.clone(),
+        };
+        let lookup = self.registry.lookup(&connector, &spec)?;
+        let condition = cond
+            .residual
+            .into_iter()
+            .reduce(|a, b| a.and(b))
+            .map(|e| physical(&e, &join.schema))
+            .transpose()?;
+        let factory: Arc<dyn OperatorFactory> = Arc::new(LookupJoinFactory {
+            kind,
+            lookup,
+            left_schema: arrow_schema(ls),
+            left_keys,
+            right_schema: table.schema.clone(),
+            schema: arrow_schema(&join.schema),
+            condition,
+        });
+        let node = self.add(
+            graph,
+            factory.name(),
+            l.parallelism,
+            factory,
+            l.node,
+            Partitioning::Forward,
+        );
+        // The left input's time attributes stay what they were.
+        Ok(Stream {
+            node,
+            schema: join.schema.clone(),
+            pending: None,
+            window_end: None,
+            window_start: None,
+            ..l
         })
     }
 }
