@@ -104,11 +104,13 @@ pub fn analyze(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan>
     crate::fast_intervals::apply(plan).map_err(df_error)
 }
 
-/// `IN` and `EXISTS` subqueries as semi and anti joins, as Flink's planner turns them into
-/// joins; only DataFusion's rule for that, no other optimisation.
+/// `IN` and `EXISTS` subqueries as semi and anti joins, and scalar subqueries as left joins
+/// with their (single-row or per-key) result, as Flink's planner turns them into joins; only
+/// DataFusion's rules for that, no other optimisation.
 fn decorrelate(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
     use datafusion_common::tree_node::TreeNode;
     use datafusion_optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
+    use datafusion_optimizer::scalar_subquery_to_join::ScalarSubqueryToJoin;
     use datafusion_optimizer::{Optimizer, OptimizerContext};
     let has_subquery = plan
         .exists(|p| {
@@ -116,7 +118,9 @@ fn decorrelate(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan>
                 e.exists(|e| {
                     Ok(matches!(
                         e,
-                        datafusion_expr::Expr::InSubquery(_) | datafusion_expr::Expr::Exists(_)
+                        datafusion_expr::Expr::InSubquery(_)
+                            | datafusion_expr::Expr::Exists(_)
+                            | datafusion_expr::Expr::ScalarSubquery(_)
                     ))
                 })
                 .unwrap_or(false)
@@ -126,7 +130,10 @@ fn decorrelate(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan>
     if !has_subquery {
         return Ok(plan);
     }
-    let optimizer = Optimizer::with_rules(vec![Arc::new(DecorrelatePredicateSubquery::new())]);
+    let optimizer = Optimizer::with_rules(vec![
+        Arc::new(DecorrelatePredicateSubquery::new()),
+        Arc::new(ScalarSubqueryToJoin::new()),
+    ]);
     let context = OptimizerContext::new_with_config_options(Arc::new(config.clone()));
     optimizer
         .optimize(plan, &context, |_, _| {})
@@ -138,6 +145,11 @@ impl Catalog {
     pub fn new() -> Self {
         let mut config = ConfigOptions::default();
         config.sql_parser.enable_ident_normalization = false;
+        // An uncorrelated scalar subquery is a join too (Flink's plan), not a value computed
+        // before the query runs.
+        config
+            .optimizer
+            .enable_physical_uncorrelated_scalar_subquery = false;
         Catalog {
             config,
             ..Default::default()

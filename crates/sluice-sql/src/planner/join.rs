@@ -240,11 +240,6 @@ impl Planner<'_> {
             JoinType::Right => JoinKind::Right,
             JoinType::Full => JoinKind::Full,
             JoinType::LeftSemi => JoinKind::Semi,
-            JoinType::LeftAnti if join.null_aware => {
-                return Err(unsupported(
-                    "NOT IN with a subquery (its NULL semantics); write NOT EXISTS",
-                ))
-            }
             JoinType::LeftAnti => JoinKind::Anti,
             other => return Err(unsupported(&format!("a {other} join"))),
         };
@@ -264,6 +259,25 @@ impl Planner<'_> {
         }
         for f in join.filter.iter().chain(above) {
             conjuncts.extend(split_conjunction(f).into_iter().cloned());
+        }
+        if join.null_aware {
+            // `a NOT IN (SELECT b ...)`: the first equality is the IN's (correlations follow
+            // it). It is not true when some b equals a, when a is NULL (and there are rows)
+            // or when some b is NULL: the condition of Flink's anti join, which no key can
+            // hash, so one subtask runs it.
+            let Some(Expr::BinaryExpr(BinaryExpr {
+                left: a,
+                op: Op::Eq,
+                right: b,
+            })) = conjuncts.first().cloned()
+            else {
+                return Err(unsupported("this NOT IN with a subquery; write NOT EXISTS"));
+            };
+            conjuncts[0] = (*a)
+                .clone()
+                .eq((*b).clone())
+                .or(a.is_null())
+                .or(b.is_null());
         }
         let times = l.rowtime.zip(r.rowtime);
         let cond = split_condition(conjuncts, ls, rs, times);
