@@ -9,11 +9,16 @@
 //! are emitted padded with NULLs, and the state of that window is dropped. A row whose window
 //! has already been joined is late: dropped and counted. The output is append-only; the
 //! watermark passes unchanged (a joined row's time is at most its window's end - 1).
+//!
+//! A window semi or anti join (`IN` / `EXISTS` / `NOT EXISTS` between two windowed inputs)
+//! emits, when the window is joined, the left rows that have a match (semi) or none (anti),
+//! each once, append-only, as Flink's `SemiAntiJoinOperator` for windows.
 
 use super::join_rows::{JoinInput, JoinKind, JoinedRows};
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use arrow::record_batch::RecordBatch;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MAX_WATERMARK, MIN_WATERMARK};
 use sluice_engine::keyed::{MapState, RowCodec, ValueState};
 use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
@@ -29,6 +34,8 @@ pub struct WindowJoinFactory {
     pub window_ends: (usize, usize),
     /// The joined schema (left columns, then right columns).
     pub schema: arrow::datatypes::SchemaRef,
+    /// The left input's own columns: what a semi or anti join emits.
+    pub left_schema: arrow::datatypes::SchemaRef,
     /// The condition other than the key and window equality, over the joined schema.
     pub condition: Option<Arc<dyn datafusion_physical_expr::PhysicalExpr>>,
 }
@@ -64,6 +71,7 @@ impl OperatorFactory for WindowJoinFactory {
             kind: self.kind,
             inputs: [self.left.clone(), self.right.clone()],
             window_ends: [self.window_ends.0, self.window_ends.1],
+            left_schema: self.left_schema.clone(),
             key_codecs,
             joined: JoinedRows {
                 left: self.left.row_codec(),
@@ -91,6 +99,7 @@ struct WindowJoin {
     kind: JoinKind,
     inputs: [JoinInput; 2],
     window_ends: [usize; 2],
+    left_schema: arrow::datatypes::SchemaRef,
     key_codecs: [RowCodec; 2],
     joined: JoinedRows,
     /// Each side's rows of the current key (its window included), by arrival number.
@@ -131,6 +140,7 @@ impl WindowJoin {
 
     /// Joins one window of one key, whose rows are `left` and `right`.
     fn join_window(&self, left: &[Vec<u8>], right: &[Vec<u8>], out: &mut Output) -> Result<()> {
+        let semi_anti = matches!(self.kind, JoinKind::Semi | JoinKind::Anti);
         let mut left_joined = vec![false; left.len()];
         let mut right_joined = vec![false; right.len()];
         // A few left rows at a time, so that the pairs evaluated at once stay bounded.
@@ -155,10 +165,30 @@ impl WindowJoin {
                     right_joined[p % right.len()] = true;
                 }
             }
+            if semi_anti {
+                continue;
+            }
             let joined = filter_record_batch(&pairs, &mask)?;
             if joined.num_rows() > 0 {
                 out.batch(ChangeBatch::inserts(joined));
             }
+        }
+        if semi_anti {
+            let keep = self.kind == JoinKind::Semi;
+            let kept: Vec<&[u8]> = left
+                .iter()
+                .zip(&left_joined)
+                .filter(|(_, j)| **j == keep)
+                .map(|(r, _)| r.as_slice())
+                .collect();
+            if !kept.is_empty() {
+                let columns = self.joined.left.decode(&kept)?;
+                out.batch(ChangeBatch::inserts(RecordBatch::try_new(
+                    self.left_schema.clone(),
+                    columns,
+                )?));
+            }
+            return Ok(());
         }
         if self.outer(LEFT) {
             let unmatched: Vec<&[u8]> = left
@@ -222,9 +252,11 @@ impl Operator for WindowJoin {
                 late += 1;
                 continue;
             }
-            // A NULL key joins nothing, but an outer side's row is still emitted padded.
+            // A NULL key joins nothing, but an outer side's row is still emitted padded (and
+            // an anti join's left row, which has no match).
             let null_key = key_columns.iter().any(|c| c.is_null(i));
-            if null_key && !self.outer(side) {
+            let kept_unmatched = self.outer(side) || (side == LEFT && self.kind == JoinKind::Anti);
+            if null_key && !kept_unmatched {
                 continue;
             }
             self.store.set_current_key(key)?;

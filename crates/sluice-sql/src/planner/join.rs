@@ -292,7 +292,6 @@ impl Planner<'_> {
             )
         };
         let window = match (l.window_end, r.window_end) {
-            _ if semi_anti => None,
             (Some(le), Some(re))
                 if joined_on(&|i, j| i == le && j == re)
                     && joined_on(&|i, j| {
@@ -346,6 +345,7 @@ impl Planner<'_> {
                 right,
                 window_ends: window.unwrap_or_default(),
                 schema,
+                left_schema: arrow_schema(ls),
                 condition: residual,
             }),
             Some((lower_ms, upper_ms, times)) => Arc::new(IntervalJoinFactory {
