@@ -10,6 +10,8 @@ use crate::operators::changelog_normalize::ChangelogNormalizeFactory;
 use crate::operators::deduplicate::DeduplicateFactory;
 use crate::operators::group_aggregate::GroupAggregateFactory;
 use crate::operators::over_aggregate::{OverAggregateFactory, OverFrame};
+use crate::operators::rank_rows::TopNSpec;
+use crate::operators::retract_top_n::RetractTopNFactory;
 use crate::operators::top_n::{SortKey, WindowTopNFactory};
 use crate::operators::watermark::WatermarkAssignerFactory;
 use crate::operators::window_aggregate::{AggSpec, OutCol, WindowAggregateFactory};
@@ -711,9 +713,6 @@ impl Planner<'_> {
         if s.pending.is_some() {
             s = self.materialize(s, graph)?;
         }
-        if s.updating {
-            return Err(unsupported("a Top-N over an updating stream"));
-        }
         let input_schema = window.input.schema();
         let params = &wf.params;
         let partition_cols: Vec<Option<usize>> = params
@@ -751,7 +750,10 @@ impl Planner<'_> {
         };
         let mut keeps_rowtime = false;
         let (name, factory, updating): (String, Arc<dyn OperatorFactory>, bool) =
-            match (window_end, order_by_rowtime) {
+            match (window_end, order_by_rowtime.filter(|_| !s.updating)) {
+                (Some(_), _) if s.updating => {
+                    return Err(unsupported("a window Top-N over an updating stream"));
+                }
                 (Some(window_end), _) => {
                     let order_by = params
                         .order_by
@@ -811,7 +813,7 @@ impl Planner<'_> {
                             })
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    let factory = Arc::new(AppendOnlyTopNFactory {
+                    let spec = TopNSpec {
                         input_schema: arrow_schema(input_schema),
                         output_schema: arrow_schema(&window.schema),
                         partition_by,
@@ -819,7 +821,14 @@ impl Planner<'_> {
                         limit,
                         output_rank,
                         state_ttl: self.config.state_ttl,
-                    });
+                    };
+                    // Over updating input, rows may be taken back: all of them are kept
+                    // (Flink's RetractableTopNFunction).
+                    let factory: Arc<dyn OperatorFactory> = if s.updating {
+                        Arc::new(RetractTopNFactory(spec))
+                    } else {
+                        Arc::new(AppendOnlyTopNFactory(spec))
+                    };
                     (factory.name(), factory, true)
                 }
             };

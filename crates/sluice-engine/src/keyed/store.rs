@@ -1079,6 +1079,34 @@ impl<K: StateCodec, V: StateCodec> MapState<K, V> {
             .collect()
     }
 
+    /// The current key's first `n` entries, in the order of the user keys' encoding.
+    pub fn first_entries(&self, store: &mut KeyedStore, n: usize) -> Result<Vec<(K, V)>> {
+        let taken = std::cell::Cell::new(0usize);
+        let until_n = |_: &[u8]| {
+            taken.set(taken.get() + 1);
+            taken.get() <= n
+        };
+        store
+            .scan_key_from(self.id, &[], &until_n)?
+            .into_iter()
+            .map(|(k, v)| Ok((K::decode(&k)?, V::decode(&v)?)))
+            .collect()
+    }
+
+    /// The current key's entries whose user key's encoding starts with `prefix`, in order.
+    pub fn entries_with_prefix(
+        &self,
+        store: &mut KeyedStore,
+        prefix: &[u8],
+    ) -> Result<Vec<(K, V)>> {
+        let within = |k: &[u8]| k.starts_with(prefix);
+        store
+            .scan_key_from(self.id, prefix, &within)?
+            .into_iter()
+            .map(|(k, v)| Ok((K::decode(&k)?, V::decode(&v)?)))
+            .collect()
+    }
+
     /// Removes the current key's whole map.
     pub fn clear(&self, store: &mut KeyedStore) -> Result<()> {
         for (k, _) in store.scan_key(self.id)? {

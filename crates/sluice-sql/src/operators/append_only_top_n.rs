@@ -12,79 +12,33 @@
 //! - otherwise: the row pushed out is deleted (`-D`) and the new row inserted (`+I`), nothing
 //!   if the new row is itself the one pushed out.
 
-use super::df;
-use super::top_n::SortKey;
-use arrow::array::{ArrayRef, UInt64Array};
-use arrow::compute::cast;
-use arrow::datatypes::SchemaRef;
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use arrow::row::{RowConverter, SortField};
+use super::rank_rows::{Emitted, RankRows, TopNSpec};
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, Result, RowKind, SluiceError};
 use sluice_engine::keyed::{RowCodec, ValueState};
 use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Creates append-only Top-N operators.
-pub struct AppendOnlyTopNFactory {
-    pub input_schema: SchemaRef,
-    /// The input's columns, then the row number.
-    pub output_schema: SchemaRef,
-    pub partition_by: Vec<Arc<dyn PhysicalExpr>>,
-    pub order_by: Vec<SortKey>,
-    /// Rows kept per partition.
-    pub limit: u64,
-    /// The query outputs the row number: every change of rank is emitted.
-    pub output_rank: bool,
-    /// `table.exec.state.ttl`.
-    pub state_ttl: Option<Duration>,
-}
+pub struct AppendOnlyTopNFactory(pub TopNSpec);
 
 impl OperatorFactory for AppendOnlyTopNFactory {
     fn name(&self) -> String {
-        format!("Rank(rownum <= {})", self.limit)
+        format!("Rank(rownum <= {})", self.0.limit)
     }
 
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
         let mut store = ctx.keyed_store()?;
-        let key_types = self
-            .partition_by
-            .iter()
-            .map(|e| e.data_type(&self.input_schema).map_err(df))
-            .collect::<Result<Vec<_>>>()?;
-        let sort_fields = self
-            .order_by
-            .iter()
-            .map(|k| {
-                Ok(SortField::new_with_options(
-                    k.expr.data_type(&self.input_schema).map_err(df)?,
-                    arrow::compute::SortOptions {
-                        descending: k.descending,
-                        nulls_first: k.nulls_first,
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let spec = &self.0;
         Ok(Box::new(AppendOnlyTopN {
             name: self.name(),
-            input_schema: self.input_schema.clone(),
-            output_schema: self.output_schema.clone(),
-            partition_by: self.partition_by.clone(),
-            order_by: self.order_by.clone(),
-            sort: RowConverter::new(sort_fields)?,
-            limit: self.limit,
-            output_rank: self.output_rank,
-            key_codec: RowCodec::new(key_types),
-            row_codec: RowCodec::new(
-                self.input_schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.data_type().clone())
-                    .collect(),
-            ),
-            top: store.value_state("top rows", self.state_ttl)?,
+            partition_by: spec.partition_by.clone(),
+            rank: spec.rank_rows(self.name())?,
+            limit: spec.limit,
+            output_rank: spec.output_rank,
+            key_codec: spec.key_codec()?,
+            top: store.value_state("top rows", spec.state_ttl)?,
             store,
         }))
     }
@@ -92,17 +46,11 @@ impl OperatorFactory for AppendOnlyTopNFactory {
 
 struct AppendOnlyTopN {
     name: String,
-    input_schema: SchemaRef,
-    output_schema: SchemaRef,
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
-    order_by: Vec<SortKey>,
-    /// Sort keys as byte strings that compare as the `ORDER BY` does (in memory only; state
-    /// holds the rows).
-    sort: RowConverter,
+    rank: RankRows,
     limit: u64,
     output_rank: bool,
     key_codec: RowCodec,
-    row_codec: RowCodec,
     /// The current partition's kept rows, in rank order.
     top: ValueState<Vec<u8>>,
     store: KeyedStore,
@@ -110,9 +58,6 @@ struct AppendOnlyTopN {
 
 /// A partition's buffer: entries of equal sort keys, best first.
 type Buffer = Vec<(Vec<u8>, Vec<Vec<u8>>)>;
-
-/// What the operator emits: (kind, row, row number).
-type Emitted = Vec<(RowKind, Vec<u8>, u64)>;
 
 fn encode_rows(rows: impl Iterator<Item = Vec<u8>>) -> Vec<u8> {
     let mut out = Vec::new();
@@ -140,31 +85,6 @@ fn decode_rows(mut b: &[u8]) -> Result<Vec<Vec<u8>>> {
 }
 
 impl AppendOnlyTopN {
-    /// The sort keys of `rows` (encoded input rows).
-    fn sort_keys(&self, rows: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let batch = RecordBatch::try_new_with_options(
-            self.input_schema.clone(),
-            self.row_codec.decode(rows)?,
-            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-        )?;
-        self.sort_keys_of(&batch)
-    }
-
-    fn sort_keys_of(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
-        let n = batch.num_rows();
-        let columns: Vec<ArrayRef> = self
-            .order_by
-            .iter()
-            .map(|k| k.expr.evaluate(batch).and_then(|v| v.into_array(n)))
-            .collect::<datafusion_common::Result<_>>()
-            .map_err(df)?;
-        let rows = self.sort.convert_columns(&columns)?;
-        Ok((0..n).map(|i| rows.row(i).as_ref().to_vec()).collect())
-    }
-
     /// The current partition's buffer, from state.
     fn load(&mut self) -> Result<Buffer> {
         let Some(stored) = self.top.get(&mut self.store)? else {
@@ -172,7 +92,7 @@ impl AppendOnlyTopN {
         };
         let rows = decode_rows(&stored)?;
         let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
-        let keys = self.sort_keys(&refs)?;
+        let keys = self.rank.sort_keys(&refs)?;
         let mut buffer: Buffer = Vec::new();
         for (k, r) in keys.into_iter().zip(rows) {
             match buffer.last_mut() {
@@ -257,28 +177,6 @@ impl AppendOnlyTopN {
             out.push((RowKind::Insert, row, rank.min(rank_end)));
         }
     }
-
-    fn emit(&self, emitted: Emitted, out: &mut Output) -> Result<()> {
-        if emitted.is_empty() {
-            return Ok(());
-        }
-        let refs: Vec<&[u8]> = emitted.iter().map(|(_, r, _)| r.as_slice()).collect();
-        let mut columns = self.row_codec.decode(&refs)?;
-        let ranks: ArrayRef = Arc::new(UInt64Array::from_iter_values(
-            emitted.iter().map(|(_, _, n)| *n),
-        ));
-        let want = self.output_schema.field(columns.len()).data_type();
-        columns.push(if ranks.data_type() == want {
-            ranks
-        } else {
-            cast(&ranks, want)?
-        });
-        let data = RecordBatch::try_new(self.output_schema.clone(), columns)
-            .map_err(|e| SluiceError::Runtime(format!("{}: {e}", self.name)))?;
-        let kinds: Arc<[RowKind]> = emitted.iter().map(|(k, _, _)| *k).collect();
-        out.batch(ChangeBatch::new(data, Some(kinds)));
-        Ok(())
-    }
 }
 
 impl Operator for AppendOnlyTopN {
@@ -291,8 +189,8 @@ impl Operator for AppendOnlyTopN {
         let n = data.num_rows();
         super::require_inserts(&batch, &self.name)?;
         let keys = super::encode_keys(&self.partition_by, &self.key_codec, data)?;
-        let rows = self.row_codec.encode_rows(data.columns(), n)?;
-        let sort_keys = self.sort_keys_of(data)?;
+        let rows = self.rank.row_codec.encode_rows(data.columns(), n)?;
+        let sort_keys = self.rank.sort_keys_of(data)?;
         // Each partition's buffer is loaded once per batch and written back at its end.
         let mut buffers: HashMap<Vec<u8>, Buffer> = HashMap::new();
         let mut emitted: Emitted = Vec::new();
@@ -315,7 +213,7 @@ impl Operator for AppendOnlyTopN {
                 self.top.set(&mut self.store, &encode_rows(rows))?;
             }
         }
-        self.emit(emitted, out)
+        self.rank.emit(emitted, out)
     }
 
     fn restore_rescaled(
@@ -334,17 +232,14 @@ mod tests {
 
     /// A buffer of keys, each a one-byte sort key and a one-byte row.
     fn run(limit: u64, output_rank: bool, rows: &[(u8, u8)]) -> Vec<String> {
+        let empty = Arc::new(arrow::datatypes::Schema::empty());
         let op = AppendOnlyTopN {
             name: "t".into(),
-            input_schema: Arc::new(arrow::datatypes::Schema::empty()),
-            output_schema: Arc::new(arrow::datatypes::Schema::empty()),
             partition_by: vec![],
-            order_by: vec![],
-            sort: RowConverter::new(vec![]).unwrap(),
+            rank: RankRows::new("t".into(), empty.clone(), empty, vec![]).unwrap(),
             limit,
             output_rank,
             key_codec: RowCodec::new(vec![]),
-            row_codec: RowCodec::new(vec![]),
             top: sluice_engine::KeyedStore::in_memory(
                 128,
                 sluice_engine::keyed::KeyGroupRange::all(128),
