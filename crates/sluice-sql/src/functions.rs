@@ -332,6 +332,21 @@ fn flink_functions() -> Vec<ScalarUDF> {
             },
             timestampdiff,
         ),
+        udf(
+            "TIMESTAMPADD",
+            |t| match t {
+                [_, n, DataType::Timestamp(_, tz)] if n.is_integer() => {
+                    Ok(DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))
+                }
+                [_, _, _] => Err(plan_err(
+                    "TIMESTAMPADD(unit, n, t) takes an integer n and a timestamp t".into(),
+                )),
+                _ => Err(plan_err(
+                    "TIMESTAMPADD(unit, n, t) takes three arguments".into(),
+                )),
+            },
+            timestampadd,
+        ),
         udf("HOUR", time_unit_type, |a, _| {
             time_unit(a, |t| t.hour() as i64)
         }),
@@ -688,6 +703,77 @@ fn timestampdiff(args: &[ArrayRef], _types: &[DataType]) -> DfResult<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
+/// `TIMESTAMPADD(unit, n, t)`: `t` plus `n` units (SECOND, MINUTE, HOUR, DAY, WEEK, MONTH,
+/// QUARTER, YEAR), as Flink; months are calendar months, a day past the end of the month
+/// becomes its last day (January 31 plus a month is February 28 or 29).
+fn timestampadd(args: &[ArrayRef], types: &[DataType]) -> DfResult<ArrayRef> {
+    let units = cast(&args[0], &DataType::Utf8)?;
+    let units = units.as_string::<i32>();
+    let n = cast(&args[1], &DataType::Int64)?;
+    let n = n.as_primitive::<arrow::datatypes::Int64Type>();
+    let t = cast(&args[2], &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    let t = t.as_primitive::<TimestampMillisecondType>();
+    let mut out = Vec::with_capacity(t.len());
+    for i in 0..t.len() {
+        if units.is_null(i) || n.is_null(i) || t.is_null(i) {
+            out.push(None);
+            continue;
+        }
+        let (k, x) = (n.value(i), t.value(i));
+        let unit = units.value(i).to_ascii_uppercase();
+        let fixed = match unit.as_str() {
+            "SECOND" => Some(1_000),
+            "MINUTE" => Some(60_000),
+            "HOUR" => Some(3_600_000),
+            "DAY" => Some(86_400_000),
+            "WEEK" => Some(7 * 86_400_000),
+            _ => None,
+        };
+        let out_of_range = || plan_err("TIMESTAMPADD: the result is out of range".into());
+        let value = match (fixed, unit.as_str()) {
+            (Some(ms), _) => k
+                .checked_mul(ms)
+                .and_then(|d| x.checked_add(d))
+                .ok_or_else(out_of_range)?,
+            (None, "MONTH" | "QUARTER" | "YEAR") => {
+                let months = k
+                    .checked_mul(match unit.as_str() {
+                        "MONTH" => 1,
+                        "QUARTER" => 3,
+                        _ => 12,
+                    })
+                    .ok_or_else(out_of_range)?;
+                let at = chrono::DateTime::from_timestamp_millis(x)
+                    .ok_or_else(out_of_range)?
+                    .naive_utc();
+                let moved = if months >= 0 {
+                    u32::try_from(months)
+                        .ok()
+                        .and_then(|m| at.checked_add_months(chrono::Months::new(m)))
+                } else {
+                    u32::try_from(-months)
+                        .ok()
+                        .and_then(|m| at.checked_sub_months(chrono::Months::new(m)))
+                };
+                moved.ok_or_else(out_of_range)?.and_utc().timestamp_millis()
+            }
+            _ => {
+                return Err(plan_err(format!(
+                    "TIMESTAMPADD: unknown unit '{unit}'; units are SECOND, MINUTE, HOUR, DAY, WEEK, MONTH, QUARTER, YEAR"
+                )))
+            }
+        };
+        out.push(Some(value));
+    }
+    let tz = match types.get(2) {
+        Some(DataType::Timestamp(_, tz)) => tz.clone(),
+        _ => None,
+    };
+    Ok(Arc::new(
+        arrow::array::TimestampMillisecondArray::from(out).with_timezone_opt(tz),
+    ))
+}
+
 /// Whole calendar months from `x` to `y` (epoch ms), negative if `y` is before `x`.
 fn months_between(x: i64, y: i64) -> Option<i64> {
     let (a, b) = (
@@ -774,6 +860,44 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.as_string::<i32>().value(0), "2024-01-01 10:00:00");
+    }
+
+    #[test]
+    fn timestampadd_moves_by_calendar_months() {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let at = |s: &str| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+                .unwrap()
+                .and_utc()
+                .timestamp_millis()
+        };
+        let units: ArrayRef = Arc::new(StringArray::from(vec!["MONTH", "YEAR", "DAY", "QUARTER"]));
+        let n: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(-1), Some(2), None]));
+        let t: ArrayRef = Arc::new(
+            arrow::array::TimestampMillisecondArray::from(vec![
+                at("2024-01-31 10:00:00"),
+                at("2024-02-29 00:00:00"),
+                at("2024-12-31 23:00:00"),
+                at("2024-01-01 00:00:00"),
+            ])
+            .with_timezone("UTC"),
+        );
+        let r = timestampadd(
+            &[units, n, t],
+            &[DataType::Utf8, DataType::Int64, ts.clone()],
+        )
+        .unwrap();
+        assert_eq!(r.data_type(), &ts);
+        let r = r.as_primitive::<TimestampMillisecondType>();
+        assert_eq!(r.value(0), at("2024-02-29 10:00:00"));
+        assert_eq!(r.value(1), at("2023-02-28 00:00:00"));
+        assert_eq!(r.value(2), at("2025-01-02 23:00:00"));
+        assert!(r.is_null(3));
+        let bad: ArrayRef = Arc::new(StringArray::from(vec!["FORTNIGHT"]));
+        let one: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        let t: ArrayRef = Arc::new(arrow::array::TimestampMillisecondArray::from(vec![0]));
+        let e = timestampadd(&[bad, one, t], &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown unit 'FORTNIGHT'"), "{e}");
     }
 
     #[test]
