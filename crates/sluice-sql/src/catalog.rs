@@ -79,7 +79,7 @@ pub fn parser_options() -> ParserOptions {
     ParserOptions {
         enable_ident_normalization: false,
         map_string_types_to_utf8view: false,
-        parse_float_as_decimal: false,
+        parse_float_as_decimal: true,
         ..ParserOptions::default()
     }
 }
