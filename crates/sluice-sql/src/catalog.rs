@@ -94,13 +94,15 @@ pub(crate) fn df_error(e: DataFusionError) -> SluiceError {
     SluiceError::Plan(text)
 }
 
-/// Runs DataFusion's analyzer (type coercion, function rewrites) over a plan, then makes
-/// interval arithmetic on timestamps integer arithmetic (see `fast_intervals`).
+/// Runs DataFusion's analyzer (type coercion, function rewrites) over a plan, then gives
+/// decimal divisions Flink's type (see `decimal_division`) and makes interval arithmetic on
+/// timestamps integer arithmetic (see `fast_intervals`).
 pub fn analyze(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
     let plan = Analyzer::new()
         .execute_and_check(plan, config, |_, _| {})
         .map_err(df_error)?;
     let plan = decorrelate(plan, config)?;
+    let plan = crate::decimal_division::apply(plan).map_err(df_error)?;
     crate::fast_intervals::apply(plan).map_err(df_error)
 }
 

@@ -9,6 +9,7 @@
 //! ```
 
 pub mod catalog;
+pub mod decimal_division;
 pub mod fast_intervals;
 pub mod flink_semantics;
 pub mod functions;

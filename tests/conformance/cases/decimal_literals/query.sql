@@ -8,12 +8,16 @@ CREATE TABLE payments (
 
 
 -- A literal with a decimal point is a DECIMAL, as in Flink: exact arithmetic with integers and
--- other decimals (its scale kept), DOUBLE only with a DOUBLE.
+-- other decimals (its scale kept), DOUBLE only with a DOUBLE. A division's scale is Flink's,
+-- rounded half up.
 SELECT payment_id,
   0.908 * payment_id AS scaled,
   payment_id + 1.10 AS shifted,
   0.1 + 0.2 AS exact_sum,
   amount * 0.5 AS half_amount,
-  payment_id * 1.5 > 100 AS big
+  payment_id * 1.5 > 100 AS big,
+  payment_id / 3.0 AS third,
+  CAST(amount AS DECIMAL(10, 2)) / 7 AS seventh,
+  CAST(amount AS DECIMAL(10, 2)) / -0.35 AS negative
 FROM payments
 WHERE payment_id % 10 = 3;
