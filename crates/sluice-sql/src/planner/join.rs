@@ -280,7 +280,26 @@ impl Planner<'_> {
                 .or(b.is_null());
         }
         let times = l.rowtime.zip(r.rowtime);
-        let cond = split_condition(conjuncts, ls, rs, times);
+        let mut cond = split_condition(conjuncts, ls, rs, times);
+        // A condition on one input alone filters that input before the join where that
+        // cannot change which rows are kept unmatched, as Flink's optimiser pushes it down:
+        // the left's unless left rows are kept (LEFT, FULL, ANTI), the right's unless right
+        // rows are (RIGHT, FULL). Fewer rows wait in state and meet the other side.
+        let (push_left, push_right) = match kind {
+            JoinKind::Inner | JoinKind::Semi => (true, true),
+            JoinKind::Left | JoinKind::Anti => (false, true),
+            JoinKind::Right => (true, false),
+            JoinKind::Full => (false, false),
+        };
+        let mut residual = Vec::new();
+        for e in std::mem::take(&mut cond.residual) {
+            match side_of(&e, ls, rs) {
+                SideOf::Left if push_left => l = self.filtered(l, &e, ls, graph)?,
+                SideOf::Right if push_right => r = self.filtered(r, &e, rs, graph)?,
+                _ => residual.push(e),
+            }
+        }
+        cond.residual = residual;
         // Both inputs windowed, joined on window_start and window_end: a window join.
         let column = |e: &Expr, schema: &DFSchema| match e.clone().unalias() {
             Expr::Column(c) => schema.index_of_column(&c).ok(),
@@ -437,6 +456,23 @@ impl Planner<'_> {
 }
 
 impl Planner<'_> {
+    /// `s` with only the rows for which `predicate` (over `schema`) is true.
+    fn filtered(
+        &self,
+        s: Stream,
+        predicate: &Expr,
+        schema: &DFSchema,
+        graph: &mut JobGraph,
+    ) -> Result<Stream> {
+        let node = self.calc(
+            graph,
+            &s,
+            "Filter".into(),
+            super::CalcStep::Filter(physical(predicate, schema)?),
+        );
+        Ok(Stream { node, ..s })
+    }
+
     /// Hashes both inputs of a join on its equi-keys (`(left, right)` expression pairs, of
     /// one type each): the exchanges' key columns and the inputs as the operator sees them.
     pub(super) fn keyed_inputs(
