@@ -1081,6 +1081,11 @@ impl Planner<'_> {
         // exist: a window table function's window columns are not computed yet).
         let (kind, (ws, we, wt), time_index, existing) =
             match (&s.pending, s.window_start, s.window_end) {
+                (Some(_), _, _) if s.updating => {
+                    return Err(SluiceError::Plan(
+                        "a window aggregate needs an append-only input, and its input has updates and deletes (an aggregate, an outer or regular join, an upsert table, a Top-N); as in Flink, aggregate it without a window or window the rows before they are updated".into(),
+                    ))
+                }
                 (Some(window), _, _) => (
                     window.tvf.kind.clone(),
                     (width - 3, width - 2, width - 1),

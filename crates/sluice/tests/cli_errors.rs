@@ -286,3 +286,25 @@ CREATE TABLE notime (k STRING, x INT, PRIMARY KEY (k) NOT ENFORCED)
         &["line 9, column 30", "'missing' not found"],
     );
 }
+
+#[test]
+fn a_window_aggregate_over_updates_is_refused_before_the_job_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.json"), "").unwrap();
+    let o = run(&format!(
+        "CREATE TABLE r (k STRING, v DOUBLE, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+  WITH ('connector' = 'filesystem', 'path' = '{}/r.json', 'format' = 'json');
+CREATE VIEW latest AS SELECT k, v, ts FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts DESC) AS rn FROM r) WHERE rn = 1;
+SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE latest, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+GROUP BY window_start, window_end;",
+        dir.path().display()
+    ));
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("line 5, column 1")
+            && e.contains("a window aggregate needs an append-only input"),
+        "{e}"
+    );
+}
