@@ -159,9 +159,10 @@ pub trait Operator: Send {
     /// Restores operator state written by a run of this operator at another parallelism
     /// (`old` subtasks): `states` holds, by old subtask index, what every old subtask that
     /// wrote something wrote.
-    /// Keyed state needs nothing here (each subtask already took its key groups); what
-    /// is not keyed must be merged or divided, as Flink's union and split list states are.
-    /// The default refuses: an operator that keeps non-keyed state says how to rescale it.
+    /// Keyed state needs nothing here (each subtask already took its key groups), and an
+    /// operator whose old subtasks wrote no operator state is not asked; what is not keyed
+    /// must be merged or divided, as Flink's union and split list states are. The default
+    /// refuses: an operator that keeps non-keyed state says how to rescale it.
     fn restore_rescaled(
         &mut self,
         old: usize,

@@ -247,6 +247,22 @@ SELECT * FROM keyed MATCH_RECOGNIZE (
     )
 }
 
+/// Each id joined with the ids of its key up to a second later: itself and the next one.
+/// The rows waiting for the other side are the interval join's keyed state, and it has no
+/// other.
+fn interval_join_script(out: &Path, p: usize) -> String {
+    rescale_script(
+        out,
+        p,
+        "CREATE TEMPORARY VIEW keyed AS SELECT id % 7 AS k, id, ts FROM gen;
+CREATE TABLE out (id BIGINT, later BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{OUT}', 'format' = 'csv');
+INSERT INTO out
+SELECT x.id, y.id FROM keyed AS x JOIN keyed AS y
+  ON x.k = y.k AND y.ts BETWEEN x.ts AND x.ts + INTERVAL '1' SECOND;",
+    )
+}
+
 /// The datagen sequence of [`ROWS`] ids, one every 100 ms of event time, then `job` (`{OUT}`:
 /// the output directory).
 fn rescale_script(out: &Path, p: usize, job: &str) -> String {
@@ -294,6 +310,14 @@ fn a_savepoint_restores_at_another_parallelism_with_the_same_rows() {
 #[test]
 fn a_match_recognize_savepoint_restores_at_another_parallelism_with_the_same_rows() {
     restores_at_other_parallelisms(match_script, 0);
+}
+
+/// The same for an interval join, whose operator keeps only keyed state (the runtime asks it
+/// nothing else on a rescale).
+#[test]
+fn an_interval_join_savepoint_restores_at_another_parallelism_with_the_same_rows() {
+    // Every id with itself, and with the next of its key but for the last seven.
+    restores_at_other_parallelisms(interval_join_script, 2 * ROWS as usize - 7);
 }
 
 /// Runs `script` whole at parallelism 2, then stopped with a savepoint at parallelism 2 and

@@ -16,7 +16,7 @@ use super::rank_rows::{Emitted, RankRows, TopNSpec};
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, Result, RowKind, SluiceError};
 use sluice_engine::keyed::{RowCodec, ValueState};
-use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
+use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, SubtaskContext};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -214,15 +214,6 @@ impl Operator for AppendOnlyTopN {
             }
         }
         self.rank.emit(emitted, out)
-    }
-
-    fn restore_rescaled(
-        &mut self,
-        _old: usize,
-        _states: &mut [(usize, StateReader<'_>)],
-    ) -> Result<()> {
-        // Everything is keyed state, which the runtime divides by key group.
-        Ok(())
     }
 }
 

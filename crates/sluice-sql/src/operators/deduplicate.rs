@@ -20,7 +20,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, RowKind, SluiceError, MIN_WATERMARK};
 use sluice_engine::keyed::{RowCodec, ValueState};
-use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
+use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, SubtaskContext};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -238,15 +238,6 @@ impl Operator for Deduplicate {
         }
         self.emit(rows, None, out)?;
         out.watermark(watermark);
-        Ok(())
-    }
-
-    fn restore_rescaled(
-        &mut self,
-        _old: usize,
-        _states: &mut [(usize, StateReader<'_>)],
-    ) -> Result<()> {
-        // Everything is keyed state, which the runtime divides by key group.
         Ok(())
     }
 }

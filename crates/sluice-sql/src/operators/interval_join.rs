@@ -29,7 +29,7 @@ use arrow::datatypes::{DataType, SchemaRef, TimestampMillisecondType};
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MAX_WATERMARK, MIN_WATERMARK};
 use sluice_engine::keyed::{RowCodec, TimeOrderedState, TimeSlot, ValueState};
-use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
+use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, SubtaskContext};
 use std::sync::Arc;
 
 /// Creates interval join operators.
@@ -403,15 +403,6 @@ impl Operator for IntervalJoin {
         if self.watermark < MAX_WATERMARK {
             self.process_watermark(MAX_WATERMARK, out)?;
         }
-        Ok(())
-    }
-
-    fn restore_rescaled(
-        &mut self,
-        _old: usize,
-        _states: &mut [(usize, StateReader<'_>)],
-    ) -> Result<()> {
-        // Everything is keyed state, which the runtime divides by key group.
         Ok(())
     }
 }

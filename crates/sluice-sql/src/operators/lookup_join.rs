@@ -18,7 +18,7 @@ use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, Result, RowKind, SluiceError};
 use sluice_engine::keyed::RowCodec;
 use sluice_engine::{
-    LookupFactory, LookupSource, Operator, OperatorFactory, Output, StateReader, SubtaskContext,
+    LookupFactory, LookupSource, Operator, OperatorFactory, Output, SubtaskContext,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -245,15 +245,6 @@ impl Operator for LookupJoin {
         } else {
             ChangeBatch::new(output, Some(kinds.into()))
         });
-        Ok(())
-    }
-
-    fn restore_rescaled(
-        &mut self,
-        _old: usize,
-        _states: &mut [(usize, StateReader<'_>)],
-    ) -> Result<()> {
-        // No state: the table is asked again.
         Ok(())
     }
 }

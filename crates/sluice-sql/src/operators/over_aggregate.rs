@@ -26,7 +26,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MIN_WATERMARK};
 use sluice_engine::keyed::{RowCodec, TimeOrderedState, ValueState};
-use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
+use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, SubtaskContext};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -330,15 +330,6 @@ impl Operator for OverAggregate {
         }
         self.emit(emitted, out)?;
         out.watermark(watermark);
-        Ok(())
-    }
-
-    fn restore_rescaled(
-        &mut self,
-        _old: usize,
-        _states: &mut [(usize, StateReader<'_>)],
-    ) -> Result<()> {
-        // Everything is keyed state, which the runtime divides by key group.
         Ok(())
     }
 }

@@ -23,7 +23,7 @@ use super::join_rows::{JoinInput, JoinKind, JoinedRows};
 use arrow::array::{Array, ArrayRef};
 use sluice_common::{ChangeBatch, Result, RowKind, SluiceError};
 use sluice_engine::keyed::{MapState, RowCodec};
-use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
+use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, SubtaskContext};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -431,15 +431,6 @@ impl Operator for RegularJoin {
             }
         }
         self.emit(out, emitted)
-    }
-
-    fn restore_rescaled(
-        &mut self,
-        _old: usize,
-        _states: &mut [(usize, StateReader<'_>)],
-    ) -> Result<()> {
-        // Everything is keyed state, which the runtime divides by key group.
-        Ok(())
     }
 }
 

@@ -20,7 +20,7 @@ use super::rank_rows::{Emitted, RankRows, TopNSpec};
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, Result, RowKind};
 use sluice_engine::keyed::{MapState, RowCodec, ValueState};
-use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
+use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, SubtaskContext};
 use std::sync::Arc;
 
 /// Creates Top-N operators over updating input.
@@ -153,15 +153,6 @@ impl Operator for RetractTopN {
             current = Some((i, after));
         }
         self.rank.emit(emitted, out)
-    }
-
-    fn restore_rescaled(
-        &mut self,
-        _old: usize,
-        _states: &mut [(usize, StateReader<'_>)],
-    ) -> Result<()> {
-        // Everything is keyed state, which the runtime divides by key group.
-        Ok(())
     }
 }
 

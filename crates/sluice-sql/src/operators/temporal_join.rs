@@ -29,7 +29,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, RowKind, SluiceError, MIN_WATERMARK};
 use sluice_engine::keyed::{RowCodec, TimeOrderedState, ValueState};
-use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, StateReader, SubtaskContext};
+use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, SubtaskContext};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -391,15 +391,6 @@ impl Operator for TemporalJoin {
         if self.watermark < sluice_common::MAX_WATERMARK {
             self.process_watermark(sluice_common::MAX_WATERMARK, out)?;
         }
-        Ok(())
-    }
-
-    fn restore_rescaled(
-        &mut self,
-        _old: usize,
-        _states: &mut [(usize, StateReader<'_>)],
-    ) -> Result<()> {
-        // Everything is keyed state, which the runtime divides by key group.
         Ok(())
     }
 }
