@@ -651,6 +651,28 @@ fn time_unit(args: &[ArrayRef], part: fn(&chrono::NaiveDateTime) -> i64) -> DfRe
     Ok(Arc::new(out))
 }
 
+/// The length of a fixed time unit of TIMESTAMPDIFF and TIMESTAMPADD, in ms (None for the
+/// calendar units).
+fn unit_ms(unit: &str) -> Option<i64> {
+    match unit {
+        "SECOND" => Some(1_000),
+        "MINUTE" => Some(60_000),
+        "HOUR" => Some(3_600_000),
+        "DAY" => Some(86_400_000),
+        "WEEK" => Some(7 * 86_400_000),
+        _ => None,
+    }
+}
+
+/// The months of a calendar unit (MONTH, QUARTER, YEAR).
+fn unit_months(unit: &str) -> i64 {
+    match unit {
+        "MONTH" => 1,
+        "QUARTER" => 3,
+        _ => 12,
+    }
+}
+
 /// `TIMESTAMPDIFF(unit, t1, t2)`: how many whole units (SECOND, MINUTE, HOUR, DAY, WEEK,
 /// MONTH, QUARTER, YEAR) from `t1` to `t2`, truncated towards zero, as Flink; months count
 /// calendar months (a month is whole once the day and time of `t1` come round again).
@@ -671,26 +693,14 @@ fn timestampdiff(args: &[ArrayRef], _types: &[DataType]) -> DfResult<ArrayRef> {
         }
         let (x, y) = (a.value(i), b.value(i));
         let unit = units.value(i).to_ascii_uppercase();
-        let fixed = match unit.as_str() {
-            "SECOND" => Some(1_000),
-            "MINUTE" => Some(60_000),
-            "HOUR" => Some(3_600_000),
-            "DAY" => Some(86_400_000),
-            "WEEK" => Some(7 * 86_400_000),
-            _ => None,
-        };
+        let fixed = unit_ms(&unit);
         let n = match (fixed, unit.as_str()) {
             (Some(ms), _) => (y - x) / ms,
             (None, "MONTH" | "QUARTER" | "YEAR") => {
                 let months = months_between(x, y).ok_or_else(|| {
                     plan_err("TIMESTAMPDIFF: a timestamp is out of range".into())
                 })?;
-                months
-                    / match unit.as_str() {
-                        "MONTH" => 1,
-                        "QUARTER" => 3,
-                        _ => 12,
-                    }
+                months / unit_months(&unit)
             }
             _ => {
                 return Err(plan_err(format!(
@@ -721,14 +731,7 @@ fn timestampadd(args: &[ArrayRef], types: &[DataType]) -> DfResult<ArrayRef> {
         }
         let (k, x) = (n.value(i), t.value(i));
         let unit = units.value(i).to_ascii_uppercase();
-        let fixed = match unit.as_str() {
-            "SECOND" => Some(1_000),
-            "MINUTE" => Some(60_000),
-            "HOUR" => Some(3_600_000),
-            "DAY" => Some(86_400_000),
-            "WEEK" => Some(7 * 86_400_000),
-            _ => None,
-        };
+        let fixed = unit_ms(&unit);
         let out_of_range = || plan_err("TIMESTAMPADD: the result is out of range".into());
         let value = match (fixed, unit.as_str()) {
             (Some(ms), _) => k
@@ -737,11 +740,7 @@ fn timestampadd(args: &[ArrayRef], types: &[DataType]) -> DfResult<ArrayRef> {
                 .ok_or_else(out_of_range)?,
             (None, "MONTH" | "QUARTER" | "YEAR") => {
                 let months = k
-                    .checked_mul(match unit.as_str() {
-                        "MONTH" => 1,
-                        "QUARTER" => 3,
-                        _ => 12,
-                    })
+                    .checked_mul(unit_months(&unit))
                     .ok_or_else(out_of_range)?;
                 let at = chrono::DateTime::from_timestamp_millis(x)
                     .ok_or_else(out_of_range)?
