@@ -351,11 +351,7 @@ impl Planner<'_> {
         } else {
             join.schema.clone()
         };
-        let residual = residual
-            .into_iter()
-            .reduce(|a, b| a.and(b))
-            .map(|e| physical(&e, &pair_schema))
-            .transpose()?;
+        let residual = condition(residual, &pair_schema)?;
         let schema = arrow_schema(&pair_schema);
         let factory: Arc<dyn OperatorFactory> = match interval {
             None if window.is_some() => Arc::new(WindowJoinFactory {
@@ -508,6 +504,19 @@ impl Planner<'_> {
         let (left, right) = (input(ls, lw, &lk.hash_cols), input(rs, rw, &rk.hash_cols));
         Ok((lk, rk, left, right))
     }
+}
+
+/// The conjunction of `conjuncts` (a join's condition but its keys) over the joined `schema`,
+/// if there are any.
+pub(super) fn condition(
+    conjuncts: Vec<Expr>,
+    schema: &DFSchema,
+) -> Result<Option<Arc<dyn datafusion_physical_expr::PhysicalExpr>>> {
+    conjuncts
+        .into_iter()
+        .reduce(|a, b| a.and(b))
+        .map(|e| physical(&e, schema))
+        .transpose()
 }
 
 /// The schema of an input after [`Planner::key_by`]: its `width` columns and the key

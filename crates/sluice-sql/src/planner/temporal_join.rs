@@ -6,7 +6,7 @@
 //! attribute and a primary key, and the join's equalities cover the key. The condition's
 //! equalities are the join key, the rest is evaluated on each row and its version.
 
-use super::join::{split_condition, Condition};
+use super::join::{condition, split_condition, Condition};
 use super::{arrow_schema, physical, unsupported, Planner, Stream};
 use crate::operators::join_rows::JoinKind;
 use crate::operators::lookup_join::LookupJoinFactory;
@@ -152,12 +152,7 @@ impl<'a> Planner<'a> {
             ));
         }
         let (lk, rk, left, right) = self.keyed_inputs(&cond.keys, (ls, &l), (rs, &r), graph)?;
-        let condition = cond
-            .residual
-            .into_iter()
-            .reduce(|a, b| a.and(b))
-            .map(|e| physical(&e, &join.schema))
-            .transpose()?;
+        let condition = condition(cond.residual, &join.schema)?;
         let factory: Arc<dyn OperatorFactory> = Arc::new(TemporalJoinFactory {
             kind,
             left,
@@ -269,12 +264,7 @@ impl<'a> Planner<'a> {
             options: table.options.clone(),
         };
         let lookup = self.registry.lookup(&connector, &spec)?;
-        let condition = cond
-            .residual
-            .into_iter()
-            .reduce(|a, b| a.and(b))
-            .map(|e| physical(&e, &join.schema))
-            .transpose()?;
+        let condition = condition(cond.residual, &join.schema)?;
         let factory: Arc<dyn OperatorFactory> = Arc::new(LookupJoinFactory {
             kind,
             lookup,
