@@ -703,6 +703,7 @@ fn parse_query_tokens(
     }
     rewrite_group_windows(&mut query, counter, &mut windows, fallback)?;
     quote_time_units(&mut query);
+    approximate_literals_as_double(&mut query);
     let mut matches = Vec::new();
     crate::match_recognize::extract(&mut query, counter, &match_inputs, &mut matches)?;
     Ok(ParsedQuery {
@@ -711,6 +712,27 @@ fn parse_query_tokens(
         matches,
         temporals,
     })
+}
+
+/// A number with an exponent (`1e3`, `2.5E-1`) is an approximate literal, a `DOUBLE` in
+/// Flink; other numbers with a point are `DECIMAL`s (DataFusion's `parse_float_as_decimal`).
+fn approximate_literals_as_double(query: &mut sqlparser::ast::Query) {
+    use sqlparser::ast::{CastKind, DataType as SqlType, ExactNumberInfo, Expr as E, Value};
+    let _ = sqlparser::ast::visit_expressions_mut(query, |e: &mut E| {
+        let approximate = matches!(e, E::Value(v)
+            if matches!(&v.value, Value::Number(n, _) if n.contains(['e', 'E'])));
+        if approximate {
+            let number = std::mem::replace(e, E::Value(Value::Null.into()));
+            *e = E::Cast {
+                kind: CastKind::Cast,
+                expr: Box::new(number),
+                data_type: SqlType::Double(ExactNumberInfo::None),
+                array: false,
+                format: None,
+            };
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
 }
 
 /// `TIMESTAMPDIFF(SECOND, a, b)` and `TIMESTAMPADD(DAY, n, t)`: the unit, a bare word, becomes
@@ -1136,6 +1158,20 @@ fn rewrite_set_expr(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_with_an_exponent_is_a_double() {
+        let parsed = parse_script("SELECT 1e3, 2.5E-1, 1.5, 7 FROM t;").unwrap();
+        let Statement::Query(q) = &parsed[0].statement else {
+            panic!("not a query");
+        };
+        let text = q.query.to_string();
+        assert!(
+            text.contains("CAST(1e3 AS DOUBLE)") && text.contains("CAST(2.5E-1 AS DOUBLE)"),
+            "{text}"
+        );
+        assert!(text.contains(", 1.5, 7 FROM"), "{text}");
+    }
 
     #[test]
     fn create_table_with_flink_extensions() {

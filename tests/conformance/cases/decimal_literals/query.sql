@@ -9,7 +9,7 @@ CREATE TABLE payments (
 
 -- A literal with a decimal point is a DECIMAL, as in Flink: exact arithmetic with integers and
 -- other decimals (its scale kept), DOUBLE only with a DOUBLE. A division's scale is Flink's,
--- rounded half up.
+-- rounded half up. A number with an exponent is a DOUBLE.
 SELECT payment_id,
   0.908 * payment_id AS scaled,
   payment_id + 1.10 AS shifted,
@@ -18,6 +18,7 @@ SELECT payment_id,
   payment_id * 1.5 > 100 AS big,
   payment_id / 3.0 AS third,
   CAST(amount AS DECIMAL(10, 2)) / 7 AS seventh,
-  CAST(amount AS DECIMAL(10, 2)) / -0.35 AS negative
+  CAST(amount AS DECIMAL(10, 2)) / -0.35 AS negative,
+  payment_id * 2.5e-1 AS approximate
 FROM payments
 WHERE payment_id % 10 = 3;
