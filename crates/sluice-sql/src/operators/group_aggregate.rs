@@ -510,6 +510,8 @@ impl Operator for GroupAggregate {
         // Changes in input order: (kind, key, values).
         let mut changes: Vec<(RowKind, &[u8], Vec<ScalarValue>)> = Vec::new();
         let mut touched: Vec<&[u8]> = Vec::new();
+        // One row's arguments of one aggregate (reused: no allocation per row).
+        let mut one: Vec<ArrayRef> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let key = key.as_slice();
             let adds = batch.kind(i).is_addition();
@@ -535,7 +537,8 @@ impl Operator for GroupAggregate {
                 }
                 match acc {
                     Acc::Df(acc) => {
-                        let one: Vec<ArrayRef> = args[a].iter().map(|c| c.slice(i, 1)).collect();
+                        one.clear();
+                        one.extend(args[a].iter().map(|c| c.slice(i, 1)));
                         if adds {
                             acc.update_batch(&one).map_err(df)?;
                         } else {
