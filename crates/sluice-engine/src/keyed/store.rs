@@ -1081,16 +1081,23 @@ impl<K: StateCodec, V: StateCodec> MapState<K, V> {
 
     /// The current key's first `n` entries, in the order of the user keys' encoding.
     pub fn first_entries(&self, store: &mut KeyedStore, n: usize) -> Result<Vec<(K, V)>> {
-        let taken = std::cell::Cell::new(0usize);
-        let until_n = |_: &[u8]| {
-            taken.set(taken.get() + 1);
-            taken.get() <= n
-        };
-        store
-            .scan_key_from(self.id, &[], &until_n)?
-            .into_iter()
-            .map(|(k, v)| Ok((K::decode(&k)?, V::decode(&v)?)))
-            .collect()
+        loop {
+            let expired_before = store.expired;
+            let taken = std::cell::Cell::new(0usize);
+            let until_n = |_: &[u8]| {
+                taken.set(taken.get() + 1);
+                taken.get() <= n
+            };
+            let live = store.scan_key_from(self.id, &[], &until_n)?;
+            // Expired entries (a TTL) took places among the first n and are gone now: look
+            // again, until n live ones or no more expire.
+            if live.len() >= n || store.expired == expired_before {
+                return live
+                    .into_iter()
+                    .map(|(k, v)| Ok((K::decode(&k)?, V::decode(&v)?)))
+                    .collect();
+            }
+        }
     }
 
     /// The current key's entries whose user key's encoding starts with `prefix`, in order.
@@ -1655,6 +1662,36 @@ mod tests {
         assert!(store(KeyGroupRange::all(128))
             .restore(&blob[..10], "Op")
             .is_err());
+    }
+
+    #[test]
+    fn first_entries_skips_expired_ones() {
+        let now = Arc::new(AtomicI64::new(1_000));
+        let clock = now.clone();
+        let mut s = store(KeyGroupRange::all(128))
+            .with_clock(Arc::new(move || clock.load(Ordering::SeqCst)));
+        let m = s
+            .map_state::<u64, u64>("m", Some(Duration::from_millis(100)))
+            .unwrap();
+        s.set_current_key(b"k").unwrap();
+        // Three entries written early, three later: the early ones expire first.
+        for i in 0..3u64 {
+            m.put(&mut s, &(i * 2), &i).unwrap();
+        }
+        now.store(1_050, Ordering::SeqCst);
+        for i in 0..3u64 {
+            m.put(&mut s, &(i * 2 + 1), &(10 + i)).unwrap();
+        }
+        assert_eq!(m.first_entries(&mut s, 2).unwrap().len(), 2);
+        now.store(1_120, Ordering::SeqCst);
+        let first: Vec<u64> = m
+            .first_entries(&mut s, 2)
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(first, vec![10, 11]);
+        assert_eq!(m.first_entries(&mut s, 5).unwrap().len(), 3);
     }
 
     #[test]
