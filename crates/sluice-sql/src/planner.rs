@@ -300,6 +300,19 @@ impl Planner<'_> {
         self.source(name, scan.projected_schema.clone(), graph)
     }
 
+    /// `s` with only the rows for which `predicate` (over `schema`) is true.
+    fn filtered(
+        &self,
+        s: Stream,
+        predicate: &Expr,
+        schema: &DFSchema,
+        graph: &mut JobGraph,
+    ) -> Result<Stream> {
+        let step = CalcStep::Filter(physical(predicate, schema)?);
+        let node = self.calc(graph, &s, "Filter".into(), step);
+        Ok(Stream { node, ..s })
+    }
+
     /// Adds the nodes of `plan` to `graph`.
     fn translate(&self, plan: &LogicalPlan, graph: &mut JobGraph) -> Result<Stream> {
         match plan {
@@ -341,9 +354,7 @@ impl Planner<'_> {
                         s = self.materialize(s, graph)?;
                     }
                 }
-                let pred = physical(&f.predicate, f.input.schema())?;
-                let node = self.calc(graph, &s, "Filter".into(), CalcStep::Filter(pred));
-                Ok(Stream { node, ..s })
+                self.filtered(s, &f.predicate, f.input.schema(), graph)
             }
             LogicalPlan::Projection(p) => {
                 // A Top-N right below: whether the row number is selected decides its changelog.
@@ -881,9 +892,8 @@ impl Planner<'_> {
                 _ => out,
             };
         }
-        let pred = physical(&f.predicate, f.input.schema())?;
-        let node = self.calc(graph, &out, "Filter".into(), CalcStep::Filter(pred));
-        Ok(Some(Stream { node, ..out }))
+        self.filtered(out, &f.predicate, f.input.schema(), graph)
+            .map(Some)
     }
 
     /// Key columns for a hash exchange on `keys`: plain columns as they are; otherwise a calc

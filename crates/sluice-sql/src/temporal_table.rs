@@ -52,7 +52,6 @@ pub fn extract(
     counter: &mut usize,
     out: &mut Vec<(String, TemporalTable)>,
 ) -> Result<Vec<TokenWithSpan>> {
-    tokens.retain(|t| !matches!(t.token, Token::Whitespace(_)));
     let mut i = 0;
     while i + 3 < tokens.len() {
         let is_clause = ["FOR", "SYSTEM_TIME", "AS", "OF"]
@@ -159,9 +158,11 @@ mod tests {
     use sqlparser::tokenizer::Tokenizer;
 
     fn run(sql: &str) -> Result<(String, Vec<(String, TemporalTable)>)> {
-        let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        // As the script parser hands them on: without whitespace.
+        let mut tokens = Tokenizer::new(&GenericDialect {}, sql)
             .tokenize_with_location()
             .unwrap();
+        tokens.retain(|t| !matches!(t.token, Token::Whitespace(_)));
         let mut out = Vec::new();
         let mut counter = 0;
         let left = extract(tokens, &mut counter, &mut out)?;

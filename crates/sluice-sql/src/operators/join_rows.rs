@@ -6,10 +6,11 @@
 
 use super::df;
 use arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray};
+use arrow::compute::interleave;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion_physical_expr::PhysicalExpr;
-use sluice_common::{Result, SluiceError};
+use sluice_common::{ChangeBatch, Result, RowKind, SluiceError};
 use sluice_engine::keyed::RowCodec;
 use std::sync::Arc;
 
@@ -113,14 +114,41 @@ impl JoinedRows {
 
     /// Left rows with NULLs for the right columns.
     pub fn left_padded(&self, left: &[&[u8]]) -> Result<RecordBatch> {
-        let mut columns = self.left.decode(left)?;
-        columns.extend(
-            self.right
-                .types()
-                .iter()
-                .map(|t| new_null_array(t, left.len())),
-        );
-        self.batch(columns, left.len())
+        if left.is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        }
+        self.pad_left(self.left.decode(left)?, left.len())
+    }
+
+    /// `rows` left rows, given as their columns, with NULLs for the right columns.
+    pub fn pad_left(&self, mut columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+        columns.extend(self.right.types().iter().map(|t| new_null_array(t, rows)));
+        self.batch(columns, rows)
+    }
+
+    /// Joined and padded rows in one batch, in `order`: `(0, i)` is row `i` of `joined`,
+    /// `(1, i)` row `i` of `padded`.
+    pub fn interleaved(
+        &self,
+        joined: RecordBatch,
+        padded: RecordBatch,
+        order: &[(usize, usize)],
+    ) -> Result<RecordBatch> {
+        if padded.num_rows() == 0 {
+            return Ok(joined);
+        }
+        if joined.num_rows() == 0 {
+            return Ok(padded);
+        }
+        let columns = (0..joined.num_columns())
+            .map(|c| {
+                interleave(
+                    &[joined.column(c).as_ref(), padded.column(c).as_ref()],
+                    order,
+                )
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        self.batch(columns, order.len())
     }
 
     /// Right rows with NULLs for the left columns.
@@ -149,6 +177,15 @@ impl JoinedRows {
         })?;
         // NULL is not a match.
         Ok(mask.iter().map(|v| Some(v == Some(true))).collect())
+    }
+}
+
+/// Rows of the given kinds: an insert-only batch when they are all `+I`.
+pub fn with_kinds(data: RecordBatch, kinds: Vec<RowKind>) -> ChangeBatch {
+    if kinds.iter().all(|k| *k == RowKind::Insert) {
+        ChangeBatch::inserts(data)
+    } else {
+        ChangeBatch::new(data, Some(kinds.into()))
     }
 }
 

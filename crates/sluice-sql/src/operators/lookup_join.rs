@@ -8,10 +8,10 @@
 //! the input's watermarks. Keys of one batch are looked up once each.
 
 use super::df;
-use super::join_rows::{JoinKind, JoinedRows};
+use super::join_rows::{with_kinds, JoinKind, JoinedRows};
 use super::lookup_cache::{KeyRows, LookupCache};
 use arrow::array::{ArrayRef, UInt32Array};
-use arrow::compute::{filter_record_batch, interleave, take};
+use arrow::compute::{filter_record_batch, take};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion_physical_expr::PhysicalExpr;
@@ -212,39 +212,15 @@ impl Operator for LookupJoin {
         if order.is_empty() {
             return Ok(());
         }
-        let output = if padded.is_empty() {
-            joined
-        } else {
-            let indices = UInt32Array::from(padded);
-            let left: Vec<ArrayRef> = data
-                .columns()
-                .iter()
-                .map(|c| take(c.as_ref(), &indices, None))
-                .collect::<std::result::Result<_, _>>()?;
-            let mut columns = left;
-            columns.extend(
-                self.rows
-                    .right
-                    .types()
-                    .iter()
-                    .map(|t| arrow::array::new_null_array(t, indices.len())),
-            );
-            let padded = RecordBatch::try_new(self.rows.schema.clone(), columns)?;
-            let columns = (0..joined.num_columns())
-                .map(|c| {
-                    interleave(
-                        &[joined.column(c).as_ref(), padded.column(c).as_ref()],
-                        &order,
-                    )
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            RecordBatch::try_new(self.rows.schema.clone(), columns)?
-        };
-        out.batch(if batch.kinds.is_none() {
-            ChangeBatch::inserts(output)
-        } else {
-            ChangeBatch::new(output, Some(kinds.into()))
-        });
+        let indices = UInt32Array::from(padded);
+        let left: Vec<ArrayRef> = data
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &indices, None))
+            .collect::<std::result::Result<_, _>>()?;
+        let padded = self.rows.pad_left(left, indices.len())?;
+        let output = self.rows.interleaved(joined, padded, &order)?;
+        out.batch(with_kinds(output, kinds));
         Ok(())
     }
 }

@@ -21,7 +21,7 @@
 //! row is emitted only when the watermark has reached its time.
 
 use super::interval_join::times;
-use super::join_rows::{JoinInput, JoinKind, JoinedRows};
+use super::join_rows::{with_kinds, JoinInput, JoinKind, JoinedRows};
 use arrow::array::{Array, ArrayRef};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
@@ -286,27 +286,9 @@ impl TemporalJoin {
         if order.is_empty() {
             return Ok(());
         }
-        let data = if padded.is_empty() {
-            pairs
-        } else if pairs.num_rows() == 0 {
-            self.rows.left_padded(&padded)?
-        } else {
-            let padded = self.rows.left_padded(&padded)?;
-            let columns = (0..pairs.num_columns())
-                .map(|c| {
-                    arrow::compute::interleave(
-                        &[pairs.column(c).as_ref(), padded.column(c).as_ref()],
-                        &order,
-                    )
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            RecordBatch::try_new(self.rows.schema.clone(), columns)?
-        };
-        out.batch(if kinds.iter().all(|k| *k == RowKind::Insert) {
-            ChangeBatch::inserts(data)
-        } else {
-            ChangeBatch::new(data, Some(kinds.into()))
-        });
+        let padded = self.rows.left_padded(&padded)?;
+        let data = self.rows.interleaved(pairs, padded, &order)?;
+        out.batch(with_kinds(data, kinds));
         Ok(())
     }
 }

@@ -452,23 +452,6 @@ impl Planner<'_> {
 }
 
 impl Planner<'_> {
-    /// `s` with only the rows for which `predicate` (over `schema`) is true.
-    fn filtered(
-        &self,
-        s: Stream,
-        predicate: &Expr,
-        schema: &DFSchema,
-        graph: &mut JobGraph,
-    ) -> Result<Stream> {
-        let node = self.calc(
-            graph,
-            &s,
-            "Filter".into(),
-            super::CalcStep::Filter(physical(predicate, schema)?),
-        );
-        Ok(Stream { node, ..s })
-    }
-
     /// Hashes both inputs of a join on its equi-keys (`(left, right)` expression pairs, of
     /// one type each): the exchanges' key columns and the inputs as the operator sees them.
     pub(super) fn keyed_inputs(
