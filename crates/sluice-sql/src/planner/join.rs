@@ -253,13 +253,7 @@ impl Planner<'_> {
             r = self.materialize(r, graph)?;
         }
         let (ls, rs) = (join.left.schema(), join.right.schema());
-        let mut conjuncts: Vec<Expr> = Vec::new();
-        for (a, b) in &join.on {
-            conjuncts.push(a.clone().eq(b.clone()));
-        }
-        for f in join.filter.iter().chain(above) {
-            conjuncts.extend(split_conjunction(f).into_iter().cloned());
-        }
+        let mut conjuncts = join_conjuncts(join, above);
         if join.null_aware {
             // `a NOT IN (SELECT b ...)`: the first equality is the IN's (correlations follow
             // it). It is not true when some b equals a, when a is NULL (and there are rows)
@@ -487,6 +481,20 @@ impl Planner<'_> {
         let (left, right) = (input(ls, lw, &lk.hash_cols), input(rs, rw, &rk.hash_cols));
         Ok((lk, rk, left, right))
     }
+}
+
+/// The conjuncts of `join`'s condition: its `ON` equalities, its filter and `above` (a
+/// `WHERE` right above an inner join, as Flink's optimiser merges it into the join).
+pub(super) fn join_conjuncts(join: &Join, above: Option<&Expr>) -> Vec<Expr> {
+    let mut conjuncts: Vec<Expr> = join
+        .on
+        .iter()
+        .map(|(a, b)| a.clone().eq(b.clone()))
+        .collect();
+    for f in join.filter.iter().chain(above) {
+        conjuncts.extend(split_conjunction(f).into_iter().cloned());
+    }
+    conjuncts
 }
 
 /// The conjunction of `conjuncts` (a join's condition but its keys) over the joined `schema`,

@@ -6,7 +6,7 @@
 //! attribute and a primary key, and the join's equalities cover the key. The condition's
 //! equalities are the join key, the rest is evaluated on each row and its version.
 
-use super::join::{condition, split_condition, Condition};
+use super::join::{condition, join_conjuncts, split_condition, Condition};
 use super::{arrow_schema, physical, unsupported, Planner, Stream};
 use crate::operators::join_rows::JoinKind;
 use crate::operators::lookup_join::LookupJoinFactory;
@@ -15,7 +15,6 @@ use crate::parser::err_at;
 use crate::temporal_table::TemporalTable;
 use datafusion_common::Column;
 use datafusion_expr::logical_plan::{Join, TableScan};
-use datafusion_expr::utils::split_conjunction;
 use datafusion_expr::{Expr, ExprSchemable, JoinType, LogicalPlan};
 use sluice_common::Result;
 use sluice_engine::{Input, JobGraph, LookupSpec, Node, NodeKind, OperatorFactory, Partitioning};
@@ -85,13 +84,7 @@ impl<'a> Planner<'a> {
         if l.pending.is_some() {
             l = self.materialize(l, graph)?;
         }
-        let mut conjuncts: Vec<Expr> = Vec::new();
-        for (a, b) in &join.on {
-            conjuncts.push(a.clone().eq(b.clone()));
-        }
-        for f in join.filter.iter().chain(above) {
-            conjuncts.extend(split_conjunction(f).into_iter().cloned());
-        }
+        let conjuncts = join_conjuncts(join, above);
         let cond = split_condition(conjuncts, ls, rs, None);
         if l.rowtime != Some(time) {
             if crate::catalog::is_proctime(&join.left, time, self.catalog) {
