@@ -13,7 +13,7 @@
 //! largest watermark any channel reached and reports the task idle, as Flink does.
 
 use crossbeam_channel::{Receiver, Select, TryRecvError};
-use sluice_common::{ChangeBatch, CheckpointId, EventTime, Message, MIN_WATERMARK};
+use sluice_common::{ChangeBatch, CheckpointId, EventTime, Message, MAX_WATERMARK, MIN_WATERMARK};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -212,7 +212,15 @@ impl InputGate {
                     self.channels[c].ended = true;
                     self.channels[c].blocked = false;
                     self.open -= 1;
-                    self.advance(self.min_active());
+                    // Every channel ended: event time is complete, as if each had sent the
+                    // maximum watermark (an upstream restored from a checkpoint taken after it
+                    // had sent that does not send it again).
+                    let to = if self.open == 0 {
+                        Some(MAX_WATERMARK)
+                    } else {
+                        self.min_active()
+                    };
+                    self.advance(to);
                     self.check_aligned();
                 }
             }
@@ -294,6 +302,22 @@ mod tests {
         tx[1].send(Message::EndOfStream).unwrap();
         assert!(matches!(g.next(T), GateEvent::Watermark(20)));
         tx[0].send(Message::EndOfStream).unwrap();
+        assert!(matches!(g.next(T), GateEvent::Watermark(MAX_WATERMARK)));
+        assert!(matches!(g.next(T), GateEvent::Ended));
+    }
+
+    /// After a restore, an upstream that had sent the maximum watermark before the checkpoint
+    /// does not send it again: its channel holds the watermark back until it ends, and when
+    /// the last channel ends, event time is complete all the same.
+    #[test]
+    fn the_end_of_every_channel_completes_event_time() {
+        let (mut g, tx) = gate(2, 8);
+        tx[1].send(Message::Watermark(MAX_WATERMARK)).unwrap();
+        assert!(matches!(g.next(T), GateEvent::Timeout));
+        tx[1].send(Message::EndOfStream).unwrap();
+        assert!(matches!(g.next(T), GateEvent::Timeout));
+        tx[0].send(Message::EndOfStream).unwrap();
+        assert!(matches!(g.next(T), GateEvent::Watermark(MAX_WATERMARK)));
         assert!(matches!(g.next(T), GateEvent::Ended));
     }
 

@@ -548,7 +548,8 @@ mod restore {
             }
         }
         fn has_nothing_to_read(&self) -> bool {
-            self.inner.has_nothing_to_read()
+            // Rows held back from the inner source are still to be read.
+            self.rest.is_none() && self.inner.has_nothing_to_read()
         }
         fn snapshot_position(&mut self, c: CheckpointId, state: &mut StateWriter) -> Result<()> {
             let mut inner = StateWriter::default();
