@@ -17,6 +17,9 @@
 //! restored at another parallelism and expires with `table.exec.state.ttl`.
 
 use super::acc_state::{as_type, new_accumulator, state_widths};
+use super::count_accumulators::{
+    count_from_state, count_state, counts_distinct_ints, DistinctInts,
+};
 use super::df;
 use super::window_aggregate::AggSpec;
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array};
@@ -58,6 +61,11 @@ enum AggKind {
     /// MIN (`false`) or MAX (`true`) over an updating input: every value with its count in
     /// a map state.
     Extreme { is_max: bool },
+    /// `COUNT`, kept as a number (DataFusion's state).
+    Count,
+    /// `COUNT(DISTINCT x)` of an integer `x` over an insert-only input, kept as a hash set
+    /// (DataFusion's state: a list of the values).
+    DistinctInts,
 }
 
 impl OperatorFactory for GroupAggregateFactory {
@@ -66,13 +74,36 @@ impl OperatorFactory for GroupAggregateFactory {
     }
 
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
+        // The state each aggregate's DataFusion accumulator keeps: the stored layout, whoever
+        // keeps the group (a retractable one may keep more than `state_fields` says: a
+        // sliding SUM keeps its count too).
+        let df_states = self
+            .aggs
+            .iter()
+            .map(|a| {
+                let state = new_accumulator(a, self.retracting)?.state().map_err(df)?;
+                Ok(state.iter().map(|v| v.data_type()).collect::<Vec<_>>())
+            })
+            .collect::<Result<Vec<_>>>()?;
         let kinds: Vec<AggKind> = self
             .aggs
             .iter()
+            .zip(&df_states)
             .map(
-                |a| match a.expr.fun().name().to_ascii_lowercase().as_str() {
+                |(a, state)| match a.expr.fun().name().to_ascii_lowercase().as_str() {
                     "min" if self.retracting => AggKind::Extreme { is_max: false },
                     "max" if self.retracting => AggKind::Extreme { is_max: true },
+                    "count" if !a.expr.is_distinct() && state == &[DataType::Int64] => {
+                        AggKind::Count
+                    }
+                    "count"
+                        if a.expr.is_distinct()
+                            && !self.retracting
+                            && a.expr.expressions().len() == 1
+                            && counts_distinct_ints(state) =>
+                    {
+                        AggKind::DistinctInts
+                    }
                     _ => AggKind::Accumulator,
                 },
             )
@@ -86,15 +117,12 @@ impl OperatorFactory for GroupAggregateFactory {
         let mut state_types = vec![DataType::Int64];
         state_types.extend(out_types.iter().cloned());
         let mut widths = Vec::new();
-        for (a, k) in self.aggs.iter().zip(&kinds) {
-            if *k == AggKind::Accumulator {
-                // The state the accumulator really keeps: a retractable one may keep more
-                // than `state_fields` says (a sliding SUM keeps its count too).
-                let state = new_accumulator(a, self.retracting)?.state().map_err(df)?;
-                widths.push(state.len());
-                state_types.extend(state.iter().map(|v| v.data_type()));
-            } else {
+        for (state, k) in df_states.into_iter().zip(&kinds) {
+            if matches!(k, AggKind::Extreme { .. }) {
                 widths.push(0);
+            } else {
+                widths.push(state.len());
+                state_types.extend(state);
             }
         }
         // MIN and MAX have the type of their argument.
@@ -131,6 +159,8 @@ impl OperatorFactory for GroupAggregateFactory {
 enum Acc {
     Df(Box<dyn Accumulator>),
     Extreme(ScalarValue),
+    Count(i64),
+    Distinct(DistinctInts),
 }
 
 struct Group {
@@ -170,6 +200,38 @@ struct GroupAggregate {
     caching: bool,
 }
 
+/// The changes a batch makes, in input order: their kinds, keys and, per aggregate, results
+/// (a column each, filled a change at a time, not a `Vec` per change).
+struct Changes<'k> {
+    kinds: Vec<RowKind>,
+    keys: Vec<&'k [u8]>,
+    values: Vec<Vec<ScalarValue>>,
+}
+
+impl<'k> Changes<'k> {
+    /// Room for `rows` changes (a row makes one or two; most make one or none).
+    fn new(aggs: usize, rows: usize) -> Self {
+        Changes {
+            kinds: Vec::with_capacity(rows),
+            keys: Vec::with_capacity(rows),
+            values: (0..aggs).map(|_| Vec::with_capacity(rows)).collect(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        kind: RowKind,
+        key: &'k [u8],
+        values: impl IntoIterator<Item = ScalarValue>,
+    ) {
+        self.kinds.push(kind);
+        self.keys.push(key);
+        for (column, v) in self.values.iter_mut().zip(values) {
+            column.push(v);
+        }
+    }
+}
+
 /// How many groups stay decoded between batches.
 const LIVE_GROUPS: usize = 65_536;
 
@@ -186,9 +248,14 @@ impl GroupAggregate {
             .iter()
             .zip(&self.kinds)
             .zip(&self.out_types)
-            .map(|((a, k), t)| match k {
+            .enumerate()
+            .map(|(j, ((a, k), t))| match k {
                 AggKind::Accumulator => Ok(Acc::Df(new_accumulator(a, self.retracting)?)),
                 AggKind::Extreme { .. } => Ok(Acc::Extreme(ScalarValue::try_from(t).map_err(df)?)),
+                AggKind::Count => Ok(Acc::Count(0)),
+                AggKind::DistinctInts => Ok(Acc::Distinct(DistinctInts::new(
+                    &self.state_codec.types()[self.state_at(j)],
+                )?)),
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Group {
@@ -196,6 +263,12 @@ impl GroupAggregate {
             last: None,
             rows: 0,
         })
+    }
+
+    /// The first state column of aggregate `j`: after the row count, the last results and
+    /// the aggregates before it.
+    fn state_at(&self, j: usize) -> usize {
+        1 + self.aggs.len() + self.widths[..j].iter().sum::<usize>()
     }
 
     /// Rebuilds groups from their stored bytes (one decode for all of them).
@@ -245,6 +318,18 @@ impl GroupAggregate {
                         accs.push(Acc::Df(acc));
                     }
                     AggKind::Extreme { .. } => accs.push(Acc::Extreme(last[j].clone())),
+                    AggKind::Count => {
+                        let state = cols.get(at).ok_or_else(bad)?;
+                        at += 1;
+                        accs.push(Acc::Count(count_from_state(state, i)?));
+                    }
+                    AggKind::DistinctInts => {
+                        let state = cols.get(at).ok_or_else(bad)?;
+                        at += 1;
+                        let mut set = DistinctInts::new(state.data_type())?;
+                        set.merge_state(state, i)?;
+                        accs.push(Acc::Distinct(set));
+                    }
                 }
             }
             out.push(Group {
@@ -279,11 +364,15 @@ impl GroupAggregate {
                 col.push(v.clone());
             }
             for (j, acc) in g.accs.iter_mut().enumerate() {
-                if let Acc::Df(acc) = acc {
-                    for (f, v) in acc.state().map_err(df)?.into_iter().enumerate() {
-                        if let Some(col) = states[j].get_mut(f) {
-                            col.push(v);
-                        }
+                let state = match acc {
+                    Acc::Df(acc) => acc.state().map_err(df)?,
+                    Acc::Count(n) => vec![count_state(*n)],
+                    Acc::Distinct(set) => vec![set.state()?],
+                    Acc::Extreme(_) => continue,
+                };
+                for (f, v) in state.into_iter().enumerate() {
+                    if let Some(col) = states[j].get_mut(f) {
+                        col.push(v);
                     }
                 }
             }
@@ -461,6 +550,8 @@ impl Operator for GroupAggregate {
         let mut filters = Vec::with_capacity(self.aggs.len());
         // The encoded argument of each MIN/MAX over an updating input, per row.
         let mut extreme_values: Vec<Option<Vec<Vec<u8>>>> = Vec::with_capacity(self.aggs.len());
+        // The argument of each native COUNT(DISTINCT), as BIGINT.
+        let mut distinct_args: Vec<Option<Int64Array>> = Vec::with_capacity(self.aggs.len());
         for (j, a) in self.aggs.iter().enumerate() {
             let cols = a
                 .expr
@@ -474,7 +565,11 @@ impl Operator for GroupAggregate {
                     let c = as_type(cols[0].clone(), t)?;
                     Some(self.value_codecs[j].encode(&[c])?)
                 }
-                AggKind::Accumulator => None,
+                _ => None,
+            });
+            distinct_args.push(match self.kinds[j] {
+                AggKind::DistinctInts => Some(DistinctInts::argument(&cols[0])?),
+                _ => None,
             });
             args.push(cols);
             filters.push(match &a.filter {
@@ -508,7 +603,9 @@ impl Operator for GroupAggregate {
         }
 
         // Changes in input order: (kind, key, values).
-        let mut changes: Vec<(RowKind, &[u8], Vec<ScalarValue>)> = Vec::new();
+        let mut changes = Changes::new(self.aggs.len(), n);
+        // One row's results (reused).
+        let mut values: Vec<ScalarValue> = Vec::with_capacity(self.aggs.len());
         let mut touched: Vec<&[u8]> = Vec::new();
         // One row's arguments of one aggregate (reused: no allocation per row).
         let mut one: Vec<ArrayRef> = Vec::new();
@@ -536,6 +633,21 @@ impl Operator for GroupAggregate {
                     continue;
                 }
                 match acc {
+                    Acc::Count(count) => {
+                        // COUNT(x) counts the rows where x is not NULL (COUNT(*): a literal).
+                        if args[a].iter().all(|c| c.is_valid(i)) {
+                            *count += if adds { 1 } else { -1 };
+                        }
+                    }
+                    Acc::Distinct(set) => {
+                        let (true, Some(values)) = (adds, &distinct_args[a]) else {
+                            return Err(SluiceError::Runtime(format!(
+                                "{}: COUNT(DISTINCT ...) kept as a set cannot take a row back",
+                                self.name
+                            )));
+                        };
+                        set.insert(values, i);
+                    }
                     Acc::Df(acc) => {
                         one.clear();
                         one.extend(args[a].iter().map(|c| c.slice(i, 1)));
@@ -580,26 +692,31 @@ impl Operator for GroupAggregate {
                 // Every row of the group was taken back: the group is gone.
                 if let Some(g) = slot.take() {
                     if let Some(old) = g.last {
-                        changes.push((RowKind::Delete, key, old));
+                        changes.push(RowKind::Delete, key, old);
                     }
                 }
                 continue;
             }
-            let values = group
-                .accs
-                .iter_mut()
-                .map(|a| match a {
-                    Acc::Df(acc) => acc.evaluate(),
-                    Acc::Extreme(v) => Ok(v.clone()),
-                })
-                .collect::<datafusion_common::Result<Vec<_>>>()
-                .map_err(df)?;
-            match group.last.replace(values.clone()) {
-                None => changes.push((RowKind::Insert, key, values)),
-                Some(old) if old == values => {}
+            values.clear();
+            for a in group.accs.iter_mut() {
+                values.push(match a {
+                    Acc::Df(acc) => acc.evaluate().map_err(df)?,
+                    Acc::Extreme(v) => v.clone(),
+                    Acc::Count(n) => ScalarValue::Int64(Some(*n)),
+                    Acc::Distinct(set) => ScalarValue::Int64(Some(set.count())),
+                });
+            }
+            match group.last.as_mut() {
+                None => {
+                    changes.push(RowKind::Insert, key, values.iter().cloned());
+                    group.last = Some(std::mem::take(&mut values));
+                }
+                Some(old) if *old == values => {}
                 Some(old) => {
-                    changes.push((RowKind::UpdateBefore, key, old));
-                    changes.push((RowKind::UpdateAfter, key, values));
+                    // `values` becomes the old result, `old` the new one.
+                    std::mem::swap(old, &mut values);
+                    changes.push(RowKind::UpdateBefore, key, values.drain(..));
+                    changes.push(RowKind::UpdateAfter, key, old.iter().cloned());
                 }
             }
         }
@@ -628,7 +745,10 @@ impl Operator for GroupAggregate {
         if !self.caching || self.live.len() > LIVE_GROUPS {
             self.flush()?;
         }
-        let has_extremes = self.kinds.iter().any(|k| *k != AggKind::Accumulator);
+        let has_extremes = self
+            .kinds
+            .iter()
+            .any(|k| matches!(k, AggKind::Extreme { .. }));
         for key in gone {
             self.store.set_current_key(key)?;
             self.groups.clear(&mut self.store)?;
@@ -637,20 +757,15 @@ impl Operator for GroupAggregate {
             }
         }
 
-        if changes.is_empty() {
+        if changes.kinds.is_empty() {
             return Ok(());
         }
         let mut columns: Vec<ArrayRef> = Vec::new();
         if !self.keys.is_empty() {
-            let rows: Vec<&[u8]> = changes.iter().map(|(_, k, _)| *k).collect();
-            columns = self.key_codec.decode(&rows)?;
+            columns = self.key_codec.decode(&changes.keys)?;
         }
         let offset = columns.len();
-        for j in 0..self.aggs.len() {
-            // Taken, not cloned: each change is emitted once.
-            let values = changes
-                .iter_mut()
-                .map(|(_, _, v)| std::mem::replace(&mut v[j], ScalarValue::Null));
+        for (j, values) in changes.values.into_iter().enumerate() {
             let array = ScalarValue::iter_to_array(values).map_err(df)?;
             columns.push(as_type(
                 array,
@@ -662,7 +777,7 @@ impl Operator for GroupAggregate {
                 *c = cast(c, f.data_type())?;
             }
         }
-        let kinds: Arc<[RowKind]> = changes.iter().map(|(k, _, _)| *k).collect();
+        let kinds: Arc<[RowKind]> = changes.kinds.into();
         let data = RecordBatch::try_new(self.output_schema.clone(), columns)
             .map_err(|e| SluiceError::Runtime(format!("{}: {e}", self.name)))?;
         out.batch(ChangeBatch::new(data, Some(kinds)));

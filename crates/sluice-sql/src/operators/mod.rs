@@ -5,6 +5,7 @@ pub(crate) mod acc_state;
 pub mod append_only_top_n;
 pub mod calc;
 pub mod changelog_normalize;
+pub(crate) mod count_accumulators;
 pub mod deduplicate;
 pub mod group_aggregate;
 pub mod interval_join;
