@@ -163,7 +163,7 @@ mod tests {
         .unwrap();
         let mut df_acc = expr.create_accumulator().unwrap();
         let state = s.state().unwrap().to_array().unwrap();
-        df_acc.merge_batch(&[state.clone()]).unwrap();
+        df_acc.merge_batch(std::slice::from_ref(&state)).unwrap();
         assert_eq!(df_acc.evaluate().unwrap(), ScalarValue::Int64(Some(2)));
 
         // And its state comes back.
