@@ -21,7 +21,8 @@ use crate::keyed::{StateBackendKind, StateResources};
 use crate::operator::{Operator, Output, SubtaskContext};
 use crate::source::{SourcePoll, SourceReader};
 use crate::state::{StateReader, StateWriter};
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crate::task_metrics::{OperatorMetrics, TaskMetrics, TimeCounter};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use sluice_common::{CheckpointId, Message, Result, SluiceError, MAX_WATERMARK};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -61,6 +62,8 @@ struct Router {
     subtask: usize,
     max_parallelism: usize,
     round_robin: usize,
+    /// The time spent waiting for room in a full channel.
+    backpressured: TimeCounter,
 }
 
 impl Router {
@@ -107,9 +110,19 @@ impl Router {
         }
     }
 
-    fn deliver(&self, target: usize, msg: Message) -> Result<()> {
+    fn deliver(&mut self, target: usize, msg: Message) -> Result<()> {
         match self.senders.get(target) {
-            Some(Some(tx)) => tx.send(msg).map_err(|_| SluiceError::Cancelled),
+            Some(Some(tx)) => match tx.try_send(msg) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(msg)) => {
+                    // The consumer is behind: wait for room (the backpressure), timed.
+                    let waited = Instant::now();
+                    let sent = tx.send(msg).map_err(|_| SluiceError::Cancelled);
+                    self.backpressured.add(waited.elapsed());
+                    sent
+                }
+                Err(TrySendError::Disconnected(_)) => Err(SluiceError::Cancelled),
+            },
             _ => Err(SluiceError::Runtime(format!(
                 "no channel to subtask {target} of the next task"
             ))),
@@ -124,6 +137,11 @@ struct Subtask {
     /// The node of the task's source, if it has one.
     source_node: Option<usize>,
     operators: Vec<Box<dyn Operator>>,
+    /// The metrics of each operator in `operators`.
+    metrics: Vec<OperatorMetrics>,
+    /// The source's, if the task has one.
+    source_metrics: Option<OperatorMetrics>,
+    task_metrics: TaskMetrics,
     routers: Vec<Router>,
     checkpoints: Arc<CheckpointShared>,
     /// Writes snapshots and speaks to the coordinator.
@@ -144,7 +162,13 @@ impl Subtask {
         for (pos, op) in self.operators.iter_mut().enumerate().skip(from) {
             let mut out = Output::default();
             let logical_input = if pos == from { input } else { 0 };
+            let metrics = &self.metrics[pos];
             for m in pending.drain(..) {
+                match &m {
+                    Message::Data(b) => metrics.records_in.increment(b.num_rows() as u64),
+                    Message::Watermark(w) => metrics.input_watermark(*w),
+                    _ => {}
+                }
                 match m {
                     Message::Data(b) => op.process_batch(logical_input, b, &mut out)?,
                     Message::Watermark(w) => op.process_watermark(w, &mut out)?,
@@ -153,6 +177,7 @@ impl Subtask {
                 }
             }
             pending = out.drain().collect();
+            count_out(metrics, &pending);
             if pending.is_empty() {
                 return Ok(());
             }
@@ -192,6 +217,7 @@ impl Subtask {
             let mut out = Output::default();
             f(&mut self.operators[pos], &mut out)?;
             let emitted: Vec<Message> = out.drain().collect();
+            count_out(&self.metrics[pos], &emitted);
             for m in emitted {
                 if pos + 1 < self.operators.len() {
                     self.push(pos + 1, 0, m)?;
@@ -347,6 +373,17 @@ impl Subtask {
             }
         }
         self.writer.finished(sections)
+    }
+}
+
+/// Counts what an operator emitted.
+fn count_out(metrics: &OperatorMetrics, emitted: &[Message]) {
+    for m in emitted {
+        match m {
+            Message::Data(b) => metrics.records_out.increment(b.num_rows() as u64),
+            Message::Watermark(w) => metrics.output_watermark(*w),
+            _ => {}
+        }
     }
 }
 
@@ -586,6 +623,7 @@ pub fn run_job(
         let tail = *task.nodes.last().unwrap_or(&task.nodes[0]);
         let consumers = graph.consumers(tail);
         for subtask in 0..head.parallelism {
+            let task_metrics = TaskMetrics::new(&graph.name, &head.name, subtask);
             let mut routers = Vec::new();
             for &c in &consumers {
                 let ct = task_of[c];
@@ -604,6 +642,7 @@ pub fn run_job(
                         subtask,
                         max_parallelism,
                         round_robin: subtask,
+                        backpressured: task_metrics.backpressured(),
                     });
                 }
             }
@@ -682,10 +721,19 @@ pub fn run_job(
                 subtask,
             };
             all_subtasks.push(key);
+            let metrics = nodes
+                .iter()
+                .map(|&n| OperatorMetrics::new(&graph.name, n, &graph.nodes[n].name, subtask))
+                .collect();
+            let source_metrics = source_node
+                .map(|n| OperatorMetrics::new(&graph.name, n, &graph.nodes[n].name, subtask));
             let mut sub = Subtask {
                 nodes,
                 source_node,
                 operators,
+                metrics,
+                source_metrics,
+                task_metrics,
                 routers,
                 checkpoints: shared.clone(),
                 writer: SnapshotWriter::start(
@@ -833,13 +881,18 @@ fn run_source(
             continue;
         }
         sub.fire_processing_timers()?;
+        let polled = Instant::now();
         match reader.poll()? {
             SourcePoll::Batch(b) => {
                 if b.num_rows() > 0 {
                     last_data = Instant::now();
                     idle = false;
+                    if let Some(m) = &sub.source_metrics {
+                        m.records_out.increment(b.num_rows() as u64);
+                    }
                     sub.push(0, 0, Message::Data(b))?;
                 }
+                sub.task_metrics.busy.add(polled.elapsed());
             }
             SourcePoll::Split(split, status) => sub.push(0, 0, Message::Split(split, status))?,
             SourcePoll::Idle => {
@@ -849,7 +902,8 @@ fn run_source(
                         sub.push(0, 0, Message::Idle)?;
                     }
                 }
-                std::thread::sleep(IDLE_SLEEP)
+                std::thread::sleep(IDLE_SLEEP);
+                sub.task_metrics.idle.add(polled.elapsed());
             }
             SourcePoll::End => {
                 sub.push(0, 0, Message::Watermark(MAX_WATERMARK))?;
@@ -862,7 +916,11 @@ fn run_source(
 fn run_operator(channels: InputChannels, mut sub: Subtask) -> Result<()> {
     let mut gate = InputGate::new(channels, sub.notified);
     loop {
-        match gate.next(NOTIFY_POLL) {
+        let waiting = Instant::now();
+        let event = gate.next(NOTIFY_POLL);
+        let working = Instant::now();
+        sub.task_metrics.idle.add(working - waiting);
+        match event {
             GateEvent::Data { input, batch } => sub.push(0, input, Message::Data(batch))?,
             GateEvent::Watermark(w) => sub.push(0, 0, Message::Watermark(w))?,
             GateEvent::Idle => sub.push(0, 0, Message::Idle)?,
@@ -878,5 +936,6 @@ fn run_operator(channels: InputChannels, mut sub: Subtask) -> Result<()> {
         }
         sub.notify(None)?;
         sub.fire_processing_timers()?;
+        sub.task_metrics.busy.add(working.elapsed());
     }
 }

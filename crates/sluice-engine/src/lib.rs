@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod operator;
 pub mod source;
 pub mod state;
+pub mod task_metrics;
 
 pub use checkpoint::{CheckpointConfig, CheckpointStats, RestoreMode};
 pub use connector::{

@@ -50,6 +50,10 @@ enum Command {
         /// Where jobs keep their checkpoints and savepoints (`<dir>/jobs/<pipeline.name>/`).
         #[arg(long, value_name = "DIR", default_value = "sluice-data")]
         data_dir: PathBuf,
+        /// Serves the job's metrics for Prometheus at http://ADDR/metrics (e.g.
+        /// 127.0.0.1:9249; port 0 picks a free one).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<String>,
     },
     /// Runs the event log: a broker that speaks the Apache Kafka protocol.
     Broker(BrokerArgs),
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
             from_savepoint,
             savepoint_on_stop,
             data_dir,
+            metrics_addr,
         } => match run(
             &script,
             RunOptions {
@@ -125,6 +130,7 @@ fn main() -> ExitCode {
                 from_savepoint,
                 savepoint_on_stop,
                 data_dir,
+                metrics_addr,
             },
         ) {
             Ok(()) => ExitCode::SUCCESS,
@@ -238,6 +244,7 @@ struct RunOptions {
     from_savepoint: Option<PathBuf>,
     savepoint_on_stop: bool,
     data_dir: PathBuf,
+    metrics_addr: Option<String>,
 }
 
 fn run(script: &PathBuf, opts: RunOptions) -> Result<(), String> {
@@ -290,6 +297,11 @@ fn run(script: &PathBuf, opts: RunOptions) -> Result<(), String> {
             r.metadata.id,
             r.path.display()
         );
+    }
+    if let Some(addr) = &opts.metrics_addr {
+        let at = sluice_server::metrics_endpoint::serve_in_background(addr)
+            .map_err(|e| e.to_string())?;
+        eprintln!("Metrics for Prometheus at http://{at}/metrics");
     }
     let handle = JobHandle::default();
     let on_signal = handle.clone();

@@ -6,6 +6,7 @@
 use super::storage::{self, Metadata, NodeInfo, PartInfo, Section};
 use super::{CheckpointConfig, CheckpointShared, CheckpointStats, OperatorCheckpointStats};
 use crate::job::JobHandle;
+use crate::task_metrics::names;
 use sluice_common::CheckpointId;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -285,6 +286,7 @@ impl Coordinator {
             path: p.dir,
         });
         self.count("checkpoints failed", 1);
+        metrics::counter!(names::CHECKPOINTS_FAILED, "job" => self.job.clone()).increment(1);
     }
 
     /// Adds a checkpoint to the history and rewrites the history file.
@@ -375,6 +377,10 @@ impl Coordinator {
             p.dir.display()
         );
         self.count("checkpoints completed", 1);
+        let job = [("job", self.job.clone())];
+        metrics::counter!(names::CHECKPOINTS_COMPLETED, &job).increment(1);
+        metrics::gauge!(names::CHECKPOINT_DURATION, &job).set(duration_ms as f64);
+        metrics::gauge!(names::CHECKPOINT_SIZE, &job).set(size as f64);
         for (name, value) in [
             ("last checkpoint duration (ms)", duration_ms),
             ("last checkpoint size (bytes)", size),

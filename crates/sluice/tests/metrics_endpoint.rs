@@ -1,0 +1,229 @@
+//! `sluice run --metrics-addr`: a running job's metrics at /metrics, in Prometheus' text format
+//! as the reference client's parser reads it, with the runtime's names and labels, changing
+//! while the job runs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// GETs `path` from `addr` over HTTP/1.1; the status line and the body.
+fn get(addr: &str, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).expect("connecting to the metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// A sample: name and labels.
+type Key = (String, BTreeMap<String, String>);
+
+/// The samples of a scrape, parsed by prometheus_client (which fails on malformed text).
+fn parse(text: &str) -> BTreeMap<Key, f64> {
+    let mut child = Command::new(common::python())
+        .arg(common::client_script("parse_prometheus.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client cannot parse the scrape: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut samples = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let labels = v["labels"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let name = v["name"].as_str().unwrap().to_string();
+        samples.insert((name, labels), v["value"].as_f64().unwrap());
+    }
+    samples
+}
+
+/// The sum of the samples called `name` whose labels include `with`.
+fn total(samples: &BTreeMap<Key, f64>, name: &str, with: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|((n, labels), _)| {
+            n == name
+                && with
+                    .iter()
+                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+#[test]
+fn a_running_job_shows_its_metrics_for_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("counts.sql");
+    std::fs::write(
+        &script,
+        "SET 'execution.checkpointing.interval' = '200 ms';
+CREATE TABLE src (id BIGINT) WITH (
+  'connector' = 'datagen', 'rows-per-second' = '2000',
+  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000');
+CREATE TABLE out (k BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT id % 5, COUNT(*) FROM src GROUP BY id % 5;
+",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("Metrics for Prometheus at http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in: {line}"))
+        .to_string();
+    // Keep reading standard error so that the job never blocks on it.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+    });
+
+    // Wait for the job to have moved rows and taken a checkpoint.
+    let started = Instant::now();
+    let first = loop {
+        let (status, body) = get(&addr, "/metrics");
+        assert!(status.contains("200"), "{status}");
+        let samples = parse(&body);
+        let aggregated = total(
+            &samples,
+            "sluice_operator_records_in_total",
+            &[("operator", "GroupAggregate")],
+        );
+        if aggregated > 0.0 && total(&samples, "sluice_checkpoints_completed_total", &[]) > 0.0 {
+            break samples;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no rows or no checkpoint in the metrics:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = parse(&get(&addr, "/metrics").1);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Every operator of the job, with its labels.
+    for operator in ["Source: src [datagen]", "GroupAggregate", "Sink: blackhole"] {
+        let with = [("job", "counts"), ("operator", operator), ("subtask", "0")];
+        assert!(
+            first
+                .keys()
+                .any(|(n, l)| n == "sluice_operator_records_in_total"
+                    && with
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))),
+            "no records-in of {operator}: {first:?}"
+        );
+    }
+    for name in [
+        "sluice_task_busy_ms_total",
+        "sluice_task_idle_ms_total",
+        "sluice_task_backpressured_ms_total",
+        "sluice_operator_current_input_watermark_ms",
+        "sluice_operator_current_output_watermark_ms",
+        "sluice_last_checkpoint_duration_ms",
+        "sluice_last_checkpoint_size_bytes",
+    ] {
+        assert!(first.keys().any(|(n, _)| n == name), "no {name}");
+    }
+    // Rows keep flowing: the source's output and the aggregate's input grow, and the
+    // aggregate emits -U and +U for every row after the first of each key.
+    let grew = |name: &str, operator: &str| {
+        let with = [("operator", operator)];
+        (total(&first, name, &with), total(&second, name, &with))
+    };
+    let (a, b) = grew("sluice_operator_records_out_total", "Source: src [datagen]");
+    assert!(b > a, "the source's records out did not grow: {a} then {b}");
+    let (a, b) = grew("sluice_operator_records_in_total", "GroupAggregate");
+    assert!(
+        b > a,
+        "the aggregate's records in did not grow: {a} then {b}"
+    );
+    let rows_in = total(
+        &second,
+        "sluice_operator_records_in_total",
+        &[("operator", "GroupAggregate")],
+    );
+    let rows_out = total(
+        &second,
+        "sluice_operator_records_out_total",
+        &[("operator", "GroupAggregate")],
+    );
+    // (Read while rows move, the two counts are not of the same instant: no equality.)
+    assert!(
+        rows_out > rows_in,
+        "an update per row: {rows_in} in, {rows_out} out"
+    );
+    assert!(
+        total(&second, "sluice_checkpoints_completed_total", &[])
+            > total(&first, "sluice_checkpoints_completed_total", &[])
+    );
+}
+
+#[test]
+fn a_bad_metrics_address_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("s.sql");
+    std::fs::write(
+        &script,
+        "CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '3');
+CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT id FROM src;
+",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--metrics-addr", "not-an-address", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--metrics-addr 'not-an-address'"),
+        "{stderr}"
+    );
+}
