@@ -5,6 +5,7 @@ use crate::graph::StateConfig;
 use crate::keyed::{KeyGroupRange, KeyedStore, StateResources};
 use crate::metrics::Metrics;
 use crate::state::{StateReader, StateWriter};
+use crate::task_metrics::LateRecords;
 use sluice_common::{ChangeBatch, CheckpointId, EventTime, Message, Result, SplitId, SplitStatus};
 use std::sync::Arc;
 
@@ -40,6 +41,20 @@ impl SubtaskContext {
             self.state.max_parallelism,
             self.parallelism,
             self.subtask_index,
+        )
+    }
+
+    /// The counter of the rows this operator drops as late: in the job's report ("late
+    /// rows dropped") and in its metrics.
+    pub fn late_records(&self) -> LateRecords {
+        LateRecords::new(
+            self.metrics.counter("late rows dropped"),
+            &[
+                ("job", self.job_name.clone()),
+                ("operator", self.operator_name.clone()),
+                ("operator_id", self.node.to_string()),
+                ("subtask", self.subtask_index.to_string()),
+            ],
         )
     }
 

@@ -9,6 +9,8 @@
 //! Prometheus names: see [`names`].
 
 use metrics::{counter, gauge, Counter, Gauge};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The metric names, as Prometheus shows them.
@@ -17,6 +19,7 @@ pub mod names {
     pub const RECORDS_OUT: &str = "sluice_operator_records_out_total";
     pub const INPUT_WATERMARK: &str = "sluice_operator_current_input_watermark_ms";
     pub const OUTPUT_WATERMARK: &str = "sluice_operator_current_output_watermark_ms";
+    pub const LATE_RECORDS_DROPPED: &str = "sluice_operator_late_records_dropped_total";
     pub const BUSY: &str = "sluice_task_busy_ms_total";
     pub const IDLE: &str = "sluice_task_idle_ms_total";
     pub const BACKPRESSURED: &str = "sluice_task_backpressured_ms_total";
@@ -70,6 +73,30 @@ impl OperatorMetrics {
 /// (`-9223372036854775808`, as Flink shows it), the end of input the maximum.
 fn watermark_value(w: i64) -> f64 {
     w as f64
+}
+
+/// The rows an operator drops as late (Flink's `numLateRecordsDropped`): counted for the
+/// job's report and as [`names::LATE_RECORDS_DROPPED`] of the operator.
+#[derive(Clone)]
+pub struct LateRecords {
+    job_total: Arc<AtomicU64>,
+    counter: Counter,
+}
+
+impl LateRecords {
+    pub(crate) fn new(job_total: Arc<AtomicU64>, labels: &[(&'static str, String)]) -> Self {
+        LateRecords {
+            job_total,
+            counter: counter!(names::LATE_RECORDS_DROPPED, labels),
+        }
+    }
+
+    pub fn add(&self, n: u64) {
+        if n > 0 {
+            self.job_total.fetch_add(n, Ordering::Relaxed);
+            self.counter.increment(n);
+        }
+    }
 }
 
 /// Where a subtask's time goes: busy (working, any time backpressured included), idle
@@ -129,9 +156,6 @@ impl TimeCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
 
     #[test]
     fn a_time_counter_loses_no_time_to_short_intervals() {

@@ -93,6 +93,12 @@ CREATE TABLE src (id BIGINT) WITH (
   'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000');
 CREATE TABLE out (k BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
 INSERT INTO out SELECT id % 5, COUNT(*) FROM src GROUP BY id % 5;
+CREATE TABLE ev (id BIGINT, ts AS TO_TIMESTAMP_LTZ(id * 100, 3), WATERMARK FOR ts AS ts) WITH (
+  'connector' = 'datagen', 'rows-per-second' = '2000',
+  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '1000000');
+CREATE TABLE per_second (n BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO per_second SELECT COUNT(*)
+FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;
 ",
     )
     .unwrap();
@@ -168,6 +174,22 @@ INSERT INTO out SELECT id % 5, COUNT(*) FROM src GROUP BY id % 5;
     ] {
         assert!(first.keys().any(|(n, _)| n == name), "no {name}");
     }
+    // The window operator: its late rows (none here) and the watermark it has seen.
+    let window = |name: &str| {
+        second
+            .iter()
+            .find(|((n, l), _)| {
+                n == name
+                    && l.get("operator")
+                        .is_some_and(|o| o.starts_with("WindowAggregate"))
+            })
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {name} of the window operator: {second:?}"))
+    };
+    assert_eq!(window("sluice_operator_late_records_dropped_total"), 0.0);
+    // The ids' times start at 1970-01-01 00:00:00.1.
+    assert!(window("sluice_operator_current_input_watermark_ms") > 0.0);
+
     // Rows keep flowing: the source's output and the aggregate's input grow, and the
     // aggregate emits -U and +U for every row after the first of each key.
     let grew = |name: &str, operator: &str| {

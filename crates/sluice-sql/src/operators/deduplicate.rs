@@ -20,8 +20,8 @@ use arrow::record_batch::RecordBatch;
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, RowKind, SluiceError, MIN_WATERMARK};
 use sluice_engine::keyed::{RowCodec, ValueState};
+use sluice_engine::task_metrics::LateRecords;
 use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, SubtaskContext};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,7 +83,7 @@ impl OperatorFactory for DeduplicateFactory {
             kept,
             emitted,
             watermark: MIN_WATERMARK,
-            late: ctx.metrics.counter("late rows dropped"),
+            late: ctx.late_records(),
         }))
     }
 }
@@ -103,7 +103,7 @@ struct Deduplicate {
     /// Keeping the first row: 1 once the current key's row has been emitted.
     emitted: ValueState<i64>,
     watermark: EventTime,
-    late: Arc<AtomicU64>,
+    late: LateRecords,
 }
 
 impl Deduplicate {
@@ -111,7 +111,7 @@ impl Deduplicate {
     /// has emitted, or an earlier row waits.
     fn keep_first(&mut self, t: i64, row: &[u8]) -> Result<()> {
         if t < self.watermark {
-            self.late.fetch_add(1, Ordering::Relaxed);
+            self.late.add(1);
             return Ok(());
         }
         if self.emitted.get(&mut self.store)?.is_some() {

@@ -25,11 +25,11 @@ use datafusion_common::ScalarValue;
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MIN_WATERMARK};
 use sluice_engine::keyed::{RowCodec, TimeOrderedState, ValueState};
+use sluice_engine::task_metrics::LateRecords;
 use sluice_engine::{
     KeyedStore, Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// An aggregate over the rows mapped to a variable.
@@ -138,7 +138,7 @@ impl OperatorFactory for MatchRecognizeFactory {
             nfa: store.value_state("nfa", None)?,
             store,
             watermark: MIN_WATERMARK,
-            late: ctx.metrics.counter("late rows dropped"),
+            late: ctx.late_records(),
             cache: HashMap::new(),
             pending: Vec::new(),
             spec: SpecRef {
@@ -191,7 +191,7 @@ struct MatchRecognize {
     /// The key's automaton, when something is under way.
     nfa: ValueState<Vec<u8>>,
     watermark: EventTime,
-    late: Arc<AtomicU64>,
+    late: LateRecords,
     /// Automatons decoded and changed since the last checkpoint, by key (written back to
     /// keyed state at a checkpoint or when there are too many).
     cache: HashMap<Vec<u8>, Nfa<EventRow>>,
@@ -848,7 +848,7 @@ impl Operator for MatchRecognize {
             self.rows.add(&mut self.store, t, &value)?;
             self.store.register_event_timer(t, &[])?;
         }
-        self.late.fetch_add(late, Ordering::Relaxed);
+        self.late.add(late);
         Ok(())
     }
 

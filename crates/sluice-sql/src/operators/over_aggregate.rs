@@ -26,8 +26,8 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MIN_WATERMARK};
 use sluice_engine::keyed::{RowCodec, TimeOrderedState, ValueState};
+use sluice_engine::task_metrics::LateRecords;
 use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, SubtaskContext};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The frame of an OVER window (it always ends at the current row).
@@ -86,7 +86,7 @@ impl OperatorFactory for OverAggregateFactory {
             accumulated: store.value_state("accumulated", None)?,
             store,
             watermark: MIN_WATERMARK,
-            late: ctx.metrics.counter("late rows dropped"),
+            late: ctx.late_records(),
         }))
     }
 }
@@ -112,7 +112,7 @@ struct OverAggregate {
     /// Unbounded frames: the accumulators' state over every emitted row of the key.
     accumulated: ValueState<Vec<u8>>,
     watermark: EventTime,
-    late: Arc<AtomicU64>,
+    late: LateRecords,
 }
 
 impl OverAggregate {
@@ -316,7 +316,7 @@ impl Operator for OverAggregate {
             self.rows.add(&mut self.store, t, &row)?;
             self.store.register_event_timer(t, &[])?;
         }
-        self.late.fetch_add(late, Ordering::Relaxed);
+        self.late.add(late);
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError};
 use sluice_engine::keyed::{MapState, RowCodec};
+use sluice_engine::task_metrics::LateRecords;
 use sluice_engine::{
     KeyedStore, Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext,
 };
@@ -69,7 +70,7 @@ impl OperatorFactory for WindowTopNFactory {
             store,
             best,
             watermark: sluice_common::MIN_WATERMARK,
-            late: ctx.metrics.counter("late rows dropped"),
+            late: ctx.late_records(),
         }))
     }
 }
@@ -89,7 +90,7 @@ struct WindowTopN {
     /// Per partition key: window end -> its best rows so far, in order.
     best: MapState<i64, Vec<u8>>,
     watermark: EventTime,
-    late: Arc<std::sync::atomic::AtomicU64>,
+    late: LateRecords,
 }
 
 fn eval(e: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<ArrayRef> {
@@ -292,8 +293,7 @@ impl Operator for WindowTopN {
                 _ => late += 1,
             }
         }
-        self.late
-            .fetch_add(late, std::sync::atomic::Ordering::Relaxed);
+        self.late.add(late);
         if !on_time.is_empty() {
             self.insert(&batch.data, &on_time)?;
         }

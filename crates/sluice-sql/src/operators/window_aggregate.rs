@@ -31,11 +31,11 @@ use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion_physical_expr::PhysicalExpr;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MIN_WATERMARK};
 use sluice_engine::keyed::{MapState, RowCodec};
+use sluice_engine::task_metrics::LateRecords;
 use sluice_engine::{
     KeyedStore, Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// One aggregate call and its `FILTER (WHERE ...)`.
@@ -101,7 +101,7 @@ impl OperatorFactory for WindowAggregateFactory {
             buffer: BTreeMap::new(),
             buffered: 0,
             watermark: MIN_WATERMARK,
-            late: ctx.metrics.counter("late rows dropped"),
+            late: ctx.late_records(),
         }))
     }
 }
@@ -196,7 +196,7 @@ struct WindowAggregate {
     /// Groups in the buffer.
     buffered: usize,
     watermark: EventTime,
-    late: Arc<AtomicU64>,
+    late: LateRecords,
 }
 
 impl WindowAggregate {
@@ -343,7 +343,7 @@ impl WindowAggregate {
                 late += 1;
             }
         }
-        self.late.fetch_add(late, Ordering::Relaxed);
+        self.late.add(late);
         self.buffer_rows(per_window, keys, inputs)
     }
 
@@ -365,7 +365,7 @@ impl WindowAggregate {
                 late += 1;
             }
         }
-        self.late.fetch_add(late, Ordering::Relaxed);
+        self.late.add(late);
         self.buffer_rows(per_window, keys, inputs)
     }
 
@@ -488,7 +488,7 @@ impl WindowAggregate {
                 });
             }
         }
-        self.late.fetch_add(late, Ordering::Relaxed);
+        self.late.add(late);
         self.accumulate(inputs, &groups)
     }
 

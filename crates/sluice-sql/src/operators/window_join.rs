@@ -21,8 +21,8 @@ use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use arrow::record_batch::RecordBatch;
 use sluice_common::{ChangeBatch, EventTime, Result, SluiceError, MAX_WATERMARK, MIN_WATERMARK};
 use sluice_engine::keyed::{MapState, RowCodec, ValueState};
+use sluice_engine::task_metrics::LateRecords;
 use sluice_engine::{KeyedStore, Operator, OperatorFactory, Output, SubtaskContext};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Creates window join operators.
@@ -89,7 +89,7 @@ impl OperatorFactory for WindowJoinFactory {
             ],
             store,
             watermark: MIN_WATERMARK,
-            late: ctx.metrics.counter("late rows dropped"),
+            late: ctx.late_records(),
         }))
     }
 }
@@ -108,7 +108,7 @@ struct WindowJoin {
     counts: [ValueState<u64>; 2],
     store: KeyedStore,
     watermark: EventTime,
-    late: Arc<AtomicU64>,
+    late: LateRecords,
 }
 
 const LEFT: usize = 0;
@@ -265,7 +265,7 @@ impl Operator for WindowJoin {
             count.set(&mut self.store, &(next + 1))?;
             self.store.register_event_timer(fires_at, &[])?;
         }
-        self.late.fetch_add(late, Ordering::Relaxed);
+        self.late.add(late);
         Ok(())
     }
 
