@@ -3,6 +3,7 @@
 //! the connection (as Kafka does); nothing else is affected.
 
 use crate::api;
+use crate::broker_metrics;
 use crate::Broker;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -159,10 +160,13 @@ pub async fn process(
         } => (key, version, header, request),
     };
     let correlation_id = header.correlation_id;
+    let started = std::time::Instant::now();
     if let RequestKind::Produce(r) = *request {
         let pending = api::produce::append(broker, r);
         return Ok(Box::pin(async move {
-            match pending.finish().await {
+            let done = pending.finish().await;
+            broker_metrics::request(key, started.elapsed());
+            match done {
                 Some(resp) => {
                     encode(correlation_id, key, version, &ResponseKind::Produce(resp)).map(Some)
                 }
@@ -183,6 +187,7 @@ pub async fn process(
         Some(r) => Some(encode(correlation_id, key, version, &r)?),
         None => None,
     };
+    broker_metrics::request(key, started.elapsed());
     Ok(Box::pin(async move { Ok(response) }))
 }
 

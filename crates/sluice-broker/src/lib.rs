@@ -6,6 +6,7 @@
 
 pub mod alloc;
 pub mod api;
+pub mod broker_metrics;
 pub mod config;
 pub mod connection;
 pub mod errors;

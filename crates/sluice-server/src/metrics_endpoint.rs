@@ -9,6 +9,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sluice_common::{Result, SluiceError};
 use std::net::SocketAddr;
 
+/// How often histograms are drained into their summaries.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Prometheus' text format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -56,6 +59,16 @@ pub fn serve_in_background(addr: &str) -> Result<SocketAddr> {
                         return;
                     }
                 };
+                // Histograms (the broker's request latencies) are summarised between scrapes:
+                // drain them now and then, or they grow without a scrape.
+                let upkeep = handle.clone();
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(UPKEEP_EVERY);
+                    loop {
+                        every.tick().await;
+                        upkeep.run_upkeep();
+                    }
+                });
                 if let Err(e) = axum::serve(listener, router(handle)).await {
                     tracing::error!("the metrics endpoint stopped: {e}");
                 }

@@ -80,6 +80,10 @@ struct BrokerArgs {
     /// Where topics are stored [default: sluice-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Serves the broker's metrics for Prometheus at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9249; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
     /// The host:port clients are told to connect to [default: the listen address].
     #[arg(long)]
     advertised_address: Option<String>,
@@ -210,6 +214,11 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
         config.log.fsync_on_ack = f;
     }
     let data_dir = config.data_dir.clone();
+    if let Some(addr) = &args.metrics_addr {
+        let at = sluice_server::metrics_endpoint::serve_in_background(addr)
+            .map_err(|e| e.to_string())?;
+        eprintln!("Metrics for Prometheus at http://{at}/metrics");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -225,6 +234,9 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
             data_dir.display()
         );
         let retention = sluice_broker::spawn_retention(broker.clone());
+        if args.metrics_addr.is_some() {
+            sluice_broker::broker_metrics::spawn_sampler(broker.clone());
+        }
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };

@@ -1,6 +1,6 @@
-//! `sluice run --metrics-addr`: a running job's metrics at /metrics, in Prometheus' text format
-//! as the reference client's parser reads it, with the runtime's names and labels, changing
-//! while the job runs.
+//! `sluice run --metrics-addr` and `sluice broker --metrics-addr`: a running job's and a
+//! broker's metrics at /metrics, in Prometheus' text format as the reference client's parser
+//! reads it, with their names and labels, changing as rows and records flow.
 
 mod common;
 
@@ -248,4 +248,87 @@ INSERT INTO out SELECT id FROM src;
         stderr.contains("--metrics-addr 'not-an-address'"),
         "{stderr}"
     );
+}
+
+/// `sluice broker --metrics-addr`: requests per API, records and bytes per topic, and a
+/// consumer group's lag, as kcat produces and consumes.
+#[test]
+fn the_broker_shows_requests_bytes_and_consumer_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = common::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let broker = common::BrokerProcess::start(
+        dir.path(),
+        common::free_port(),
+        &["--metrics-addr", &metrics_addr],
+    );
+    let lines: String = (1..=100).map(|i| format!("reading {i}\n")).collect();
+    let mut produce = Command::new("kcat")
+        .args(["-P", "-b", &broker.bootstrap(), "-t", "readings"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat (./test.sh installs it)");
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(produce.wait().unwrap().success());
+    let consumed = Command::new("kcat")
+        .args(["-b", &broker.bootstrap(), "-G", "dashboards", "readings"])
+        .args(["-o", "beginning", "-e", "-q"])
+        .output()
+        .unwrap();
+    assert!(consumed.status.success(), "{consumed:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&consumed.stdout).lines().count(),
+        100
+    );
+
+    // The partitions, offsets and lags are sampled every few seconds.
+    let started = Instant::now();
+    let samples = loop {
+        let samples = parse(&get(&metrics_addr, "/metrics").1);
+        let lag = samples.iter().find(|((n, l), _)| {
+            n == "sluice_broker_consumer_group_lag"
+                && l.get("group").map(String::as_str) == Some("dashboards")
+        });
+        if lag.is_some_and(|(_, v)| *v == 0.0) {
+            break samples;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no lag of 0 for the group: {samples:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let topic = [("topic", "readings")];
+    assert_eq!(
+        total(&samples, "sluice_broker_produced_records_total", &topic),
+        100.0
+    );
+    let bytes = total(&samples, "sluice_broker_produced_bytes_total", &topic);
+    assert!(bytes > lines.len() as f64, "{bytes} bytes produced");
+    // (A consumer may fetch a batch again after a rebalance: at least once.)
+    assert!(total(&samples, "sluice_broker_fetched_bytes_total", &topic) >= bytes);
+    assert_eq!(
+        total(&samples, "sluice_broker_log_end_offset", &topic),
+        100.0
+    );
+    assert!(total(&samples, "sluice_broker_partitions", &[]) >= 1.0);
+    for api in ["Produce", "Fetch", "JoinGroup", "OffsetCommit"] {
+        assert!(
+            total(&samples, "sluice_broker_requests_total", &[("api", api)]) >= 1.0,
+            "no {api} request counted"
+        );
+        assert!(
+            total(
+                &samples,
+                "sluice_broker_request_duration_seconds_count",
+                &[("api", api)]
+            ) >= 1.0,
+            "no {api} latency"
+        );
+    }
 }

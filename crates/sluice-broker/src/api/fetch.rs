@@ -59,6 +59,7 @@ fn read_all(broker: &Broker, r: &FetchRequest) -> (FetchResponse, usize) {
                                 && (total == 0 || total + read.bytes.len() <= max_bytes)
                             {
                                 total += read.bytes.len();
+                                crate::broker_metrics::fetched(&name, read.bytes.len() as u64);
                                 pd.records = Some(Bytes::from(read.bytes));
                             } else {
                                 pd.records = Some(Bytes::new());

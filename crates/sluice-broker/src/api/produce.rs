@@ -44,6 +44,13 @@ pub fn append(broker: &Broker, r: ProduceRequest) -> PendingProduce {
                             .map_err(|e| (errors::of_log_error(&e), e.to_string()))
                     }) {
                         Ok(info) => {
+                            if !info.duplicate {
+                                crate::broker_metrics::produced(
+                                    &name,
+                                    (info.last_offset - info.base_offset + 1).max(0) as u64,
+                                    records.len() as u64,
+                                );
+                            }
                             pr.base_offset = info.base_offset;
                             pr.log_start_offset = part.log_start_offset();
                             if all && part.fsync_on_ack {

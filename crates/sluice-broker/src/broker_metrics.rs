@@ -1,0 +1,85 @@
+//! The broker's metrics, through the `metrics` crate (read by the Prometheus endpoint of
+//! `sluice broker --metrics-addr`): requests and their latency per API, records and bytes
+//! produced and bytes fetched per topic, and, sampled every few seconds, the partitions, each
+//! partition's log end offset and each consumer group's lag (Kafka's `records-lag`: the log end
+//! offset minus the group's committed offset).
+
+use crate::Broker;
+use kafka_protocol::messages::ApiKey;
+use metrics::{counter, gauge, histogram};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub mod names {
+    pub const REQUESTS: &str = "sluice_broker_requests_total";
+    pub const REQUEST_SECONDS: &str = "sluice_broker_request_duration_seconds";
+    pub const PRODUCED_RECORDS: &str = "sluice_broker_produced_records_total";
+    pub const PRODUCED_BYTES: &str = "sluice_broker_produced_bytes_total";
+    pub const FETCHED_BYTES: &str = "sluice_broker_fetched_bytes_total";
+    pub const PARTITIONS: &str = "sluice_broker_partitions";
+    pub const LOG_END_OFFSET: &str = "sluice_broker_log_end_offset";
+    pub const GROUP_LAG: &str = "sluice_broker_consumer_group_lag";
+}
+
+/// How often the sampled metrics are read.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// A request of `api` answered in `took` (a produce: appended and, with `acks=all`, synced).
+pub fn request(api: ApiKey, took: Duration) {
+    let api = format!("{api:?}");
+    counter!(names::REQUESTS, "api" => api.clone()).increment(1);
+    histogram!(names::REQUEST_SECONDS, "api" => api).record(took.as_secs_f64());
+}
+
+/// Records appended to a partition of `topic` (`records` of them in `bytes`).
+pub fn produced(topic: &str, records: u64, bytes: u64) {
+    counter!(names::PRODUCED_RECORDS, "topic" => topic.to_string()).increment(records);
+    counter!(names::PRODUCED_BYTES, "topic" => topic.to_string()).increment(bytes);
+}
+
+/// Bytes of `topic` handed to a consumer.
+pub fn fetched(topic: &str, bytes: u64) {
+    if bytes > 0 {
+        counter!(names::FETCHED_BYTES, "topic" => topic.to_string()).increment(bytes);
+    }
+}
+
+/// Reads the partitions, log end offsets and group lags once.
+pub fn sample(broker: &Broker) {
+    let topics = broker.topics.list();
+    gauge!(names::PARTITIONS).set(topics.iter().map(|(_, n)| *n as f64).sum::<f64>());
+    for (topic, n) in &topics {
+        for p in 0..*n as i32 {
+            if let Some(part) = broker.topics.partition(topic, p) {
+                gauge!(names::LOG_END_OFFSET, "topic" => topic.clone(), "partition" => p.to_string())
+                    .set(part.log_end_offset() as f64);
+            }
+        }
+    }
+    for group in broker.offsets.groups() {
+        for ((topic, p), committed) in broker.offsets.all(&group) {
+            let Some(part) = broker.topics.partition(&topic, p) else {
+                continue;
+            };
+            let lag = (part.log_end_offset() - committed.offset).max(0);
+            gauge!(
+                names::GROUP_LAG,
+                "group" => group.clone(),
+                "topic" => topic,
+                "partition" => p.to_string()
+            )
+            .set(lag as f64);
+        }
+    }
+}
+
+/// Samples every [`SAMPLE_EVERY`] until the runtime stops.
+pub fn spawn_sampler(broker: Arc<Broker>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SAMPLE_EVERY);
+        loop {
+            every.tick().await;
+            sample(&broker);
+        }
+    });
+}
