@@ -7,8 +7,17 @@
 use crate::Broker;
 use kafka_protocol::messages::ApiKey;
 use metrics::{counter, gauge, histogram};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Set once metrics are served ([`spawn_sampler`]): until then nothing is recorded, so that a
+/// broker without `--metrics-addr` pays nothing per request.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 pub mod names {
     pub const REQUESTS: &str = "sluice_broker_requests_total";
@@ -26,6 +35,9 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// A request of `api` answered in `took` (a produce: appended and, with `acks=all`, synced).
 pub fn request(api: ApiKey, took: Duration) {
+    if !enabled() {
+        return;
+    }
     let api = format!("{api:?}");
     counter!(names::REQUESTS, "api" => api.clone()).increment(1);
     histogram!(names::REQUEST_SECONDS, "api" => api).record(took.as_secs_f64());
@@ -33,13 +45,16 @@ pub fn request(api: ApiKey, took: Duration) {
 
 /// Records appended to a partition of `topic` (`records` of them in `bytes`).
 pub fn produced(topic: &str, records: u64, bytes: u64) {
+    if !enabled() {
+        return;
+    }
     counter!(names::PRODUCED_RECORDS, "topic" => topic.to_string()).increment(records);
     counter!(names::PRODUCED_BYTES, "topic" => topic.to_string()).increment(bytes);
 }
 
 /// Bytes of `topic` handed to a consumer.
 pub fn fetched(topic: &str, bytes: u64) {
-    if bytes > 0 {
+    if bytes > 0 && enabled() {
         counter!(names::FETCHED_BYTES, "topic" => topic.to_string()).increment(bytes);
     }
 }
@@ -73,8 +88,9 @@ pub fn sample(broker: &Broker) {
     }
 }
 
-/// Samples every [`SAMPLE_EVERY`] until the runtime stops.
+/// Turns the metrics on and samples every [`SAMPLE_EVERY`] until the runtime stops.
 pub fn spawn_sampler(broker: Arc<Broker>) {
+    ENABLED.store(true, Ordering::Relaxed);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(SAMPLE_EVERY);
         loop {
