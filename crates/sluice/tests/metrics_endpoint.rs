@@ -332,3 +332,65 @@ fn the_broker_shows_requests_bytes_and_consumer_lag() {
         );
     }
 }
+
+/// Every metric the example Grafana dashboard charts is one that Sluice serves.
+#[test]
+fn grafana_dashboard_names_served_metrics() {
+    use sluice_broker::broker_metrics::names as broker;
+    use sluice_engine::task_metrics::names as runtime;
+    let served = [
+        runtime::RECORDS_IN,
+        runtime::RECORDS_OUT,
+        runtime::INPUT_WATERMARK,
+        runtime::OUTPUT_WATERMARK,
+        runtime::LATE_RECORDS_DROPPED,
+        runtime::BUSY,
+        runtime::IDLE,
+        runtime::BACKPRESSURED,
+        runtime::CHECKPOINTS_COMPLETED,
+        runtime::CHECKPOINTS_FAILED,
+        runtime::CHECKPOINT_DURATION,
+        runtime::CHECKPOINT_SIZE,
+        broker::REQUESTS,
+        broker::REQUEST_SECONDS,
+        broker::PRODUCED_RECORDS,
+        broker::PRODUCED_BYTES,
+        broker::FETCHED_BYTES,
+        broker::PARTITIONS,
+        broker::LOG_END_OFFSET,
+        broker::GROUP_LAG,
+    ];
+    let path = common::manifest_dir().join("../../examples/grafana/sluice-dashboard.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    exprs.push(
+        dashboard["templating"]["list"][1]["definition"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let mut named = 0;
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("sluice_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                served.contains(&name.as_str()),
+                "{}: '{name}' (in {expr}) is not a metric Sluice serves",
+                path.display()
+            );
+            named += 1;
+            rest = &rest[at + name.len()..];
+        }
+    }
+    assert!(named >= exprs.len(), "every query names a metric");
+}
