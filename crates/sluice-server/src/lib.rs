@@ -1,5 +1,8 @@
-//! Sluice's operations side: what a running job shows to the outside. Today the Prometheus
-//! endpoint ([`metrics_endpoint`]), which `sluice run --metrics-addr` serves for one job; the
-//! job manager, the REST API and the dashboard of `sluice server` are to come here too.
+//! Sluice's operations side: what runs and shows jobs to the outside. The Prometheus endpoint
+//! ([`metrics_endpoint`]), which `sluice run --metrics-addr` serves for one job; and for
+//! `sluice server`, the job manager ([`job_manager`]) and the REST API ([`rest`]). The
+//! dashboard is to come here too.
 
+pub mod job_manager;
 pub mod metrics_endpoint;
+pub mod rest;

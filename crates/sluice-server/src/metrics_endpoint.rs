@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Prometheus' text format.
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Installs the Prometheus recorder as the process's `metrics` recorder (once per process).
 pub fn install_recorder() -> Result<PrometheusHandle> {

@@ -1,6 +1,7 @@
 //! The `sluice` command: runs Flink SQL scripts in-process.
 
 mod clients;
+mod server;
 
 use clap::{Parser, Subcommand};
 use sluice_connectors::BuiltinRegistry;
@@ -57,6 +58,9 @@ enum Command {
     },
     /// Runs the event log: a broker that speaks the Apache Kafka protocol.
     Broker(BrokerArgs),
+    /// Runs the broker, a job manager and the REST API (jobs are Flink SQL scripts submitted
+    /// to POST /jobs) with /metrics, in one process.
+    Server(server::ServerArgs),
     /// Lists, creates, describes and deletes topics on any Kafka-protocol broker.
     Topics {
         #[command(subcommand)]
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Broker(args) => report(broker(args)),
+        Command::Server(args) => report(server::server(args)),
         Command::Topics { command } => report(clients::topics(command)),
         Command::Produce(args) => report(clients::produce(args)),
         Command::Consume(args) => report(clients::consume(args)),

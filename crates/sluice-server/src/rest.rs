@@ -1,0 +1,285 @@
+//! The REST API of `sluice server`, in JSON, with Flink's resource names where a Flink tool
+//! expects them (`/overview`, `/jobs`, `/jobs/:id`, `/jobs/:id/checkpoints`,
+//! `/jobs/:id/exceptions`, `PATCH /jobs/:id?mode=cancel`, `POST /jobs/:id/stop`), plus
+//! `POST /jobs` (a Flink SQL script as the body), `/healthz`, `/readyz`, `/metrics` and the
+//! OpenAPI description at `/openapi.json`. With a bearer token configured, every request but
+//! the health checks must carry it.
+
+use crate::job_manager::{JobManager, JobState, SubmitError};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The OpenAPI description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Api {
+    pub jobs: Arc<JobManager>,
+    pub metrics: PrometheusHandle,
+    /// Required as `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
+}
+
+/// The routes.
+pub fn router(api: Api) -> Router {
+    let token = api.token.clone();
+    Router::new()
+        .route("/overview", get(overview))
+        .route("/jobs", get(jobs).post(submit))
+        .route("/jobs/overview", get(jobs_overview))
+        .route("/jobs/{id}", get(job).patch(cancel))
+        .route("/jobs/{id}/stop", post(stop))
+        .route("/jobs/{id}/checkpoints", get(checkpoints))
+        .route("/jobs/{id}/exceptions", get(exceptions))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route_layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let token = token.clone();
+                async move { authorize(token.as_deref(), req, next).await }
+            },
+        ))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|| async { json_response(StatusCode::OK, json!({"status": "ready"})) }),
+        )
+        .with_state(api)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Api,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(api))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn authorize(token: Option<&str>, req: Request, next: Next) -> Response {
+    if let Some(token) = token {
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required (Authorization: Bearer <token>)",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+fn json_response(status: StatusCode, v: Value) -> Response {
+    (status, [(CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
+/// Flink's error shape: `{"errors": [...]}`.
+fn error(status: StatusCode, message: &str) -> Response {
+    json_response(status, json!({"errors": [message]}))
+}
+
+fn not_found(id: &str) -> Response {
+    error(StatusCode::NOT_FOUND, &format!("job {id} not found"))
+}
+
+async fn overview(State(api): State<Api>) -> Response {
+    let mut counts = [0usize; 4];
+    for j in api.jobs.list() {
+        counts[match j.state() {
+            JobState::Running => 0,
+            JobState::Finished => 1,
+            JobState::Canceled => 2,
+            JobState::Failed => 3,
+        }] += 1;
+    }
+    json_response(
+        StatusCode::OK,
+        json!({
+            "jobs-running": counts[0],
+            "jobs-finished": counts[1],
+            "jobs-cancelled": counts[2],
+            "jobs-failed": counts[3],
+            "flink-version": format!("sluice {}", env!("CARGO_PKG_VERSION")),
+        }),
+    )
+}
+
+async fn jobs(State(api): State<Api>) -> Response {
+    let jobs: Vec<Value> = api
+        .jobs
+        .list()
+        .iter()
+        .map(|j| json!({"id": j.id, "status": j.state().name()}))
+        .collect();
+    json_response(StatusCode::OK, json!({ "jobs": jobs }))
+}
+
+async fn jobs_overview(State(api): State<Api>) -> Response {
+    let jobs: Vec<Value> = api
+        .jobs
+        .list()
+        .iter()
+        .map(|j| {
+            let d = j.details();
+            json!({
+                "jid": d["jid"], "name": d["name"], "state": d["state"],
+                "start-time": d["start-time"], "end-time": d["end-time"], "duration": d["duration"],
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, json!({ "jobs": jobs }))
+}
+
+/// `POST /jobs`: the body is a Flink SQL script; 202 with the new job's id, 400 with the
+/// planner's message (and the line and column it names), 409 if a running job has its name.
+async fn submit(State(api): State<Api>, body: String) -> Response {
+    let jobs = api.jobs.clone();
+    // Planning reads catalogs and may probe connectors: off the async threads.
+    let result = tokio::task::spawn_blocking(move || jobs.submit(&body)).await;
+    match result {
+        Ok(Ok(id)) => json_response(StatusCode::ACCEPTED, json!({ "jobid": id })),
+        Ok(Err(SubmitError::Conflict(m))) => error(StatusCode::CONFLICT, &m),
+        Ok(Err(SubmitError::Invalid(m))) => {
+            let (line, column) = position(&m);
+            json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"errors": [m], "line": line, "column": column}),
+            )
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// The line and column a planner message names ("... at line 3, column 7: ..."), if any.
+fn position(message: &str) -> (Option<u64>, Option<u64>) {
+    let number_after = |key: &str| {
+        let at = message.find(key)? + key.len();
+        message[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .ok()
+    };
+    (number_after("line "), number_after("column "))
+}
+
+async fn job(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.jobs.get(&id) {
+        Some(j) => json_response(StatusCode::OK, j.details()),
+        None => not_found(&id),
+    }
+}
+
+/// `PATCH /jobs/:id?mode=cancel` (Flink's cancel).
+async fn cancel(State(api): State<Api>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let mode = q
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("mode="))
+        .unwrap_or("cancel");
+    if mode != "cancel" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("mode '{mode}' is not supported (only 'cancel')"),
+        );
+    }
+    match api.jobs.get(&id) {
+        Some(j) => {
+            j.handle.cancel();
+            json_response(StatusCode::ACCEPTED, json!({}))
+        }
+        None => not_found(&id),
+    }
+}
+
+/// `POST /jobs/:id/stop`: a savepoint, then the job stops (Flink's stop with savepoint);
+/// `GET /jobs/:id` then gives its `savepoint-path`.
+async fn stop(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.jobs.get(&id) {
+        Some(j) if j.state() == JobState::Running => {
+            j.handle.stop_with_savepoint();
+            json_response(StatusCode::ACCEPTED, json!({ "request-id": id }))
+        }
+        Some(j) => error(
+            StatusCode::CONFLICT,
+            &format!("job {id} is {}, not running", j.state().name()),
+        ),
+        None => not_found(&id),
+    }
+}
+
+async fn checkpoints(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.jobs.get(&id) {
+        Some(j) => json_response(StatusCode::OK, j.checkpoints()),
+        None => not_found(&id),
+    }
+}
+
+async fn exceptions(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.jobs.get(&id) {
+        Some(j) => json_response(StatusCode::OK, j.exceptions()),
+        None => not_found(&id),
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    (
+        [(CONTENT_TYPE, crate::metrics_endpoint::TEXT_FORMAT)],
+        api.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_position_of_a_planner_error() {
+        assert_eq!(
+            position("SQL error at line 3, column 14: expected an expression"),
+            (Some(3), Some(14))
+        );
+        assert_eq!(position("table 'x' not found"), (None, None));
+    }
+
+    #[test]
+    fn the_openapi_description_is_json_and_lists_the_routes() {
+        let v: Value = serde_json::from_str(OPENAPI).unwrap();
+        for path in [
+            "/overview",
+            "/jobs",
+            "/jobs/overview",
+            "/jobs/{id}",
+            "/jobs/{id}/stop",
+            "/jobs/{id}/checkpoints",
+            "/jobs/{id}/exceptions",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(v["paths"][path].is_object(), "{path} missing");
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! `sluice server` through its REST API, end to end: submit a script, watch the job and its
+//! checkpoints, kill the server and see the job resume from its checkpoint, stop it with a
+//! savepoint, cancel another, a script with an error answered with its line, the bearer
+//! token, /metrics and /openapi.json.
+
+mod common;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "s3cret";
+
+/// One HTTP/1.1 request; the status code and the body.
+fn request(addr: &str, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connecting to the server");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+fn call(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (status, text) = request(addr, method, path, body, Some(TOKEN));
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+/// A running server, killed (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(data: &Path, broker_port: u16) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["server", "--http", "127.0.0.1:0", "--token", TOKEN])
+            .args(["--broker-listen", &format!("127.0.0.1:{broker_port}")])
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in: {line}"))
+            .to_string();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+        });
+        Server { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> Option<Value>) -> Value {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The ids of a job's completed checkpoints.
+fn completed_checkpoints(addr: &str, id: &str) -> Vec<i64> {
+    let (_, v) = call(addr, "GET", &format!("/jobs/{id}/checkpoints"), "");
+    v["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter(|c| c["status"] == "COMPLETED" || c["status"] == "Completed")
+                .filter_map(|c| c["id"].as_i64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const JOB: &str = "SET 'execution.checkpointing.interval' = '300 ms';
+CREATE TABLE src (id BIGINT) WITH (
+  'connector' = 'datagen', 'rows-per-second' = '1000',
+  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '10000000');
+CREATE TABLE out (k BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT id % 5, COUNT(*) FROM src GROUP BY id % 5;
+";
+
+#[test]
+fn jobs_are_submitted_watched_resumed_stopped_and_cancelled_over_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker_port = common::free_port();
+    let mut server = Server::start(dir.path(), broker_port);
+    let addr = server.addr.clone();
+
+    // Health checks need no token; everything else does.
+    assert_eq!(request(&addr, "GET", "/healthz", "", None).0, 200);
+    assert_eq!(request(&addr, "GET", "/readyz", "", None).0, 200);
+    assert_eq!(request(&addr, "GET", "/jobs", "", None).0, 401);
+    assert_eq!(request(&addr, "GET", "/jobs", "", Some("wrong")).0, 401);
+    // The broker runs in the same process.
+    assert!(TcpStream::connect(("127.0.0.1", broker_port)).is_ok());
+
+    // A script with an error: 400, with the line and column.
+    let (status, v) = call(
+        &addr,
+        "POST",
+        "/jobs",
+        "CREATE TABLE x (a INT) WITH ('connector' = 'datagen');\nSELEC a FROM x;",
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["line"], 2, "{v}");
+    assert_eq!(v["column"], 1, "{v}");
+
+    // Submit; it runs and takes checkpoints.
+    let (status, v) = call(&addr, "POST", "/jobs", JOB);
+    assert_eq!(status, 202, "{v}");
+    let id = v["jobid"].as_str().unwrap().to_string();
+    let (_, jobs) = call(&addr, "GET", "/jobs", "");
+    assert_eq!(jobs["jobs"][0]["id"], id.as_str());
+    assert_eq!(jobs["jobs"][0]["status"], "RUNNING");
+    let (_, details) = call(&addr, "GET", &format!("/jobs/{id}"), "");
+    assert_eq!(details["state"], "RUNNING");
+    let names: Vec<&str> = details["vertices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(names.contains(&"GroupAggregate"), "{names:?}");
+    wait_for("a checkpoint", || {
+        (!completed_checkpoints(&addr, &id).is_empty()).then_some(Value::Null)
+    });
+    let before = *completed_checkpoints(&addr, &id).iter().max().unwrap();
+    let (_, overview) = call(&addr, "GET", "/overview", "");
+    assert_eq!(overview["jobs-running"], 1);
+    // Its operators' metrics, labelled with its name.
+    let (status, metrics) = request(&addr, "GET", "/metrics", "", Some(TOKEN));
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(&format!(
+            "sluice_operator_records_in_total{{job=\"job-{id}\",operator=\"GroupAggregate\""
+        )),
+        "{metrics}"
+    );
+
+    // The server dies; the next one starts the job again from its latest checkpoint.
+    server.kill();
+    let server = Server::start(dir.path(), common::free_port());
+    let addr = server.addr.clone();
+    let (_, details) = call(&addr, "GET", &format!("/jobs/{id}"), "");
+    assert_eq!(details["state"], "RUNNING", "{details}");
+    wait_for("a checkpoint after the restart", || {
+        let ids = completed_checkpoints(&addr, &id);
+        (!ids.is_empty()).then_some(Value::Null)
+    });
+    let (_, checkpoints) = call(&addr, "GET", &format!("/jobs/{id}/checkpoints"), "");
+    let restored = &checkpoints["latest"]["restored"];
+    // (Checkpoints may have completed between the last look and the kill.)
+    let from = restored["id"].as_i64().unwrap_or(0);
+    assert!(
+        from >= before,
+        "restored from {restored}, though checkpoint {before} was complete"
+    );
+    let after = completed_checkpoints(&addr, &id);
+    assert!(
+        after.iter().all(|c| *c > from),
+        "the resumed job goes on from checkpoint {from}: {after:?}"
+    );
+
+    // Stop with a savepoint.
+    let (status, _) = call(&addr, "POST", &format!("/jobs/{id}/stop"), "");
+    assert_eq!(status, 202);
+    let details = wait_for("the job to stop", || {
+        let (_, d) = call(&addr, "GET", &format!("/jobs/{id}"), "");
+        (d["state"] == "FINISHED").then_some(d)
+    });
+    let savepoint = details["savepoint-path"].as_str().unwrap();
+    assert!(
+        Path::new(savepoint).join("_metadata").exists(),
+        "{savepoint}"
+    );
+
+    // Another job, cancelled.
+    let (status, v) = call(
+        &addr,
+        "POST",
+        "/jobs",
+        &JOB.replace(
+            "SET 'execution",
+            "SET 'pipeline.name' = 'second';\nSET 'execution",
+        ),
+    );
+    assert_eq!(status, 202, "{v}");
+    let second = v["jobid"].as_str().unwrap().to_string();
+    let (status, _) = call(&addr, "PATCH", &format!("/jobs/{second}?mode=cancel"), "");
+    assert_eq!(status, 202);
+    wait_for("the cancel", || {
+        let (_, d) = call(&addr, "GET", &format!("/jobs/{second}"), "");
+        (d["state"] == "CANCELED").then_some(d)
+    });
+    assert_eq!(call(&addr, "GET", "/jobs/nope", "").0, 404);
+    let (_, overview) = call(&addr, "GET", "/overview", "");
+    assert_eq!(overview["jobs-finished"], 1, "{overview}");
+    assert_eq!(overview["jobs-cancelled"], 1, "{overview}");
+    let (_, exceptions) = call(&addr, "GET", &format!("/jobs/{id}/exceptions"), "");
+    assert!(exceptions["all-exceptions"].as_array().unwrap().is_empty());
+
+    // The description of all this.
+    let (status, spec) = call(&addr, "GET", "/openapi.json", "");
+    assert_eq!(status, 200);
+    assert!(spec["paths"]["/jobs/{id}/stop"]["post"].is_object());
+}
+
+#[test]
+fn a_server_on_a_public_address_needs_a_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["server", "--http", "0.0.0.0:0", "--no-broker"])
+        .env_remove("SLUICE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--token"), "{stderr}");
+}
+
+#[test]
+fn a_bad_request_is_answered_without_harm() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), common::free_port());
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.write_all(b"\x00\x01garbage\r\n\r\n").unwrap();
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+    assert_eq!(request(&server.addr, "GET", "/healthz", "", None).0, 200);
+}
