@@ -723,10 +723,25 @@ pub fn run_job(
             all_subtasks.push(key);
             let metrics = nodes
                 .iter()
-                .map(|&n| OperatorMetrics::new(&graph.name, n, &graph.nodes[n].name, subtask))
+                .map(|&n| {
+                    OperatorMetrics::new(
+                        &graph.name,
+                        n,
+                        &graph.nodes[n].name,
+                        subtask,
+                        &handle.operators,
+                    )
+                })
                 .collect();
-            let source_metrics = source_node
-                .map(|n| OperatorMetrics::new(&graph.name, n, &graph.nodes[n].name, subtask));
+            let source_metrics = source_node.map(|n| {
+                OperatorMetrics::new(
+                    &graph.name,
+                    n,
+                    &graph.nodes[n].name,
+                    subtask,
+                    &handle.operators,
+                )
+            });
             let mut sub = Subtask {
                 nodes,
                 source_node,

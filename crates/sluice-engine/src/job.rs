@@ -3,6 +3,7 @@
 
 use crate::checkpoint::{CheckpointShared, CheckpointStats};
 use crate::metrics::Metrics;
+use crate::task_metrics::OperatorCounts;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,8 @@ pub struct JobHandle {
     pub metrics: Arc<Metrics>,
     /// The job's checkpoints.
     pub checkpoints: Arc<CheckpointShared>,
+    /// Records in and out of every operator subtask.
+    pub operators: Arc<OperatorCounts>,
 }
 
 impl JobHandle {

@@ -8,9 +8,10 @@
 //! a recorder installed (the `metrics` crate's default), updating them costs nothing.
 //! Prometheus names: see [`names`].
 
-use metrics::{counter, gauge, Counter, Gauge};
+use metrics::{counter, gauge, Counter, CounterFn, Gauge};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The metric names, as Prometheus shows them.
@@ -40,17 +41,18 @@ pub(crate) struct OperatorMetrics {
 
 impl OperatorMetrics {
     /// The metrics of operator `name` (node `id` of the job graph: two operators may have
-    /// the same name) in subtask `subtask`.
-    pub fn new(job: &str, id: usize, name: &str, subtask: usize) -> Self {
+    /// the same name) in subtask `subtask`; its records are counted in `counts` too.
+    pub fn new(job: &str, id: usize, name: &str, subtask: usize, counts: &OperatorCounts) -> Self {
         let labels = [
             ("job", job.to_string()),
             ("operator", name.to_string()),
             ("operator_id", id.to_string()),
             ("subtask", subtask.to_string()),
         ];
+        let [records_in, records_out] = counts.of(id, subtask);
         let m = OperatorMetrics {
-            records_in: counter!(names::RECORDS_IN, &labels),
-            records_out: counter!(names::RECORDS_OUT, &labels),
+            records_in: tee(records_in, counter!(names::RECORDS_IN, &labels)),
+            records_out: tee(records_out, counter!(names::RECORDS_OUT, &labels)),
             input_watermark: gauge!(names::INPUT_WATERMARK, &labels),
             output_watermark: gauge!(names::OUTPUT_WATERMARK, &labels),
         };
@@ -67,6 +69,60 @@ impl OperatorMetrics {
     pub fn output_watermark(&self, w: i64) {
         self.output_watermark.set(watermark_value(w));
     }
+}
+
+/// The records in and out of every operator subtask of a job, for its REST view (the
+/// `metrics` recorder is write-only).
+#[derive(Debug, Default)]
+pub struct OperatorCounts {
+    counts: Mutex<BTreeMap<(usize, usize), [Arc<AtomicU64>; 2]>>,
+}
+
+impl OperatorCounts {
+    fn of(&self, node: usize, subtask: usize) -> [Arc<AtomicU64>; 2] {
+        let mut map = match self.counts.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.entry((node, subtask)).or_default().clone()
+    }
+
+    /// (node, subtask, records in, records out) of every operator subtask.
+    pub fn snapshot(&self) -> Vec<(usize, usize, u64, u64)> {
+        let map = match self.counts.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.iter()
+            .map(|(&(node, subtask), [i, o])| {
+                (
+                    node,
+                    subtask,
+                    i.load(Ordering::Relaxed),
+                    o.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A counter that adds to `local` and to the recorder's `global`.
+fn tee(local: Arc<AtomicU64>, global: Counter) -> Counter {
+    struct Tee {
+        local: Arc<AtomicU64>,
+        global: Counter,
+    }
+    impl CounterFn for Tee {
+        fn increment(&self, value: u64) {
+            self.local.fetch_add(value, Ordering::Relaxed);
+            self.global.increment(value);
+        }
+        fn absolute(&self, value: u64) {
+            self.local.fetch_max(value, Ordering::Relaxed);
+            self.global.absolute(value);
+        }
+    }
+    Counter::from_arc(Arc::new(Tee { local, global }))
 }
 
 /// A watermark as a gauge: milliseconds since the epoch; none yet is the minimum

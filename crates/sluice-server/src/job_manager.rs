@@ -99,11 +99,14 @@ impl ManagedJob {
         }
     }
 
-    /// Flink's `/jobs/:id` answer (without per-vertex metrics).
+    /// Flink's `/jobs/:id` answer: state, times, savepoint, and the vertices with the
+    /// records into and out of each (Flink's `read-records`, `write-records`), in all and per
+    /// subtask.
     pub fn details(&self) -> Value {
         let s = self.status();
         let end = s.end_ms.unwrap_or(-1);
         let now = now_ms();
+        let counts = self.handle.operators.snapshot();
         json!({
             "jid": self.id,
             "name": self.name,
@@ -113,11 +116,26 @@ impl ManagedJob {
             "duration": if end >= 0 { end - self.start_ms } else { now - self.start_ms },
             "now": now,
             "savepoint-path": s.savepoint.as_ref().map(|p| p.display().to_string()),
-            "vertices": self.vertices.iter().map(|v| json!({
-                "id": v.id.to_string(),
-                "name": v.name,
-                "parallelism": v.parallelism,
-            })).collect::<Vec<_>>(),
+            "vertices": self.vertices.iter().map(|v| {
+                let subtasks: Vec<(usize, u64, u64)> = counts
+                    .iter()
+                    .filter(|c| c.0 == v.id)
+                    .map(|&(_, subtask, i, o)| (subtask, i, o))
+                    .collect();
+                json!({
+                    "id": v.id.to_string(),
+                    "name": v.name,
+                    "parallelism": v.parallelism,
+                    "metrics": {
+                        "read-records": subtasks.iter().map(|s| s.1).sum::<u64>(),
+                        "write-records": subtasks.iter().map(|s| s.2).sum::<u64>(),
+                    },
+                    "subtasks": subtasks.iter().map(|(subtask, i, o)| json!({
+                        "subtask": subtask,
+                        "metrics": {"read-records": i, "write-records": o},
+                    })).collect::<Vec<_>>(),
+                })
+            }).collect::<Vec<_>>(),
         })
     }
 

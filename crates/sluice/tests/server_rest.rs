@@ -167,6 +167,18 @@ fn jobs_are_submitted_watched_resumed_stopped_and_cancelled_over_rest() {
         .filter_map(|v| v["name"].as_str())
         .collect();
     assert!(names.contains(&"GroupAggregate"), "{names:?}");
+    // Rows flow through the operators: the aggregate reads what the source writes.
+    let details = wait_for("records through the aggregate", || {
+        let (_, d) = call(&addr, "GET", &format!("/jobs/{id}"), "");
+        let aggregate = d["vertices"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == "GroupAggregate")?
+            .clone();
+        (aggregate["metrics"]["read-records"].as_u64()? > 0).then_some(aggregate)
+    });
+    assert_eq!(details["subtasks"][0]["subtask"], 0, "{details}");
+    assert!(details["metrics"]["write-records"].as_u64().unwrap() > 0);
     wait_for("a checkpoint", || {
         (!completed_checkpoints(&addr, &id).is_empty()).then_some(Value::Null)
     });
