@@ -75,11 +75,14 @@ impl OperatorMetrics {
 /// `metrics` recorder is write-only).
 #[derive(Debug, Default)]
 pub struct OperatorCounts {
-    counts: Mutex<BTreeMap<(usize, usize), [Arc<AtomicU64>; 2]>>,
+    counts: Mutex<BTreeMap<(usize, usize), InOut>>,
 }
 
+/// Records in and out of one operator subtask.
+type InOut = [Arc<AtomicU64>; 2];
+
 impl OperatorCounts {
-    fn of(&self, node: usize, subtask: usize) -> [Arc<AtomicU64>; 2] {
+    fn of(&self, node: usize, subtask: usize) -> InOut {
         let mut map = match self.counts.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
