@@ -7,13 +7,13 @@ if ! command -v kcat >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get install -y -q kcat >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q kcat >/dev/null; }
 fi
-# Real Python clients (confluent-kafka, kafka-python, and prometheus-client's parser of the
-# /metrics text) in a virtual environment outside the checkout; the tests find it through
+# Real Python clients (confluent-kafka, kafka-python, prometheus-client's parser of the
+# /metrics text, and schemathesis, which checks the REST API against its OpenAPI description) in a virtual environment outside the checkout; the tests find it through
 # SLUICE_VENV.
 export SLUICE_VENV="${SLUICE_VENV:-$HOME/.cache/sluice-venv}"
-if ! "$SLUICE_VENV/bin/python" -c "import confluent_kafka, kafka, prometheus_client" >/dev/null 2>&1; then
+if ! "$SLUICE_VENV/bin/python" -c "import confluent_kafka, kafka, prometheus_client, schemathesis" >/dev/null 2>&1; then
   python3 -m venv "$SLUICE_VENV"
-  "$SLUICE_VENV/bin/pip" install -q confluent-kafka kafka-python prometheus-client
+  "$SLUICE_VENV/bin/pip" install -q confluent-kafka kafka-python prometheus-client schemathesis
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
