@@ -71,20 +71,15 @@ pub fn sample(broker: &Broker) {
             }
         }
     }
-    for group in broker.offsets.groups() {
-        for ((topic, p), committed) in broker.offsets.all(&group) {
-            let Some(part) = broker.topics.partition(&topic, p) else {
-                continue;
-            };
-            let lag = (part.log_end_offset() - committed.offset).max(0);
-            gauge!(
-                names::GROUP_LAG,
-                "group" => group.clone(),
-                "topic" => topic,
-                "partition" => p.to_string()
-            )
-            .set(lag as f64);
-        }
+    for l in broker.consumer_lags() {
+        let lag = l.lag() as f64;
+        gauge!(
+            names::GROUP_LAG,
+            "group" => l.group,
+            "topic" => l.topic,
+            "partition" => l.partition.to_string()
+        )
+        .set(lag);
     }
 }
 

@@ -41,7 +41,45 @@ pub struct Broker {
     pub transactions: transactions::TransactionCoordinator,
 }
 
+/// A consumer group's position in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLag {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset (the next record it will read).
+    pub committed: i64,
+    pub log_end_offset: i64,
+}
+
+impl GroupLag {
+    /// Records the group has still to read (Kafka's `records-lag`).
+    pub fn lag(&self) -> i64 {
+        (self.log_end_offset - self.committed).max(0)
+    }
+}
+
 impl Broker {
+    /// Every committed offset of every consumer group, with its partition's log end offset
+    /// (partitions since deleted are left out).
+    pub fn consumer_lags(&self) -> Vec<GroupLag> {
+        let mut out = Vec::new();
+        for group in self.offsets.groups() {
+            for ((topic, partition), committed) in self.offsets.all(&group) {
+                if let Some(part) = self.topics.partition(&topic, partition) {
+                    out.push(GroupLag {
+                        group: group.clone(),
+                        topic,
+                        partition,
+                        committed: committed.offset,
+                        log_end_offset: part.log_end_offset(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Opens the data directory (recovering every partition).
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
         let topics = TopicManager::open(&config)?;

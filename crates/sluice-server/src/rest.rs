@@ -27,6 +27,8 @@ pub struct Api {
     pub metrics: PrometheusHandle,
     /// Required as `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
+    /// The broker of the same process, if it runs one.
+    pub broker: Option<Arc<sluice_broker::Broker>>,
 }
 
 /// The routes.
@@ -40,6 +42,8 @@ pub fn router(api: Api) -> Router {
         .route("/jobs/{id}/stop", post(stop))
         .route("/jobs/{id}/checkpoints", get(checkpoints))
         .route("/jobs/{id}/exceptions", get(exceptions))
+        .route("/topics", get(topics))
+        .route("/consumer-groups", get(consumer_groups))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route_layer(axum::middleware::from_fn(
@@ -239,6 +243,77 @@ async fn exceptions(State(api): State<Api>, Path(id): Path<String>) -> Response 
     }
 }
 
+fn no_broker() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "this server runs no broker (--no-broker)",
+    )
+}
+
+/// `GET /topics`: every topic with its partitions' offsets.
+async fn topics(State(api): State<Api>) -> Response {
+    let Some(broker) = &api.broker else {
+        return no_broker();
+    };
+    let topics: Vec<Value> = broker
+        .topics
+        .list()
+        .into_iter()
+        .map(|(name, n)| {
+            let partitions: Vec<Value> = (0..n as i32)
+                .filter_map(|p| {
+                    let part = broker.topics.partition(&name, p)?;
+                    Some(json!({
+                        "partition": p,
+                        "log-start-offset": part.log_start_offset(),
+                        "log-end-offset": part.log_end_offset(),
+                    }))
+                })
+                .collect();
+            json!({"name": name, "partitions": partitions})
+        })
+        .collect();
+    json_response(StatusCode::OK, json!({ "topics": topics }))
+}
+
+/// `GET /consumer-groups`: every group with its state, committed offsets and lag.
+async fn consumer_groups(State(api): State<Api>) -> Response {
+    let Some(broker) = &api.broker else {
+        return no_broker();
+    };
+    let states: std::collections::BTreeMap<String, &'static str> = broker
+        .groups
+        .list()
+        .into_iter()
+        .map(|(g, state, _)| (g, state.name()))
+        .collect();
+    let mut groups: std::collections::BTreeMap<String, Vec<Value>> =
+        states.keys().map(|g| (g.clone(), Vec::new())).collect();
+    let mut lags: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for l in broker.consumer_lags() {
+        *lags.entry(l.group.clone()).or_default() += l.lag();
+        groups.entry(l.group.clone()).or_default().push(json!({
+            "topic": l.topic,
+            "partition": l.partition,
+            "committed-offset": l.committed,
+            "log-end-offset": l.log_end_offset,
+            "lag": l.lag(),
+        }));
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(g, offsets)| {
+            json!({
+                "group": g,
+                "state": states.get(&g).copied().unwrap_or("Empty"),
+                "lag": lags.get(&g).copied().unwrap_or(0),
+                "offsets": offsets,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, json!({ "groups": groups }))
+}
+
 async fn metrics(State(api): State<Api>) -> Response {
     (
         [(CONTENT_TYPE, crate::metrics_endpoint::TEXT_FORMAT)],
@@ -278,6 +353,8 @@ mod tests {
             "/healthz",
             "/readyz",
             "/metrics",
+            "/topics",
+            "/consumer-groups",
         ] {
             assert!(v["paths"][path].is_object(), "{path} missing");
         }

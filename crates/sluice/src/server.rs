@@ -62,10 +62,11 @@ pub fn server(args: ServerArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let api = Api {
+    let mut api = Api {
         jobs: jobs.clone(),
         metrics,
         token: args.token.clone(),
+        broker: None,
     };
     let result = runtime.block_on(async move {
         let mut broker_task = None;
@@ -88,6 +89,7 @@ pub fn server(args: ServerArgs) -> Result<(), String> {
                 .map_err(|e| format!("--broker-listen {}: {e}", args.broker_listen))?;
             sluice_broker::spawn_retention(broker.clone());
             sluice_broker::broker_metrics::spawn_sampler(broker.clone());
+            api.broker = Some(broker.clone());
             broker_task = Some(tokio::spawn(sluice_broker::serve(
                 broker,
                 listener,

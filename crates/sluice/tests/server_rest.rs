@@ -137,8 +137,59 @@ fn jobs_are_submitted_watched_resumed_stopped_and_cancelled_over_rest() {
     assert_eq!(request(&addr, "GET", "/readyz", "", None).0, 200);
     assert_eq!(request(&addr, "GET", "/jobs", "", None).0, 401);
     assert_eq!(request(&addr, "GET", "/jobs", "", Some("wrong")).0, 401);
-    // The broker runs in the same process.
-    assert!(TcpStream::connect(("127.0.0.1", broker_port)).is_ok());
+    // The broker runs in the same process: its topics and consumer groups are shown.
+    let bootstrap = format!("127.0.0.1:{broker_port}");
+    let mut produce = Command::new("kcat")
+        .args(["-P", "-b", &bootstrap, "-t", "events"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat (./test.sh installs it)");
+    let lines: String = (0..10).map(|i| format!("event {i}\n")).collect();
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(produce.wait().unwrap().success());
+    let consumed = Command::new("kcat")
+        .args([
+            "-b",
+            &bootstrap,
+            "-G",
+            "readers",
+            "events",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&consumed.stdout).lines().count(),
+        10
+    );
+    let (_, topics) = call(&addr, "GET", "/topics", "");
+    let events = topics["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "events")
+        .unwrap_or_else(|| panic!("{topics}"));
+    assert_eq!(events["partitions"][0]["log-end-offset"], 10, "{events}");
+    let group = wait_for("the group's committed offsets", || {
+        let (_, v) = call(&addr, "GET", "/consumer-groups", "");
+        v["groups"]
+            .as_array()?
+            .iter()
+            .find(|g| {
+                g["group"] == "readers" && g["offsets"].as_array().is_some_and(|o| !o.is_empty())
+            })
+            .cloned()
+    });
+    assert_eq!(group["lag"], 0, "{group}");
+    assert_eq!(group["offsets"][0]["committed-offset"], 10, "{group}");
 
     // A script with an error: 400, with the line and column.
     let (status, v) = call(
