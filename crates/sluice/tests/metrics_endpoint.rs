@@ -394,3 +394,87 @@ fn grafana_dashboard_names_served_metrics() {
     }
     assert!(named >= exprs.len(), "every query names a metric");
 }
+
+/// A Kafka source's lag per partition: the records behind the partition's end.
+#[test]
+fn a_kafka_source_shows_its_lag_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::BrokerProcess::start(&dir.path().join("broker"), common::free_port(), &[]);
+    let lines: String = (0..50).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+    let mut produce = Command::new("kcat")
+        .args(["-P", "-b", &broker.bootstrap(), "-t", "clicks"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat (./test.sh installs it)");
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(produce.wait().unwrap().success());
+    let script = dir.path().join("clicks.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "CREATE TABLE clicks (n BIGINT) WITH ('connector' = 'kafka', 'topic' = 'clicks',
+  'properties.bootstrap.servers' = '{}', 'properties.group.id' = 'lagging',
+  'scan.startup.mode' = 'earliest-offset', 'format' = 'json');
+CREATE TABLE out (n BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT n FROM clicks;
+",
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg(&script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("Metrics for Prometheus at http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in: {line}"))
+        .to_string();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+    });
+    let started = Instant::now();
+    let samples = loop {
+        let samples = parse(&get(&addr, "/metrics").1);
+        let read = total(
+            &samples,
+            "sluice_operator_records_out_total",
+            &[("operator", "Source: clicks [kafka(clicks)]")],
+        );
+        let lag = samples.keys().any(|(n, l)| {
+            n == "sluice_kafka_source_records_lag"
+                && l.get("topic").map(String::as_str) == Some("clicks")
+        });
+        if read == 50.0 && lag {
+            break samples;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no lag or not all records read: {samples:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let with = [("topic", "clicks"), ("partition", "0"), ("subtask", "0")];
+    assert_eq!(
+        total(&samples, "sluice_kafka_source_records_lag", &with),
+        0.0,
+        "all 50 records read: no lag"
+    );
+}

@@ -155,6 +155,13 @@ impl SourceFactory for KafkaSourceFactory {
             },
             subtask: ctx.subtask_index,
             parallelism: ctx.parallelism,
+            labels: vec![
+                ("job", ctx.job_name.clone()),
+                ("operator", ctx.operator_name.clone()),
+                ("operator_id", ctx.node.to_string()),
+                ("subtask", ctx.subtask_index.to_string()),
+            ],
+            last_lag: Instant::now(),
             partitions: Vec::new(),
             resolved: false,
             next_attempt: Instant::now(),
@@ -282,7 +289,20 @@ struct KafkaReader {
     records_in: Arc<AtomicU64>,
     last_commit: Instant,
     commit_interval: Duration,
+    /// The labels of this subtask's metrics (job, operator, operator_id, subtask).
+    labels: Vec<(&'static str, String)>,
+    /// When the lag gauges were last set.
+    last_lag: Instant,
 }
+
+/// How often each partition's lag is read, and how long a read of its log end offset may take
+/// (the client asks the broker: a slow one only delays the metric).
+const LAG_EVERY: Duration = Duration::from_secs(5);
+const LAG_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The records a partition has behind what this source has read: its log end offset minus the
+/// next offset to read.
+pub const LAG_METRIC: &str = "sluice_kafka_source_records_lag";
 
 fn kafka_error(owner: &str, what: &str, e: KafkaError) -> SluiceError {
     SluiceError::Runtime(format!("{owner}: {what}: {e}"))
@@ -959,11 +979,37 @@ impl SourceReader for KafkaReader {
             }
         }
         self.mark_idle();
+        if self.last_lag.elapsed() >= LAG_EVERY {
+            self.report_lag();
+            self.last_lag = Instant::now();
+        }
         if !self.checkpointing && self.last_commit.elapsed() >= self.commit_interval {
             self.commit(CommitMode::Async);
             self.last_commit = Instant::now();
         }
         Ok(self.next_ready().unwrap_or(SourcePoll::Idle))
+    }
+}
+
+impl KafkaReader {
+    /// Sets each partition's lag gauge (Kafka's `records-lag`); a broker that does not
+    /// answer in time ends this round.
+    fn report_lag(&self) {
+        for p in &self.partitions {
+            let Ok((_, high)) = self
+                .consumer
+                .fetch_watermarks(&p.topic, p.partition, LAG_TIMEOUT)
+            else {
+                return;
+            };
+            if high < 0 {
+                continue;
+            }
+            let mut labels = self.labels.clone();
+            labels.push(("topic", p.topic.clone()));
+            labels.push(("partition", p.partition.to_string()));
+            metrics::gauge!(LAG_METRIC, &labels).set((high - p.next).max(0) as f64);
+        }
     }
 }
 
