@@ -7,6 +7,14 @@ if ! command -v kcat >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get install -y -q kcat >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q kcat >/dev/null; }
 fi
+# The dashboard's browser test: Debian's Chromium, driven by playwright-core from npm.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get install -y -q chromium >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; }
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  npm ci --prefix tests/browser --silent --no-audit --no-fund
+fi
 # Real Python clients (confluent-kafka, kafka-python, prometheus-client's parser of the
 # /metrics text, and schemathesis, which checks the REST API against its OpenAPI description) in a virtual environment outside the checkout; the tests find it through
 # SLUICE_VENV.

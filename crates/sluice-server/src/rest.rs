@@ -45,6 +45,7 @@ pub fn router(api: Api) -> Router {
         .route("/topics", get(topics))
         .route("/consumer-groups", get(consumer_groups))
         .route("/metrics", get(metrics))
+        .route("/events", get(crate::dashboard::events))
         .route("/openapi.json", get(openapi))
         .route_layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
@@ -53,6 +54,7 @@ pub fn router(api: Api) -> Router {
             },
         ))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::dashboard::routes())
         .route(
             "/readyz",
             get(|| async { json_response(StatusCode::OK, json!({"status": "ready"})) }),
@@ -73,12 +75,19 @@ pub async fn serve(
 
 async fn authorize(token: Option<&str>, req: Request, next: Next) -> Response {
     if let Some(token) = token {
-        let given = req
+        let header = req
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token) {
+        // A browser's EventSource cannot set headers: `?token=` there.
+        let query = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("token="));
+        if header != Some(token) && query != Some(token) {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "a bearer token is required (Authorization: Bearer <token>)",
@@ -88,7 +97,7 @@ async fn authorize(token: Option<&str>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-fn json_response(status: StatusCode, v: Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, v: Value) -> Response {
     (status, [(CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
@@ -102,8 +111,12 @@ fn not_found(id: &str) -> Response {
 }
 
 async fn overview(State(api): State<Api>) -> Response {
+    json_response(StatusCode::OK, overview_json(&api.jobs))
+}
+
+pub(crate) fn overview_json(jobs: &JobManager) -> Value {
     let mut counts = [0usize; 4];
-    for j in api.jobs.list() {
+    for j in jobs.list() {
         counts[match j.state() {
             JobState::Running => 0,
             JobState::Finished => 1,
@@ -111,16 +124,13 @@ async fn overview(State(api): State<Api>) -> Response {
             JobState::Failed => 3,
         }] += 1;
     }
-    json_response(
-        StatusCode::OK,
-        json!({
-            "jobs-running": counts[0],
-            "jobs-finished": counts[1],
-            "jobs-cancelled": counts[2],
-            "jobs-failed": counts[3],
-            "flink-version": format!("sluice {}", env!("CARGO_PKG_VERSION")),
-        }),
-    )
+    json!({
+        "jobs-running": counts[0],
+        "jobs-finished": counts[1],
+        "jobs-cancelled": counts[2],
+        "jobs-failed": counts[3],
+        "flink-version": format!("sluice {}", env!("CARGO_PKG_VERSION")),
+    })
 }
 
 async fn jobs(State(api): State<Api>) -> Response {
@@ -252,9 +262,21 @@ fn no_broker() -> Response {
 
 /// `GET /topics`: every topic with its partitions' offsets.
 async fn topics(State(api): State<Api>) -> Response {
-    let Some(broker) = &api.broker else {
-        return no_broker();
-    };
+    match &api.broker {
+        Some(broker) => json_response(StatusCode::OK, topics_json(broker)),
+        None => no_broker(),
+    }
+}
+
+/// `GET /consumer-groups`: every group with its state, committed offsets and lag.
+async fn consumer_groups(State(api): State<Api>) -> Response {
+    match &api.broker {
+        Some(broker) => json_response(StatusCode::OK, groups_json(broker)),
+        None => no_broker(),
+    }
+}
+
+pub(crate) fn topics_json(broker: &sluice_broker::Broker) -> Value {
     let topics: Vec<Value> = broker
         .topics
         .list()
@@ -273,23 +295,20 @@ async fn topics(State(api): State<Api>) -> Response {
             json!({"name": name, "partitions": partitions})
         })
         .collect();
-    json_response(StatusCode::OK, json!({ "topics": topics }))
+    json!({ "topics": topics })
 }
 
-/// `GET /consumer-groups`: every group with its state, committed offsets and lag.
-async fn consumer_groups(State(api): State<Api>) -> Response {
-    let Some(broker) = &api.broker else {
-        return no_broker();
-    };
-    let states: std::collections::BTreeMap<String, &'static str> = broker
+pub(crate) fn groups_json(broker: &sluice_broker::Broker) -> Value {
+    use std::collections::BTreeMap;
+    let states: BTreeMap<String, &'static str> = broker
         .groups
         .list()
         .into_iter()
         .map(|(g, state, _)| (g, state.name()))
         .collect();
-    let mut groups: std::collections::BTreeMap<String, Vec<Value>> =
+    let mut groups: BTreeMap<String, Vec<Value>> =
         states.keys().map(|g| (g.clone(), Vec::new())).collect();
-    let mut lags: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let mut lags: BTreeMap<String, i64> = BTreeMap::new();
     for l in broker.consumer_lags() {
         *lags.entry(l.group.clone()).or_default() += l.lag();
         groups.entry(l.group.clone()).or_default().push(json!({
@@ -311,7 +330,7 @@ async fn consumer_groups(State(api): State<Api>) -> Response {
             })
         })
         .collect();
-    json_response(StatusCode::OK, json!({ "groups": groups }))
+    json!({ "groups": groups })
 }
 
 async fn metrics(State(api): State<Api>) -> Response {

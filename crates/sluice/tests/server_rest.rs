@@ -365,3 +365,38 @@ fn the_api_matches_its_openapi_description() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The dashboard in headless Chromium (Debian's, driven by playwright-core from npm; test.sh
+/// installs both): it loads, shows the running job's operators with records flowing and its
+/// checkpoints, and a script with a syntax error is answered with the error at its line, the
+/// line marked in the editor. With SLUICE_SCREENSHOTS=DIR, it saves screenshots there (those
+/// in docs/ were taken so).
+#[test]
+fn the_dashboard_shows_a_running_job_and_a_scripts_error_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), common::free_port());
+    let job = JOB.replace(
+        "SET 'execution",
+        "SET 'pipeline.name' = 'clicks-per-key';\nSET 'execution",
+    );
+    let (status, v) = call(&server.addr, "POST", "/jobs", &job);
+    assert_eq!(status, 202, "{v}");
+    let browser = common::manifest_dir().join("../../tests/browser");
+    let mut node = Command::new("node");
+    node.arg(browser.join("dashboard.mjs"))
+        .arg(format!("http://{}/?token={TOKEN}", server.addr))
+        .arg("clicks-per-key")
+        .current_dir(&browser);
+    if let Ok(shots) = std::env::var("SLUICE_SCREENSHOTS") {
+        node.arg(shots);
+    }
+    let out = node
+        .output()
+        .expect("node (./test.sh installs the browser test's packages)");
+    assert!(
+        out.status.success(),
+        "the dashboard test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,150 @@
+// The Sluice dashboard: renders the snapshots /events sends every second.
+"use strict";
+
+const token = new URLSearchParams(location.search).get("token") || localStorage.getItem("sluice-token") || "";
+if (token) localStorage.setItem("sluice-token", token);
+const auth = token ? { Authorization: "Bearer " + token } : {};
+
+let selected = null;          // the selected job's id
+let previous = new Map();     // vertex key -> {t, in, out}: for rates
+const history = new Map();    // job id -> [records/s of its last operator]
+
+const $ = (id) => document.getElementById(id);
+const text = (tag, s, cls) => { const e = document.createElement(tag); e.textContent = s; if (cls) e.className = cls; return e; };
+const row = (cells) => { const tr = document.createElement("tr"); for (const c of cells) tr.appendChild(c instanceof Node ? c : text("td", String(c))); return tr; };
+const fmtTime = (ms) => ms > 0 ? new Date(ms).toLocaleTimeString() : "";
+const fmtDuration = (ms) => { const s = Math.floor(ms / 1000); return s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.floor(s / 60) % 60} min` : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`; };
+
+function render(snap) {
+  const o = snap.overview;
+  $("overview").textContent = `${o["jobs-running"]} running · ${o["jobs-finished"]} finished · ${o["jobs-cancelled"]} cancelled · ${o["jobs-failed"]} failed`;
+  const tbody = $("jobs").tBodies[0];
+  tbody.replaceChildren();
+  for (const j of snap.jobs) {
+    const tr = row([j.name, text("td", j.state, "state-" + j.state), fmtTime(j["start-time"]), fmtDuration(j.duration), text("td", j.jid, "muted")]);
+    tr.className = "job" + (j.jid === selected ? " selected" : "");
+    tr.dataset.jid = j.jid;
+    tr.addEventListener("click", () => { selected = j.jid; render(snap); });
+    tbody.appendChild(tr);
+  }
+  if (!selected && snap.jobs.length) selected = snap.jobs[snap.jobs.length - 1].jid;
+  const job = snap.jobs.find((j) => j.jid === selected);
+  $("job-section").hidden = !job;
+  if (job) renderJob(job, job.now);
+  renderBroker(snap);
+}
+
+function renderJob(job, now) {
+  $("job-title").textContent = `${job.name} (${job.state})`;
+  const graph = $("graph");
+  graph.replaceChildren();
+  let lastRate = 0;
+  job.vertices.forEach((v, i) => {
+    const key = job.jid + "/" + v.id;
+    const cur = { t: now, in: v.metrics["read-records"], out: v.metrics["write-records"] };
+    const prev = previous.get(key);
+    let rateIn = 0, rateOut = 0;
+    if (prev && cur.t > prev.t) {
+      rateIn = (cur.in - prev.in) * 1000 / (cur.t - prev.t);
+      rateOut = (cur.out - prev.out) * 1000 / (cur.t - prev.t);
+    }
+    previous.set(key, cur);
+    const box = document.createElement("div");
+    box.className = "vertex" + (rateIn > 0 || rateOut > 0 ? " flowing" : "");
+    box.dataset.vertex = v.name;
+    box.appendChild(text("div", v.name, "name"));
+    box.appendChild(text("div", `parallelism ${v.parallelism}`, "muted"));
+    const rate = text("div", `${Math.round(rateIn)} in/s · ${Math.round(rateOut)} out/s`, "rate");
+    rate.dataset.in = String(rateIn);
+    rate.dataset.out = String(rateOut);
+    box.appendChild(rate);
+    box.appendChild(text("div", `${cur.in} in · ${cur.out} out`, "muted"));
+    if (i > 0) graph.appendChild(text("span", "→", "arrow"));
+    graph.appendChild(box);
+    lastRate = Math.max(rateIn, rateOut);
+  });
+  const h = history.get(job.jid) || [];
+  h.push(lastRate);
+  if (h.length > 120) h.shift();
+  history.set(job.jid, h);
+  drawChart(h);
+  const cps = $("checkpoints").tBodies[0];
+  cps.replaceChildren();
+  for (const c of (job.checkpoints.history || []).slice(0, 10)) {
+    cps.appendChild(row([c.id, c.status, fmtTime(c.trigger_timestamp), c.end_to_end_duration, c.state_size]));
+  }
+}
+
+function drawChart(values) {
+  const svg = $("chart");
+  const w = svg.width.baseVal.value, h = svg.height.baseVal.value;
+  const max = Math.max(1, ...values);
+  const pts = values.map((v, i) => `${(i / 119) * w},${h - 4 - (v / max) * (h - 8)}`).join(" ");
+  svg.innerHTML = `<polyline fill="none" stroke="#2f6fdb" stroke-width="2" points="${pts}"/>` +
+    `<text x="4" y="14" font-size="11" fill="#7a8394">max ${Math.round(max)}/s</text>`;
+}
+
+function renderBroker(snap) {
+  $("broker-section").hidden = !snap.topics;
+  if (!snap.topics) return;
+  const t = $("topics").tBodies[0];
+  t.replaceChildren();
+  for (const topic of snap.topics) {
+    t.appendChild(row([topic.name, topic.partitions.length, topic.partitions.map((p) => p["log-end-offset"]).join(", ")]));
+  }
+  const g = $("groups").tBodies[0];
+  g.replaceChildren();
+  for (const group of snap.groups) g.appendChild(row([group.group, group.state, group.lag]));
+}
+
+function gutter() {
+  const lines = $("sql").value.split("\n").length;
+  const g = $("gutter");
+  const marked = g.dataset.error ? Number(g.dataset.error) : 0;
+  g.replaceChildren();
+  for (let i = 1; i <= lines; i++) {
+    const s = text("span", String(i));
+    if (i === marked) s.className = "error";
+    g.appendChild(s);
+  }
+}
+
+async function submit() {
+  const result = $("submit-result");
+  $("gutter").dataset.error = "";
+  result.className = ""; result.textContent = "submitting…";
+  const r = await fetch("/jobs", { method: "POST", headers: { "Content-Type": "text/plain", ...auth }, body: $("sql").value });
+  const body = await r.json().catch(() => ({}));
+  if (r.status === 202) {
+    result.className = "ok";
+    result.textContent = `Job ${body.jobid} started`;
+    selected = body.jobid;
+  } else {
+    result.className = "error";
+    const where = body.line ? `line ${body.line}${body.column ? ", column " + body.column : ""}: ` : "";
+    result.textContent = where + (body.errors || [r.statusText]).join("; ");
+    if (body.line) $("gutter").dataset.error = String(body.line);
+  }
+  gutter();
+}
+
+async function act(method, path, what) {
+  const r = await fetch(path, { method, headers: auth });
+  $("job-message").textContent = r.status === 202 ? `${what} requested` : `${what} refused (${r.status})`;
+}
+
+$("sql").addEventListener("input", gutter);
+$("submit").addEventListener("click", submit);
+$("stop").addEventListener("click", () => selected && act("POST", `/jobs/${selected}/stop`, "stop with savepoint"));
+$("cancel").addEventListener("click", () => selected && act("PATCH", `/jobs/${selected}?mode=cancel`, "cancel"));
+gutter();
+
+function connect() {
+  const events = new EventSource("/events" + (token ? "?token=" + encodeURIComponent(token) : ""));
+  events.addEventListener("snapshot", (e) => {
+    $("connection").textContent = "live";
+    render(JSON.parse(e.data));
+  });
+  events.onerror = () => { $("connection").textContent = "reconnecting…"; };
+}
+connect();
