@@ -23,6 +23,11 @@ try {
     { timeout: 30000 },
   );
   await page.waitForFunction(() => document.querySelectorAll("#checkpoints tbody tr").length > 0, null, { timeout: 30000 });
+  // Every operator shows the busy and backpressured share of its task's time.
+  const shares = await page.$$eval("#graph .vertex", (vs) => vs.map((v) => [v.dataset.busy, v.dataset.backpressured]));
+  if (!shares.length || shares.some(([b, p]) => !(Number(b) >= 0 && Number(p) >= 0))) {
+    throw new Error(`operators without busy/backpressured shares: ${JSON.stringify(shares)}`);
+  }
   if (shots) await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
 
   await page.fill("#sql", "CREATE TABLE x (a INT) WITH ('connector' = 'datagen');\nSELEC a FROM x;");

@@ -623,7 +623,8 @@ pub fn run_job(
         let tail = *task.nodes.last().unwrap_or(&task.nodes[0]);
         let consumers = graph.consumers(tail);
         for subtask in 0..head.parallelism {
-            let task_metrics = TaskMetrics::new(&graph.name, &head.name, subtask);
+            let task_metrics =
+                TaskMetrics::new(&graph.name, &head.name, subtask, &task.nodes, &handle.times);
             let mut routers = Vec::new();
             for &c in &consumers {
                 let ct = task_of[c];

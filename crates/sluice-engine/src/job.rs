@@ -3,7 +3,7 @@
 
 use crate::checkpoint::{CheckpointShared, CheckpointStats};
 use crate::metrics::Metrics;
-use crate::task_metrics::OperatorCounts;
+use crate::task_metrics::{OperatorCounts, OperatorTimes};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,8 @@ pub struct JobHandle {
     pub checkpoints: Arc<CheckpointShared>,
     /// Records in and out of every operator subtask.
     pub operators: Arc<OperatorCounts>,
+    /// Busy, idle and backpressured time of every operator subtask.
+    pub times: Arc<OperatorTimes>,
 }
 
 impl JobHandle {

@@ -164,26 +164,82 @@ pub(crate) struct TaskMetrics {
     pub busy: TimeCounter,
     pub idle: TimeCounter,
     labels: [(&'static str, String); 3],
+    /// This subtask's times for the REST view: busy, idle, backpressured.
+    local: TaskTimes,
 }
 
 impl TaskMetrics {
-    pub fn new(job: &str, task: &str, subtask: usize) -> Self {
+    /// The times of subtask `subtask` of the task `task`, made of the nodes `nodes` (each
+    /// shows the task's times in `times`).
+    pub fn new(
+        job: &str,
+        task: &str,
+        subtask: usize,
+        nodes: &[usize],
+        times: &OperatorTimes,
+    ) -> Self {
         let labels = [
             ("job", job.to_string()),
             ("task", task.to_string()),
             ("subtask", subtask.to_string()),
         ];
+        let local = times.register(nodes, subtask);
         TaskMetrics {
-            busy: TimeCounter::new(counter!(names::BUSY, &labels)),
-            idle: TimeCounter::new(counter!(names::IDLE, &labels)),
+            busy: TimeCounter::new(tee(local[0].clone(), counter!(names::BUSY, &labels))),
+            idle: TimeCounter::new(tee(local[1].clone(), counter!(names::IDLE, &labels))),
             labels,
+            local,
         }
     }
 
     /// A counter of the time this subtask waits for room in its output channels (one per
     /// output: they add up under the same name).
     pub fn backpressured(&self) -> TimeCounter {
-        TimeCounter::new(counter!(names::BACKPRESSURED, &self.labels))
+        TimeCounter::new(tee(
+            self.local[2].clone(),
+            counter!(names::BACKPRESSURED, &self.labels),
+        ))
+    }
+}
+
+/// A subtask's busy, idle and backpressured milliseconds.
+type TaskTimes = [Arc<AtomicU64>; 3];
+
+/// The busy, idle and backpressured time of every operator subtask of a job (an operator
+/// shows those of the task it is chained in), for its REST view.
+#[derive(Debug, Default)]
+pub struct OperatorTimes {
+    times: Mutex<BTreeMap<(usize, usize), TaskTimes>>,
+}
+
+impl OperatorTimes {
+    fn register(&self, nodes: &[usize], subtask: usize) -> TaskTimes {
+        let times: TaskTimes = Default::default();
+        let mut map = match self.times.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        for &n in nodes {
+            map.insert((n, subtask), times.clone());
+        }
+        times
+    }
+
+    /// (node, subtask, busy ms, idle ms, backpressured ms) of every operator subtask.
+    pub fn snapshot(&self) -> Vec<(usize, usize, [u64; 3])> {
+        let map = match self.times.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.iter()
+            .map(|(&(node, subtask), t)| {
+                (
+                    node,
+                    subtask,
+                    [0, 1, 2].map(|i| t[i].load(Ordering::Relaxed)),
+                )
+            })
+            .collect()
     }
 }
 

@@ -107,6 +107,7 @@ impl ManagedJob {
         let end = s.end_ms.unwrap_or(-1);
         let now = now_ms();
         let counts = self.handle.operators.snapshot();
+        let times = self.handle.times.snapshot();
         json!({
             "jid": self.id,
             "name": self.name,
@@ -122,6 +123,14 @@ impl ManagedJob {
                     .filter(|c| c.0 == v.id)
                     .map(|&(_, subtask, i, o)| (subtask, i, o))
                     .collect();
+                // Milliseconds busy, idle and backpressured, summed over the subtasks (of the
+                // task the operator is chained in).
+                let mut ms = [0u64; 3];
+                for (_, _, t) in times.iter().filter(|t| t.0 == v.id) {
+                    for (m, t) in ms.iter_mut().zip(t) {
+                        *m += t;
+                    }
+                }
                 json!({
                     "id": v.id.to_string(),
                     "name": v.name,
@@ -129,6 +138,9 @@ impl ManagedJob {
                     "metrics": {
                         "read-records": subtasks.iter().map(|s| s.1).sum::<u64>(),
                         "write-records": subtasks.iter().map(|s| s.2).sum::<u64>(),
+                        "busy-ms": ms[0],
+                        "idle-ms": ms[1],
+                        "backpressured-ms": ms[2],
                     },
                     "subtasks": subtasks.iter().map(|(subtask, i, o)| json!({
                         "subtask": subtask,

@@ -230,6 +230,14 @@ fn jobs_are_submitted_watched_resumed_stopped_and_cancelled_over_rest() {
     });
     assert_eq!(details["subtasks"][0]["subtask"], 0, "{details}");
     assert!(details["metrics"]["write-records"].as_u64().unwrap() > 0);
+    // Where its task's time goes (milliseconds so far).
+    for t in ["busy-ms", "idle-ms", "backpressured-ms"] {
+        assert!(details["metrics"][t].is_u64(), "{t}: {details}");
+    }
+    assert!(
+        details["metrics"]["idle-ms"].as_u64().unwrap() > 0,
+        "{details}"
+    );
     wait_for("a checkpoint", || {
         (!completed_checkpoints(&addr, &id).is_empty()).then_some(Value::Null)
     });

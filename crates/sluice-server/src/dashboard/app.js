@@ -41,16 +41,23 @@ function renderJob(job, now) {
   let lastRate = 0;
   job.vertices.forEach((v, i) => {
     const key = job.jid + "/" + v.id;
-    const cur = { t: now, in: v.metrics["read-records"], out: v.metrics["write-records"] };
+    const m = v.metrics;
+    const cur = { t: now, in: m["read-records"], out: m["write-records"], busy: m["busy-ms"] || 0, bp: m["backpressured-ms"] || 0 };
     const prev = previous.get(key);
-    let rateIn = 0, rateOut = 0;
+    let rateIn = 0, rateOut = 0, busy = 0, bp = 0;
     if (prev && cur.t > prev.t) {
-      rateIn = (cur.in - prev.in) * 1000 / (cur.t - prev.t);
-      rateOut = (cur.out - prev.out) * 1000 / (cur.t - prev.t);
+      const dt = cur.t - prev.t;
+      rateIn = (cur.in - prev.in) * 1000 / dt;
+      rateOut = (cur.out - prev.out) * 1000 / dt;
+      // Fractions of the time of all subtasks (Flink's busy and backpressured time).
+      busy = Math.min(1, (cur.busy - prev.busy) / dt / v.parallelism);
+      bp = Math.min(1, (cur.bp - prev.bp) / dt / v.parallelism);
     }
     previous.set(key, cur);
     const box = document.createElement("div");
-    box.className = "vertex" + (rateIn > 0 || rateOut > 0 ? " flowing" : "");
+    box.className = "vertex" + (bp > 0.3 ? " backpressured" : busy > 0.5 ? " busy" : rateIn > 0 || rateOut > 0 ? " flowing" : "");
+    box.dataset.busy = String(busy);
+    box.dataset.backpressured = String(bp);
     box.dataset.vertex = v.name;
     box.appendChild(text("div", v.name, "name"));
     box.appendChild(text("div", `parallelism ${v.parallelism}`, "muted"));
@@ -59,6 +66,7 @@ function renderJob(job, now) {
     rate.dataset.out = String(rateOut);
     box.appendChild(rate);
     box.appendChild(text("div", `${cur.in} in · ${cur.out} out`, "muted"));
+    box.appendChild(text("div", `busy ${Math.round(busy * 100)}% · backpressured ${Math.round(bp * 100)}%`, "muted"));
     if (i > 0) graph.appendChild(text("span", "→", "arrow"));
     graph.appendChild(box);
     lastRate = Math.max(rateIn, rateOut);
