@@ -1,6 +1,7 @@
 // Drives the sluice server dashboard in headless Chromium (Debian's, through playwright-core):
-// the page loads, a running job's graph shows records flowing through its aggregate, and a
-// script with a syntax error is answered with the error at its line, marked in the editor.
+// the page loads, a running job's graph shows records flowing through its aggregate, its
+// sink's newest rows and a chart of a numeric column appear, and a script with a syntax error
+// is answered with the error at its line, marked in the editor.
 //
 //   node dashboard.mjs URL JOB_NAME [SCREENSHOT_DIR]
 import { chromium } from "playwright-core";
@@ -28,6 +29,15 @@ try {
   if (!shares.length || shares.some(([b, p]) => !(Number(b) >= 0 && Number(p) >= 0))) {
     throw new Error(`operators without busy/backpressured shares: ${JSON.stringify(shares)}`);
   }
+  // The newest rows of its sink, and a chart of a numeric column over a few snapshots.
+  await page.waitForFunction(() => document.querySelectorAll("#results tbody tr").length > 0, null, { timeout: 30000 });
+  const header = await page.$$eval("#results thead th", (ths) => ths.map((t) => t.textContent));
+  if (header.join(",") !== ",k,n") throw new Error(`the results' columns: ${header}`);
+  await page.waitForFunction(
+    () => (document.querySelector("#column-chart polyline")?.getAttribute("points") || "").split(" ").length >= 3,
+    null,
+    { timeout: 30000 },
+  );
   if (shots) await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
 
   await page.fill("#sql", "CREATE TABLE x (a INT) WITH ('connector' = 'datagen');\nSELEC a FROM x;");

@@ -19,6 +19,7 @@ use crate::input_gate::{GateEvent, InputGate};
 use crate::job::{JobHandle, JobReport};
 use crate::keyed::{StateBackendKind, StateResources};
 use crate::operator::{Operator, Output, SubtaskContext};
+use crate::preview::PreviewTap;
 use crate::source::{SourcePoll, SourceReader};
 use crate::state::{StateReader, StateWriter};
 use crate::task_metrics::{OperatorMetrics, TaskMetrics, TimeCounter};
@@ -139,6 +140,9 @@ struct Subtask {
     operators: Vec<Box<dyn Operator>>,
     /// The metrics of each operator in `operators`.
     metrics: Vec<OperatorMetrics>,
+    /// For each operator in `operators` that is a sink (it has no consumers): what takes its
+    /// newest rows for the preview.
+    previews: Vec<Option<PreviewTap>>,
     /// The source's, if the task has one.
     source_metrics: Option<OperatorMetrics>,
     task_metrics: TaskMetrics,
@@ -163,9 +167,15 @@ impl Subtask {
             let mut out = Output::default();
             let logical_input = if pos == from { input } else { 0 };
             let metrics = &self.metrics[pos];
+            let preview = &mut self.previews[pos];
             for m in pending.drain(..) {
                 match &m {
-                    Message::Data(b) => metrics.records_in.increment(b.num_rows() as u64),
+                    Message::Data(b) => {
+                        metrics.records_in.increment(b.num_rows() as u64);
+                        if let Some(tap) = preview {
+                            tap.offer(b);
+                        }
+                    }
                     Message::Watermark(w) => metrics.input_watermark(*w),
                     _ => {}
                 }
@@ -734,6 +744,18 @@ pub fn run_job(
                     )
                 })
                 .collect();
+            let previews = nodes
+                .iter()
+                .map(|&n| {
+                    graph.consumers(n).is_empty().then(|| {
+                        let columns = match &graph.nodes[n].kind {
+                            NodeKind::Operator(f) => f.input_column_names(),
+                            NodeKind::Source(_) => None,
+                        };
+                        PreviewTap::new(handle.previews.clone(), n, subtask, columns)
+                    })
+                })
+                .collect();
             let source_metrics = source_node.map(|n| {
                 OperatorMetrics::new(
                     &graph.name,
@@ -748,6 +770,7 @@ pub fn run_job(
                 source_node,
                 operators,
                 metrics,
+                previews,
                 source_metrics,
                 task_metrics,
                 routers,

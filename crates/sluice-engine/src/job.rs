@@ -3,6 +3,7 @@
 
 use crate::checkpoint::{CheckpointShared, CheckpointStats};
 use crate::metrics::Metrics;
+use crate::preview::Previews;
 use crate::task_metrics::{OperatorCounts, OperatorTimes};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,8 @@ pub struct JobHandle {
     pub operators: Arc<OperatorCounts>,
     /// Busy, idle and backpressured time of every operator subtask.
     pub times: Arc<OperatorTimes>,
+    /// The newest rows each sink received.
+    pub previews: Arc<Previews>,
 }
 
 impl JobHandle {

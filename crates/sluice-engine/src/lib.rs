@@ -16,6 +16,7 @@ pub mod job;
 pub mod keyed;
 pub mod metrics;
 pub mod operator;
+pub mod preview;
 pub mod source;
 pub mod state;
 pub mod task_metrics;

@@ -222,4 +222,10 @@ pub trait OperatorFactory: Send + Sync {
 
     /// Creates the instance for one subtask.
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>>;
+
+    /// The names of the columns it receives, where they are not the batches' own (a sink:
+    /// its table's columns), for the dashboard's preview of its rows.
+    fn input_column_names(&self) -> Option<Vec<String>> {
+        None
+    }
 }

@@ -1,7 +1,7 @@
 //! The web dashboard of `sluice server`: one page (HTML, CSS and JavaScript embedded in the
 //! binary, nothing from a CDN) that lists the jobs, draws the selected job's operators with
-//! their live records per second, shows its checkpoints, the broker's topics and consumer
-//! lag, and has an SQL editor that submits a script and marks the line of an error. It is
+//! their live records per second, its checkpoints and the newest rows its sinks received (with
+//! a chart of a numeric column), the broker's topics and consumer lag, and has an SQL editor that submits a script and marks the line of an error. It is
 //! kept live by server-sent events: `/events` sends a snapshot of everything every second.
 
 use crate::rest::{groups_json, overview_json, topics_json, Api};
@@ -53,6 +53,7 @@ pub fn snapshot(api: &Api) -> Value {
         .map(|j| {
             let mut d = j.details();
             d["checkpoints"] = j.checkpoints();
+            d["preview"] = j.preview();
             d
         })
         .collect();

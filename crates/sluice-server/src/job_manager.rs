@@ -151,6 +151,36 @@ impl ManagedJob {
         })
     }
 
+    /// The newest rows each sink received (`/jobs/:id/preview`): per sink, its columns and
+    /// up to 20 rows per subtask, oldest first.
+    pub fn preview(&self) -> Value {
+        let mut sinks: BTreeMap<usize, (Vec<String>, Vec<Value>)> = BTreeMap::new();
+        for (node, _subtask, p) in self.handle.previews.snapshot() {
+            let entry = sinks.entry(node).or_default();
+            if entry.0.is_empty() {
+                entry.0 = p.columns.clone();
+            }
+            entry.1.extend(
+                p.rows
+                    .iter()
+                    .map(|(kind, values)| json!({"kind": kind, "values": values})),
+            );
+        }
+        let sinks: Vec<Value> = sinks
+            .into_iter()
+            .map(|(node, (columns, rows))| {
+                let name = self
+                    .vertices
+                    .iter()
+                    .find(|v| v.id == node)
+                    .map(|v| v.name.clone())
+                    .unwrap_or_default();
+                json!({"vertex": node.to_string(), "name": name, "columns": columns, "rows": rows})
+            })
+            .collect();
+        json!({ "sinks": sinks })
+    }
+
     /// Flink's `/jobs/:id/exceptions` answer.
     pub fn exceptions(&self) -> Value {
         let s = self.status();

@@ -42,6 +42,7 @@ pub fn router(api: Api) -> Router {
         .route("/jobs/{id}/stop", post(stop))
         .route("/jobs/{id}/checkpoints", get(checkpoints))
         .route("/jobs/{id}/exceptions", get(exceptions))
+        .route("/jobs/{id}/preview", get(preview))
         .route("/topics", get(topics))
         .route("/consumer-groups", get(consumer_groups))
         .route("/metrics", get(metrics))
@@ -333,6 +334,13 @@ pub(crate) fn groups_json(broker: &sluice_broker::Broker) -> Value {
     json!({ "groups": groups })
 }
 
+async fn preview(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.jobs.get(&id) {
+        Some(j) => json_response(StatusCode::OK, j.preview()),
+        None => not_found(&id),
+    }
+}
+
 async fn metrics(State(api): State<Api>) -> Response {
     (
         [(CONTENT_TYPE, crate::metrics_endpoint::TEXT_FORMAT)],
@@ -369,6 +377,7 @@ mod tests {
             "/jobs/{id}/stop",
             "/jobs/{id}/checkpoints",
             "/jobs/{id}/exceptions",
+            "/jobs/{id}/preview",
             "/healthz",
             "/readyz",
             "/metrics",

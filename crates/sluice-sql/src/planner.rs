@@ -1367,7 +1367,15 @@ impl Planner<'_> {
             time_zone: self.config.time_zone.clone(),
             partition_keys,
         };
-        let factory = self.registry.sink(&connector, &spec)?;
+        // The sink's rows are previewed under its table's column names.
+        let factory = sluice_engine::preview::with_column_names(
+            self.registry.sink(&connector, &spec)?,
+            spec.schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+        );
         let parallelism = match options.i64("sink.parallelism")? {
             Some(p) if p > 0 => p as usize,
             _ => s.parallelism,

@@ -238,6 +238,19 @@ fn jobs_are_submitted_watched_resumed_stopped_and_cancelled_over_rest() {
         details["metrics"]["idle-ms"].as_u64().unwrap() > 0,
         "{details}"
     );
+    // The newest rows its sink received, under the table's column names: (key, count)
+    // updates.
+    let (_, preview) = call(&addr, "GET", &format!("/jobs/{id}/preview"), "");
+    let sink = &preview["sinks"][0];
+    assert_eq!(sink["name"], "Sink: blackhole", "{preview}");
+    assert_eq!(sink["columns"], serde_json::json!(["k", "n"]), "{preview}");
+    let rows = sink["rows"].as_array().unwrap();
+    assert!(!rows.is_empty() && rows.len() <= 20, "{preview}");
+    assert!(
+        rows.iter()
+            .all(|r| ["+I", "-U", "+U"].contains(&r["kind"].as_str().unwrap_or(""))),
+        "{preview}"
+    );
     wait_for("a checkpoint", || {
         (!completed_checkpoints(&addr, &id).is_empty()).then_some(Value::Null)
     });

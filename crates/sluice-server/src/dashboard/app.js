@@ -76,6 +76,7 @@ function renderJob(job, now) {
   if (h.length > 120) h.shift();
   history.set(job.jid, h);
   drawChart(h);
+  renderResults(job);
   const cps = $("checkpoints").tBodies[0];
   cps.replaceChildren();
   for (const c of (job.checkpoints.history || []).slice(0, 10)) {
@@ -83,13 +84,51 @@ function renderJob(job, now) {
   }
 }
 
+const columnHistory = new Map(); // "job/sink/column" -> [numbers]
+
+// The newest rows of the chosen sink, and a chart of one of its numeric columns over time
+// (the newest row's value at each snapshot).
+function renderResults(job) {
+  const sinks = (job.preview && job.preview.sinks) || [];
+  const sinkSelect = $("sink");
+  const chosenSink = sinkSelect.value;
+  sinkSelect.replaceChildren(...sinks.map((s) => { const o = text("option", s.name); o.value = s.vertex; return o; }));
+  if (sinks.some((s) => s.vertex === chosenSink)) sinkSelect.value = chosenSink;
+  const sink = sinks.find((s) => s.vertex === sinkSelect.value) || sinks[0];
+  const table = $("results");
+  table.tHead.replaceChildren();
+  table.tBodies[0].replaceChildren();
+  if (!sink) return;
+  table.tHead.appendChild(row(["", ...sink.columns].map((c) => text("th", c))));
+  for (const r of sink.rows.slice().reverse()) table.tBodies[0].appendChild(row([r.kind, ...r.values]));
+  const newest = sink.rows[sink.rows.length - 1];
+  const numeric = sink.columns.filter((_, i) => newest && newest.values[i] !== "NULL" && !isNaN(Number(newest.values[i])));
+  const columnSelect = $("column");
+  const chosen = columnSelect.value;
+  columnSelect.replaceChildren(...numeric.map((c) => text("option", c)));
+  // The last numeric column (often the measure) unless another was chosen.
+  columnSelect.value = numeric.includes(chosen) ? chosen : numeric[numeric.length - 1] || "";
+  const column = columnSelect.value;
+  if (!column || !newest) return;
+  const key = `${job.jid}/${sink.vertex}/${column}`;
+  const h = columnHistory.get(key) || [];
+  h.push(Number(newest.values[sink.columns.indexOf(column)]));
+  if (h.length > 120) h.shift();
+  columnHistory.set(key, h);
+  plot($("column-chart"), h, "");
+}
+
 function drawChart(values) {
-  const svg = $("chart");
+  plot($("chart"), values, "/s");
+}
+
+function plot(svg, values, unit) {
   const w = svg.width.baseVal.value, h = svg.height.baseVal.value;
-  const max = Math.max(1, ...values);
-  const pts = values.map((v, i) => `${(i / 119) * w},${h - 4 - (v / max) * (h - 8)}`).join(" ");
+  const max = Math.max(1, ...values), min = Math.min(0, ...values);
+  const y = (v) => h - 4 - ((v - min) / (max - min || 1)) * (h - 8);
+  const pts = values.map((v, i) => `${(i / 119) * w},${y(v)}`).join(" ");
   svg.innerHTML = `<polyline fill="none" stroke="#2f6fdb" stroke-width="2" points="${pts}"/>` +
-    `<text x="4" y="14" font-size="11" fill="#7a8394">max ${Math.round(max)}/s</text>`;
+    `<text x="4" y="14" font-size="11" fill="#7a8394">max ${Math.round(max)}${unit}</text>`;
 }
 
 function renderBroker(snap) {
