@@ -315,13 +315,7 @@ impl JobManager {
             .as_str()
             .and_then(JobState::parse)
             .unwrap_or(JobState::Failed);
-        if state == JobState::Running {
-            if let Err(e) = self.start(id.to_string(), script) {
-                tracing::error!("job {id} could not start again: {e}");
-            }
-            return;
-        }
-        let exceptions = r["exceptions"]
+        let mut exceptions: Vec<(i64, String)> = r["exceptions"]
             .as_array()
             .map(|a| {
                 a.iter()
@@ -329,6 +323,19 @@ impl JobManager {
                     .collect()
             })
             .unwrap_or_default();
+        let (mut state, mut end_ms) = (state, r["end-time"].as_i64());
+        if state == JobState::Running {
+            match self.start(id.to_string(), script) {
+                Ok(()) => return,
+                Err(e) => {
+                    // Listed as failed, with why, rather than lost.
+                    tracing::error!("job {id} could not start again: {e}");
+                    state = JobState::Failed;
+                    end_ms = Some(now_ms());
+                    exceptions.push((now_ms(), format!("could not start again: {e}")));
+                }
+            }
+        }
         let job = Arc::new(ManagedJob {
             id: id.to_string(),
             name: r["name"].as_str().unwrap_or_default().to_string(),
@@ -339,11 +346,14 @@ impl JobManager {
             restored: None,
             status: Mutex::new(Status {
                 state,
-                end_ms: r["end-time"].as_i64(),
+                end_ms,
                 exceptions,
                 savepoint: r["savepoint-path"].as_str().map(PathBuf::from),
             }),
         });
+        if state == JobState::Failed {
+            self.persist(&job);
+        }
         self.insert(job);
     }
 
@@ -500,4 +510,42 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job that was running when the server stopped and cannot start again (its script no
+    /// longer plans) is listed as failed, with why, and stays so.
+    #[test]
+    fn a_job_that_cannot_start_again_is_listed_as_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = dir.path().join("server").join("jobs");
+        std::fs::create_dir_all(&jobs).unwrap();
+        std::fs::write(
+            jobs.join("abc.json"),
+            json!({"id": "abc", "name": "gone", "script": "INSERT INTO t SELECT 1",
+                   "start-time": 5, "state": "RUNNING"})
+            .to_string(),
+        )
+        .unwrap();
+        let planner = || -> Box<Planner> {
+            Box::new(|_, _, _| Err(SluiceError::Plan("table 't' not found".into())))
+        };
+        let manager = JobManager::open(dir.path(), planner()).unwrap();
+        let job = manager.get("abc").unwrap();
+        assert_eq!(job.state(), JobState::Failed);
+        let why = job.exceptions();
+        assert!(
+            why["root-exception"]
+                .as_str()
+                .is_some_and(|m| m.contains("table 't' not found")),
+            "{why}"
+        );
+        // The record says so: the next server lists it as failed without trying again.
+        let again = JobManager::open(dir.path(), planner()).unwrap();
+        assert_eq!(again.get("abc").unwrap().state(), JobState::Failed);
+        assert_eq!(again.list().len(), 1);
+    }
 }
