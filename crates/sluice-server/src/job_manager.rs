@@ -77,6 +77,8 @@ pub struct ManagedJob {
     pub handle: JobHandle,
     /// The checkpoint or savepoint it started from: (id, where, savepoint, when).
     restored: Option<(u64, PathBuf, bool, i64)>,
+    /// The savepoint it was submitted to start from (used until it has checkpoints).
+    from_savepoint: Option<PathBuf>,
     status: Mutex<Status>,
 }
 
@@ -233,6 +235,7 @@ impl ManagedJob {
             "end-time": s.end_ms,
             "exceptions": s.exceptions.iter().map(|(t, m)| json!([t, m])).collect::<Vec<_>>(),
             "savepoint-path": s.savepoint.as_ref().map(|p| p.display().to_string()),
+            "from-savepoint": self.from_savepoint.as_ref().map(|p| p.display().to_string()),
         })
     }
 }
@@ -325,7 +328,8 @@ impl JobManager {
             .unwrap_or_default();
         let (mut state, mut end_ms) = (state, r["end-time"].as_i64());
         if state == JobState::Running {
-            match self.start(id.to_string(), script) {
+            let from = r["from-savepoint"].as_str().map(PathBuf::from);
+            match self.start(id.to_string(), script, from) {
                 Ok(()) => return,
                 Err(e) => {
                     // Listed as failed, with why, rather than lost.
@@ -344,6 +348,7 @@ impl JobManager {
             vertices: Vec::new(),
             handle: JobHandle::default(),
             restored: None,
+            from_savepoint: r["from-savepoint"].as_str().map(PathBuf::from),
             status: Mutex::new(Status {
                 state,
                 end_ms,
@@ -377,8 +382,12 @@ impl JobManager {
         self.jobs.lock().ok()?.get(id).cloned()
     }
 
-    /// Plans `script` and starts it; its id.
-    pub fn submit(self: &Arc<Self>, script: &str) -> std::result::Result<String, SubmitError> {
+    /// Plans `script` and starts it (from the savepoint `from` if given); its id.
+    pub fn submit(
+        self: &Arc<Self>,
+        script: &str,
+        from: Option<PathBuf>,
+    ) -> std::result::Result<String, SubmitError> {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -390,12 +399,17 @@ impl JobManager {
             nanos as u64,
             n ^ (std::process::id() as u64)
         );
-        self.start(id.clone(), script)?;
+        self.start(id.clone(), script, from)?;
         Ok(id)
     }
 
     /// Plans and runs `script` as job `id`, from its latest checkpoint if it has one.
-    fn start(self: &Arc<Self>, id: String, script: &str) -> std::result::Result<(), SubmitError> {
+    fn start(
+        self: &Arc<Self>,
+        id: String,
+        script: &str,
+        from_savepoint: Option<PathBuf>,
+    ) -> std::result::Result<(), SubmitError> {
         // A job is known by its id unless it names itself: its checkpoints stay its own across
         // server restarts.
         let graph = (self.planner)(script, &self.data_dir, &format!("job-{id}"))
@@ -415,8 +429,17 @@ impl JobManager {
                 graph.name, other.id
             )));
         }
-        let restored = restore_point(&graph, &graph.checkpoint, &RestoreMode::Latest)
+        // Its latest checkpoint; before it has one, the savepoint it was given.
+        let mut restored = restore_point(&graph, &graph.checkpoint, &RestoreMode::Latest)
             .map_err(|e| SubmitError::Invalid(format!("job '{}': {e}", graph.name)))?;
+        if let (None, Some(path)) = (&restored, &from_savepoint) {
+            restored = restore_point(
+                &graph,
+                &graph.checkpoint,
+                &RestoreMode::Savepoint(path.clone()),
+            )
+            .map_err(|e| SubmitError::Invalid(format!("job '{}': {e}", graph.name)))?;
+        }
         let from = restored.as_ref().map(|r| {
             (
                 r.metadata.id,
@@ -428,6 +451,7 @@ impl JobManager {
         let job = Arc::new(ManagedJob {
             id: id.clone(),
             restored: from,
+            from_savepoint,
             name: graph.name.clone(),
             script: script.to_string(),
             start_ms: now_ms(),

@@ -162,10 +162,17 @@ async fn jobs_overview(State(api): State<Api>) -> Response {
 
 /// `POST /jobs`: the body is a Flink SQL script; 202 with the new job's id, 400 with the
 /// planner's message (and the line and column it names), 409 if a running job has its name.
-async fn submit(State(api): State<Api>, body: String) -> Response {
+async fn submit(State(api): State<Api>, RawQuery(q): RawQuery, body: String) -> Response {
     let jobs = api.jobs.clone();
+    // `?savepointPath=DIR` (Flink's name): start from that savepoint.
+    let from = q
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("savepointPath="))
+        .map(|p| std::path::PathBuf::from(percent_decode(p)));
     // Planning reads catalogs and may probe connectors: off the async threads.
-    let result = tokio::task::spawn_blocking(move || jobs.submit(&body)).await;
+    let result = tokio::task::spawn_blocking(move || jobs.submit(&body, from)).await;
     match result {
         Ok(Ok(id)) => json_response(StatusCode::ACCEPTED, json!({ "jobid": id })),
         Ok(Err(SubmitError::Conflict(m))) => error(StatusCode::CONFLICT, &m),
@@ -178,6 +185,30 @@ async fn submit(State(api): State<Api>, body: String) -> Response {
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// `%XX` escapes (and `+`) of a query value decoded; a broken escape is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The line and column a planner message names ("... at line 3, column 7: ..."), if any.
@@ -356,6 +387,12 @@ async fn openapi() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decode("%2Ftmp%2Fsp-1"), "/tmp/sp-1");
+        assert_eq!(percent_decode("a+b%zz%2"), "a b%zz%2");
+    }
 
     #[test]
     fn the_position_of_a_planner_error() {

@@ -304,6 +304,29 @@ fn jobs_are_submitted_watched_resumed_stopped_and_cancelled_over_rest() {
         "{savepoint}"
     );
 
+    // The same script again, from that savepoint (Flink's savepointPath).
+    let (status, v) = call(
+        &addr,
+        "POST",
+        &format!("/jobs?savepointPath={}", savepoint.replace('/', "%2F")),
+        JOB,
+    );
+    assert_eq!(status, 202, "{v}");
+    let resumed = v["jobid"].as_str().unwrap().to_string();
+    let (_, checkpoints) = call(&addr, "GET", &format!("/jobs/{resumed}/checkpoints"), "");
+    let restored = &checkpoints["latest"]["restored"];
+    assert_eq!(restored["is_savepoint"], true, "{checkpoints}");
+    assert_eq!(restored["external_path"], savepoint, "{checkpoints}");
+    let (status, _) = call(&addr, "PATCH", &format!("/jobs/{resumed}?mode=cancel"), "");
+    assert_eq!(status, 202);
+    wait_for("the resumed job's cancel", || {
+        let (_, d) = call(&addr, "GET", &format!("/jobs/{resumed}"), "");
+        (d["state"] == "CANCELED").then_some(d)
+    });
+    // A savepoint that is not there: 400.
+    let (status, v) = call(&addr, "POST", "/jobs?savepointPath=%2Fno%2Fsuch", JOB);
+    assert_eq!(status, 400, "{v}");
+
     // Another job, cancelled.
     let (status, v) = call(
         &addr,
@@ -325,7 +348,7 @@ fn jobs_are_submitted_watched_resumed_stopped_and_cancelled_over_rest() {
     assert_eq!(call(&addr, "GET", "/jobs/nope", "").0, 404);
     let (_, overview) = call(&addr, "GET", "/overview", "");
     assert_eq!(overview["jobs-finished"], 1, "{overview}");
-    assert_eq!(overview["jobs-cancelled"], 1, "{overview}");
+    assert_eq!(overview["jobs-cancelled"], 2, "{overview}");
     let (_, exceptions) = call(&addr, "GET", &format!("/jobs/{id}/exceptions"), "");
     assert!(exceptions["all-exceptions"].as_array().unwrap().is_empty());
 
