@@ -298,7 +298,7 @@ struct KafkaReader {
 /// How often each partition's lag is read, and how long a read of its log end offset may take
 /// (the client asks the broker: a slow one only delays the metric).
 const LAG_EVERY: Duration = Duration::from_secs(5);
-const LAG_TIMEOUT: Duration = Duration::from_millis(100);
+const LAG_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The records a partition has behind what this source has read: its log end offset minus the
 /// next offset to read.
