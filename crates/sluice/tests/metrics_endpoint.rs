@@ -81,6 +81,37 @@ fn total(samples: &BTreeMap<Key, f64>, name: &str, with: &[(&str, &str)]) -> f64
         .sum()
 }
 
+/// Starts `sluice run --metrics-addr 127.0.0.1:0` on `script`; the process and the address of
+/// its metrics, read from its first line on standard error.
+fn run_with_metrics(
+    script: &std::path::Path,
+    data: &std::path::Path,
+) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .arg(script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("Metrics for Prometheus at http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in: {line}"))
+        .to_string();
+    // Keep reading standard error so that the job never blocks on it.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+    });
+    (child, addr)
+}
+
 #[test]
 fn a_running_job_shows_its_metrics_for_prometheus() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,28 +133,7 @@ FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY windo
 ",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg(&script)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("Metrics for Prometheus at http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics address in: {line}"))
-        .to_string();
-    // Keep reading standard error so that the job never blocks on it.
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-    });
+    let (mut child, addr) = run_with_metrics(&script, &dir.path().join("data"));
 
     // Wait for the job to have moved rows and taken a checkpoint.
     let started = Instant::now();
@@ -427,27 +437,7 @@ INSERT INTO out SELECT n FROM clicks;
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--metrics-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg(&script)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("Metrics for Prometheus at http://")
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics address in: {line}"))
-        .to_string();
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-    });
+    let (mut child, addr) = run_with_metrics(&script, &dir.path().join("data"));
     let started = Instant::now();
     let samples = loop {
         let samples = parse(&get(&addr, "/metrics").1);
