@@ -1,7 +1,7 @@
 //! The broker's metrics, through the `metrics` crate (read by the Prometheus endpoint of
 //! `sluice broker --metrics-addr`): requests and their latency per API, records and bytes
 //! produced and bytes fetched per topic, and, sampled every few seconds, the partitions, each
-//! partition's log end offset and each consumer group's lag (Kafka's `records-lag`: the log end
+//! partition's log end offset and size in bytes and each consumer group's lag (Kafka's `records-lag`: the log end
 //! offset minus the group's committed offset).
 
 use crate::Broker;
@@ -27,6 +27,7 @@ pub mod names {
     pub const FETCHED_BYTES: &str = "sluice_broker_fetched_bytes_total";
     pub const PARTITIONS: &str = "sluice_broker_partitions";
     pub const LOG_END_OFFSET: &str = "sluice_broker_log_end_offset";
+    pub const LOG_SIZE: &str = "sluice_broker_log_size_bytes";
     pub const GROUP_LAG: &str = "sluice_broker_consumer_group_lag";
 }
 
@@ -66,8 +67,9 @@ pub fn sample(broker: &Broker) {
     for (topic, n) in &topics {
         for p in 0..*n as i32 {
             if let Some(part) = broker.topics.partition(topic, p) {
-                gauge!(names::LOG_END_OFFSET, "topic" => topic.clone(), "partition" => p.to_string())
-                    .set(part.log_end_offset() as f64);
+                let labels = [("topic", topic.clone()), ("partition", p.to_string())];
+                gauge!(names::LOG_END_OFFSET, &labels).set(part.log_end_offset() as f64);
+                gauge!(names::LOG_SIZE, &labels).set(part.size_bytes() as f64);
             }
         }
     }

@@ -77,6 +77,10 @@ impl Partition {
         self.lock().log_start_offset()
     }
 
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().size_bytes()
+    }
+
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
         self.lock().offset_for_timestamp(ts)
     }

@@ -21,6 +21,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use postgres::types::ToSql;
 use postgres::{Client, Config, NoTls};
 use sluice_common::{ChangeBatch, CheckpointId, Options, Result, RowKind, SluiceError};
+use sluice_engine::task_metrics::SinkErrors;
 use sluice_engine::{
     LookupFactory, LookupSpec, Operator, OperatorFactory, Output, SinkSpec, StateReader,
     StateWriter, SubtaskContext,
@@ -475,6 +476,7 @@ impl OperatorFactory for JdbcSinkFactory {
             rows: ctx
                 .metrics
                 .counter(&format!("{}: rows written", self.table)),
+            errors: ctx.sink_errors(),
             pending: Pending::default(),
         };
         let handle = std::thread::Builder::new()
@@ -797,6 +799,8 @@ struct Writer {
     key: Vec<usize>,
     client: Option<Client>,
     rows: Arc<AtomicU64>,
+    /// The rows of every failed write attempt.
+    errors: SinkErrors,
     pending: Pending,
     /// The last checkpoint committed (exactly-once).
     committed: Arc<AtomicU64>,
@@ -912,6 +916,7 @@ impl Writer {
                     return Ok(());
                 }
                 Err(e) if attempt >= self.options.max_retries || is_data_error(&e) => {
+                    self.errors.add(written);
                     return Err(SluiceError::Runtime(format!(
                         "{}: cannot write {written} rows to table '{}' after {} attempts: {}",
                         self.options.owner,
@@ -923,6 +928,7 @@ impl Writer {
                     )));
                 }
                 Err(e) => {
+                    self.errors.add(written);
                     attempt += 1;
                     let backoff = Duration::from_secs(attempt as u64);
                     tracing::warn!(

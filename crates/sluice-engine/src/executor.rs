@@ -22,8 +22,9 @@ use crate::operator::{Operator, Output, SubtaskContext};
 use crate::preview::PreviewTap;
 use crate::source::{SourcePoll, SourceReader};
 use crate::state::{StateReader, StateWriter};
-use crate::task_metrics::{OperatorMetrics, TaskMetrics, TimeCounter};
+use crate::task_metrics::{batch_bytes, OperatorMetrics, TaskMetrics, TimeCounter};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use metrics::Counter;
 use sluice_common::{CheckpointId, Message, Result, SluiceError, MAX_WATERMARK};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -65,6 +66,8 @@ struct Router {
     round_robin: usize,
     /// The time spent waiting for room in a full channel.
     backpressured: TimeCounter,
+    /// The bytes of the rows sent.
+    bytes_out: Counter,
 }
 
 impl Router {
@@ -111,7 +114,17 @@ impl Router {
         }
     }
 
+    /// How full its channels are: what they buffer over what they can hold.
+    fn fill(&self) -> (usize, usize) {
+        self.senders.iter().flatten().fold((0, 0), |(q, c), tx| {
+            (q + tx.len(), c + tx.capacity().unwrap_or(0))
+        })
+    }
+
     fn deliver(&mut self, target: usize, msg: Message) -> Result<()> {
+        if let Message::Data(b) = &msg {
+            self.bytes_out.increment(batch_bytes(b));
+        }
         match self.senders.get(target) {
             Some(Some(tx)) => match tx.try_send(msg) {
                 Ok(()) => Ok(()),
@@ -253,6 +266,26 @@ impl Subtask {
         })
     }
 
+    /// Samples how full its input (from `gate`, if it has one) and output channels are, at
+    /// most every so often.
+    fn sample_fill(&mut self, now: Instant, gate: Option<&InputGate>) {
+        if !self.task_metrics.fill_due(now) {
+            return;
+        }
+        let (queued, capacity) = self
+            .routers
+            .iter()
+            .map(Router::fill)
+            .fold((0, 0), |(q, c), (rq, rc)| (q + rq, c + rc));
+        let output = if capacity == 0 {
+            0.0
+        } else {
+            queued as f64 / capacity as f64
+        };
+        self.task_metrics
+            .set_fill(gate.map(InputGate::fill), output);
+    }
+
     fn end_outputs(&mut self) {
         for r in &mut self.routers {
             let _ = r.send(Message::EndOfStream);
@@ -305,7 +338,7 @@ impl Subtask {
             Err(p) => p.into_inner().clone(),
         };
         let dir = dir.filter(|(pending, _)| *pending == id).map(|(_, d)| d);
-        let savepoint = self.checkpoints.stop_after.load(Ordering::SeqCst) == id;
+        let savepoint = self.checkpoints.savepoint_in_flight.load(Ordering::SeqCst) == id;
         self.writer
             .checkpoint(id, dir, savepoint, sections, sync_ms)
     }
@@ -634,7 +667,7 @@ pub fn run_job(
         let consumers = graph.consumers(tail);
         for subtask in 0..head.parallelism {
             let task_metrics =
-                TaskMetrics::new(&graph.name, &head.name, subtask, &task.nodes, &handle.times);
+                TaskMetrics::new(&graph.name, &head.name, subtask, &task.nodes, &handle.tasks);
             let mut routers = Vec::new();
             for &c in &consumers {
                 let ct = task_of[c];
@@ -654,6 +687,7 @@ pub fn run_job(
                         max_parallelism,
                         round_robin: subtask,
                         backpressured: task_metrics.backpressured(),
+                        bytes_out: task_metrics.bytes_out(),
                     });
                 }
             }
@@ -921,6 +955,7 @@ fn run_source(
         }
         sub.fire_processing_timers()?;
         let polled = Instant::now();
+        sub.sample_fill(polled, None);
         match reader.poll()? {
             SourcePoll::Batch(b) => {
                 if b.num_rows() > 0 {
@@ -959,8 +994,12 @@ fn run_operator(channels: InputChannels, mut sub: Subtask) -> Result<()> {
         let event = gate.next(NOTIFY_POLL);
         let working = Instant::now();
         sub.task_metrics.idle.add(working - waiting);
+        sub.sample_fill(working, Some(&gate));
         match event {
-            GateEvent::Data { input, batch } => sub.push(0, input, Message::Data(batch))?,
+            GateEvent::Data { input, batch } => {
+                sub.task_metrics.bytes_in.increment(batch_bytes(&batch));
+                sub.push(0, input, Message::Data(batch))?
+            }
             GateEvent::Watermark(w) => sub.push(0, 0, Message::Watermark(w))?,
             GateEvent::Idle => sub.push(0, 0, Message::Idle)?,
             GateEvent::Barrier(id) => sub.checkpoint(id, None)?,

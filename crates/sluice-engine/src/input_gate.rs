@@ -88,6 +88,18 @@ impl InputGate {
         }
     }
 
+    /// How full its channels are: the messages they buffer over what they can (0 to 1;
+    /// Flink's `inPoolUsage`).
+    pub fn fill(&self) -> f64 {
+        let capacity: usize = self.channels.iter().filter_map(|c| c.rx.capacity()).sum();
+        let queued: usize = self.channels.iter().map(|c| c.rx.len()).sum();
+        if capacity == 0 {
+            0.0
+        } else {
+            queued as f64 / capacity as f64
+        }
+    }
+
     /// The next event, waiting at most `timeout` for a message.
     pub fn next(&mut self, timeout: Duration) -> GateEvent {
         loop {
@@ -286,6 +298,21 @@ mod tests {
     }
 
     const T: Duration = Duration::from_millis(10);
+
+    #[test]
+    fn the_fill_is_what_the_channels_buffer_over_their_capacity() {
+        let (mut g, tx) = gate(2, 4);
+        assert_eq!(g.fill(), 0.0);
+        for _ in 0..4 {
+            tx[0].send(Message::Watermark(1)).unwrap();
+        }
+        tx[1].send(Message::Watermark(1)).unwrap();
+        tx[1].send(Message::Watermark(2)).unwrap();
+        assert_eq!(g.fill(), 6.0 / 8.0);
+        // Reading takes messages out (as many as make the next event).
+        g.next(T);
+        assert!(g.fill() < 6.0 / 8.0);
+    }
 
     #[test]
     fn the_watermark_is_the_minimum_over_active_channels() {

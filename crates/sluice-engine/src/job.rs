@@ -1,10 +1,11 @@
 //! A running job seen from outside: the handle that watches and stops it, and the report it
 //! leaves when it ends.
 
-use crate::checkpoint::{CheckpointShared, CheckpointStats};
+use crate::checkpoint::{CheckpointShared, CheckpointStats, SavepointStatus};
 use crate::metrics::Metrics;
 use crate::preview::Previews;
-use crate::task_metrics::{OperatorCounts, OperatorTimes};
+use crate::task_metrics::{OperatorCounts, OperatorTaskStats};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +20,9 @@ pub struct JobHandle {
     pub checkpoints: Arc<CheckpointShared>,
     /// Records in and out of every operator subtask.
     pub operators: Arc<OperatorCounts>,
-    /// Busy, idle and backpressured time of every operator subtask.
-    pub times: Arc<OperatorTimes>,
+    /// The task figures (time busy, idle, backpressured; bytes; queue fill) of every
+    /// operator subtask.
+    pub tasks: Arc<OperatorTaskStats>,
     /// The newest rows each sink received.
     pub previews: Arc<Previews>,
 }
@@ -40,10 +42,23 @@ impl JobHandle {
     /// savepoint): sources stop reading at the savepoint's barrier, sinks commit, and the
     /// job ends without firing open windows. [`CheckpointShared::savepoint_path`] then says
     /// where it is.
-    pub fn stop_with_savepoint(&self) {
-        self.checkpoints
-            .savepoint_requested
-            .store(true, Ordering::SeqCst);
+    /// Returns the request's number (see [`JobHandle::savepoint_status`]).
+    pub fn stop_with_savepoint(&self) -> u64 {
+        self.savepoint(None, true)
+    }
+
+    /// Asks for a savepoint while the job goes on (Flink's trigger savepoint), or, with
+    /// `stop`, before it stops: taken after the checkpoint in flight, written whole (never
+    /// incremental) to `dir` (`None`: the job's savepoint directory). One the job goes on
+    /// after commits no side effects of sinks (the next checkpoint does). Returns the
+    /// request's number.
+    pub fn savepoint(&self, dir: Option<PathBuf>, stop: bool) -> u64 {
+        self.checkpoints.request_savepoint(stop, dir)
+    }
+
+    /// Where savepoint request `request` is (`None`: no such request).
+    pub fn savepoint_status(&self, request: u64) -> Option<SavepointStatus> {
+        self.checkpoints.savepoint_status(request)
     }
 }
 

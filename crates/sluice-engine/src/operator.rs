@@ -5,7 +5,7 @@ use crate::graph::StateConfig;
 use crate::keyed::{KeyGroupRange, KeyedStore, StateResources};
 use crate::metrics::Metrics;
 use crate::state::{StateReader, StateWriter};
-use crate::task_metrics::LateRecords;
+use crate::task_metrics::{names, LateRecords, OperatorCounter, SinkErrors};
 use sluice_common::{ChangeBatch, CheckpointId, EventTime, Message, Result, SplitId, SplitStatus};
 use std::sync::Arc;
 
@@ -47,8 +47,20 @@ impl SubtaskContext {
     /// The counter of the rows this operator drops as late: in the job's report ("late
     /// rows dropped") and in its metrics.
     pub fn late_records(&self) -> LateRecords {
-        LateRecords::new(
-            self.metrics.counter("late rows dropped"),
+        self.counter("late rows dropped", names::LATE_RECORDS_DROPPED)
+    }
+
+    /// The counter of the records this subtask's sink fails to write (see [`SinkErrors`]).
+    pub fn sink_errors(&self) -> SinkErrors {
+        self.counter("sink errors", names::SINK_ERRORS)
+    }
+
+    /// A count of this operator subtask, in the job's report as `report_name` and as the
+    /// metric `metric` with its labels.
+    fn counter(&self, report_name: &str, metric: &'static str) -> OperatorCounter {
+        OperatorCounter::new(
+            self.metrics.counter(report_name),
+            metric,
             &[
                 ("job", self.job_name.clone()),
                 ("operator", self.operator_name.clone()),

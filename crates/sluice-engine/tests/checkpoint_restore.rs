@@ -403,3 +403,73 @@ fn the_end_of_the_input_commits_with_the_final_checkpoint() {
     }
     assert_eq!(finals(&rows), expected);
 }
+
+/// A savepoint triggered while the job runs (Flink's `flink savepoint`): the job goes on to
+/// the end with every row once, the savepoint commits nothing by itself (the next checkpoint
+/// does), and a new run started from it goes on from its state and positions.
+#[test]
+fn a_savepoint_taken_while_the_job_runs_restores_its_state() {
+    use sluice_engine::checkpoint::SavepointStatus;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("running");
+    let sink = Collect::default();
+    let g = graph(&dir, sink.clone());
+    let handle = JobHandle::default();
+    let watcher = handle.clone();
+    let target = tmp.path().join("savepoints");
+    let into = target.clone();
+    let t = std::thread::spawn(move || {
+        while watcher.checkpoints.completed() < 1 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let request = watcher.savepoint(Some(into), false);
+        loop {
+            match watcher.savepoint_status(request).expect("a request") {
+                SavepointStatus::Completed(path) => return path,
+                SavepointStatus::Failed(e) => panic!("the savepoint failed: {e}"),
+                _ => {
+                    assert!(!watcher.is_cancelled(), "the job does not stop for it");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    });
+    let report = run_job(&g, &handle, None).unwrap();
+    let path = t.join().unwrap();
+    assert!(!report.cancelled, "the job ran to its end");
+    assert_eq!(report.savepoint, None, "no stop with savepoint");
+    assert!(path.starts_with(&target), "{}", path.display());
+    let id: CheckpointId = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("savepoint-"))
+        .and_then(|n| n.parse().ok())
+        .expect("savepoint-<id>");
+    let history = &report.checkpoints;
+    let entry = history.iter().find(|c| c.id == id).expect("in the history");
+    assert!(entry.savepoint && entry.status == "Completed", "{entry:?}");
+    assert!(
+        history.iter().any(|c| c.id > id && !c.savepoint),
+        "checkpoints go on after it: {history:?}"
+    );
+    let all = sink.rows();
+    assert_eq!(all.len() as i64, 2 * ROWS_PER_SUBTASK, "every row once");
+
+    // A new run from the savepoint: a new "database" gets what the savepoint pre-committed
+    // and everything after it; the running sums go on from the savepoint's state.
+    let again = Collect::default();
+    let g2 = graph(&tmp.path().join("from-savepoint"), again.clone());
+    let restored = restore_point(&g2, &g2.checkpoint, &RestoreMode::Savepoint(path))
+        .unwrap()
+        .expect("the savepoint");
+    let report = run_job(&g2, &JobHandle::default(), Some(restored)).unwrap();
+    assert!(!report.cancelled);
+    let rows = again.rows();
+    assert!(
+        !rows.is_empty() && rows.len() < all.len(),
+        "{} rows after the savepoint of {}",
+        rows.len(),
+        all.len()
+    );
+    assert_eq!(finals(&rows), finals(&all));
+}

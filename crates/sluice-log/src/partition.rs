@@ -426,7 +426,7 @@ impl PartitionLog {
             if self.segments.len() <= 1 {
                 break;
             }
-            let total: u64 = self.segments.values().map(|s| s.size()).sum();
+            let total = self.size_bytes();
             let Some((&base, oldest)) = self.segments.iter().next() else {
                 break;
             };
@@ -462,6 +462,11 @@ impl PartitionLog {
         std::fs::remove_dir_all(&dir).map_err(io_err(&dir))
     }
 
+    /// The bytes of all its segments' record batches (Kafka's `kafka.log:type=Log,name=Size`).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size()).sum()
+    }
+
     /// The number of segments.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
@@ -494,13 +499,16 @@ mod tests {
     fn appends_assign_offsets_and_reads_return_whole_batches() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = PartitionLog::open(dir.path(), cfg()).unwrap();
+        let mut written = 0;
         for i in 0..20 {
             let b = build_batch(1000 + i, &[(None, b"aaaa"), (None, b"bbbb")]);
             let info = log.append(&b).unwrap();
+            written += b.len() as u64;
             assert_eq!(info.base_offset, i * 2);
             assert_eq!(info.last_offset, i * 2 + 1);
         }
         assert!(log.segment_count() > 1, "segments roll by size");
+        assert_eq!(log.size_bytes(), written, "the size counts every segment");
         assert_eq!(log.log_end_offset(), 40);
         // A read inside a batch returns that whole batch.
         let r = log.read(7, 1 << 20).unwrap();

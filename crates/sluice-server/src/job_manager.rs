@@ -6,6 +6,7 @@
 
 use serde_json::{json, Value};
 use sluice_common::{Result, SluiceError};
+use sluice_engine::task_metrics::{TaskStat, TASK_STATS};
 use sluice_engine::{restore_point, run_job, JobGraph, JobHandle, RestoreMode};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,7 +110,7 @@ impl ManagedJob {
         let end = s.end_ms.unwrap_or(-1);
         let now = now_ms();
         let counts = self.handle.operators.snapshot();
-        let times = self.handle.times.snapshot();
+        let tasks = self.handle.tasks.snapshot();
         json!({
             "jid": self.id,
             "name": self.name,
@@ -125,14 +126,17 @@ impl ManagedJob {
                     .filter(|c| c.0 == v.id)
                     .map(|&(_, subtask, i, o)| (subtask, i, o))
                     .collect();
-                // Milliseconds busy, idle and backpressured, summed over the subtasks (of the
-                // task the operator is chained in).
-                let mut ms = [0u64; 3];
-                for (_, _, t) in times.iter().filter(|t| t.0 == v.id) {
-                    for (m, t) in ms.iter_mut().zip(t) {
-                        *m += t;
+                // The figures of the task the operator is chained in: times and bytes summed
+                // over the subtasks, queue fills the fullest subtask's.
+                let mut sum = [0u64; TASK_STATS];
+                let mut max = [0u64; TASK_STATS];
+                for (_, _, t) in tasks.iter().filter(|t| t.0 == v.id) {
+                    for i in 0..TASK_STATS {
+                        sum[i] += t[i];
+                        max[i] = max[i].max(t[i]);
                     }
                 }
+                let fill = |s: TaskStat| max[s as usize] as f64 / 1000.0;
                 json!({
                     "id": v.id.to_string(),
                     "name": v.name,
@@ -140,9 +144,13 @@ impl ManagedJob {
                     "metrics": {
                         "read-records": subtasks.iter().map(|s| s.1).sum::<u64>(),
                         "write-records": subtasks.iter().map(|s| s.2).sum::<u64>(),
-                        "busy-ms": ms[0],
-                        "idle-ms": ms[1],
-                        "backpressured-ms": ms[2],
+                        "read-bytes": sum[TaskStat::BytesIn as usize],
+                        "write-bytes": sum[TaskStat::BytesOut as usize],
+                        "busy-ms": sum[TaskStat::Busy as usize],
+                        "idle-ms": sum[TaskStat::Idle as usize],
+                        "backpressured-ms": sum[TaskStat::Backpressured as usize],
+                        "input-queue-fill": fill(TaskStat::InputFill),
+                        "output-queue-fill": fill(TaskStat::OutputFill),
                     },
                     "subtasks": subtasks.iter().map(|(subtask, i, o)| json!({
                         "subtask": subtask,

@@ -1,11 +1,13 @@
 //! The REST API of `sluice server`, in JSON, with Flink's resource names where a Flink tool
 //! expects them (`/overview`, `/jobs`, `/jobs/:id`, `/jobs/:id/checkpoints`,
-//! `/jobs/:id/exceptions`, `PATCH /jobs/:id?mode=cancel`, `POST /jobs/:id/stop`), plus
+//! `/jobs/:id/exceptions`, `PATCH /jobs/:id?mode=cancel`, `POST /jobs/:id/stop`,
+//! `POST /jobs/:id/savepoints`, `GET /jobs/:id/savepoints/:request-id`), plus
 //! `POST /jobs` (a Flink SQL script as the body), `/healthz`, `/readyz`, `/metrics` and the
 //! OpenAPI description at `/openapi.json`. With a bearer token configured, every request but
 //! the health checks must carry it.
 
 use crate::job_manager::{JobManager, JobState, SubmitError};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::StatusCode;
@@ -15,6 +17,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
+use sluice_engine::checkpoint::SavepointStatus;
 use std::sync::Arc;
 
 /// The OpenAPI description of this API.
@@ -40,6 +43,8 @@ pub fn router(api: Api) -> Router {
         .route("/jobs/overview", get(jobs_overview))
         .route("/jobs/{id}", get(job).patch(cancel))
         .route("/jobs/{id}/stop", post(stop))
+        .route("/jobs/{id}/savepoints", post(trigger_savepoint))
+        .route("/jobs/{id}/savepoints/{request}", get(savepoint_status))
         .route("/jobs/{id}/checkpoints", get(checkpoints))
         .route("/jobs/{id}/exceptions", get(exceptions))
         .route("/jobs/{id}/preview", get(preview))
@@ -255,20 +260,112 @@ async fn cancel(State(api): State<Api>, Path(id): Path<String>, RawQuery(q): Raw
     }
 }
 
-/// `POST /jobs/:id/stop`: a savepoint, then the job stops (Flink's stop with savepoint);
-/// `GET /jobs/:id` then gives its `savepoint-path`.
-async fn stop(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    match api.jobs.get(&id) {
+/// `POST /jobs/:id/stop` (body, optional: `{"targetDirectory": DIR}`): a savepoint, then the
+/// job stops (Flink's stop with savepoint); `GET /jobs/:id/savepoints/:request-id` says where
+/// the savepoint is, and `GET /jobs/:id` gives its `savepoint-path` once stopped.
+async fn stop(State(api): State<Api>, Path(id): Path<String>, body: Bytes) -> Response {
+    savepoint(&api, &id, &body, "targetDirectory", Some(true))
+}
+
+/// `POST /jobs/:id/savepoints` (body, optional: `{"target-directory": DIR, "cancel-job":
+/// false}`): a savepoint while the job goes on (Flink's trigger savepoint), or before it stops
+/// with `cancel-job`.
+async fn trigger_savepoint(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    savepoint(&api, &id, &body, "target-directory", None)
+}
+
+/// Asks job `id` for a savepoint as `body` says (its directory under `dir_field`; whether the
+/// job stops after it under `cancel-job`, unless `stop` says).
+fn savepoint(api: &Api, id: &str, body: &[u8], dir_field: &str, stop: Option<bool>) -> Response {
+    let body: Value = if body.trim_ascii().is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return error(StatusCode::BAD_REQUEST, "the body must be a JSON object"),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the body is not JSON: {e}"),
+                )
+            }
+        }
+    };
+    let dir = match &body[dir_field] {
+        Value::Null => None,
+        Value::String(d) if !d.is_empty() => Some(std::path::PathBuf::from(d)),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("'{dir_field}' must be a directory path, not {other}"),
+            )
+        }
+    };
+    let stop = match (stop, &body["cancel-job"]) {
+        (Some(stop), _) => stop,
+        (None, Value::Null) => false,
+        (None, Value::Bool(b)) => *b,
+        (None, other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("'cancel-job' must be true or false, not {other}"),
+            )
+        }
+    };
+    match api.jobs.get(id) {
         Some(j) if j.state() == JobState::Running => {
-            j.handle.stop_with_savepoint();
-            json_response(StatusCode::ACCEPTED, json!({ "request-id": id }))
+            let request = j.handle.savepoint(dir, stop);
+            json_response(
+                StatusCode::ACCEPTED,
+                json!({ "request-id": request.to_string() }),
+            )
         }
         Some(j) => error(
             StatusCode::CONFLICT,
             &format!("job {id} is {}, not running", j.state().name()),
         ),
-        None => not_found(&id),
+        None => not_found(id),
     }
+}
+
+/// `GET /jobs/:id/savepoints/:request-id`: Flink's asynchronous operation result,
+/// `{"status": {"id": "IN_PROGRESS" | "COMPLETED"}, "operation": {"location": DIR} |
+/// {"failure-cause": {...}}}`.
+async fn savepoint_status(
+    State(api): State<Api>,
+    Path((id, request)): Path<(String, String)>,
+) -> Response {
+    let Some(j) = api.jobs.get(&id) else {
+        return not_found(&id);
+    };
+    let status = request
+        .parse::<u64>()
+        .ok()
+        .and_then(|r| j.handle.savepoint_status(r));
+    let body = match status {
+        None => {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("job {id} has no savepoint request '{request}'"),
+            )
+        }
+        Some(SavepointStatus::Waiting | SavepointStatus::InProgress(_)) => {
+            json!({"status": {"id": "IN_PROGRESS"}})
+        }
+        Some(SavepointStatus::Completed(path)) => json!({
+            "status": {"id": "COMPLETED"},
+            "operation": {"location": path.display().to_string()},
+        }),
+        Some(SavepointStatus::Failed(reason)) => json!({
+            "status": {"id": "COMPLETED"},
+            "operation": {"failure-cause": {"class": "SavepointFailed", "stack-trace": reason}},
+        }),
+    };
+    json_response(StatusCode::OK, body)
 }
 
 async fn checkpoints(State(api): State<Api>, Path(id): Path<String>) -> Response {

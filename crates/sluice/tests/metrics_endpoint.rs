@@ -177,6 +177,10 @@ FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY windo
         "sluice_task_busy_ms_total",
         "sluice_task_idle_ms_total",
         "sluice_task_backpressured_ms_total",
+        "sluice_task_bytes_in_total",
+        "sluice_task_bytes_out_total",
+        "sluice_task_input_queue_fill",
+        "sluice_task_output_queue_fill",
         "sluice_operator_current_input_watermark_ms",
         "sluice_operator_current_output_watermark_ms",
         "sluice_last_checkpoint_duration_ms",
@@ -232,6 +236,30 @@ FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY windo
         total(&second, "sluice_checkpoints_completed_total", &[])
             > total(&first, "sluice_checkpoints_completed_total", &[])
     );
+    // The aggregate's task reads over the exchange what the source's task writes to it, in
+    // bytes; both grow.
+    let task = |samples: &BTreeMap<Key, f64>, name: &str, task: &str| {
+        total(samples, name, &[("task", task)])
+    };
+    let source = "Source: src [datagen]";
+    let (a, b) = (
+        task(&first, "sluice_task_bytes_out_total", source),
+        task(&second, "sluice_task_bytes_out_total", source),
+    );
+    assert!(a > 0.0 && b > a, "the source's bytes out: {a} then {b}");
+    let (a, b) = (
+        task(&first, "sluice_task_bytes_in_total", "GroupAggregate"),
+        task(&second, "sluice_task_bytes_in_total", "GroupAggregate"),
+    );
+    assert!(a > 0.0 && b > a, "the aggregate's bytes in: {a} then {b}");
+    for fill in [
+        "sluice_task_input_queue_fill",
+        "sluice_task_output_queue_fill",
+    ] {
+        for ((n, _), v) in second.iter().filter(|((n, _), _)| n == fill) {
+            assert!((0.0..=1.0).contains(v), "{n} = {v}");
+        }
+    }
 }
 
 #[test]
@@ -326,6 +354,11 @@ fn the_broker_shows_requests_bytes_and_consumer_lag() {
         total(&samples, "sluice_broker_log_end_offset", &topic),
         100.0
     );
+    // The log holds the batches as they were produced.
+    assert_eq!(
+        total(&samples, "sluice_broker_log_size_bytes", &topic),
+        bytes
+    );
     assert!(total(&samples, "sluice_broker_partitions", &[]) >= 1.0);
     for api in ["Produce", "Fetch", "JoinGroup", "OffsetCommit"] {
         assert!(
@@ -357,6 +390,11 @@ fn grafana_dashboard_names_served_metrics() {
         runtime::BUSY,
         runtime::IDLE,
         runtime::BACKPRESSURED,
+        runtime::BYTES_IN,
+        runtime::BYTES_OUT,
+        runtime::INPUT_QUEUE_FILL,
+        runtime::OUTPUT_QUEUE_FILL,
+        runtime::SINK_ERRORS,
         runtime::CHECKPOINTS_COMPLETED,
         runtime::CHECKPOINTS_FAILED,
         runtime::CHECKPOINT_DURATION,
@@ -368,6 +406,7 @@ fn grafana_dashboard_names_served_metrics() {
         broker::FETCHED_BYTES,
         broker::PARTITIONS,
         broker::LOG_END_OFFSET,
+        broker::LOG_SIZE,
         broker::GROUP_LAG,
     ];
     let path = common::manifest_dir().join("../../examples/grafana/sluice-dashboard.json");

@@ -235,6 +235,15 @@ fn jobs_are_submitted_watched_resumed_stopped_and_cancelled_over_rest() {
     for t in ["busy-ms", "idle-ms", "backpressured-ms"] {
         assert!(details["metrics"][t].is_u64(), "{t}: {details}");
     }
+    // It reads its rows over the exchange, in bytes too; its channels' fill is a fraction.
+    assert!(
+        details["metrics"]["read-bytes"].as_u64().unwrap() > 0,
+        "{details}"
+    );
+    for f in ["input-queue-fill", "output-queue-fill"] {
+        let fill = details["metrics"][f].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&fill), "{f}: {details}");
+    }
     // (Counted in whole milliseconds: the first ones come after a moment.)
     wait_for("the aggregate's task to have been idle", || {
         let (_, d) = call(&addr, "GET", &format!("/jobs/{id}"), "");
@@ -303,9 +312,41 @@ fn jobs_are_submitted_watched_resumed_stopped_and_cancelled_over_rest() {
         "the resumed job goes on from checkpoint {from}: {after:?}"
     );
 
+    // A savepoint while it runs (Flink's trigger savepoint), into a directory of our own.
+    let target = dir.path().join("triggered");
+    let (status, v) = call(
+        &addr,
+        "POST",
+        &format!("/jobs/{id}/savepoints"),
+        &serde_json::json!({"target-directory": target, "cancel-job": false}).to_string(),
+    );
+    assert_eq!(status, 202, "{v}");
+    let request = v["request-id"].as_str().unwrap().to_string();
+    let done = wait_for("the triggered savepoint", || {
+        let (_, v) = call(
+            &addr,
+            "GET",
+            &format!("/jobs/{id}/savepoints/{request}"),
+            "",
+        );
+        (v["status"]["id"] == "COMPLETED").then_some(v)
+    });
+    let location = done["operation"]["location"].as_str().expect("a location");
+    assert!(
+        Path::new(location).starts_with(&target) && Path::new(location).join("_metadata").exists(),
+        "{done}"
+    );
+    let (_, details) = call(&addr, "GET", &format!("/jobs/{id}"), "");
+    assert_eq!(details["state"], "RUNNING", "the job goes on: {details}");
+    let (status, v) = call(&addr, "GET", &format!("/jobs/{id}/savepoints/99"), "");
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = call(&addr, "POST", &format!("/jobs/{id}/savepoints"), "[1]");
+    assert_eq!(status, 400, "{v}");
+
     // Stop with a savepoint.
-    let (status, _) = call(&addr, "POST", &format!("/jobs/{id}/stop"), "");
+    let (status, v) = call(&addr, "POST", &format!("/jobs/{id}/stop"), "");
     assert_eq!(status, 202);
+    let request = v["request-id"].as_str().unwrap().to_string();
     let details = wait_for("the job to stop", || {
         let (_, d) = call(&addr, "GET", &format!("/jobs/{id}"), "");
         (d["state"] == "FINISHED").then_some(d)
@@ -315,6 +356,13 @@ fn jobs_are_submitted_watched_resumed_stopped_and_cancelled_over_rest() {
         Path::new(savepoint).join("_metadata").exists(),
         "{savepoint}"
     );
+    let (_, v) = call(
+        &addr,
+        "GET",
+        &format!("/jobs/{id}/savepoints/{request}"),
+        "",
+    );
+    assert_eq!(v["operation"]["location"], savepoint, "{v}");
 
     // The same script again, from that savepoint (Flink's savepointPath).
     let (status, v) = call(

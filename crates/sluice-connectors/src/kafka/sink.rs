@@ -26,6 +26,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use sluice_common::{ChangeBatch, Result, RowKind, SluiceError};
+use sluice_engine::task_metrics::SinkErrors;
 use sluice_engine::{Operator, OperatorFactory, Output, SinkSpec, SubtaskContext};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,14 +60,17 @@ pub(super) fn factory(spec: SinkSpec, options: KafkaOptions) -> Result<Arc<dyn O
     if let Some(k) = &options.key_format {
         format::encoder(k, key_schema, &options.key_format_options, &spec.time_zone)?;
     }
-    drop(producer(&options, 0, None)?);
+    drop(producer(&options, 0, None, None)?);
     Ok(Arc::new(KafkaSinkFactory { spec, options }))
 }
 
+/// A producer for subtask `subtask` (transactional with `transactional_id`) that counts the
+/// records the brokers do not take in `errors`.
 fn producer(
     options: &KafkaOptions,
     subtask: usize,
     transactional_id: Option<&str>,
+    errors: Option<&SinkErrors>,
 ) -> Result<ThreadedProducer<SinkContext>> {
     let mut c = client_config(options);
     c.set("client.id", format!("sluice-sink-{subtask}"));
@@ -88,14 +92,16 @@ fn producer(
             owner: options.owner.clone(),
         },
         failure: Arc::new(Mutex::new(None)),
+        errors: errors.cloned(),
     })
     .map_err(|e| SluiceError::Config(format!("{}: Kafka client: {e}", options.owner)))
 }
 
-/// Remembers the first record the brokers did not take.
+/// Remembers the first record the brokers did not take, and counts them all.
 struct SinkContext {
     log: LogContext,
     failure: Arc<Mutex<Option<String>>>,
+    errors: Option<SinkErrors>,
 }
 
 impl ClientContext for SinkContext {
@@ -113,6 +119,9 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, _)) = result {
+            if let Some(errors) = &self.errors {
+                errors.add(1);
+            }
             if let Ok(mut slot) = self.failure.lock() {
                 slot.get_or_insert_with(|| e.to_string());
             }
@@ -140,6 +149,7 @@ impl OperatorFactory for KafkaSinkFactory {
 
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
         let o = &self.options;
+        let errors = ctx.sink_errors();
         let (producer, txn) = match (o.delivery, &o.transactional_id_prefix) {
             (DeliveryGuarantee::ExactlyOnce, Some(prefix)) => {
                 if !ctx.checkpointing {
@@ -166,7 +176,10 @@ impl OperatorFactory for KafkaSinkFactory {
                 };
                 (None, Some(txn))
             }
-            _ => (Some(producer(o, ctx.subtask_index, None)?), None),
+            _ => (
+                Some(producer(o, ctx.subtask_index, None, Some(&errors))?),
+                None,
+            ),
         };
         let failure = match &producer {
             Some(p) => p.context().failure.clone(),
@@ -200,6 +213,7 @@ impl OperatorFactory for KafkaSinkFactory {
             rows: ctx
                 .metrics
                 .counter(&format!("{}: rows written", self.spec.table)),
+            errors,
         }))
     }
 }
@@ -231,6 +245,8 @@ struct KafkaSink {
     partitions: Option<i32>,
     round_robin: usize,
     rows: Arc<AtomicU64>,
+    /// The records the brokers did not take or the producer refused.
+    errors: SinkErrors,
 }
 
 /// Encodes `batch` and returns one slice per row (the lines, without newlines).
@@ -387,7 +403,12 @@ impl KafkaSink {
     fn begin_transaction(&mut self) -> Result<()> {
         let owner = self.options.owner.clone();
         let Some(txn) = self.txn.as_mut() else {
-            self.producer = Some(producer(&self.options, self.subtask, None)?);
+            self.producer = Some(producer(
+                &self.options,
+                self.subtask,
+                None,
+                Some(&self.errors),
+            )?);
             return Ok(());
         };
         if txn.ended {
@@ -399,7 +420,7 @@ impl KafkaSink {
             txn.recover(&owner, &[])?;
         }
         let id = format!("{}{}", txn.id_prefix, txn.last_checkpoint + 1);
-        let p = producer(&self.options, self.subtask, Some(&id))?;
+        let p = producer(&self.options, self.subtask, Some(&id), Some(&self.errors))?;
         p.init_transactions(TXN_REQUEST_TIMEOUT)
             .map_err(|e| txn.error(&owner, "cannot start", &id, e))?;
         p.begin_transaction()
@@ -496,10 +517,11 @@ impl KafkaSink {
                     check_failure(&failure, &self.options.owner, &self.topic)?;
                 }
                 Err((e, _)) => {
+                    self.errors.add(1);
                     return Err(SluiceError::Runtime(format!(
                         "{}: cannot write to topic '{}': {e}",
                         self.options.owner, self.topic
-                    )))
+                    )));
                 }
             }
         }

@@ -4,7 +4,9 @@
 //! keeps the newest `num-retained` and records the history.
 
 use super::storage::{self, Metadata, NodeInfo, PartInfo, Section};
-use super::{CheckpointConfig, CheckpointShared, CheckpointStats, OperatorCheckpointStats};
+use super::{
+    CheckpointConfig, CheckpointShared, CheckpointStats, OperatorCheckpointStats, SavepointStatus,
+};
 use crate::job::JobHandle;
 use crate::task_metrics::names;
 use sluice_common::CheckpointId;
@@ -73,6 +75,8 @@ struct AckInfo {
 struct Pending {
     id: CheckpointId,
     savepoint: bool,
+    /// A savepoint the job stops after.
+    stop: bool,
     dir: PathBuf,
     triggered: Instant,
     trigger_time_ms: i64,
@@ -102,8 +106,18 @@ fn now_ms() -> i64 {
 }
 
 impl Coordinator {
-    /// Runs until every subtask has finished or the job is cancelled.
+    /// Runs until every subtask has finished or the job is cancelled; savepoints asked for
+    /// and not taken by then fail.
     pub fn run(mut self) {
+        self.run_until_the_end();
+        self.shared.update_savepoints(
+            None,
+            |s| !s.is_final(),
+            SavepointStatus::Failed("the job ended before the savepoint was taken".into()),
+        );
+    }
+
+    fn run_until_the_end(&mut self) {
         let mut pending: Option<Pending> = None;
         let mut last_done = Instant::now();
         let mut next_trigger = self.config.interval.map(|i| Instant::now() + i);
@@ -114,17 +128,18 @@ impl Coordinator {
                 }
                 return;
             }
-            let savepoint_wanted = self.shared.savepoint_requested.load(Ordering::SeqCst);
-            if self.handle.is_cancelled() && !(savepoint_wanted && pending.is_some()) {
+            let stopping = pending.as_ref().is_some_and(|p| p.stop);
+            if self.handle.is_cancelled() && !stopping {
                 return;
             }
             if pending.is_none() {
                 let periodic_due = next_trigger.is_some_and(|t| Instant::now() >= t)
                     && last_done.elapsed() >= self.config.min_pause;
-                let savepoint_due =
-                    savepoint_wanted && self.shared.stop_after.load(Ordering::SeqCst) == 0;
-                if savepoint_due || periodic_due {
-                    pending = self.trigger(savepoint_due);
+                // Savepoints asked for wait for the checkpoint in flight; all those waiting
+                // are served by one.
+                let savepoint = self.shared.next_savepoint();
+                if savepoint.is_some() || periodic_due {
+                    pending = self.trigger(savepoint);
                     if let Some(i) = self.config.interval {
                         next_trigger = Some(Instant::now() + i);
                     }
@@ -178,19 +193,17 @@ impl Coordinator {
                 .subtasks
                 .iter()
                 .all(|s| p.acks.contains_key(s) || self.finished.contains_key(s));
-            if all_in && self.handle.is_cancelled() && !p.savepoint {
+            if all_in && self.handle.is_cancelled() && !p.stop {
                 // Stopped meanwhile: the tasks may be gone before they could commit it.
                 return;
             }
             if all_in {
                 if let Some(p) = pending.take() {
-                    let savepoint = p.savepoint;
-                    match self.complete(p) {
-                        Ok(()) => {}
-                        Err(e) => tracing::warn!("checkpoint failed: {e}"),
-                    }
+                    let stop = p.stop;
+                    // (A failure is recorded and logged.)
+                    let _ = self.complete(p);
                     last_done = Instant::now();
-                    if savepoint {
+                    if stop {
                         self.handle.cancel();
                     }
                 }
@@ -214,12 +227,9 @@ impl Coordinator {
     /// committing, and the next run restores the latest checkpoint.
     fn final_checkpoint(&mut self, in_flight: Option<Pending>) {
         if let Some(p) = in_flight {
-            let id = p.id;
-            if let Err(e) = self.complete(p) {
-                tracing::warn!("checkpoint {id} failed: {e}");
-            }
+            let _ = self.complete(p);
         }
-        let result = match self.trigger(false) {
+        let result = match self.trigger(None) {
             Some(p) => self.complete(p),
             None => Err(sluice_common::SluiceError::Runtime(
                 "its directory could not be created".into(),
@@ -234,22 +244,45 @@ impl Coordinator {
         }
     }
 
-    fn trigger(&mut self, savepoint: bool) -> Option<Pending> {
+    /// Triggers the next checkpoint, or the savepoint `savepoint` says (its directory, if not
+    /// the configured one, and whether the job stops after it).
+    fn trigger(&mut self, savepoint: Option<(Option<PathBuf>, bool)>) -> Option<Pending> {
         let id = self.next_id;
         self.next_id += 1;
-        let dir = if savepoint {
-            self.config.savepoint_dir.join(format!("savepoint-{id}"))
+        let stop = savepoint.as_ref().is_some_and(|s| s.1);
+        let target = savepoint.as_ref().map(|s| s.0.clone());
+        let dir = if let Some(target) = &target {
+            target
+                .as_ref()
+                .unwrap_or(&self.config.savepoint_dir)
+                .join(format!("savepoint-{id}"))
         } else {
             storage::checkpoint_dir(&self.config.dir, id)
         };
         if let Err(e) = std::fs::create_dir_all(&dir) {
             tracing::warn!("checkpoint {id}: cannot create {}: {e}", dir.display());
+            if target.is_some() {
+                self.shared.update_savepoints(
+                    target.as_ref(),
+                    |s| *s == SavepointStatus::Waiting,
+                    SavepointStatus::Failed(format!("cannot create {}: {e}", dir.display())),
+                );
+            }
             return None;
         }
         if let Ok(mut d) = self.shared.pending_dir.lock() {
             *d = Some((id, dir.clone()));
         }
+        let savepoint = target.is_some();
         if savepoint {
+            self.shared.savepoint_in_flight.store(id, Ordering::SeqCst);
+            self.shared.update_savepoints(
+                target.as_ref(),
+                |s| *s == SavepointStatus::Waiting,
+                SavepointStatus::InProgress(id),
+            );
+        }
+        if stop {
             self.shared.stop_after.store(id, Ordering::SeqCst);
         }
         self.shared.triggered.store(id, Ordering::SeqCst);
@@ -257,6 +290,7 @@ impl Coordinator {
         Some(Pending {
             id,
             savepoint,
+            stop,
             dir,
             triggered: Instant::now(),
             trigger_time_ms: now_ms(),
@@ -268,6 +302,13 @@ impl Coordinator {
         tracing::warn!("checkpoint {} abandoned: {reason}", p.id);
         let _ = std::fs::remove_dir_all(&p.dir);
         if p.savepoint {
+            self.shared.update_savepoints(
+                None,
+                |s| *s == SavepointStatus::InProgress(p.id),
+                SavepointStatus::Failed(reason.to_string()),
+            );
+        }
+        if p.stop {
             // Sources stopped for it: the job cannot go on without it, and stops.
             tracing::error!("the savepoint failed; stopping without one");
             self.handle.cancel();
@@ -307,7 +348,17 @@ impl Coordinator {
             .fetch_add(n, Ordering::Relaxed);
     }
 
-    fn complete(&mut self, mut p: Pending) -> sluice_common::Result<()> {
+    /// Completes `p` once every part is in; if it cannot be written, it fails.
+    fn complete(&mut self, p: Pending) -> sluice_common::Result<()> {
+        let mut p = p;
+        let result = self.write_completed(&mut p);
+        if let Err(e) = &result {
+            self.fail(p, &e.to_string());
+        }
+        result
+    }
+
+    fn write_completed(&mut self, p: &mut Pending) -> sluice_common::Result<()> {
         let mut parts = Vec::new();
         let mut shared = Vec::new();
         // Per node: state bytes, bytes written, and the longest ack, sync and async times
@@ -359,13 +410,25 @@ impl Coordinator {
                 shared,
             },
         )?;
-        self.shared.completed.store(p.id, Ordering::SeqCst);
+        // Sinks commit what they pre-committed up to a complete checkpoint, and up to a stop's
+        // savepoint; not up to a savepoint the job goes on after (as Flink: such a savepoint
+        // commits no side effects; the next checkpoint commits them).
+        if !p.savepoint || p.stop {
+            self.shared.completed.store(p.id, Ordering::SeqCst);
+        }
         let duration_ms = p.triggered.elapsed().as_millis() as u64;
         if p.savepoint {
+            self.shared.update_savepoints(
+                None,
+                |s| *s == SavepointStatus::InProgress(p.id),
+                SavepointStatus::Completed(p.dir.clone()),
+            );
+        }
+        if p.stop {
             if let Ok(mut s) = self.shared.savepoint_path.lock() {
                 *s = Some(p.dir.clone());
             }
-        } else {
+        } else if !p.savepoint {
             storage::prune(&self.config.dir, self.config.num_retained.max(1));
             storage::prune_shared(&self.config.dir);
         }
@@ -420,7 +483,7 @@ impl Coordinator {
                     },
                 )
                 .collect(),
-            path: std::mem::take(&mut p.dir),
+            path: p.dir.clone(),
         });
         Ok(())
     }

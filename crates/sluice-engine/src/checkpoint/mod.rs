@@ -15,7 +15,7 @@ pub(crate) mod writer;
 
 use sluice_common::CheckpointId;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -175,15 +175,104 @@ pub struct CheckpointShared {
     pub(crate) completed: AtomicU64,
     /// The checkpoint being taken and the directory its parts go to.
     pub(crate) pending_dir: Mutex<Option<(CheckpointId, PathBuf)>>,
-    /// Set when the user asks to stop with a savepoint.
-    pub(crate) savepoint_requested: AtomicBool,
+    /// The checkpoint in flight that is a savepoint (0: none): its parts are whole, never
+    /// incremental.
+    pub(crate) savepoint_in_flight: AtomicU64,
+    /// The savepoints asked for, by request number - 1.
+    pub(crate) savepoint_requests: Mutex<Vec<SavepointRequest>>,
     /// Where the stop's savepoint went, once complete.
     pub(crate) savepoint_path: Mutex<Option<PathBuf>>,
     /// Recent checkpoints, oldest first, at most [`HISTORY_LIMIT`].
     pub(crate) history: Mutex<Vec<CheckpointStats>>,
 }
 
+/// A savepoint asked for: taken while the job goes on (Flink's trigger savepoint) or before it
+/// stops (stop with savepoint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SavepointRequest {
+    pub stop: bool,
+    /// Where it goes (`None`: `execution.checkpointing.savepoint-dir`).
+    pub dir: Option<PathBuf>,
+    pub status: SavepointStatus,
+}
+
+/// Where a savepoint request is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SavepointStatus {
+    /// Waiting for the checkpoint in flight to end.
+    Waiting,
+    /// Being taken as checkpoint `id`.
+    InProgress(CheckpointId),
+    /// Written to this directory.
+    Completed(PathBuf),
+    /// Not taken, for this reason.
+    Failed(String),
+}
+
+impl SavepointStatus {
+    /// True once it is completed or failed.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            SavepointStatus::Completed(_) | SavepointStatus::Failed(_)
+        )
+    }
+}
+
 impl CheckpointShared {
+    /// Asks for a savepoint into `dir` (`stop`: and then for the job to stop); its request
+    /// number.
+    pub(crate) fn request_savepoint(&self, stop: bool, dir: Option<PathBuf>) -> u64 {
+        let mut r = self.requests();
+        r.push(SavepointRequest {
+            stop,
+            dir,
+            status: SavepointStatus::Waiting,
+        });
+        r.len() as u64
+    }
+
+    /// Where savepoint request `request` is (`None`: there is no such request).
+    pub fn savepoint_status(&self, request: u64) -> Option<SavepointStatus> {
+        let r = self.requests();
+        let i = usize::try_from(request).ok()?.checked_sub(1)?;
+        r.get(i).map(|r| r.status.clone())
+    }
+
+    pub(crate) fn requests(&self) -> std::sync::MutexGuard<'_, Vec<SavepointRequest>> {
+        match self.savepoint_requests.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The savepoint to take next, if one is asked for: where it goes and whether the job
+    /// stops after it. It serves every waiting request for the same directory.
+    pub(crate) fn next_savepoint(&self) -> Option<(Option<PathBuf>, bool)> {
+        let r = self.requests();
+        let mut waiting = r.iter().filter(|r| r.status == SavepointStatus::Waiting);
+        let first = waiting.next()?;
+        let stop = first.stop || waiting.any(|r| r.stop && r.dir == first.dir);
+        Some((first.dir.clone(), stop))
+    }
+
+    /// Moves the requests for `dir` whose status is `from` (every one with `dir` `None`) to
+    /// `to`.
+    pub(crate) fn update_savepoints(
+        &self,
+        dir: Option<&Option<PathBuf>>,
+        from: impl Fn(&SavepointStatus) -> bool,
+        to: SavepointStatus,
+    ) {
+        for r in self
+            .requests()
+            .iter_mut()
+            .filter(|r| from(&r.status) && dir.is_none_or(|d| *d == r.dir))
+        {
+            r.status = to.clone();
+        }
+    }
+
     /// The latest complete checkpoint (0: none yet).
     pub fn completed(&self) -> CheckpointId {
         self.completed.load(Ordering::SeqCst)
