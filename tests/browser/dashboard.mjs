@@ -1,6 +1,7 @@
 // Drives the sluice server dashboard in headless Chromium (Debian's, through playwright-core):
 // the page loads, a running job's graph shows records flowing through its aggregate, its
-// sink's newest rows and a chart of a numeric column appear, and a script with a syntax error
+// sink's newest rows and a chart of a numeric column appear, a savepoint is taken from the
+// page, and a script with a syntax error
 // is answered with the error at its line, marked in the editor.
 //
 //   node dashboard.mjs URL JOB_NAME [SCREENSHOT_DIR]
@@ -39,6 +40,14 @@ try {
     { timeout: 30000 },
   );
   if (shots) await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
+
+  // A savepoint while the job runs: the page says where it was written.
+  await page.click("#savepoint");
+  await page.waitForFunction(
+    () => (document.querySelector("#job-message")?.textContent || "").startsWith("savepoint written to "),
+    null,
+    { timeout: 30000 },
+  );
 
   await page.fill("#sql", "CREATE TABLE x (a INT) WITH ('connector' = 'datagen');\nSELEC a FROM x;");
   await page.click("#submit");

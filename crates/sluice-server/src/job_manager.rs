@@ -274,7 +274,12 @@ pub struct JobManager {
     /// Set when the server stops: its running jobs are stopped but stay RUNNING in their
     /// records, to start again with the next server.
     shutting_down: AtomicBool,
+    /// The threads of the jobs started, which [`JobManager::shutdown`] waits for.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
+
+/// How long a stopping server waits for its jobs to stop (their sinks to flush).
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl JobManager {
     /// A manager over `data_dir`: the jobs a server there had are listed again, and those
@@ -286,6 +291,7 @@ impl JobManager {
             jobs: Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
         });
         let dir = manager.jobs_dir();
         std::fs::create_dir_all(&dir)
@@ -485,7 +491,7 @@ impl JobManager {
         self.persist(&job);
         let manager = self.clone();
         let runner = job.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("job {}", job.name))
             .spawn(move || {
                 let result = run_job(&graph, &runner.handle, restored);
@@ -512,6 +518,12 @@ impl JobManager {
                 manager.persist(&runner);
             })
             .map_err(|e| SubmitError::Invalid(format!("cannot start a job thread: {e}")))?;
+        let mut threads = match self.threads.lock() {
+            Ok(t) => t,
+            Err(p) => p.into_inner(),
+        };
+        threads.retain(|t| !t.is_finished());
+        threads.push(thread);
         Ok(())
     }
 
@@ -526,14 +538,30 @@ impl JobManager {
     }
 
     /// Stops the jobs' threads without marking them ended (the server is going away: they
-    /// start again with it).
-    pub fn shutdown(&self) {
+    /// start again with it), and waits for them to stop (their sinks to flush), at most
+    /// [`SHUTDOWN_WAIT`]. False if some did not stop in time.
+    pub fn shutdown(&self) -> bool {
         self.shutting_down.store(true, Ordering::SeqCst);
         for j in self.list() {
             if j.state() == JobState::Running {
                 j.handle.cancel();
             }
         }
+        let threads = match self.threads.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
+        while threads.iter().any(|t| !t.is_finished()) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        true
     }
 }
 

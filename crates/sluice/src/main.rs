@@ -335,8 +335,15 @@ fn run(script: &PathBuf, opts: RunOptions) -> Result<(), String> {
         }
     })
     .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
-    let report =
-        run_job(&job, &handle, restored).map_err(|e| format!("job '{}' failed: {e}", job.name))?;
+    let report = match run_job(&job, &handle, restored) {
+        Ok(report) => report,
+        Err(e) => {
+            // What it counted before it failed (rows written, sink errors) helps to see why,
+            // even with --quiet.
+            print_counters(&handle.metrics.snapshot());
+            return Err(format!("job '{}' failed: {e}", job.name));
+        }
+    };
     if let Some(path) = &report.savepoint {
         eprintln!(
             "Savepoint written to {}; resume with: sluice run --from-savepoint {} {name}",
@@ -355,11 +362,16 @@ fn run(script: &PathBuf, opts: RunOptions) -> Result<(), String> {
             job.name,
             report.elapsed.as_secs_f64()
         );
-        for (counter, value) in &report.counters {
-            if *value > 0 {
-                eprintln!("  {counter}: {value}");
-            }
-        }
+        print_counters(&report.counters);
     }
     Ok(())
+}
+
+/// A job's counters that are not zero, one a line.
+fn print_counters(counters: &[(String, u64)]) {
+    for (counter, value) in counters {
+        if *value > 0 {
+            eprintln!("  {counter}: {value}");
+        }
+    }
 }

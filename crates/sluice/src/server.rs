@@ -120,7 +120,10 @@ pub fn server(args: ServerArgs) -> Result<(), String> {
         Ok::<(), String>(())
     });
     // Running jobs stop but stay running in their records: they start again with the server.
-    jobs.shutdown();
+    eprintln!("sluice server: stopping its jobs...");
+    if !jobs.shutdown() {
+        eprintln!("sluice server: some jobs did not stop in time; they resume from their latest checkpoints");
+    }
     eprintln!("sluice server stopped");
     result
 }

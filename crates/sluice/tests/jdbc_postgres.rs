@@ -28,10 +28,32 @@ fn jdbc_sink_against_postgresql() {
     let id = std::process::id();
     appends_upserts_and_deletes(id);
     mismatched_tables_are_refused_before_the_job_starts(id);
+    rows_the_database_refuses_are_counted_as_sink_errors(id);
     lookup_joins_read_the_table(id);
     a_lookup_cache_keeps_what_it_read(id);
     a_lookup_join_outlives_a_postgresql_restart(id);
     a_postgresql_restart_loses_and_duplicates_nothing(id);
+}
+
+/// A write PostgreSQL refuses for its data (a check constraint) is not retried: the job fails
+/// with the database's message, and the rows of the refused write are counted as sink errors
+/// (`sluice_sink_errors_total` for Prometheus).
+fn rows_the_database_refuses_are_counted_as_sink_errors(id: u32) {
+    let t = format!("small_ids_{id}");
+    psql(&format!(
+        "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (id int CHECK (id < 3));"
+    ));
+    let sql = format!(
+        "CREATE TABLE g (id INT) WITH ('connector' = 'datagen', 'number-of-rows' = '5',
+  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '5');
+{}INSERT INTO {t} SELECT * FROM g;",
+        sink(&t, "id INT", "")
+    );
+    let (ok, _, err) = run_sql(&sql, &[]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("violates check constraint"), "{err}");
+    assert!(err.contains("  sink errors: 5"), "{err}");
+    assert_eq!(psql(&format!("SELECT count(*) FROM {t}")), "0");
 }
 
 fn appends_upserts_and_deletes(id: u32) {

@@ -178,10 +178,29 @@ async function submit() {
 async function act(method, path, what) {
   const r = await fetch(path, { method, headers: auth });
   $("job-message").textContent = r.status === 202 ? `${what} requested` : `${what} refused (${r.status})`;
+  return r.status === 202 ? r.json().catch(() => ({})) : null;
+}
+
+// A savepoint while the job goes on: asked for, then watched until it is written or fails.
+async function savepoint(job) {
+  const asked = await act("POST", `/jobs/${job}/savepoints`, "savepoint");
+  if (!asked || !asked["request-id"]) return;
+  for (;;) {
+    await new Promise((done) => setTimeout(done, 500));
+    const r = await fetch(`/jobs/${job}/savepoints/${asked["request-id"]}`, { headers: auth });
+    const s = await r.json().catch(() => ({}));
+    if (r.status !== 200) { $("job-message").textContent = `savepoint: ${(s.errors || [r.statusText]).join("; ")}`; return; }
+    if (s.status && s.status.id === "COMPLETED") {
+      const op = s.operation || {};
+      $("job-message").textContent = op.location ? `savepoint written to ${op.location}` : `savepoint failed: ${(op["failure-cause"] || {})["stack-trace"] || "?"}`;
+      return;
+    }
+  }
 }
 
 $("sql").addEventListener("input", gutter);
 $("submit").addEventListener("click", submit);
+$("savepoint").addEventListener("click", () => selected && savepoint(selected));
 $("stop").addEventListener("click", () => selected && act("POST", `/jobs/${selected}/stop`, "stop with savepoint"));
 $("cancel").addEventListener("click", () => selected && act("PATCH", `/jobs/${selected}?mode=cancel`, "cancel"));
 gutter();
