@@ -41,31 +41,12 @@ const OPTIONS: &[&str] = &[
 pub struct FileSystemConnector;
 
 fn check_options(options: &Options) -> Result<String> {
-    let format = options.required("format")?.to_string();
-    if !format::FORMATS.contains(&format.as_str()) {
-        return Err(SluiceError::Config(format!(
-            "{}: unknown format '{format}'. Available formats: {}",
-            options.owner,
-            format::FORMATS.join(", ")
-        )));
-    }
     let known: Vec<&str> = OPTIONS
         .iter()
         .chain(crate::partition_commit::OPTIONS)
         .copied()
         .collect();
-    options.check_known(&known, &[&format!("{format}.")])?;
-    let allowed = format::format_options(&format);
-    for (k, _) in options.iter() {
-        if k.starts_with(&format!("{format}.")) && !allowed.contains(&k) {
-            return Err(SluiceError::Config(format!(
-                "{}: unknown option '{k}'. Valid options of format '{format}' are: {}",
-                options.owner,
-                allowed.join(", ")
-            )));
-        }
-    }
-    Ok(format)
+    format::checked_format(options, &known, format::FORMATS)
 }
 
 impl Connector for FileSystemConnector {

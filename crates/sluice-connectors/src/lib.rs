@@ -1,5 +1,6 @@
 //! The connectors Sluice ships, registered by the names Flink gives them: `filesystem`,
-//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka` and `jdbc`, and the formats they read and write (`json`, `csv`).
+//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka`, `jdbc` and `mqtt`, and the
+//! formats they read and write (`json`, `csv`, `raw`).
 //!
 //! Each connector is a type implementing [`Connector`]; [`BuiltinRegistry`] lists them in one
 //! place and is what the SQL front end asks for a table's source or sink.
@@ -11,6 +12,7 @@ pub mod format;
 pub mod jdbc;
 pub mod jdbc_lookup;
 pub mod kafka;
+pub mod mqtt;
 pub mod nexmark;
 pub mod partition_commit;
 pub mod print;
@@ -73,6 +75,7 @@ impl Default for BuiltinRegistry {
                 Box::new(kafka::KafkaConnector),
                 Box::new(kafka::UpsertKafkaConnector),
                 Box::new(jdbc::JdbcConnector),
+                Box::new(mqtt::MqttConnector),
             ],
         }
     }

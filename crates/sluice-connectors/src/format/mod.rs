@@ -3,6 +3,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod raw;
 pub mod text;
 
 use arrow::datatypes::SchemaRef;
@@ -29,6 +30,30 @@ pub trait LineEncoder: Send {
     fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()>;
 }
 
+/// Encodes `batch` and returns one slice per row (the lines, without newlines).
+pub fn encode_rows(
+    encoder: &mut dyn LineEncoder,
+    batch: &RecordBatch,
+    buf: &mut Vec<u8>,
+) -> Result<Vec<(usize, usize)>> {
+    buf.clear();
+    encoder.encode(batch, buf)?;
+    let mut out = Vec::with_capacity(batch.num_rows());
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', buf) {
+        out.push((start, end));
+        start = end + 1;
+    }
+    if out.len() != batch.num_rows() {
+        return Err(SluiceError::Runtime(format!(
+            "internal: {} rows encoded as {} lines",
+            batch.num_rows(),
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
 /// The most rows a decoder puts in one batch.
 pub const BATCH_ROWS: usize = 8192;
 
@@ -40,14 +65,49 @@ pub fn lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
 }
 
-/// The names of the formats, for error messages.
+/// The formats of lines of text (files, Kafka records).
 pub const FORMATS: &[&str] = &["csv", "json"];
+
+/// The formats of whole records (an MQTT message): the line formats, one row a record, and
+/// `raw`.
+pub const RECORD_FORMATS: &[&str] = &["csv", "json", "raw"];
+
+/// The table's `format` (one of `formats`, those the connector can use), its options
+/// checked: the connector's `connector_options` and the format's own `<format>.*` ones,
+/// nothing else.
+pub fn checked_format(
+    options: &Options,
+    connector_options: &[&str],
+    formats: &[&str],
+) -> Result<String> {
+    let format = options.required("format")?.to_string();
+    if !formats.contains(&format.as_str()) {
+        return Err(SluiceError::Config(format!(
+            "{}: unknown format '{format}'. Available formats: {}",
+            options.owner,
+            formats.join(", ")
+        )));
+    }
+    options.check_known(connector_options, &[&format!("{format}.")])?;
+    let allowed = format_options(&format);
+    for (k, _) in options.iter() {
+        if k.starts_with(&format!("{format}.")) && !allowed.contains(&k) {
+            return Err(SluiceError::Config(format!(
+                "{}: unknown option '{k}'. Valid options of format '{format}' are: {}",
+                options.owner,
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(format)
+}
 
 /// The options a format accepts (its prefix and names).
 pub fn format_options(format: &str) -> &'static [&'static str] {
     match format {
         "json" => json::OPTIONS,
         "csv" => csv::OPTIONS,
+        "raw" => raw::OPTIONS,
         _ => &[],
     }
 }

@@ -19,8 +19,7 @@ use super::options::{
     client_config, DeliveryGuarantee, KafkaOptions, LogContext, Partitioner, Topics,
 };
 use super::txn_admin::TxnAdmin;
-use crate::format::{self, LineEncoder};
-use arrow::record_batch::RecordBatch;
+use crate::format::{self, encode_rows, LineEncoder};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -247,30 +246,6 @@ struct KafkaSink {
     rows: Arc<AtomicU64>,
     /// The records the brokers did not take or the producer refused.
     errors: SinkErrors,
-}
-
-/// Encodes `batch` and returns one slice per row (the lines, without newlines).
-fn encode_rows(
-    encoder: &mut dyn LineEncoder,
-    batch: &RecordBatch,
-    buf: &mut Vec<u8>,
-) -> Result<Vec<(usize, usize)>> {
-    buf.clear();
-    encoder.encode(batch, buf)?;
-    let mut out = Vec::with_capacity(batch.num_rows());
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', buf) {
-        out.push((start, end));
-        start = end + 1;
-    }
-    if out.len() != batch.num_rows() {
-        return Err(SluiceError::Runtime(format!(
-            "internal: {} rows encoded as {} lines",
-            batch.num_rows(),
-            out.len()
-        )));
-    }
-    Ok(out)
 }
 
 /// What a subtask's snapshot holds: its last checkpoint and its pre-committed transactions
