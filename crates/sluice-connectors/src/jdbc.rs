@@ -659,9 +659,13 @@ impl Operator for JdbcSink {
             let row: TextRow = columns.iter().map(|c| c[i].clone()).collect();
             match batch.kind(i) {
                 RowKind::Insert | RowKind::UpdateAfter => changes.push(Change::Upsert(row)),
-                RowKind::Delete if !self.key.is_empty() => changes.push(Change::Delete(row)),
-                // The key's next +U replaces the row; without a key an update cannot happen
-                // (refused at planning).
+                // As Flink's JDBC sink: a retraction deletes the key's row. An update's +U
+                // follows its -U and writes the row again (the last change of a key wins);
+                // a row that a filter after an aggregate (HAVING) no longer passes has only
+                // its -U. Without a key an update cannot happen (refused at planning).
+                RowKind::Delete | RowKind::UpdateBefore if !self.key.is_empty() => {
+                    changes.push(Change::Delete(row))
+                }
                 RowKind::UpdateBefore | RowKind::Delete => {}
             }
         }

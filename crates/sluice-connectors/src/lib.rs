@@ -1,5 +1,5 @@
 //! The connectors Sluice ships, registered by the names Flink gives them: `filesystem`,
-//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka`, `jdbc` and `mqtt`, and the
+//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka`, `jdbc`, `mqtt`, `webhook` and `redis`, and the
 //! formats they read and write (`json`, `csv`, `raw`).
 //!
 //! Each connector is a type implementing [`Connector`]; [`BuiltinRegistry`] lists them in one
@@ -16,7 +16,9 @@ pub mod mqtt;
 pub mod nexmark;
 pub mod partition_commit;
 pub mod print;
+pub mod redis_sink;
 pub mod stripes;
+pub mod webhook;
 
 use sluice_common::{Result, SluiceError};
 use sluice_engine::{
@@ -76,6 +78,8 @@ impl Default for BuiltinRegistry {
                 Box::new(kafka::UpsertKafkaConnector),
                 Box::new(jdbc::JdbcConnector),
                 Box::new(mqtt::MqttConnector),
+                Box::new(webhook::WebhookConnector),
+                Box::new(redis_sink::RedisConnector),
             ],
         }
     }

@@ -29,6 +29,7 @@ fn jdbc_sink_against_postgresql() {
     appends_upserts_and_deletes(id);
     mismatched_tables_are_refused_before_the_job_starts(id);
     rows_the_database_refuses_are_counted_as_sink_errors(id);
+    a_row_having_no_longer_passes_is_deleted(id);
     lookup_joins_read_the_table(id);
     a_lookup_cache_keeps_what_it_read(id);
     a_lookup_join_outlives_a_postgresql_restart(id);
@@ -54,6 +55,35 @@ fn rows_the_database_refuses_are_counted_as_sink_errors(id: u32) {
     assert!(err.contains("violates check constraint"), "{err}");
     assert!(err.contains("  sink errors: 5"), "{err}");
     assert_eq!(psql(&format!("SELECT count(*) FROM {t}")), "0");
+}
+
+/// A filter after an aggregate (HAVING) retracts a key's row with a -U and no +U: the row is
+/// deleted, as Flink's JDBC sink deletes on UPDATE_BEFORE.
+fn a_row_having_no_longer_passes_is_deleted(id: u32) {
+    let t = format!("pairs_{id}");
+    psql(&format!(
+        "DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (u text PRIMARY KEY, n bigint);"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = dir.path().join("clicks.json");
+    std::fs::write(
+        &clicks,
+        "{\"u\": \"u1\"}\n{\"u\": \"u2\"}\n{\"u\": \"u1\"}\n{\"u\": \"u2\"}\n{\"u\": \"u1\"}\n",
+    )
+    .unwrap();
+    let sql = format!(
+        "CREATE TABLE clicks (u STRING) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+{}INSERT INTO {t} SELECT u, COUNT(*) FROM clicks GROUP BY u HAVING COUNT(*) = 2;",
+        clicks.display(),
+        sink(&t, "u STRING, n BIGINT", ", PRIMARY KEY (u) NOT ENFORCED"),
+    );
+    let (ok, _, err) = run_sql(&sql, &[]);
+    assert!(ok, "{err}");
+    // u1 reached 2, then 3: gone; u2 stays at 2.
+    assert_eq!(
+        psql(&format!("SELECT u || '=' || n FROM {t} ORDER BY u")),
+        "u2=2"
+    );
 }
 
 fn appends_upserts_and_deletes(id: u32) {
