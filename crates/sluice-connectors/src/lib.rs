@@ -1,5 +1,5 @@
 //! The connectors Sluice ships, registered by the names Flink gives them: `filesystem`,
-//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka`, `jdbc`, `mqtt`, `webhook` and `redis`, and the
+//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka`, `jdbc`, `mqtt`, `webhook`, `redis` and `http`, and the
 //! formats they read and write (`json`, `csv`, `raw`).
 //!
 //! Each connector is a type implementing [`Connector`]; [`BuiltinRegistry`] lists them in one
@@ -9,6 +9,7 @@ pub mod blackhole;
 pub mod datagen;
 pub mod filesystem;
 pub mod format;
+pub mod http_source;
 pub mod jdbc;
 pub mod jdbc_lookup;
 pub mod kafka;
@@ -80,6 +81,7 @@ impl Default for BuiltinRegistry {
                 Box::new(mqtt::MqttConnector),
                 Box::new(webhook::WebhookConnector),
                 Box::new(redis_sink::RedisConnector),
+                Box::new(http_source::HttpConnector),
             ],
         }
     }

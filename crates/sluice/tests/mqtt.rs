@@ -2,7 +2,9 @@
 //! running), with Mosquitto's own clients: sensor readings published with `mosquitto_pub`
 //! (MQTT 3.1.1) reach a job through a wildcard subscription, with their topic, a malformed one
 //! skipped; the job's alerts, published over MQTT 5 to a topic made from a column, reach
-//! `mosquitto_sub`. Bad input is named: a broker that is not there, a malformed message.
+//! `mosquitto_sub`. Bad input is named: a broker that is not there, a malformed message. A
+//! restart of Mosquitto under a running job: it connects again and reads on. One test
+//! function, as the restart would disturb the others.
 
 mod common;
 
@@ -59,8 +61,46 @@ fn publish_until_seen(job: &mut RunningJob, topic: &str, payload: &str, marker: 
 }
 
 #[test]
-fn sensors_on_mqtt_become_rows_and_alerts_go_back_over_mqtt_5() {
+fn mqtt_against_mosquitto() {
     ensure_mosquitto();
+    sensors_on_mqtt_become_rows_and_alerts_go_back_over_mqtt_5();
+    a_missing_broker_and_a_malformed_message_are_named();
+    a_job_reads_on_after_the_broker_restarts();
+}
+
+fn restart_mosquitto() {
+    let _ = Command::new("pkill").args(["-x", "mosquitto"]).status();
+    let started = Instant::now();
+    while TcpStream::connect("127.0.0.1:1883").is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "mosquitto did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure_mosquitto();
+}
+
+fn a_job_reads_on_after_the_broker_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("sluice-test-{}/restart", std::process::id());
+    let sql = format!(
+        "CREATE TABLE r (n INT) WITH ('connector' = 'mqtt', 'url' = '{URL}', 'topic' = '{topic}', 'format' = 'json');
+CREATE TABLE p (n INT) WITH ('connector' = 'print');
+INSERT INTO p SELECT * FROM r;"
+    );
+    let mut job = RunningJob::start(&sql, dir.path());
+    publish_until_seen(&mut job, &topic, r#"{"n": 1}"#, "+I[1]");
+    restart_mosquitto();
+    // It subscribes again when it has reconnected (what was published meanwhile is the
+    // broker's: a clean session keeps nothing).
+    publish_until_seen(&mut job, &topic, r#"{"n": 2}"#, "+I[2]");
+    assert!(job.is_running(), "{}", job.stderr());
+    job.interrupt();
+    assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
+}
+
+fn sensors_on_mqtt_become_rows_and_alerts_go_back_over_mqtt_5() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("sluice-test-{}", std::process::id());
     // The alerts' reader, over MQTT 5: it exits after two messages.
@@ -155,9 +195,7 @@ INSERT INTO alerts SELECT sensor, temperature FROM readings WHERE temperature > 
     assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
 }
 
-#[test]
 fn a_missing_broker_and_a_malformed_message_are_named() {
-    ensure_mosquitto();
     let sql = "CREATE TABLE r (v STRING) WITH ('connector' = 'mqtt', 'url' = 'tcp://127.0.0.1:1', 'topic' = 'x', 'format' = 'raw');
 CREATE TABLE p (v STRING) WITH ('connector' = 'print');
 INSERT INTO p SELECT * FROM r;";

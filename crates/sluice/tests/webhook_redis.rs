@@ -1,8 +1,9 @@
 //! The `webhook` sink against a local HTTP receiver that fails some requests (retried: every
 //! row arrives once), one that refuses everything (the job fails, or skips and counts with
-//! `sink.on-failure` = `skip`), and the `redis` sink against the machine's Redis (started if
-//! it is not running), read back with `redis-cli`: upserts into hashes and strings by primary
-//! key, deletes on retractions.
+//! `sink.on-failure` = `skip`); the `http` source taking events by POST, answered once they
+//! are in the job; and the `redis` sink against the machine's Redis (started if it is not
+//! running), read back with `redis-cli`: upserts into hashes and strings by primary key,
+//! deletes on retractions.
 
 mod common;
 
@@ -165,6 +166,79 @@ fn webhooks_are_retried_until_accepted_and_refusals_fail_or_skip() {
         err.contains(&format!("http://127.0.0.1:{port}/x")) && err.contains("after 3 attempts"),
         "{err}"
     );
+}
+
+/// One HTTP/1.1 POST; the status and the body of the answer.
+fn post(addr: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+#[test]
+fn events_posted_to_the_http_source_reach_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let sql = format!(
+        "CREATE TABLE events (id INT, kind STRING) WITH (
+  'connector' = 'http', 'listen' = '{addr}', 'path' = '/events', 'format' = 'json',
+  'auth.token' = 't0k');
+CREATE TABLE seen (id INT, kind STRING) WITH ('connector' = 'print');
+INSERT INTO seen SELECT * FROM events;"
+    );
+    let mut job = common::RunningJob::start(&sql, dir.path());
+    // Until it listens.
+    let started = Instant::now();
+    while TcpStream::connect(&addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            job.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = post(&addr, "/events", r#"{"id": 1, "kind": "a"}"#, Some("t0k"));
+    assert_eq!((status, body.as_str()), (200, r#"{"accepted":1}"#));
+    let (status, body) = post(
+        &addr,
+        "/events",
+        r#"[{"id": 2, "kind": "b"}, {"id": 3, "kind": "c"}]"#,
+        Some("t0k"),
+    );
+    assert_eq!((status, body.as_str()), (200, r#"{"accepted":2}"#));
+    // A malformed event: 400 with where and why, and nothing of that request taken.
+    let (status, body) = post(
+        &addr,
+        "/events",
+        "{\"id\": 4, \"kind\": \"d\"}\n{\"id\": ",
+        Some("t0k"),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("line 2"), "{body}");
+    let (status, _) = post(&addr, "/events", r#"{"id": 5}"#, None);
+    assert_eq!(status, 401);
+    assert!(
+        job.wait_for(Duration::from_secs(30), |l| l == "+I[3, c]"),
+        "{:?} {}",
+        job.seen,
+        job.stderr()
+    );
+    assert_eq!(job.seen, ["+I[1, a]", "+I[2, b]", "+I[3, c]"]);
+    job.interrupt();
+    assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
 }
 
 fn ensure_redis() {
