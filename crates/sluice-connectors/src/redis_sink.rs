@@ -73,12 +73,7 @@ impl Connector for RedisConnector {
             } else {
                 o.clone()
             };
-            let f = format::checked_format(&with_default, OPTIONS, format::RECORD_FORMATS)?;
-            if f == "raw" {
-                return Err(SluiceError::Config(format!(
-                    "{owner}: 'format' = 'raw' cannot hold a row of the redis sink; use 'json' or 'csv'"
-                )));
-            }
+            let f = format::checked_format(&with_default, OPTIONS, format::FORMATS)?;
             format::encoder(&f, spec.schema.clone(), o, &spec.time_zone)?;
             Some(f)
         } else {

@@ -71,7 +71,9 @@ fn unknown_connector_lists_the_valid_ones() {
     assert!(!o.status.success());
     assert!(e.contains("unknown connector 'kafkaa'"), "{e}");
     assert!(
-        e.contains("blackhole, datagen, filesystem, jdbc, kafka, nexmark, print, upsert-kafka"),
+        e.contains(
+            "blackhole, datagen, filesystem, http, jdbc, kafka, mqtt, nexmark, print, redis, upsert-kafka, webhook"
+        ),
         "{e}"
     );
 }

@@ -4,6 +4,7 @@
 pub mod csv;
 pub mod json;
 pub mod raw;
+pub mod record;
 pub mod text;
 
 use arrow::datatypes::SchemaRef;
@@ -68,9 +69,7 @@ pub fn lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// The formats of lines of text (files, Kafka records).
 pub const FORMATS: &[&str] = &["csv", "json"];
 
-/// The formats of whole records (an MQTT message): the line formats, one row a record, and
-/// `raw`.
-pub const RECORD_FORMATS: &[&str] = &["csv", "json", "raw"];
+pub use record::RECORD_FORMATS;
 
 /// The table's `format` (one of `formats`, those the connector can use), its options
 /// checked: the connector's `connector_options` and the format's own `<format>.*` ones,
@@ -108,6 +107,7 @@ pub fn format_options(format: &str) -> &'static [&'static str] {
         "json" => json::OPTIONS,
         "csv" => csv::OPTIONS,
         "raw" => raw::OPTIONS,
+        "debezium-json" => record::DEBEZIUM_OPTIONS,
         _ => &[],
     }
 }

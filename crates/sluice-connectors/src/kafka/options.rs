@@ -210,14 +210,14 @@ fn format_options(options: &Options, format: &str, prefix: &str, short: bool) ->
 }
 
 fn check_format(owner: &str, format: &str) -> Result<()> {
-    if format::FORMATS.contains(&format) {
+    if format::RECORD_FORMATS.contains(&format) {
         Ok(())
     } else {
         Err(config_error(
             owner,
             format!(
                 "unknown format '{format}'. Available formats: {}",
-                format::FORMATS.join(", ")
+                format::RECORD_FORMATS.join(", ")
             ),
         ))
     }
@@ -251,6 +251,17 @@ impl KafkaOptions {
             .map(|&i| spec.schema.field(i).name().clone())
             .collect();
         let o = Self::parse(&spec.options, &spec.schema, &pk, upsert)?;
+        for f in std::iter::once(&o.value_format).chain(o.key_format.as_ref()) {
+            if !format::FORMATS.contains(&f.as_str()) {
+                return Err(config_error(
+                    &o.owner,
+                    format!(
+                        "the kafka sink writes the formats {}, not '{f}' (it reads it)",
+                        format::FORMATS.join(", ")
+                    ),
+                ));
+            }
+        }
         if upsert && o.key_columns.is_empty() {
             return Err(config_error(
                 &o.owner,
@@ -293,7 +304,7 @@ impl KafkaOptions {
             known.extend_from_slice(KAFKA_SINK_OPTIONS);
         }
         let mut prefixes: Vec<String> = vec!["properties.".into()];
-        for f in format::FORMATS {
+        for f in format::RECORD_FORMATS {
             prefixes.push(format!("{f}."));
             prefixes.push(format!("key.{f}."));
             prefixes.push(format!("value.{f}."));
@@ -415,6 +426,20 @@ impl KafkaOptions {
         let key_format = options.get("key.format").map(str::to_string);
         if let Some(k) = &key_format {
             check_format(&owner, k)?;
+            if format::record::is_changelog(k) {
+                return Err(config_error(
+                    &owner,
+                    format!(
+                        "'key.format' = '{k}' is a changelog format: only a value holds changes"
+                    ),
+                ));
+            }
+        }
+        if upsert && format::record::is_changelog(&value_format) {
+            return Err(config_error(
+                &owner,
+                format!("upsert-kafka reads a key's latest row; its value format cannot be the changelog format '{value_format}' (use the kafka connector)"),
+            ));
         }
         let key_format_options = match &key_format {
             Some(k) => format_options(options, k, "key.", false)?,

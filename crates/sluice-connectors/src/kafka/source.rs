@@ -3,7 +3,7 @@
 //! partition and tags them with their partition so that watermarks are kept per partition.
 
 use super::options::{client_config, BoundedMode, KafkaOptions, LogContext, StartupMode, Topics};
-use crate::format::{self, LineDecoder};
+use crate::format::{self, record::RecordDecoder};
 use arrow::array::{
     Array, ArrayRef, Int32Array, Int64Array, StringArray, TimestampMillisecondArray, UInt32Array,
 };
@@ -38,13 +38,13 @@ pub(super) fn factory(spec: SourceSpec, options: KafkaOptions) -> Result<Arc<dyn
     let value_schema = options.value_schema(&spec.schema);
     let key_schema = options.key_schema(&spec.schema);
     // Fail at planning time on bad format options.
-    format::decoder(
+    RecordDecoder::new(
         &options.value_format,
         value_schema.clone(),
         &options.value_format_options,
     )?;
     if let Some(k) = &options.key_format {
-        format::decoder(k, key_schema.clone(), &options.key_format_options)?;
+        RecordDecoder::new(k, key_schema.clone(), &options.key_format_options)?;
     }
     // And on options librdkafka does not know.
     consumer_config(&options, 0)
@@ -117,7 +117,7 @@ impl SourceFactory for KafkaSourceFactory {
     }
 
     fn produces_updates(&self) -> bool {
-        self.options.upsert
+        self.options.upsert || format::record::is_changelog(&self.options.value_format)
     }
 
     /// upsert-kafka: a record is the latest row of its key (`+U`), a tombstone deletes the
@@ -140,13 +140,13 @@ impl SourceFactory for KafkaSourceFactory {
             options: self.options.clone(),
             spec: self.spec.clone(),
             produced,
-            value_decoder: format::decoder(
+            value_decoder: RecordDecoder::new(
                 &self.options.value_format,
                 self.value_schema.clone(),
                 &self.options.value_format_options,
             )?,
             key_decoder: match &self.options.key_format {
-                Some(k) => Some(format::decoder(
+                Some(k) => Some(RecordDecoder::new(
                     k,
                     self.key_schema.clone(),
                     &self.options.key_format_options,
@@ -269,8 +269,8 @@ struct KafkaReader {
     options: KafkaOptions,
     spec: SourceSpec,
     produced: SchemaRef,
-    value_decoder: Box<dyn LineDecoder>,
-    key_decoder: Option<Box<dyn LineDecoder>>,
+    value_decoder: RecordDecoder,
+    key_decoder: Option<RecordDecoder>,
     subtask: usize,
     parallelism: usize,
     partitions: Vec<PartitionState>,
@@ -618,14 +618,15 @@ impl KafkaReader {
             .collect();
         // The buffer already holds the values one per line when every record has one.
         let joined = (with_value.len() == buf.len()).then_some(buf.values.as_slice());
-        let (value_batch, kept) = decode_records(
-            self.value_decoder.as_mut(),
+        let decoded = self.value_decoder.decode(
             &values,
             joined,
             &|j| locate(with_value[j]),
             &self.skipped,
         )?;
-        let kept: Vec<usize> = kept.into_iter().map(|j| with_value[j]).collect();
+        let value_batch = decoded.rows;
+        let kinds = decoded.kinds;
+        let kept: Vec<usize> = decoded.origins.into_iter().map(|j| with_value[j]).collect();
         let key_batch = match self.key_decoder.as_mut() {
             Some(d) if !self.options.key_columns.is_empty() => {
                 let keys: Vec<&[u8]> = kept
@@ -635,14 +636,9 @@ impl KafkaReader {
                 let joined = (kept.len() == buf.len()
                     && buf.key_ranges.iter().all(Option::is_some))
                 .then_some(buf.keys.as_slice());
-                let (b, key_kept) = decode_records(
-                    d.as_mut(),
-                    &keys,
-                    joined,
-                    &|j| locate(kept[j]),
-                    &self.skipped,
-                )?;
-                if key_kept.len() != kept.len() {
+                let keys = d.decode(&keys, joined, &|j| locate(kept[j]), &self.skipped)?;
+                let b = keys.rows;
+                if keys.origins.len() != kept.len() {
                     return Err(SluiceError::Format {
                         location: Default::default(),
                         message: format!(
@@ -664,7 +660,10 @@ impl KafkaReader {
             partition,
         )?;
         if !upsert {
-            return Ok(Some(ChangeBatch::inserts(rows)));
+            return Ok(Some(match kinds {
+                Some(kinds) => ChangeBatch::new(rows, Some(kinds.into())),
+                None => ChangeBatch::inserts(rows),
+            }));
         }
         // Tombstones delete their key: a row of the key columns (from the record key) and
         // metadata, the other columns NULL.
@@ -683,14 +682,9 @@ impl KafkaReader {
             .iter()
             .map(|&i| buf.key(i).unwrap_or_default())
             .collect();
-        let (key_batch, key_kept) = decode_records(
-            decoder.as_mut(),
-            &keys,
-            None,
-            &|j| locate(tombstones[j]),
-            &self.skipped,
-        )?;
-        let tombstones: Vec<usize> = key_kept.into_iter().map(|j| tombstones[j]).collect();
+        let keys = decoder.decode(&keys, None, &|j| locate(tombstones[j]), &self.skipped)?;
+        let key_batch = keys.rows;
+        let tombstones: Vec<usize> = keys.origins.into_iter().map(|j| tombstones[j]).collect();
         let deletes = self.assemble(None, Some(&key_batch), buf, &tombstones, &topic, partition)?;
         // Both in the order of the records.
         let all = concat_batches(&self.produced, &[rows, deletes])?;
@@ -1021,72 +1015,4 @@ impl Drop for KafkaReader {
         }
         self.commit(CommitMode::Sync);
     }
-}
-
-/// Decodes `records` (one value each; `joined`, if given, is the same records one per line);
-/// returns the rows and which records they come from.
-/// A malformed record fails with `locate(record)`, or is skipped and counted when the format
-/// ignores parse errors; an empty record gives no row (as Flink's formats return null).
-fn decode_records(
-    decoder: &mut dyn LineDecoder,
-    records: &[&[u8]],
-    joined: Option<&[u8]>,
-    locate: &dyn Fn(usize) -> String,
-    skipped: &AtomicU64,
-) -> Result<(RecordBatch, Vec<usize>)> {
-    let schema = decoder.schema();
-    if records.is_empty() {
-        return Ok((RecordBatch::new_empty(schema), vec![]));
-    }
-    // Fast path: the whole block at once (`joined`: the records already one per line).
-    let owned;
-    let block = match joined {
-        Some(b) => b,
-        None => {
-            let mut b = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum());
-            for r in records {
-                b.extend_from_slice(r);
-                b.push(b'\n');
-            }
-            owned = b;
-            &owned
-        }
-    };
-    let before = decoder.skipped();
-    if let Ok(batches) = decoder.decode("", 1, block) {
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if rows == records.len() && decoder.skipped() == before {
-            return Ok((
-                concat_batches(&schema, &batches)?,
-                (0..records.len()).collect(),
-            ));
-        }
-    }
-    // Slow path: record by record, to name the bad one.
-    let mut parts = Vec::new();
-    let mut kept = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        let before = decoder.skipped();
-        match decoder.decode(&locate(i), 1, r) {
-            Ok(batches) => {
-                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                if decoder.skipped() > before {
-                    skipped.fetch_add(decoder.skipped() - before, Ordering::Relaxed);
-                }
-                if rows == 1 {
-                    parts.extend(batches);
-                    kept.push(i);
-                }
-            }
-            Err(SluiceError::Format {
-                mut location,
-                message,
-            }) => {
-                location.line = None;
-                return Err(SluiceError::Format { location, message });
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((concat_batches(&schema, &parts)?, kept))
 }

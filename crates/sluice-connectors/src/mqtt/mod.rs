@@ -78,6 +78,12 @@ impl Connector for MqttConnector {
 
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
         let common = MqttOptions::parse(&spec.options, &spec.schema)?;
+        if format::record::is_changelog(&common.format) {
+            return Err(SluiceError::Config(format!(
+                "{}: the mqtt sink writes 'json', 'csv' or 'raw', not '{}'",
+                spec.options.owner, common.format
+            )));
+        }
         if spec.updating {
             return Err(SluiceError::Plan(format!(
                 "table '{}': the mqtt sink publishes messages and cannot take updates or deletes; write an insert-only query (or use upsert-kafka or jdbc for an updating one)",
@@ -102,9 +108,7 @@ pub(crate) struct MqttOptions {
 impl MqttOptions {
     fn parse(options: &Options, schema: &arrow::datatypes::SchemaRef) -> Result<Self> {
         let format = format::checked_format(options, OPTIONS, format::RECORD_FORMATS)?;
-        if format == "raw" {
-            format::raw::check_schema(&options.owner, schema)?;
-        }
+        format::record::RecordDecoder::new(&format, schema.clone(), options)?;
         let owner = &options.owner;
         let url = options.required("url")?;
         let (host, port) = parse_url(url).ok_or_else(|| {

@@ -3,7 +3,8 @@
 
 use super::client::{await_connected, Client, Incoming};
 use super::MqttOptions;
-use crate::format::{self, LineDecoder, BATCH_ROWS};
+use crate::format::record::RecordDecoder;
+use crate::format::{self, BATCH_ROWS};
 use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -13,7 +14,7 @@ use sluice_common::{ChangeBatch, CheckpointId, Result, SluiceError};
 use sluice_engine::{
     SourceFactory, SourcePoll, SourceReader, SourceSpec, StateReader, StateWriter, SubtaskContext,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -34,9 +35,7 @@ pub(crate) struct MqttSourceFactory {
 impl MqttSourceFactory {
     pub fn new(spec: SourceSpec, options: MqttOptions, filters: Vec<String>) -> Result<Self> {
         // The decoder is made here once, so that its options fail at planning.
-        if options.format != "raw" {
-            format::decoder(&options.format, spec.schema.clone(), &options.options)?;
-        }
+        RecordDecoder::new(&options.format, spec.schema.clone(), &options.options)?;
         let produced = spec.produced_schema();
         Ok(MqttSourceFactory {
             spec,
@@ -56,18 +55,18 @@ impl SourceFactory for MqttSourceFactory {
         false
     }
 
+    fn produces_updates(&self) -> bool {
+        format::record::is_changelog(&self.options.format)
+    }
+
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn SourceReader>> {
-        let decoder = match self.options.format.as_str() {
-            "raw" => None,
-            f => Some(format::decoder(
-                f,
-                self.spec.schema.clone(),
-                &self.options.options,
-            )?),
-        };
+        let decoder = RecordDecoder::new(
+            &self.options.format,
+            self.spec.schema.clone(),
+            &self.options.options,
+        )?;
         let mut reader = MqttReader {
             owner: self.options.options.owner.clone(),
-            schema: self.spec.schema.clone(),
             produced: self.produced.clone(),
             with_topic: !self.spec.metadata.is_empty(),
             decoder,
@@ -76,7 +75,6 @@ impl SourceFactory for MqttSourceFactory {
             skipped: ctx
                 .metrics
                 .counter(&format!("{}: malformed messages skipped", self.spec.table)),
-            reported_skips: 0,
             active: ctx.subtask_index == 0,
         };
         if reader.active {
@@ -98,18 +96,14 @@ impl SourceFactory for MqttSourceFactory {
 
 struct MqttReader {
     owner: String,
-    /// The physical columns, which the payload fills.
-    schema: SchemaRef,
     /// Those and the metadata column, if asked for.
     produced: SchemaRef,
     with_topic: bool,
-    /// `None` for `raw`.
-    decoder: Option<Box<dyn LineDecoder>>,
+    decoder: RecordDecoder,
     connection: Option<(Client, Receiver<Incoming>, Option<JoinHandle<()>>)>,
     /// Messages received and not yet returned: (topic, payload).
     pending: Vec<(String, Bytes)>,
     skipped: Arc<AtomicU64>,
-    reported_skips: u64,
     active: bool,
 }
 
@@ -125,84 +119,35 @@ impl MqttReader {
         }
     }
 
-    /// The pending messages as rows.
-    fn decode(&mut self) -> Result<Option<RecordBatch>> {
+    /// The pending messages as rows (or changes, for a changelog format).
+    fn decode(&mut self) -> Result<Option<ChangeBatch>> {
         let messages = std::mem::take(&mut self.pending);
         if messages.is_empty() {
             return Ok(None);
         }
-        let (rows, kept) = match self.decoder.as_mut() {
-            None => {
-                let payloads: Vec<&[u8]> = messages.iter().map(|m| m.1.as_ref()).collect();
-                (
-                    format::raw::decode(&self.schema, &payloads)?,
-                    (0..messages.len()).collect::<Vec<_>>(),
-                )
-            }
-            Some(decoder) => decode_lines(decoder.as_mut(), &messages)?,
+        let payloads: Vec<&[u8]> = messages.iter().map(|m| m.1.as_ref()).collect();
+        let decoded = self.decoder.decode(
+            &payloads,
+            None,
+            &|i| format!("MQTT message on topic '{}'", messages[i].0),
+            &self.skipped,
+        )?;
+        let rows = if self.with_topic {
+            let mut columns: Vec<ArrayRef> = decoded.rows.columns().to_vec();
+            let topics: ArrayRef = Arc::new(StringArray::from_iter_values(
+                decoded.origins.iter().map(|&i| messages[i].0.as_str()),
+            ));
+            let target = self.produced.field(columns.len()).data_type();
+            columns.push(arrow::compute::cast(&topics, target)?);
+            RecordBatch::try_new(self.produced.clone(), columns)?
+        } else {
+            decoded.rows
         };
-        let skipped = self.decoder.as_ref().map_or(0, |d| d.skipped());
-        if skipped > self.reported_skips {
-            self.skipped
-                .fetch_add(skipped - self.reported_skips, Ordering::Relaxed);
-            self.reported_skips = skipped;
-        }
-        if !self.with_topic {
-            return Ok(Some(rows));
-        }
-        let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
-        let topics: ArrayRef = Arc::new(StringArray::from_iter_values(
-            kept.iter().map(|&i| messages[i].0.as_str()),
-        ));
-        let target = self.produced.field(columns.len()).data_type();
-        columns.push(arrow::compute::cast(&topics, target)?);
-        Ok(Some(RecordBatch::try_new(self.produced.clone(), columns)?))
+        Ok(Some(match decoded.kinds {
+            Some(kinds) => ChangeBatch::new(rows, Some(kinds.into())),
+            None => ChangeBatch::inserts(rows),
+        }))
     }
-}
-
-/// Decodes every message as one line of `decoder`'s format; returns the rows and, for each,
-/// the message it came from (a malformed message skipped has none).
-fn decode_lines(
-    decoder: &mut dyn LineDecoder,
-    messages: &[(String, Bytes)],
-) -> Result<(RecordBatch, Vec<usize>)> {
-    // One message a line: a line break inside one (pretty-printed JSON) is whitespace.
-    let mut block = Vec::with_capacity(messages.iter().map(|m| m.1.len() + 1).sum());
-    for (_, payload) in messages {
-        block.extend(
-            payload
-                .iter()
-                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-        );
-        block.push(b'\n');
-    }
-    let before = decoder.skipped();
-    let whole = decoder.decode("MQTT messages", 1, &block);
-    if let Ok(batches) = &whole {
-        if decoder.skipped() == before {
-            let rows = arrow::compute::concat_batches(&decoder.schema(), batches)?;
-            return Ok((rows, (0..messages.len()).collect()));
-        }
-    }
-    // A malformed message: one by one, to name its topic (or to know which were skipped).
-    let mut batches = Vec::new();
-    let mut kept = Vec::new();
-    for (i, (topic, payload)) in messages.iter().enumerate() {
-        let mut line: Vec<u8> = payload
-            .iter()
-            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
-            .collect();
-        line.push(b'\n');
-        let decoded = decoder
-            .decode(&format!("MQTT message on topic '{topic}'"), 1, &line)
-            .map_err(|e| SluiceError::Runtime(e.to_string()))?;
-        if decoded.iter().any(|b| b.num_rows() > 0) {
-            kept.push(i);
-        }
-        batches.extend(decoded);
-    }
-    let rows = arrow::compute::concat_batches(&decoder.schema(), &batches)?;
-    Ok((rows, kept))
 }
 
 impl SourceReader for MqttReader {
@@ -230,8 +175,8 @@ impl SourceReader for MqttReader {
             }
         }
         match self.decode()? {
-            Some(b) => Ok(SourcePoll::Batch(ChangeBatch::inserts(b))),
-            None => Ok(SourcePoll::Idle),
+            Some(b) if b.num_rows() > 0 => Ok(SourcePoll::Batch(b)),
+            _ => Ok(SourcePoll::Idle),
         }
     }
 
