@@ -1,5 +1,5 @@
 //! The connectors Sluice ships, registered by the names Flink gives them: `filesystem`,
-//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka`, `jdbc`, `mqtt`, `webhook`, `redis` and `http`, and the
+//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka`, `jdbc`, `mqtt`, `webhook`, `redis`, `http` and `rabbitmq`, and the
 //! formats they read and write (`json`, `csv`, `raw`).
 //!
 //! Each connector is a type implementing [`Connector`]; [`BuiltinRegistry`] lists them in one
@@ -17,6 +17,7 @@ pub mod mqtt;
 pub mod nexmark;
 pub mod partition_commit;
 pub mod print;
+pub mod rabbitmq;
 pub mod redis_sink;
 pub mod stripes;
 pub mod webhook;
@@ -82,6 +83,7 @@ impl Default for BuiltinRegistry {
                 Box::new(webhook::WebhookConnector),
                 Box::new(redis_sink::RedisConnector),
                 Box::new(http_source::HttpConnector),
+                Box::new(rabbitmq::RabbitMqConnector),
             ],
         }
     }
