@@ -1,5 +1,5 @@
 //! The connectors Sluice ships, registered by the names Flink gives them: `filesystem`,
-//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka`, `jdbc`, `mqtt`, `webhook`, `redis`, `http` and `rabbitmq`, and the
+//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka`, `jdbc`, `mqtt`, `webhook`, `redis`, `http`, `rabbitmq` and `nats`, and the
 //! formats they read and write (`json`, `csv`, `raw`).
 //!
 //! Each connector is a type implementing [`Connector`]; [`BuiltinRegistry`] lists them in one
@@ -14,6 +14,7 @@ pub mod jdbc;
 pub mod jdbc_lookup;
 pub mod kafka;
 pub mod mqtt;
+pub mod nats;
 pub mod nexmark;
 pub mod partition_commit;
 pub mod print;
@@ -84,6 +85,7 @@ impl Default for BuiltinRegistry {
                 Box::new(redis_sink::RedisConnector),
                 Box::new(http_source::HttpConnector),
                 Box::new(rabbitmq::RabbitMqConnector),
+                Box::new(nats::NatsConnector),
             ],
         }
     }
