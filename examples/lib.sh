@@ -26,6 +26,22 @@ ensure_postgres() {
   fi
 }
 
+# Starts the machine's Mosquitto (MQTT, port 1883) if nothing listens there.
+ensure_mosquitto() {
+  if ! (echo >/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
+    mosquitto -d -c /etc/mosquitto/mosquitto.conf
+    for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/1883) 2>/dev/null && break; sleep 0.2; done
+  fi
+}
+
+# Starts the machine's Redis (port 6379) if it does not answer.
+ensure_redis() {
+  if ! redis-cli ping >/dev/null 2>&1; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.2; done
+  fi
+}
+
 # Starts a broker on $BROKER_PORT unless one already listens there.
 ensure_broker() {
   if ! "$SLUICE" topics list -b "$BOOTSTRAP" >/dev/null 2>&1; then

@@ -102,3 +102,33 @@ fn fraud_detection_runs_end_to_end() {
     db.sort();
     assert_eq!(console, db);
 }
+
+#[test]
+fn iot_over_mqtt_runs_end_to_end() {
+    // Sensors on MQTT -> alerts printed and the latest per sensor in Redis.
+    let _ = Command::new("sh")
+        .args(["-c", "redis-cli --scan --pattern 'alert:*' | xargs -r redis-cli DEL"])
+        .status();
+    let printed = rows(&run_example("iot-mqtt", 4000));
+    assert!(!printed.is_empty(), "no alerts");
+    assert!(printed.iter().all(|r| r[1].parse::<u64>().unwrap() > 5));
+    // Each alerting sensor's hash holds its latest alert.
+    let mut latest: std::collections::BTreeMap<&str, &Vec<String>> = Default::default();
+    for r in &printed {
+        let e = latest.entry(r[0].as_str()).or_insert(r);
+        if r[2] > e[2] {
+            *e = r;
+        }
+    }
+    for (sensor, alert) in latest {
+        let out = Command::new("redis-cli")
+            .args(["HGET", &format!("alert:{sensor}"), "readings"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            alert[1],
+            "{sensor}: {alert:?}"
+        );
+    }
+}
