@@ -60,6 +60,17 @@ render() {
       -e "s|@ROWS@|$rows_option|g" -e "s|@BOUNDED@|$bounded_option|g" -e "s|@RATE@|${RATE:-200}|g" "$1"
 }
 
+# Runs the simulated events of $WORK/generator.sql: to the end when ROWS is set, else in the
+# background until the example stops.
+run_generator() {
+  if [ -n "${ROWS:-}" ]; then
+    "$SLUICE" run --quiet "$WORK/generator.sql"
+  else
+    "$SLUICE" run --quiet "$WORK/generator.sql" &
+    PIDS+=($!)
+  fi
+}
+
 # Runs an example from its directory: creates topic $1 (2 partitions) and the tables of
 # schema.sql, starts the simulated events of generator.sql (to the end when ROWS is set, else
 # in the background), prints $3 to standard error and runs the job $2 until it ends or Ctrl-C.
@@ -71,12 +82,7 @@ run_example() {
   psql -q -f schema.sql
   render generator.sql >"$WORK/generator.sql"
   render "$job" >"$WORK/job.sql"
-  if [ -n "${ROWS:-}" ]; then
-    "$SLUICE" run --quiet "$WORK/generator.sql"
-  else
-    "$SLUICE" run --quiet "$WORK/generator.sql" &
-    PIDS+=($!)
-  fi
+  run_generator
   echo "$banner" >&2
   "$SLUICE" run --quiet "$WORK/job.sql"
 }

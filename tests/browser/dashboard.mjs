@@ -30,6 +30,11 @@ try {
   if (!shares.length || shares.some(([b, p]) => !(Number(b) >= 0 && Number(p) >= 0))) {
     throw new Error(`operators without busy/backpressured shares: ${JSON.stringify(shares)}`);
   }
+  // Every operator says how far its input watermark is behind (this job has none).
+  const lags = await page.$$eval("#graph .vertex .watermark", (ws) => ws.map((w) => w.textContent));
+  if (!lags.length || lags.some((l) => l !== "no watermark" && !l.startsWith("watermark lag "))) {
+    throw new Error(`operators without a watermark line: ${JSON.stringify(lags)}`);
+  }
   // The newest rows of its sink, and a chart of a numeric column over a few snapshots.
   await page.waitForFunction(() => document.querySelectorAll("#results tbody tr").length > 0, null, { timeout: 30000 });
   const header = await page.$$eval("#results thead th", (ths) => ths.map((t) => t.textContent));

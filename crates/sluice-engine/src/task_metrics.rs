@@ -12,7 +12,7 @@
 use metrics::{counter, gauge, Counter, CounterFn, Gauge};
 use sluice_common::ChangeBatch;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,8 @@ pub(crate) struct OperatorMetrics {
     pub records_out: Counter,
     input_watermark: Gauge,
     output_watermark: Gauge,
+    /// The watermarks for the REST view: input, output.
+    watermarks: [Arc<AtomicI64>; 2],
 }
 
 impl OperatorMetrics {
@@ -56,12 +58,16 @@ impl OperatorMetrics {
             ("operator_id", id.to_string()),
             ("subtask", subtask.to_string()),
         ];
-        let [records_in, records_out] = counts.of(id, subtask);
+        let OperatorStats {
+            records: [records_in, records_out],
+            watermarks,
+        } = counts.of(id, subtask);
         let m = OperatorMetrics {
             records_in: tee(records_in, counter!(names::RECORDS_IN, &labels)),
             records_out: tee(records_out, counter!(names::RECORDS_OUT, &labels)),
             input_watermark: gauge!(names::INPUT_WATERMARK, &labels),
             output_watermark: gauge!(names::OUTPUT_WATERMARK, &labels),
+            watermarks,
         };
         // No watermark yet: the minimum, as Flink shows it.
         m.input_watermark(i64::MIN);
@@ -71,25 +77,56 @@ impl OperatorMetrics {
 
     pub fn input_watermark(&self, w: i64) {
         self.input_watermark.set(watermark_value(w));
+        self.watermarks[0].store(w, Ordering::Relaxed);
     }
 
     pub fn output_watermark(&self, w: i64) {
         self.output_watermark.set(watermark_value(w));
+        self.watermarks[1].store(w, Ordering::Relaxed);
     }
 }
 
-/// The records in and out of every operator subtask of a job, for its REST view (the
-/// `metrics` recorder is write-only).
+/// The records in and out and the watermarks of every operator subtask of a job, for its
+/// REST view (the `metrics` recorder is write-only).
 #[derive(Debug, Default)]
 pub struct OperatorCounts {
-    counts: Mutex<BTreeMap<(usize, usize), InOut>>,
+    counts: Mutex<BTreeMap<(usize, usize), OperatorStats>>,
 }
 
-/// Records in and out of one operator subtask.
-type InOut = [Arc<AtomicU64>; 2];
+/// Records in and out of one operator subtask, and its input and output watermarks.
+#[derive(Debug, Clone)]
+struct OperatorStats {
+    records: [Arc<AtomicU64>; 2],
+    watermarks: [Arc<AtomicI64>; 2],
+}
+
+impl Default for OperatorStats {
+    fn default() -> Self {
+        OperatorStats {
+            records: Default::default(),
+            watermarks: [
+                Arc::new(AtomicI64::new(i64::MIN)),
+                Arc::new(AtomicI64::new(i64::MIN)),
+            ],
+        }
+    }
+}
+
+/// One operator subtask's figures, as [`OperatorCounts::snapshot`] gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperatorSnapshot {
+    pub node: usize,
+    pub subtask: usize,
+    pub records_in: u64,
+    pub records_out: u64,
+    /// The last watermark it received (`i64::MIN`: none yet).
+    pub input_watermark: i64,
+    /// The last watermark it emitted (`i64::MIN`: none yet).
+    pub output_watermark: i64,
+}
 
 impl OperatorCounts {
-    fn of(&self, node: usize, subtask: usize) -> InOut {
+    fn of(&self, node: usize, subtask: usize) -> OperatorStats {
         let mut map = match self.counts.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
@@ -97,20 +134,20 @@ impl OperatorCounts {
         map.entry((node, subtask)).or_default().clone()
     }
 
-    /// (node, subtask, records in, records out) of every operator subtask.
-    pub fn snapshot(&self) -> Vec<(usize, usize, u64, u64)> {
+    /// Every operator subtask's figures.
+    pub fn snapshot(&self) -> Vec<OperatorSnapshot> {
         let map = match self.counts.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
         map.iter()
-            .map(|(&(node, subtask), [i, o])| {
-                (
-                    node,
-                    subtask,
-                    i.load(Ordering::Relaxed),
-                    o.load(Ordering::Relaxed),
-                )
+            .map(|(&(node, subtask), s)| OperatorSnapshot {
+                node,
+                subtask,
+                records_in: s.records[0].load(Ordering::Relaxed),
+                records_out: s.records[1].load(Ordering::Relaxed),
+                input_watermark: s.watermarks[0].load(Ordering::Relaxed),
+                output_watermark: s.watermarks[1].load(Ordering::Relaxed),
             })
             .collect()
     }

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 use sluice_common::{Result, SluiceError};
-use sluice_engine::task_metrics::{TaskStat, TASK_STATS};
+use sluice_engine::task_metrics::{OperatorSnapshot, TaskStat, TASK_STATS};
 use sluice_engine::{restore_point, run_job, JobGraph, JobHandle, RestoreMode};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -121,11 +121,14 @@ impl ManagedJob {
             "now": now,
             "savepoint-path": s.savepoint.as_ref().map(|p| p.display().to_string()),
             "vertices": self.vertices.iter().map(|v| {
-                let subtasks: Vec<(usize, u64, u64)> = counts
-                    .iter()
-                    .filter(|c| c.0 == v.id)
-                    .map(|&(_, subtask, i, o)| (subtask, i, o))
-                    .collect();
+                let subtasks: Vec<_> = counts.iter().filter(|c| c.node == v.id).collect();
+                // The operator's input watermark: the least of its subtasks' (none while one
+                // has none), as Flink's currentInputWatermark of a vertex.
+                let watermark = |w: fn(&&OperatorSnapshot) -> i64| {
+                    subtasks.iter().map(w).min().filter(|w| *w != i64::MIN)
+                };
+                let input_watermark = watermark(|s| s.input_watermark);
+                let output_watermark = watermark(|s| s.output_watermark);
                 // The figures of the task the operator is chained in: times and bytes summed
                 // over the subtasks, queue fills the fullest subtask's.
                 let mut sum = [0u64; TASK_STATS];
@@ -142,8 +145,10 @@ impl ManagedJob {
                     "name": v.name,
                     "parallelism": v.parallelism,
                     "metrics": {
-                        "read-records": subtasks.iter().map(|s| s.1).sum::<u64>(),
-                        "write-records": subtasks.iter().map(|s| s.2).sum::<u64>(),
+                        "read-records": subtasks.iter().map(|s| s.records_in).sum::<u64>(),
+                        "write-records": subtasks.iter().map(|s| s.records_out).sum::<u64>(),
+                        "current-input-watermark": input_watermark,
+                        "current-output-watermark": output_watermark,
                         "read-bytes": sum[TaskStat::BytesIn as usize],
                         "write-bytes": sum[TaskStat::BytesOut as usize],
                         "busy-ms": sum[TaskStat::Busy as usize],
@@ -152,9 +157,13 @@ impl ManagedJob {
                         "input-queue-fill": fill(TaskStat::InputFill),
                         "output-queue-fill": fill(TaskStat::OutputFill),
                     },
-                    "subtasks": subtasks.iter().map(|(subtask, i, o)| json!({
-                        "subtask": subtask,
-                        "metrics": {"read-records": i, "write-records": o},
+                    "subtasks": subtasks.iter().map(|s| json!({
+                        "subtask": s.subtask,
+                        "metrics": {
+                            "read-records": s.records_in,
+                            "write-records": s.records_out,
+                            "current-input-watermark": (s.input_watermark != i64::MIN).then_some(s.input_watermark),
+                        },
                     })).collect::<Vec<_>>(),
                 })
             }).collect::<Vec<_>>(),

@@ -12,6 +12,7 @@ fn run_example(name: &str, rows: u64) -> String {
     let script = common::manifest_dir().join(format!("../../examples/{name}/run.sh"));
     let out = Command::new("bash")
         .arg(script)
+        .env("WEBHOOK_PORT", common::free_port().to_string())
         .env("SLUICE", env!("CARGO_BIN_EXE_sluice"))
         .env("BROKER_PORT", common::free_port().to_string())
         .env("ROWS", rows.to_string())
@@ -107,7 +108,10 @@ fn fraud_detection_runs_end_to_end() {
 fn iot_over_mqtt_runs_end_to_end() {
     // Sensors on MQTT -> alerts printed and the latest per sensor in Redis.
     let _ = Command::new("sh")
-        .args(["-c", "redis-cli --scan --pattern 'alert:*' | xargs -r redis-cli DEL"])
+        .args([
+            "-c",
+            "redis-cli --scan --pattern 'alert:*' | xargs -r redis-cli DEL",
+        ])
         .status();
     let printed = rows(&run_example("iot-mqtt", 4000));
     assert!(!printed.is_empty(), "no alerts");
@@ -131,4 +135,29 @@ fn iot_over_mqtt_runs_end_to_end() {
             "{sensor}: {alert:?}"
         );
     }
+}
+
+#[test]
+fn fraud_alerts_reach_a_webhook() {
+    // Every alert printed is posted once to the example's stand-in receiver, as Slack text.
+    let out = run_example("fraud-webhook", 4000);
+    let printed = rows(&out);
+    assert!(!printed.is_empty(), "no alerts");
+    let mut posted: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("webhook: "))
+        .map(|b| {
+            let v: serde_json::Value = serde_json::from_str(b).unwrap();
+            let text = v["text"].as_str().unwrap().to_string();
+            text.split(':')
+                .next()
+                .unwrap()
+                .trim_start_matches("Card ")
+                .to_string()
+        })
+        .collect();
+    posted.sort();
+    let mut cards: Vec<String> = printed.iter().map(|r| r[0].clone()).collect();
+    cards.sort();
+    assert_eq!(posted, cards);
 }

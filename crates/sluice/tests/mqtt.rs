@@ -66,6 +66,26 @@ fn mqtt_against_mosquitto() {
     sensors_on_mqtt_become_rows_and_alerts_go_back_over_mqtt_5();
     a_missing_broker_and_a_malformed_message_are_named();
     a_job_reads_on_after_the_broker_restarts();
+    many_messages_are_published_without_stalling();
+}
+
+/// More QoS 1 messages than the client's queues hold: the broker's acknowledgements are
+/// counted by the connection thread, so a sink blocked on a full request queue does not stall
+/// it (it did: the acknowledgements went through a bounded channel the sink was not reading).
+fn many_messages_are_published_without_stalling() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = format!("sluice-test-{}/many", std::process::id());
+    let sql = format!(
+        "CREATE TABLE g (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '30000');
+CREATE TABLE m (id BIGINT) WITH ('connector' = 'mqtt', 'url' = '{URL}', 'topic' = '{topic}', 'format' = 'json');
+INSERT INTO m SELECT * FROM g;"
+    );
+    let mut job = RunningJob::start(&sql, dir.path());
+    assert!(
+        job.wait(Duration::from_secs(60)),
+        "the job did not finish: {}",
+        job.stderr()
+    );
 }
 
 fn restart_mosquitto() {

@@ -436,12 +436,39 @@ fn a_server_stopped_with_ctrl_c_waits_for_its_jobs_and_resumes_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), common::free_port());
     let addr = server.addr.clone();
-    let (status, v) = call(&addr, "POST", "/jobs", JOB);
+    // A windowed job: its operators show their input watermark.
+    let windowed = "SET 'execution.checkpointing.interval' = '300 ms';
+CREATE TABLE ev (id BIGINT, ts AS TO_TIMESTAMP_LTZ(id * 100, 3), WATERMARK FOR ts AS ts) WITH (
+  'connector' = 'datagen', 'rows-per-second' = '1000',
+  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '10000000');
+CREATE TABLE out (n BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+GROUP BY window_start, window_end;
+";
+    let (status, v) = call(&addr, "POST", "/jobs", windowed);
     assert_eq!(status, 202, "{v}");
     let id = v["jobid"].as_str().unwrap().to_string();
     wait_for("a checkpoint", || {
         (!completed_checkpoints(&addr, &id).is_empty()).then_some(Value::Null)
     });
+    let window = wait_for("the window operator's watermark", || {
+        let (_, d) = call(&addr, "GET", &format!("/jobs/{id}"), "");
+        d["vertices"]
+            .as_array()?
+            .iter()
+            .find(|v| {
+                v["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("WindowAggregate"))
+                    && v["metrics"]["current-input-watermark"].is_i64()
+            })
+            .cloned()
+    });
+    // The ids' times start at 1970-01-01 00:00:00.1.
+    let wm = window["metrics"]["current-input-watermark"]
+        .as_i64()
+        .unwrap();
+    assert!(wm > 0 && wm < 10_000_000 * 100, "{window}");
     let killed = Command::new("kill")
         .args(["-INT", &server.child.id().to_string()])
         .status()

@@ -6,6 +6,8 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
 use sluice_common::{Result, SluiceError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -43,8 +45,6 @@ pub enum Incoming {
     Connected,
     /// A message.
     Message { topic: String, payload: Bytes },
-    /// The broker acknowledged a QoS 1 message this client published.
-    PubAck,
     /// The connection failed; it is tried again after a moment.
     Error(String),
 }
@@ -66,11 +66,15 @@ impl Client {
     /// Connects to `endpoint` (subscribing to `filters` with `qos` on every connect) and
     /// starts the thread that drives the connection; what arrives comes out of the receiver,
     /// which holds at most `capacity` (the thread then waits: backpressure on the broker).
+    /// The broker's acknowledgements of QoS 1 messages this client published are counted in
+    /// `acks` (not sent through the channel: a publisher blocked on a full request queue
+    /// would never take them, and the connection would wait for it forever).
     pub fn connect(
         endpoint: &Endpoint,
         filters: Vec<String>,
         qos: u8,
         capacity: usize,
+        acks: Arc<AtomicU64>,
     ) -> Result<(Client, Receiver<Incoming>, JoinHandle<()>)> {
         let (tx, rx) = bounded(capacity);
         let name = format!("mqtt {}", endpoint.client_id);
@@ -97,6 +101,7 @@ impl Client {
                 let (client, mut connection) = rumqttc::Client::new(o, REQUEST_QUEUE);
                 let subscriber = client.clone();
                 let qos = qos3(qos);
+                let acks = acks.clone();
                 let thread = spawn(Box::new(move || {
                     for event in connection.iter() {
                         let incoming = match event {
@@ -113,7 +118,8 @@ impl Client {
                                 }
                             }
                             Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
-                                Incoming::PubAck
+                                acks.fetch_add(1, Ordering::Relaxed);
+                                continue;
                             }
                             Ok(_) => continue,
                             Err(e) => Incoming::Error(e.to_string()),
@@ -140,6 +146,7 @@ impl Client {
                 let (client, mut connection) = rumqttc::v5::Client::new(o, REQUEST_QUEUE);
                 let subscriber = client.clone();
                 let qos = qos5(qos);
+                let acks = acks.clone();
                 let thread = spawn(Box::new(move || {
                     for event in connection.iter() {
                         let incoming = match event {
@@ -156,7 +163,8 @@ impl Client {
                                 }
                             }
                             Ok(rumqttc::v5::Event::Incoming(Packet5::PubAck(_))) => {
-                                Incoming::PubAck
+                                acks.fetch_add(1, Ordering::Relaxed);
+                                continue;
                             }
                             Ok(_) => continue,
                             Err(e) => Incoming::Error(e.to_string()),

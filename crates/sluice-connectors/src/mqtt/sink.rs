@@ -121,7 +121,9 @@ impl OperatorFactory for MqttSinkFactory {
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
         let owner = self.options.options.owner.clone();
         let endpoint = self.options.endpoint_for(ctx, "sink");
-        let (client, rx, _thread) = Client::connect(&endpoint, Vec::new(), self.options.qos, 4096)?;
+        let acked = Arc::new(AtomicU64::new(0));
+        let (client, rx, _thread) =
+            Client::connect(&endpoint, Vec::new(), self.options.qos, 64, acked.clone())?;
         await_connected(&rx, &endpoint, &owner, CONNECT_TIMEOUT)?;
         let encoder = match self.options.format.as_str() {
             "raw" => None,
@@ -141,7 +143,7 @@ impl OperatorFactory for MqttSinkFactory {
             qos: self.options.qos,
             retain: self.retain,
             published: 0,
-            acked: 0,
+            acked,
             rows: ctx
                 .metrics
                 .counter(&format!("{}: rows written", self.spec.table)),
@@ -160,9 +162,9 @@ struct MqttSink {
     topic: Vec<Part>,
     qos: u8,
     retain: bool,
-    /// QoS 1 messages published, and acknowledged so far.
+    /// QoS 1 messages published, and acknowledged so far (counted by the connection thread).
     published: u64,
-    acked: u64,
+    acked: Arc<AtomicU64>,
     rows: Arc<AtomicU64>,
     errors: SinkErrors,
 }
@@ -182,7 +184,7 @@ impl MqttSink {
         t
     }
 
-    /// Takes the acknowledgements and errors that came, waiting at most `wait` for one.
+    /// Logs the connection's errors that came, waiting at most `wait` for one.
     fn drain(&mut self, wait: Duration) {
         let first = if wait.is_zero() {
             self.events.try_recv().ok()
@@ -193,14 +195,14 @@ impl MqttSink {
             .into_iter()
             .chain(std::iter::from_fn(|| self.events.try_recv().ok()))
         {
-            match e {
-                Incoming::PubAck => self.acked += 1,
-                Incoming::Error(e) => {
-                    tracing::warn!("{}: MQTT connection: {e}; reconnecting", self.owner)
-                }
-                Incoming::Connected | Incoming::Message { .. } => {}
+            if let Incoming::Error(e) = e {
+                tracing::warn!("{}: MQTT connection: {e}; reconnecting", self.owner)
             }
         }
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
     }
 
     /// Waits until the broker has acknowledged every QoS 1 message published.
@@ -209,9 +211,9 @@ impl MqttSink {
             return Ok(());
         }
         let deadline = Instant::now() + ACK_TIMEOUT;
-        while self.acked < self.published {
+        while self.acked() < self.published {
             if Instant::now() >= deadline {
-                let missing = self.published - self.acked;
+                let missing = self.published - self.acked();
                 self.errors.add(missing);
                 return Err(SluiceError::Runtime(format!(
                     "{}: the MQTT broker did not acknowledge {missing} messages within {} s",
@@ -219,7 +221,7 @@ impl MqttSink {
                     ACK_TIMEOUT.as_secs()
                 )));
             }
-            self.drain(Duration::from_millis(20));
+            self.drain(Duration::from_millis(5));
         }
         Ok(())
     }

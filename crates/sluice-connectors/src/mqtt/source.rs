@@ -84,6 +84,7 @@ impl SourceFactory for MqttSourceFactory {
                 self.filters.clone(),
                 self.options.qos,
                 BATCH_ROWS * 4,
+                Arc::default(),
             )?;
             for early in await_connected(&rx, &endpoint, &reader.owner, CONNECT_TIMEOUT)? {
                 reader.take(early);
@@ -115,7 +116,6 @@ impl MqttReader {
                 tracing::warn!("{}: MQTT connection: {e}; reconnecting", self.owner)
             }
             Incoming::Connected => tracing::info!("{}: connected to the MQTT broker", self.owner),
-            Incoming::PubAck => {}
         }
     }
 

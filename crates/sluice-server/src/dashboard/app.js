@@ -34,6 +34,14 @@ function render(snap) {
   renderBroker(snap);
 }
 
+function formatLag(ms) {
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  if (ms < 120000) return `${(ms / 1000).toFixed(1)} s`;
+  if (ms < 7200000) return `${Math.round(ms / 60000)} min`;
+  if (ms < 172800000) return `${Math.round(ms / 3600000)} h`;
+  return `${Math.round(ms / 86400000)} d`;
+}
+
 function renderJob(job, now) {
   $("job-title").textContent = `${job.name} (${job.state})`;
   const graph = $("graph");
@@ -67,6 +75,11 @@ function renderJob(job, now) {
     box.appendChild(rate);
     box.appendChild(text("div", `${cur.in} in · ${cur.out} out`, "muted"));
     box.appendChild(text("div", `busy ${Math.round(busy * 100)}% · backpressured ${Math.round(bp * 100)}%`, "muted"));
+    // Event time: how far the operator's input watermark is behind the wall clock.
+    const wm = m["current-input-watermark"];
+    const lag = text("div", wm == null ? "no watermark" : `watermark lag ${formatLag(now - wm)}`, "muted watermark");
+    lag.dataset.watermark = wm == null ? "" : String(wm);
+    box.appendChild(lag);
     if (i > 0) graph.appendChild(text("span", "→", "arrow"));
     graph.appendChild(box);
     lastRate = Math.max(rateIn, rateOut);
