@@ -34,7 +34,8 @@ python = os.path.join(venv, "bin", "python")
 clients = os.path.join(root, "tests", "clients")
 
 GEN = """CREATE TABLE gen (sensor STRING, temperature DOUBLE) WITH (
-  'connector' = 'datagen', 'number-of-rows' = '{n}', 'fields.sensor.length' = '8');
+  'connector' = 'datagen', 'number-of-rows' = '{n}', 'rows-per-second' = '100000000',
+  'fields.sensor.length' = '8');
 """
 COLUMNS = "(sensor STRING, temperature DOUBLE)"
 
@@ -57,14 +58,16 @@ def sink(name, with_clause, n, d):
 
 
 def read_source(with_clause, n, d, while_reading=None):
-    """Starts an unbounded job reading the source into blackhole; returns seconds until its
-    source has emitted n records."""
+    """Starts an unbounded job reading the source into blackhole; returns seconds from its
+    start (or, with while_reading, from the start of that) until its source has emitted n
+    records."""
     sql = (f"CREATE TABLE src {COLUMNS} WITH ({with_clause});\n"
            f"CREATE TABLE bh {COLUMNS} WITH ('connector' = 'blackhole');\n"
            "INSERT INTO bh SELECT * FROM src;\n")
     path = os.path.join(d, f"src-{time.monotonic_ns()}.sql")
     with open(path, "w") as f:
         f.write(sql)
+    start = time.perf_counter()
     p = subprocess.Popen([sluice, "run", "--quiet", "--metrics-addr", "127.0.0.1:0",
                           "--data-dir", os.path.join(d, "data"), path],
                          stderr=subprocess.PIPE, text=True)
@@ -75,12 +78,12 @@ def read_source(with_clause, n, d, while_reading=None):
         sys.exit(f"no metrics address: {line}")
     addr = m.group(1)
     threading.Thread(target=p.stderr.read, daemon=True).start()
-    time.sleep(1.0)  # connected and subscribed
     feeder = None
     if while_reading:
+        time.sleep(1.0)  # connected and subscribed
         feeder = threading.Thread(target=while_reading)
+        start = time.perf_counter()
         feeder.start()
-    start = time.perf_counter()
     try:
         while True:
             with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as r:

@@ -39,8 +39,11 @@ const OPTIONS: &[&str] = &[
 
 const POLL_WAIT: Duration = Duration::from_millis(100);
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Unacknowledged messages the sink lets pile up before it waits for their acknowledgements.
-const MAX_UNACKED: usize = 10_000;
+/// Unacknowledged messages the sink lets pile up before it waits for their acknowledgements:
+/// fewer than the JetStream context's in-flight limit (5000 by default), past which a publish
+/// waits for an acknowledgement that only a wait for the earlier ones would take in (a
+/// publisher that never waits would hang).
+const MAX_UNACKED: usize = 1_000;
 
 /// The `nats` connector.
 pub struct NatsConnector;

@@ -134,6 +134,16 @@ INSERT INTO alerts SELECT sensor, temperature FROM readings WHERE temperature > 
         .collect();
     assert_eq!(lines, expected, "every alert once, in order");
 
+    // More messages than the client keeps unacknowledged at once: a bounded job finishes (it
+    // hung past 5000 when the sink waited for no acknowledgement before its checkpoint).
+    let sql = format!(
+        "CREATE TABLE g (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '12000', 'rows-per-second' = '100000000');
+CREATE TABLE n (id BIGINT) WITH ('connector' = 'nats', 'url' = 'nats://127.0.0.1:4222', 'subject' = '{subj_out}', 'format' = 'json');
+INSERT INTO n SELECT * FROM g;"
+    );
+    let mut many = RunningJob::start(&sql, dir.path());
+    assert!(many.wait(Duration::from_secs(60)), "{}", many.stderr());
+
     // A stream that is not there, a server that is not there: named.
     let (ok, _, err) = common::run_sql(
         "CREATE TABLE r (v STRING) WITH ('connector' = 'nats', 'url' = 'nats://127.0.0.1:4222', 'stream' = 'NO_SUCH_STREAM', 'format' = 'raw');
