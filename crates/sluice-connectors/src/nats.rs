@@ -11,12 +11,12 @@
 //! async-nats is asynchronous: each subtask keeps a small tokio runtime (one worker, which
 //! drives the connection between calls) and blocks on it from the task thread.
 
-use crate::format::record::{is_changelog, RecordDecoder};
-use crate::format::{self, encode_rows, LineEncoder, BATCH_ROWS};
+use crate::format::record::{is_changelog, RecordDecoder, RecordEncoder};
+use crate::format::{self, BATCH_ROWS};
 use crate::Connector;
 use async_nats::jetstream::{self, consumer::pull::Ordered, consumer::DeliverPolicy};
 use futures_util::StreamExt;
-use sluice_common::{ChangeBatch, CheckpointId, Result, RowKind, SluiceError};
+use sluice_common::{ChangeBatch, CheckpointId, Result, SluiceError};
 use sluice_engine::task_metrics::SinkErrors;
 use sluice_engine::{
     Operator, OperatorFactory, Output, SinkSpec, SourceFactory, SourcePoll, SourceReader,
@@ -125,15 +125,8 @@ impl Connector for NatsConnector {
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
         let o = &spec.options;
         let format = format::checked_format(o, OPTIONS, format::RECORD_FORMATS)?;
-        if is_changelog(&format) {
-            return Err(SluiceError::Config(format!(
-                "{}: the nats sink writes 'json', 'csv' or 'raw', not '{format}'",
-                o.owner
-            )));
-        }
-        if format == "raw" {
-            format::raw::check_schema(&o.owner, &spec.schema)?;
-        }
+        // Its options fail at planning.
+        RecordEncoder::new(&format, spec.schema.clone(), o, &spec.time_zone)?;
         if spec.updating {
             return Err(SluiceError::Plan(format!(
                 "table '{}': the nats sink publishes messages and cannot take updates or deletes; write an insert-only query",
@@ -375,29 +368,15 @@ impl OperatorFactory for NatsSinkFactory {
         format!("Sink: nats({})", self.subject)
     }
 
-    fn input_column_names(&self) -> Option<Vec<String>> {
-        Some(
-            self.spec
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
-        )
-    }
-
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
         let owner = self.spec.options.owner.clone();
         let (rt, client) = runtime(&owner, &self.url)?;
-        let encoder = match self.format.as_str() {
-            "raw" => None,
-            f => Some(format::encoder(
-                f,
-                self.spec.schema.clone(),
-                &self.spec.options,
-                &self.spec.time_zone,
-            )?),
-        };
+        let encoder = RecordEncoder::new(
+            &self.format,
+            self.spec.schema.clone(),
+            &self.spec.options,
+            &self.spec.time_zone,
+        )?;
         let js = {
             let _in_runtime = rt.enter();
             jetstream::new(client)
@@ -422,7 +401,7 @@ struct NatsSink {
     rt: tokio::runtime::Runtime,
     js: jetstream::Context,
     subject: String,
-    encoder: Option<Box<dyn LineEncoder>>,
+    encoder: RecordEncoder,
     acks: Vec<jetstream::context::PublishAckFuture>,
     rows: Arc<AtomicU64>,
     errors: SinkErrors,
@@ -480,24 +459,7 @@ impl Operator for NatsSink {
         _out: &mut Output,
     ) -> Result<()> {
         let data = &batch.data;
-        let mut buf = Vec::new();
-        let lines = match self.encoder.as_mut() {
-            Some(enc) => Some(encode_rows(enc.as_mut(), data, &mut buf)?),
-            None => None,
-        };
-        for i in 0..data.num_rows() {
-            let kind = batch.kind(i);
-            if !matches!(kind, RowKind::Insert | RowKind::UpdateAfter) {
-                return Err(SluiceError::Runtime(format!(
-                    "{}: the nats sink got a {} row; it only takes inserts",
-                    self.owner,
-                    kind.short_string()
-                )));
-            }
-            let payload = match &lines {
-                Some(l) => buf[l[i].0..l[i].1].to_vec(),
-                None => format::raw::encode(data, i).unwrap_or_default(),
-            };
+        for payload in self.encoder.encode(&batch, &self.owner)? {
             let published = self
                 .rt
                 .block_on(self.js.publish(self.subject.clone(), payload.into()));

@@ -10,8 +10,8 @@
 //! lapin is asynchronous: each subtask keeps a small tokio runtime (one worker, which drives
 //! the connection between calls) and blocks on it from the task thread.
 
-use crate::format::record::{is_changelog, RecordDecoder};
-use crate::format::{self, encode_rows, LineEncoder, BATCH_ROWS};
+use crate::format::record::{is_changelog, RecordDecoder, RecordEncoder};
+use crate::format::{self, BATCH_ROWS};
 use crate::Connector;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -20,7 +20,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
-use sluice_common::{ChangeBatch, CheckpointId, Options, Result, RowKind, SluiceError};
+use sluice_common::{ChangeBatch, CheckpointId, Options, Result, SluiceError};
 use sluice_engine::task_metrics::SinkErrors;
 use sluice_engine::{
     Operator, OperatorFactory, Output, SinkSpec, SourceFactory, SourcePoll, SourceReader,
@@ -146,15 +146,13 @@ impl Connector for RabbitMqConnector {
 
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
         let options = AmqpOptions::parse(&spec.options)?;
-        if options.format == "raw" {
-            format::raw::check_schema(&options.owner, &spec.schema)?;
-        }
-        if is_changelog(&options.format) {
-            return Err(SluiceError::Config(format!(
-                "{}: the rabbitmq sink writes 'json', 'csv' or 'raw', not '{}'",
-                options.owner, options.format
-            )));
-        }
+        // Its options fail at planning.
+        RecordEncoder::new(
+            &options.format,
+            spec.schema.clone(),
+            &spec.options,
+            &spec.time_zone,
+        )?;
         if spec.updating {
             return Err(SluiceError::Plan(format!(
                 "table '{}': the rabbitmq sink publishes messages and cannot take updates or deletes; write an insert-only query",
@@ -437,17 +435,6 @@ impl OperatorFactory for RabbitSinkFactory {
         format!("Sink: rabbitmq({}{})", self.exchange, self.routing_key)
     }
 
-    fn input_column_names(&self) -> Option<Vec<String>> {
-        Some(
-            self.spec
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
-        )
-    }
-
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
         let owner = self.options.owner.clone();
         let (rt, connection, channel) = self.options.open()?;
@@ -456,15 +443,12 @@ impl OperatorFactory for RabbitSinkFactory {
         }
         rt.block_on(channel.confirm_select(ConfirmSelectOptions::default()))
             .map_err(|e| SluiceError::Config(format!("{owner}: RabbitMQ confirms: {e}")))?;
-        let encoder = match self.options.format.as_str() {
-            "raw" => None,
-            f => Some(format::encoder(
-                f,
-                self.spec.schema.clone(),
-                &self.spec.options,
-                &self.spec.time_zone,
-            )?),
-        };
+        let encoder = RecordEncoder::new(
+            &self.options.format,
+            self.spec.schema.clone(),
+            &self.spec.options,
+            &self.spec.time_zone,
+        )?;
         Ok(Box::new(RabbitSink {
             owner,
             rt,
@@ -489,8 +473,7 @@ struct RabbitSink {
     channel: Channel,
     exchange: String,
     routing_key: String,
-    /// `None` for `raw`.
-    encoder: Option<Box<dyn LineEncoder>>,
+    encoder: RecordEncoder,
     /// The confirms of what was published and not yet confirmed.
     confirms: Vec<lapin::PublisherConfirm>,
     rows: Arc<AtomicU64>,
@@ -550,24 +533,7 @@ impl Operator for RabbitSink {
         _out: &mut Output,
     ) -> Result<()> {
         let data = &batch.data;
-        let mut buf = Vec::new();
-        let lines = match self.encoder.as_mut() {
-            Some(enc) => Some(encode_rows(enc.as_mut(), data, &mut buf)?),
-            None => None,
-        };
-        for i in 0..data.num_rows() {
-            let kind = batch.kind(i);
-            if !matches!(kind, RowKind::Insert | RowKind::UpdateAfter) {
-                return Err(SluiceError::Runtime(format!(
-                    "{}: the rabbitmq sink got a {} row; it only takes inserts",
-                    self.owner,
-                    kind.short_string()
-                )));
-            }
-            let payload = match &lines {
-                Some(l) => buf[l[i].0..l[i].1].to_vec(),
-                None => format::raw::encode(data, i).unwrap_or_default(),
-            };
+        for payload in self.encoder.encode(&batch, &self.owner)? {
             let published = self.rt.block_on(self.channel.basic_publish(
                 self.exchange.as_str().into(),
                 self.routing_key.as_str().into(),

@@ -123,17 +123,6 @@ impl OperatorFactory for RedisFactory {
         format!("Sink: redis({})", self.spec.table)
     }
 
-    fn input_column_names(&self) -> Option<Vec<String>> {
-        Some(
-            self.spec
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
-        )
-    }
-
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
         let owner = self.spec.options.owner.clone();
         let client = redis::Client::open(self.url.as_str())

@@ -192,17 +192,6 @@ impl OperatorFactory for WebhookFactory {
         format!("Sink: webhook({})", self.config.url)
     }
 
-    fn input_column_names(&self) -> Option<Vec<String>> {
-        Some(
-            self.spec
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
-        )
-    }
-
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(self.config.timeout))

@@ -94,6 +94,17 @@ pub struct SinkSpec {
     pub partition_keys: Vec<usize>,
 }
 
+impl SinkSpec {
+    /// The names of the columns it receives, in order (for the preview of its rows).
+    pub fn column_names(&self) -> Vec<String> {
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+}
+
 /// What a lookup join asks of a table: its rows by the values of some of its columns.
 #[derive(Debug, Clone)]
 pub struct LookupSpec {

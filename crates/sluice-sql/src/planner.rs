@@ -1370,11 +1370,7 @@ impl Planner<'_> {
         // The sink's rows are previewed under its table's column names.
         let factory = sluice_engine::preview::with_column_names(
             self.registry.sink(&connector, &spec)?,
-            spec.schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
+            spec.column_names(),
         );
         let parallelism = match options.i64("sink.parallelism")? {
             Some(p) if p > 0 => p as usize,

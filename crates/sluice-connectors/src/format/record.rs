@@ -3,12 +3,12 @@
 //! update is `-U` and `+U`). [`RecordDecoder::new`] is the one place that maps a format's
 //! name and options to its decoder; the connectors that read records use it.
 
-use super::{decoder, raw, LineDecoder};
+use super::{decoder, encode_rows, encoder, raw, LineDecoder, LineEncoder};
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use serde_json::Value;
-use sluice_common::{Options, Result, RowKind, SluiceError};
+use sluice_common::{ChangeBatch, Options, Result, RowKind, SluiceError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -191,6 +191,62 @@ impl RecordDecoder {
                     kinds: Some(kinds),
                 })
             }
+        }
+    }
+}
+
+/// Encodes rows into records (one message each) in `json`, `csv` or `raw`: the writing twin
+/// of [`RecordDecoder`], for the sinks that publish messages (MQTT, RabbitMQ, NATS).
+pub struct RecordEncoder {
+    /// `None` for `raw`.
+    lines: Option<Box<dyn LineEncoder>>,
+}
+
+impl RecordEncoder {
+    /// The encoder of `format` with the table's options; a changelog format is refused.
+    pub fn new(
+        format: &str,
+        schema: SchemaRef,
+        options: &Options,
+        time_zone: &str,
+    ) -> Result<Self> {
+        if is_changelog(format) {
+            return Err(SluiceError::Config(format!(
+                "{}: this sink writes 'json', 'csv' or 'raw', not '{format}'",
+                options.owner
+            )));
+        }
+        let lines = match format {
+            "raw" => {
+                raw::check_schema(&options.owner, &schema)?;
+                None
+            }
+            f => Some(encoder(f, schema, options, time_zone)?),
+        };
+        Ok(RecordEncoder { lines })
+    }
+
+    /// One record per row of `batch`; a row that is not an insert (or `+U`) fails, as a
+    /// message cannot be taken back (`owner` names the sink).
+    pub fn encode(&mut self, batch: &ChangeBatch, owner: &str) -> Result<Vec<Vec<u8>>> {
+        let data = &batch.data;
+        if let Some(i) = (0..data.num_rows())
+            .find(|&i| !matches!(batch.kind(i), RowKind::Insert | RowKind::UpdateAfter))
+        {
+            return Err(SluiceError::Runtime(format!(
+                "{owner}: the sink got a {} row; it only takes inserts",
+                batch.kind(i).short_string()
+            )));
+        }
+        match self.lines.as_mut() {
+            Some(enc) => {
+                let mut buf = Vec::new();
+                let lines = encode_rows(enc.as_mut(), data, &mut buf)?;
+                Ok(lines.iter().map(|&(a, b)| buf[a..b].to_vec()).collect())
+            }
+            None => Ok((0..data.num_rows())
+                .map(|i| raw::encode(data, i).unwrap_or_default())
+                .collect()),
         }
     }
 }

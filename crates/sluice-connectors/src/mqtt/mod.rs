@@ -78,12 +78,6 @@ impl Connector for MqttConnector {
 
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
         let common = MqttOptions::parse(&spec.options, &spec.schema)?;
-        if format::record::is_changelog(&common.format) {
-            return Err(SluiceError::Config(format!(
-                "{}: the mqtt sink writes 'json', 'csv' or 'raw', not '{}'",
-                spec.options.owner, common.format
-            )));
-        }
         if spec.updating {
             return Err(SluiceError::Plan(format!(
                 "table '{}': the mqtt sink publishes messages and cannot take updates or deletes; write an insert-only query (or use upsert-kafka or jdbc for an updating one)",

@@ -5,11 +5,12 @@
 
 use super::client::{await_connected, Client, Incoming};
 use super::MqttOptions;
-use crate::format::{self, encode_rows, text, LineEncoder};
+use crate::format::record::RecordEncoder;
+use crate::format::text;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::Receiver;
-use sluice_common::{ChangeBatch, CheckpointId, Result, RowKind, SluiceError};
+use sluice_common::{ChangeBatch, CheckpointId, Result, SluiceError};
 use sluice_engine::task_metrics::SinkErrors;
 use sluice_engine::{Operator, OperatorFactory, Output, SinkSpec, StateWriter, SubtaskContext};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,14 +40,13 @@ pub(crate) struct MqttSinkFactory {
 impl MqttSinkFactory {
     pub fn new(spec: SinkSpec, options: MqttOptions) -> Result<Self> {
         let topic = parse_template(&options.options.owner, &options.topic, &spec.schema)?;
-        if options.format != "raw" {
-            format::encoder(
-                &options.format,
-                spec.schema.clone(),
-                &options.options,
-                &spec.time_zone,
-            )?;
-        }
+        // Its options fail at planning.
+        RecordEncoder::new(
+            &options.format,
+            spec.schema.clone(),
+            &options.options,
+            &spec.time_zone,
+        )?;
         let retain = options.options.bool("sink.retain", false)?;
         Ok(MqttSinkFactory {
             spec,
@@ -107,17 +107,6 @@ impl OperatorFactory for MqttSinkFactory {
         format!("Sink: mqtt({})", self.options.topic)
     }
 
-    fn input_column_names(&self) -> Option<Vec<String>> {
-        Some(
-            self.spec
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect(),
-        )
-    }
-
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
         let owner = self.options.options.owner.clone();
         let endpoint = self.options.endpoint_for(ctx, "sink");
@@ -125,15 +114,12 @@ impl OperatorFactory for MqttSinkFactory {
         let (client, rx, _thread) =
             Client::connect(&endpoint, Vec::new(), self.options.qos, 64, acked.clone())?;
         await_connected(&rx, &endpoint, &owner, CONNECT_TIMEOUT)?;
-        let encoder = match self.options.format.as_str() {
-            "raw" => None,
-            f => Some(format::encoder(
-                f,
-                self.spec.schema.clone(),
-                &self.options.options,
-                &self.spec.time_zone,
-            )?),
-        };
+        let encoder = RecordEncoder::new(
+            &self.options.format,
+            self.spec.schema.clone(),
+            &self.options.options,
+            &self.spec.time_zone,
+        )?;
         Ok(Box::new(MqttSink {
             owner,
             client,
@@ -157,8 +143,7 @@ struct MqttSink {
     client: Client,
     /// Acknowledgements and connection errors.
     events: Receiver<Incoming>,
-    /// `None` for `raw`.
-    encoder: Option<Box<dyn LineEncoder>>,
+    encoder: RecordEncoder,
     topic: Vec<Part>,
     qos: u8,
     retain: bool,
@@ -235,24 +220,8 @@ impl Operator for MqttSink {
         _out: &mut Output,
     ) -> Result<()> {
         let data = &batch.data;
-        let mut buf = Vec::new();
-        let lines = match self.encoder.as_mut() {
-            Some(enc) => Some(encode_rows(enc.as_mut(), data, &mut buf)?),
-            None => None,
-        };
-        for i in 0..data.num_rows() {
-            let kind = batch.kind(i);
-            if !matches!(kind, RowKind::Insert | RowKind::UpdateAfter) {
-                return Err(SluiceError::Runtime(format!(
-                    "{}: the mqtt sink got a {} row; it only takes inserts",
-                    self.owner,
-                    kind.short_string()
-                )));
-            }
-            let payload = match &lines {
-                Some(l) => buf[l[i].0..l[i].1].to_vec(),
-                None => format::raw::encode(data, i).unwrap_or_default(),
-            };
+        let payloads = self.encoder.encode(&batch, &self.owner)?;
+        for (i, payload) in payloads.into_iter().enumerate() {
             let topic = self.topic_of(data, i);
             if let Err(e) = self.client.publish(&topic, self.qos, self.retain, payload) {
                 self.errors.add(1);
