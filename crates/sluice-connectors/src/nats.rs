@@ -11,7 +11,7 @@
 //! async-nats is asynchronous: each subtask keeps a small tokio runtime (one worker, which
 //! drives the connection between calls) and blocks on it from the task thread.
 
-use crate::format::record::{is_changelog, RecordDecoder, RecordEncoder};
+use crate::format::record::{check_sink_changes, is_changelog, RecordDecoder, RecordEncoder};
 use crate::format::{self, BATCH_ROWS};
 use crate::Connector;
 use async_nats::jetstream::{self, consumer::pull::Ordered, consumer::DeliverPolicy};
@@ -127,12 +127,7 @@ impl Connector for NatsConnector {
         let format = format::checked_format(o, OPTIONS, format::RECORD_FORMATS)?;
         // Its options fail at planning.
         RecordEncoder::new(&format, spec.schema.clone(), o, &spec.time_zone)?;
-        if spec.updating {
-            return Err(SluiceError::Plan(format!(
-                "table '{}': the nats sink publishes messages and cannot take updates or deletes; write an insert-only query",
-                spec.table
-            )));
-        }
+        check_sink_changes("nats", &spec.table, &format, spec.updating)?;
         Ok(Arc::new(NatsSinkFactory {
             spec: spec.clone(),
             url: o.required("url")?.to_string(),
@@ -459,10 +454,12 @@ impl Operator for NatsSink {
         _out: &mut Output,
     ) -> Result<()> {
         let data = &batch.data;
-        for payload in self.encoder.encode(&batch, &self.owner)? {
+        let records = self.encoder.encode(&batch, &self.owner)?;
+        for i in 0..records.len() {
+            let payload = bytes::Bytes::copy_from_slice(records.get(i).unwrap_or_default());
             let published = self
                 .rt
-                .block_on(self.js.publish(self.subject.clone(), payload.into()));
+                .block_on(self.js.publish(self.subject.clone(), payload));
             match published {
                 Ok(ack) => self.acks.push(ack),
                 Err(e) => {

@@ -10,7 +10,7 @@
 //! lapin is asynchronous: each subtask keeps a small tokio runtime (one worker, which drives
 //! the connection between calls) and blocks on it from the task thread.
 
-use crate::format::record::{is_changelog, RecordDecoder, RecordEncoder};
+use crate::format::record::{check_sink_changes, is_changelog, RecordDecoder, RecordEncoder};
 use crate::format::{self, BATCH_ROWS};
 use crate::Connector;
 use futures_util::StreamExt;
@@ -153,12 +153,7 @@ impl Connector for RabbitMqConnector {
             &spec.options,
             &spec.time_zone,
         )?;
-        if spec.updating {
-            return Err(SluiceError::Plan(format!(
-                "table '{}': the rabbitmq sink publishes messages and cannot take updates or deletes; write an insert-only query",
-                spec.table
-            )));
-        }
+        check_sink_changes("rabbitmq", &spec.table, &options.format, spec.updating)?;
         let exchange = spec.options.string("exchange", "");
         let routing_key = match (spec.options.get("routing-key"), spec.options.get("queue")) {
             (Some(k), _) | (None, Some(k)) => k.to_string(),
@@ -533,12 +528,14 @@ impl Operator for RabbitSink {
         _out: &mut Output,
     ) -> Result<()> {
         let data = &batch.data;
-        for payload in self.encoder.encode(&batch, &self.owner)? {
+        let records = self.encoder.encode(&batch, &self.owner)?;
+        for i in 0..records.len() {
+            let payload = records.get(i).unwrap_or_default();
             let published = self.rt.block_on(self.channel.basic_publish(
                 self.exchange.as_str().into(),
                 self.routing_key.as_str().into(),
                 BasicPublishOptions::default(),
-                &payload,
+                payload,
                 BasicProperties::default().with_delivery_mode(2),
             ));
             match published {

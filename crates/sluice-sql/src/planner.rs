@@ -54,7 +54,15 @@ pub struct JobConfig {
     pub interval_join_min_cleanup_ms: i64,
     /// `pipeline.max-parallelism` and `state.backend.type`.
     pub state: sluice_engine::StateConfig,
+    /// `table.optimizer.reuse-source-enabled`: a table read more than once in a job (by two
+    /// INSERTs, or twice in a query) is read by one source whose rows go to every reader.
+    pub reuse_source: bool,
 }
+
+/// The sources planned so far in a job, by table name, with the options they were planned
+/// with (a table dropped and created again between statements is a new source).
+#[derive(Default)]
+pub struct Scans(std::cell::RefCell<BTreeMap<String, (Options, Stream)>>);
 
 /// A stream being built: the node that produces it and what is known about it.
 #[derive(Clone)]
@@ -177,6 +185,7 @@ pub struct Planner<'a> {
     pub catalog: &'a Catalog,
     pub registry: &'a dyn ConnectorRegistry,
     pub config: &'a JobConfig,
+    pub scans: &'a Scans,
 }
 
 /// Functions that DataFusion evaluates only once its simplifier has rewritten them (into
@@ -961,7 +970,33 @@ impl Planner<'_> {
         Ok(keyed)
     }
 
+    /// The stream of table `name` (its columns `schema`): a new source, or the one planned
+    /// before in this job (Flink's source reuse).
     fn source(&self, name: &str, schema: DFSchemaRef, graph: &mut JobGraph) -> Result<Stream> {
+        let table = self
+            .catalog
+            .tables
+            .get(name)
+            .ok_or_else(|| SluiceError::Plan(format!("table '{name}' not found")))?;
+        if self.config.reuse_source {
+            if let Some((options, s)) = self.scans.0.borrow().get(name) {
+                if options.iter().eq(table.options.iter()) {
+                    return Ok(Stream {
+                        schema,
+                        ..s.clone()
+                    });
+                }
+            }
+        }
+        let s = self.new_source(name, schema, graph)?;
+        self.scans
+            .0
+            .borrow_mut()
+            .insert(name.to_string(), (table.options.clone(), s.clone()));
+        Ok(s)
+    }
+
+    fn new_source(&self, name: &str, schema: DFSchemaRef, graph: &mut JobGraph) -> Result<Stream> {
         let table = self
             .catalog
             .tables

@@ -42,6 +42,7 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("state.backend.memory.size", "256 mb"),
     ("state.backend.incremental", ""),
     ("table.exec.interval-join.min-cleanup-interval", "0 ms"),
+    ("table.optimizer.reuse-source-enabled", "true"),
 ];
 
 /// What running a script produced.
@@ -59,6 +60,8 @@ pub struct Session {
     registry: Arc<dyn ConnectorRegistry>,
     /// Where jobs keep their state: `<data_dir>/jobs/<pipeline.name>/`.
     data_dir: PathBuf,
+    /// The sources of the job being planned, which its statements share.
+    scans: crate::planner::Scans,
 }
 
 impl Session {
@@ -69,6 +72,7 @@ impl Session {
             config: BTreeMap::new(),
             registry,
             data_dir: PathBuf::from("sluice-data"),
+            scans: Default::default(),
         }
     }
 
@@ -268,7 +272,22 @@ impl Session {
                     "SET 'state.backend.memory.size' = '{ms}': expected a memory size of at least 16 mb, such as '256 mb' or '1 gb'"
                 ))
             })?;
+        let reuse_source = match self
+            .get("table.optimizer.reuse-source-enabled")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(SluiceError::Config(format!(
+                    "SET 'table.optimizer.reuse-source-enabled' = '{other}': expected 'true' or 'false'"
+                )))
+            }
+        };
         Ok(JobConfig {
+            reuse_source,
             state_ttl: (!ttl.is_zero()).then_some(ttl),
             interval_join_min_cleanup_ms: min_cleanup.as_millis().min(i64::MAX as u128) as i64,
             state: sluice_engine::StateConfig {
@@ -389,10 +408,15 @@ impl Session {
     ) -> Result<LogicalPlan> {
         let plan = self.plan_query(query)?;
         let config = self.job_config()?;
+        if graph.nodes.is_empty() {
+            // A new job: its statements share its own sources.
+            self.scans = Default::default();
+        }
         let planner = Planner {
             catalog: &self.catalog,
             registry: self.registry.as_ref(),
             config: &config,
+            scans: &self.scans,
         };
         planner.plan_insert(&plan, sink, graph)?;
         Ok(plan)
@@ -500,6 +524,8 @@ impl Session {
             }
             Statement::Explain(inner) => {
                 let mut g = JobGraph::new(self.job_config()?.name);
+                // The job being planned keeps its sources; the explained one has its own.
+                let job_scans = std::mem::take(&mut self.scans);
                 let plan = match *inner {
                     Statement::Insert { table, query } => {
                         self.plan_into(&query, Some(&table), &mut g)?
@@ -511,6 +537,7 @@ impl Session {
                         ))
                     }
                 };
+                self.scans = job_scans;
                 messages.push(format!(
                     "== Logical plan ==\n{}\n{}",
                     plan.display_indent(),

@@ -574,16 +574,74 @@ fn debezium_json_reads_a_changelog_and_raw_reads_bytes() {
         Some("+U[1]"),
         "{out}"
     );
-    // The kafka sink does not write it (yet): said before the job starts.
-    let (ok, _, err) = run_sql(
-        &format!(
-            "{table}CREATE TABLE out2 (id INT, name STRING) WITH ('connector' = 'kafka', 'topic' = 'o',
-  'properties.bootstrap.servers' = '{bs}', 'format' = 'debezium-json');
+    // The kafka sink writes a changelog in debezium-json and canal-json as Flink does: an
+    // update as a delete of the old row and an insert of the new one.
+    for (topic, format) in [("o-debezium", "debezium-json"), ("o-canal", "canal-json")] {
+        create_topic(&b, topic, 1);
+        let (ok, _, err) = run_sql(
+            &format!(
+                "{table}CREATE TABLE out2 (id INT, name STRING) WITH ('connector' = 'kafka', 'topic' = '{topic}',
+  'properties.bootstrap.servers' = '{bs}', 'format' = '{format}');
 INSERT INTO out2 SELECT * FROM cdc;"
+            ),
+            &[],
+        );
+        assert!(ok, "{err}");
+    }
+    let written = kcat(
+        &["-C", "-b", &bs, "-t", "o-debezium", "-e", "-f", "%s\\n"],
+        "",
+    );
+    assert_eq!(
+        written.lines().collect::<Vec<_>>(),
+        [
+            r#"{"before":null,"after":{"id":1,"name":"a"},"op":"c"}"#,
+            r#"{"before":null,"after":{"id":2,"name":"b"},"op":"c"}"#,
+            r#"{"before":{"id":1,"name":"a"},"after":null,"op":"d"}"#,
+            r#"{"before":null,"after":{"id":1,"name":"a2"},"op":"c"}"#,
+            r#"{"before":{"id":2,"name":"b"},"after":null,"op":"d"}"#,
+        ]
+    );
+    let written = kcat(&["-C", "-b", &bs, "-t", "o-canal", "-e", "-f", "%s\\n"], "");
+    assert_eq!(
+        written.lines().collect::<Vec<_>>(),
+        [
+            r#"{"old":null,"data":[{"id":1,"name":"a"}],"type":"INSERT"}"#,
+            r#"{"old":null,"data":[{"id":2,"name":"b"}],"type":"INSERT"}"#,
+            r#"{"old":null,"data":[{"id":1,"name":"a"}],"type":"DELETE"}"#,
+            r#"{"old":null,"data":[{"id":1,"name":"a2"}],"type":"INSERT"}"#,
+            r#"{"old":null,"data":[{"id":2,"name":"b"}],"type":"DELETE"}"#,
+        ]
+    );
+    // Read back, the canal-json changelog gives the same count.
+    let (ok, out, err) = run_sql(
+        &format!(
+            "CREATE TABLE back (id INT, name STRING) WITH ('connector' = 'kafka', 'topic' = 'o-canal',
+  'properties.bootstrap.servers' = '{bs}', 'scan.startup.mode' = 'earliest-offset',
+  'scan.bounded.mode' = 'latest-offset', 'format' = 'canal-json');
+SELECT COUNT(*) AS n FROM back;"
         ),
         &[],
     );
-    assert!(!ok && err.contains("not 'debezium-json'"), "{err}");
+    assert!(ok, "{err}");
+    assert_eq!(
+        printed(&out).last().map(String::as_str),
+        Some("+U[1]"),
+        "{out}"
+    );
+    // Only a value holds changes, and a format that is not a changelog takes no updates.
+    let (ok, _, err) = run_sql(
+        &format!(
+            "{table}CREATE TABLE out3 (id INT, name STRING) WITH ('connector' = 'kafka', 'topic' = 'o',
+  'properties.bootstrap.servers' = '{bs}', 'format' = 'json');
+INSERT INTO out3 SELECT * FROM cdc;"
+        ),
+        &[],
+    );
+    assert!(
+        !ok && err.contains("'debezium-json' or 'canal-json'"),
+        "{err}"
+    );
 
     create_topic(&b, "lines", 1);
     kcat(
@@ -601,4 +659,23 @@ SELECT v FROM lines;"
     );
     assert!(ok, "{err}");
     assert_eq!(printed(&out), ["+I[21.5]", "+I[not json, kept as it is]"]);
+    // The kafka sink writes raw values as they are.
+    create_topic(&b, "lines-copy", 1);
+    let (ok, _, err) = run_sql(
+        &format!(
+            "CREATE TABLE lines (v STRING) WITH ('connector' = 'kafka', 'topic' = 'lines',
+  'properties.bootstrap.servers' = '{bs}', 'scan.startup.mode' = 'earliest-offset',
+  'scan.bounded.mode' = 'latest-offset', 'format' = 'raw');
+CREATE TABLE copy (v STRING) WITH ('connector' = 'kafka', 'topic' = 'lines-copy',
+  'properties.bootstrap.servers' = '{bs}', 'format' = 'raw');
+INSERT INTO copy SELECT UPPER(v) FROM lines;"
+        ),
+        &[],
+    );
+    assert!(ok, "{err}");
+    let written = kcat(
+        &["-C", "-b", &bs, "-t", "lines-copy", "-e", "-f", "%s|"],
+        "",
+    );
+    assert_eq!(written, "21.5|NOT JSON, KEPT AS IT IS|");
 }

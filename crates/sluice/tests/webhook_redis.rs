@@ -241,6 +241,60 @@ INSERT INTO seen SELECT * FROM events;"
     assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
 }
 
+#[test]
+fn two_inserts_reading_one_http_source_both_get_every_event() {
+    // One source serves both (Flink's source reuse): two would both try to listen.
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let sql = format!(
+        "CREATE TABLE events (id INT, kind STRING) WITH (
+  'connector' = 'http', 'listen' = '{addr}', 'path' = '/events', 'format' = 'json');
+CREATE TABLE every (id INT, kind STRING) WITH ('connector' = 'print', 'print-identifier' = 'every');
+CREATE TABLE odd (id INT) WITH ('connector' = 'print', 'print-identifier' = 'odd');
+INSERT INTO every SELECT * FROM events;
+INSERT INTO odd SELECT id FROM events WHERE id % 2 = 1;"
+    );
+    let mut job = common::RunningJob::start(&sql, dir.path());
+    let started = Instant::now();
+    while TcpStream::connect(&addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30) && job.is_running(),
+            "{}",
+            job.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = post(
+        &addr,
+        "/events",
+        r#"[{"id": 1, "kind": "a"}, {"id": 2, "kind": "b"}, {"id": 3, "kind": "c"}]"#,
+        None,
+    );
+    assert_eq!((status, body.as_str()), (200, r#"{"accepted":3}"#));
+    for last in ["every> +I[3, c]", "odd> +I[3]"] {
+        assert!(
+            job.wait_for(Duration::from_secs(30), |l| l == last),
+            "{:?} {}",
+            job.seen,
+            job.stderr()
+        );
+    }
+    let mut seen = job.seen.clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "every> +I[1, a]",
+            "every> +I[2, b]",
+            "every> +I[3, c]",
+            "odd> +I[1]",
+            "odd> +I[3]"
+        ]
+    );
+    job.interrupt();
+    assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
+}
+
 fn ensure_redis() {
     if TcpStream::connect("127.0.0.1:6379").is_ok() {
         return;

@@ -108,6 +108,7 @@ pub fn format_options(format: &str) -> &'static [&'static str] {
         "csv" => csv::OPTIONS,
         "raw" => raw::OPTIONS,
         "debezium-json" => record::DEBEZIUM_OPTIONS,
+        "canal-json" => record::CANAL_OPTIONS,
         _ => &[],
     }
 }

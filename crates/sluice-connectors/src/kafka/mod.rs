@@ -43,9 +43,9 @@ impl Connector for KafkaConnector {
 
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
         let options = KafkaOptions::for_sink(spec, false)?;
-        if spec.updating {
+        if spec.updating && !crate::format::record::is_changelog(&options.value_format) {
             return Err(sluice_common::SluiceError::Plan(format!(
-                "table '{}': the kafka sink only takes inserts, but the query produces updates (an updating aggregate); write it with 'connector' = 'upsert-kafka' and a PRIMARY KEY, or to a sink that takes updates",
+                "table '{}': the kafka sink only takes inserts, but the query produces updates (an updating aggregate); write it with 'connector' = 'upsert-kafka' and a PRIMARY KEY, or in a changelog format ('debezium-json' or 'canal-json'), or to a sink that takes updates",
                 spec.table
             )));
         }

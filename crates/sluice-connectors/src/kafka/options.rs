@@ -251,17 +251,6 @@ impl KafkaOptions {
             .map(|&i| spec.schema.field(i).name().clone())
             .collect();
         let o = Self::parse(&spec.options, &spec.schema, &pk, upsert)?;
-        for f in std::iter::once(&o.value_format).chain(o.key_format.as_ref()) {
-            if !format::FORMATS.contains(&f.as_str()) {
-                return Err(config_error(
-                    &o.owner,
-                    format!(
-                        "the kafka sink writes the formats {}, not '{f}' (it reads it)",
-                        format::FORMATS.join(", ")
-                    ),
-                ));
-            }
-        }
         if upsert && o.key_columns.is_empty() {
             return Err(config_error(
                 &o.owner,

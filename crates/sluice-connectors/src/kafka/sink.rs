@@ -19,7 +19,7 @@ use super::options::{
     client_config, DeliveryGuarantee, KafkaOptions, LogContext, Partitioner, Topics,
 };
 use super::txn_admin::TxnAdmin;
-use crate::format::{self, encode_rows, LineEncoder};
+use crate::format::record::RecordEncoder;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -48,19 +48,30 @@ const TXN_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_TRANSACTION_TIMEOUT_MS: i32 = 15 * 60 * 1000;
 
 pub(super) fn factory(spec: SinkSpec, options: KafkaOptions) -> Result<Arc<dyn OperatorFactory>> {
-    let value_schema = options.value_schema(&spec.schema);
-    let key_schema = options.key_schema(&spec.schema);
-    format::encoder(
-        &options.value_format,
-        value_schema,
-        &options.value_format_options,
-        &spec.time_zone,
-    )?;
-    if let Some(k) = &options.key_format {
-        format::encoder(k, key_schema, &options.key_format_options, &spec.time_zone)?;
-    }
+    // Its formats' options fail at planning.
+    encoders(&spec, &options)?;
     drop(producer(&options, 0, None, None)?);
     Ok(Arc::new(KafkaSinkFactory { spec, options }))
+}
+
+/// The encoders of a record's value and key.
+fn encoders(spec: &SinkSpec, o: &KafkaOptions) -> Result<(RecordEncoder, Option<RecordEncoder>)> {
+    let value = RecordEncoder::new(
+        &o.value_format,
+        o.value_schema(&spec.schema),
+        &o.value_format_options,
+        &spec.time_zone,
+    )?;
+    let key = match &o.key_format {
+        Some(k) => Some(RecordEncoder::new(
+            k,
+            o.key_schema(&spec.schema),
+            &o.key_format_options,
+            &spec.time_zone,
+        )?),
+        None => None,
+    };
+    Ok((value, key))
 }
 
 /// A producer for subtask `subtask` (transactional with `transactional_id`) that counts the
@@ -184,26 +195,14 @@ impl OperatorFactory for KafkaSinkFactory {
             Some(p) => p.context().failure.clone(),
             None => Arc::new(Mutex::new(None)),
         };
+        let (value_encoder, key_encoder) = encoders(&self.spec, o)?;
         Ok(Box::new(KafkaSink {
             producer,
             txn,
             failure,
             topic: self.topic(),
-            value_encoder: format::encoder(
-                &o.value_format,
-                o.value_schema(&self.spec.schema),
-                &o.value_format_options,
-                &self.spec.time_zone,
-            )?,
-            key_encoder: match &o.key_format {
-                Some(k) => Some(format::encoder(
-                    k,
-                    o.key_schema(&self.spec.schema),
-                    &o.key_format_options,
-                    &self.spec.time_zone,
-                )?),
-                None => None,
-            },
+            value_encoder,
+            key_encoder,
             options: o.clone(),
             subtask: ctx.subtask_index,
             parallelism: ctx.parallelism,
@@ -235,8 +234,8 @@ struct KafkaSink {
     /// The first delivery failure of the current producer.
     failure: Arc<Mutex<Option<String>>>,
     topic: String,
-    value_encoder: Box<dyn LineEncoder>,
-    key_encoder: Option<Box<dyn LineEncoder>>,
+    value_encoder: RecordEncoder,
+    key_encoder: Option<RecordEncoder>,
     options: KafkaOptions,
     subtask: usize,
     parallelism: usize,
@@ -512,25 +511,23 @@ impl Operator for KafkaSink {
     ) -> Result<()> {
         self.check_failure()?;
         let data = &batch.data;
-        let value_batch = data.project(&self.options.value_columns)?;
-        let mut value_buf = Vec::new();
-        let values = encode_rows(self.value_encoder.as_mut(), &value_batch, &mut value_buf)?;
-        let mut key_buf = Vec::new();
+        let kind = |i| batch.kind(i);
+        let values = self
+            .value_encoder
+            .encode_rows(&data.project(&self.options.value_columns)?, &kind)?;
         let keys = match self.key_encoder.as_mut() {
-            Some(enc) => {
-                let key_batch = data.project(&self.options.key_columns)?;
-                Some(encode_rows(enc.as_mut(), &key_batch, &mut key_buf)?)
-            }
+            Some(enc) => Some(enc.encode_rows(&data.project(&self.options.key_columns)?, &kind)?),
             None => None,
         };
+        // A changelog format writes every row as a record of its change.
+        let changelog = self.value_encoder.takes_changes();
         let mut written = 0;
         for i in 0..data.num_rows() {
-            let key = keys.as_ref().map(|k| &key_buf[k[i].0..k[i].1]);
+            let key = keys.as_ref().and_then(|k| k.get(i));
             let kind = batch.kind(i);
             let value = match kind {
-                RowKind::Insert | RowKind::UpdateAfter => {
-                    Some(&value_buf[values[i].0..values[i].1])
-                }
+                _ if changelog => values.get(i),
+                RowKind::Insert | RowKind::UpdateAfter => values.get(i),
                 RowKind::Delete if self.options.upsert => None,
                 RowKind::UpdateBefore if self.options.upsert => continue,
                 _ => {

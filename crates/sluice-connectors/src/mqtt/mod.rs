@@ -78,12 +78,12 @@ impl Connector for MqttConnector {
 
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
         let common = MqttOptions::parse(&spec.options, &spec.schema)?;
-        if spec.updating {
-            return Err(SluiceError::Plan(format!(
-                "table '{}': the mqtt sink publishes messages and cannot take updates or deletes; write an insert-only query (or use upsert-kafka or jdbc for an updating one)",
-                spec.table
-            )));
-        }
+        crate::format::record::check_sink_changes(
+            "mqtt",
+            &spec.table,
+            &common.format,
+            spec.updating,
+        )?;
         Ok(Arc::new(sink::MqttSinkFactory::new(spec.clone(), common)?))
     }
 }

@@ -220,8 +220,9 @@ impl Operator for MqttSink {
         _out: &mut Output,
     ) -> Result<()> {
         let data = &batch.data;
-        let payloads = self.encoder.encode(&batch, &self.owner)?;
-        for (i, payload) in payloads.into_iter().enumerate() {
+        let records = self.encoder.encode(&batch, &self.owner)?;
+        for i in 0..records.len() {
+            let payload = records.get(i).unwrap_or_default().to_vec();
             let topic = self.topic_of(data, i);
             if let Err(e) = self.client.publish(&topic, self.qos, self.retain, payload) {
                 self.errors.add(1);

@@ -170,8 +170,16 @@ impl RunningJob {
         let script = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(script.path(), sql).unwrap();
         let stderr_path = dir.join(format!("job-{}.stderr", free_port()));
+        // The job's checkpoints go under `dir` unless the test says where.
+        let data_dir = dir.join("sluice-data");
+        let data_dir_args = if args.contains(&"--data-dir") {
+            vec![]
+        } else {
+            vec!["--data-dir".as_ref(), data_dir.as_os_str()]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["run", "--quiet"])
+            .args(data_dir_args)
             .args(args)
             .arg(script.path())
             .stdout(Stdio::piped())
