@@ -258,7 +258,7 @@ impl SourceFactory for RabbitSourceFactory {
             produced: self.spec.produced_schema(),
             with_key: !self.spec.metadata.is_empty(),
             rt,
-            _connection: connection,
+            connection,
             channel,
             consumer,
             last_tag: 0,
@@ -272,13 +272,24 @@ impl SourceFactory for RabbitSourceFactory {
     }
 }
 
+/// Fails if the connection or the channel is no longer open.
+fn check_connected(connection: &Connection, channel: &Channel, owner: &str) -> Result<()> {
+    if connection.status().connected() && channel.status().connected() {
+        Ok(())
+    } else {
+        Err(SluiceError::Runtime(format!(
+            "{owner}: lost the connection to RabbitMQ"
+        )))
+    }
+}
+
 struct RabbitReader {
     owner: String,
     decoder: RecordDecoder,
     produced: arrow::datatypes::SchemaRef,
     with_key: bool,
     rt: tokio::runtime::Runtime,
-    _connection: Connection,
+    connection: Connection,
     channel: Channel,
     consumer: Consumer,
     /// The delivery tag of the last message read, and of the last acknowledged (acknowledging
@@ -341,6 +352,9 @@ impl SourceReader for RabbitReader {
             }
         };
         if deliveries.is_empty() {
+            // A lost connection ends no stream: it is seen here, and fails the job (which
+            // restarts from its checkpoint when its restart strategy says so).
+            check_connected(&self.connection, &self.channel, &self.owner)?;
             return Ok(SourcePoll::Idle);
         }
         let mut messages = Vec::with_capacity(deliveries.len());
@@ -447,7 +461,7 @@ impl OperatorFactory for RabbitSinkFactory {
         Ok(Box::new(RabbitSink {
             owner,
             rt,
-            _connection: connection,
+            connection,
             channel,
             exchange: self.exchange.clone(),
             routing_key: self.routing_key.clone(),
@@ -464,7 +478,7 @@ impl OperatorFactory for RabbitSinkFactory {
 struct RabbitSink {
     owner: String,
     rt: tokio::runtime::Runtime,
-    _connection: Connection,
+    connection: Connection,
     channel: Channel,
     exchange: String,
     routing_key: String,
@@ -483,7 +497,7 @@ impl RabbitSink {
     fn flush(&mut self) -> Result<()> {
         let confirms = std::mem::take(&mut self.confirms);
         if confirms.is_empty() {
-            return Ok(());
+            return check_connected(&self.connection, &self.channel, &self.owner);
         }
         let n = confirms.len();
         let outcome = self.rt.block_on(async {

@@ -882,7 +882,7 @@ pub fn run_job(
                             slot.get_or_insert(e);
                         }
                     }
-                    handle.cancel();
+                    handle.cancel_run();
                 }
             })
             .map_err(|e| SluiceError::io("starting a task thread", e))?;
@@ -893,7 +893,7 @@ pub fn run_job(
 
     for t in threads {
         if t.join().is_err() {
-            handle.cancel();
+            handle.cancel_run();
             if let Ok(mut slot) = first_error.lock() {
                 slot.get_or_insert(SluiceError::Runtime("a task panicked".into()));
             }
@@ -901,7 +901,7 @@ pub fn run_job(
     }
     let cancelled = handle.is_cancelled();
     // Every task has ended: the coordinator has nothing more to wait for.
-    handle.cancel();
+    handle.cancel_run();
     let _ = coordinator.join();
     if let Ok(mut slot) = first_error.lock() {
         if let Some(e) = slot.take() {

@@ -81,6 +81,8 @@ pub struct JobGraph {
     /// How keyed state is kept: `pipeline.max-parallelism` (the number of key groups) and
     /// `state.backend.type`.
     pub state: StateConfig,
+    /// What the job does when it fails (`restart-strategy.*`).
+    pub restart: crate::restart::RestartStrategy,
 }
 
 /// How a job keeps keyed state.
@@ -126,6 +128,7 @@ impl JobGraph {
             source_idle_timeout: None,
             checkpoint: CheckpointConfig::default(),
             state: StateConfig::default(),
+            restart: Default::default(),
         }
     }
 

@@ -6,14 +6,17 @@ use crate::metrics::Metrics;
 use crate::preview::Previews;
 use crate::task_metrics::{OperatorCounts, OperatorTaskStats};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How to watch and stop a running job from outside (Ctrl-C, the dashboard).
 #[derive(Clone, Default)]
 pub struct JobHandle {
+    /// The running job's tasks stop (a cancel, or a task's failure).
     cancelled: Arc<AtomicBool>,
+    /// Somebody asked the job to stop: a failure then does not restart it.
+    cancel_requested: Arc<AtomicBool>,
     /// The job's counters.
     pub metrics: Arc<Metrics>,
     /// The job's checkpoints.
@@ -25,17 +28,37 @@ pub struct JobHandle {
     pub tasks: Arc<OperatorTaskStats>,
     /// The newest rows each sink received.
     pub previews: Arc<Previews>,
+    /// How many times the job restarted after a failure (Flink's `numRestarts`).
+    pub restarts: Arc<AtomicU64>,
 }
 
 impl JobHandle {
     /// Asks every source to stop; operators close and sinks flush.
     pub fn cancel(&self) {
+        self.cancel_requested.store(true, Ordering::SeqCst);
         self.cancelled.store(true, Ordering::SeqCst);
     }
 
-    /// True once cancelled.
+    /// Stops the tasks of the current run (a task failed, or all have ended); the job may
+    /// run again (a restart).
+    pub(crate) fn cancel_run(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Readies the handle for another run of the job, unless it was asked to stop.
+    pub(crate) fn reset_run(&self) {
+        self.cancelled
+            .store(self.cancel_requested(), Ordering::SeqCst);
+    }
+
+    /// True once the current run is stopping (cancelled, or failed).
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// True once somebody asked the job to stop ([`JobHandle::cancel`]).
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel_requested.load(Ordering::SeqCst)
     }
 
     /// Asks the job to take a savepoint and stop once it is complete (Flink's stop with

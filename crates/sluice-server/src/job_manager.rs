@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 use sluice_common::{Result, SluiceError};
 use sluice_engine::task_metrics::{OperatorSnapshot, TaskStat, TASK_STATS};
-use sluice_engine::{restore_point, run_job, JobGraph, JobHandle, RestoreMode};
+use sluice_engine::{restore_point, run_job_restarting, JobGraph, JobHandle, RestoreMode};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -120,6 +120,8 @@ impl ManagedJob {
             "duration": if end >= 0 { end - self.start_ms } else { now - self.start_ms },
             "now": now,
             "savepoint-path": s.savepoint.as_ref().map(|p| p.display().to_string()),
+            // Flink's numRestarts: restarts after failures (restart-strategy.*).
+            "restarts": self.handle.restarts.load(Ordering::Relaxed),
             "vertices": self.vertices.iter().map(|v| {
                 let subtasks: Vec<_> = counts.iter().filter(|c| c.node == v.id).collect();
                 // The operator's input watermark: the least of its subtasks' (none while one
@@ -463,6 +465,11 @@ impl JobManager {
             )
             .map_err(|e| SubmitError::Invalid(format!("job '{}': {e}", graph.name)))?;
         }
+        // Where a restart goes back to before the job completes a checkpoint of its own.
+        let mode = match (&from_savepoint, restored.as_ref()) {
+            (Some(p), Some(r)) if r.metadata.savepoint => RestoreMode::Savepoint(p.clone()),
+            _ => RestoreMode::Latest,
+        };
         let from = restored.as_ref().map(|r| {
             (
                 r.metadata.id,
@@ -503,7 +510,15 @@ impl JobManager {
         let thread = std::thread::Builder::new()
             .name(format!("job {}", job.name))
             .spawn(move || {
-                let result = run_job(&graph, &runner.handle, restored);
+                // A failure the restart strategy recovers from is in the exception history,
+                // as Flink's; the last one ends the job below.
+                let mut on_failure = |f: sluice_engine::restart::Failure<'_>| {
+                    if f.restart_in.is_some() {
+                        runner.update(|s| s.exceptions.push((now_ms(), f.error.to_string())));
+                    }
+                };
+                let result =
+                    run_job_restarting(&graph, &runner.handle, restored, mode, &mut on_failure);
                 if manager.shutting_down.load(Ordering::SeqCst) {
                     return;
                 }

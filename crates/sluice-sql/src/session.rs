@@ -45,6 +45,37 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("table.optimizer.reuse-source-enabled", "true"),
 ];
 
+/// Runs `sql` in the session `new_session(reuse_source)` gives, for a job that restores from
+/// `mode`: planned with source reuse, unless the checkpoint or savepoint it restores from was
+/// taken by the plan without it (Sluice before source reuse read a table once per `INSERT`),
+/// which is then the plan, so that every source's state goes back where it was. The flag
+/// says which. When neither plan fits, the first is returned: restoring it says why.
+pub fn execute_script_to_restore(
+    new_session: &dyn Fn(bool) -> Result<Session>,
+    sql: &str,
+    mode: &sluice_engine::RestoreMode,
+) -> Result<(ScriptOutcome, bool)> {
+    let outcome = new_session(true)?.execute_script(sql)?;
+    let Some(job) = &outcome.job else {
+        return Ok((outcome, false));
+    };
+    if sluice_engine::restore_point(job, &job.checkpoint, mode).is_ok() {
+        return Ok((outcome, false));
+    }
+    let Ok(older) = new_session(false).and_then(|mut s| s.execute_script(sql)) else {
+        return Ok((outcome, false));
+    };
+    let fits = older.job.as_ref().is_some_and(|j| {
+        j.nodes.len() != job.nodes.len()
+            && sluice_engine::restore_point(j, &j.checkpoint, mode).is_ok()
+    });
+    Ok(if fits {
+        (older, true)
+    } else {
+        (outcome, false)
+    })
+}
+
 /// What running a script produced.
 pub struct ScriptOutcome {
     /// The job of all INSERTs and SELECTs, if there were any.
@@ -163,18 +194,30 @@ impl Session {
 
     /// Sets a configuration key, as `SET 'key' = 'value'`.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        if !KNOWN_KEYS.iter().any(|(k, _)| *k == key) {
+        if !KNOWN_KEYS
+            .iter()
+            .chain(sluice_engine::restart::RESTART_KEYS)
+            .any(|(k, _)| *k == key)
+        {
             tracing::warn!("SET '{key}': Sluice does not use this key");
         }
         self.config.insert(key.to_string(), value.to_string());
         self.job_config()?;
+        self.restart_strategy()?;
         self.checkpoint_config().map(|_| ())
+    }
+
+    /// What the job does when it fails, from the `restart-strategy.*` keys.
+    pub fn restart_strategy(&self) -> Result<sluice_engine::RestartStrategy> {
+        let checkpointing = self.checkpoint_config()?.enabled();
+        sluice_engine::RestartStrategy::from_config(&|k| self.get(k), checkpointing)
     }
 
     fn get(&self, key: &str) -> String {
         self.config.get(key).cloned().unwrap_or_else(|| {
             KNOWN_KEYS
                 .iter()
+                .chain(sluice_engine::restart::RESTART_KEYS)
                 .find(|(k, _)| *k == key)
                 .map(|(_, v)| v.to_string())
                 .unwrap_or_default()
@@ -445,6 +488,7 @@ impl Session {
             g.source_idle_timeout = config.source_idle_timeout;
             g.state = config.state;
             g.checkpoint = self.checkpoint_config()?;
+            g.restart = self.restart_strategy()?;
         }
         Ok(ScriptOutcome {
             job: graph,

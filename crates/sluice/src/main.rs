@@ -5,7 +5,8 @@ mod server;
 
 use clap::{Parser, Subcommand};
 use sluice_connectors::BuiltinRegistry;
-use sluice_engine::{restore_point, run_job, JobHandle, RestoreMode};
+use sluice_engine::{restore_point, run_job_restarting, JobHandle, RestoreMode};
+use sluice_sql::session::execute_script_to_restore;
 use sluice_sql::Session;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -272,34 +273,40 @@ fn run(script: &PathBuf, opts: RunOptions) -> Result<(), String> {
     } else {
         std::fs::read_to_string(script).map_err(|e| format!("{name}: {e}"))?
     };
-    let mut session = Session::new(Arc::new(BuiltinRegistry::default()));
-    session.set_data_dir(&opts.data_dir);
-    if name != "-" {
-        // A job is known by its script unless it sets 'pipeline.name'.
-        if let Some(stem) = script.file_stem() {
-            session
-                .set("pipeline.name", &stem.to_string_lossy())
-                .map_err(|e| e.to_string())?;
+    let new_session = |reuse_source: bool| -> sluice_common::Result<Session> {
+        let mut session = Session::new(Arc::new(BuiltinRegistry::default()));
+        session.set_data_dir(&opts.data_dir);
+        if name != "-" {
+            // A job is known by its script unless it sets 'pipeline.name'.
+            if let Some(stem) = script.file_stem() {
+                session.set("pipeline.name", &stem.to_string_lossy())?;
+            }
         }
-    }
-    if let Some(p) = opts.parallelism {
-        session
-            .set("parallelism.default", &p.to_string())
-            .map_err(|e| e.to_string())?;
-    }
-    let outcome = session
-        .execute_script(&sql)
-        .map_err(|e| format!("{name}: {e}"))?;
+        if let Some(p) = opts.parallelism {
+            session.set("parallelism.default", &p.to_string())?;
+        }
+        if !reuse_source {
+            session.set("table.optimizer.reuse-source-enabled", "false")?;
+        }
+        Ok(session)
+    };
+    let mode = match &opts.from_savepoint {
+        Some(p) => RestoreMode::Savepoint(p.clone()),
+        None => RestoreMode::Latest,
+    };
+    let (outcome, older_plan) =
+        execute_script_to_restore(&new_session, &sql, &mode).map_err(|e| format!("{name}: {e}"))?;
     for m in &outcome.messages {
         println!("{m}");
     }
     let Some(job) = outcome.job else {
         return Ok(());
     };
-    let mode = match &opts.from_savepoint {
-        Some(p) => RestoreMode::Savepoint(p.clone()),
-        None => RestoreMode::Latest,
-    };
+    if older_plan {
+        eprintln!(
+            "The state to restore was taken by a job that read a table once per reader: the job runs as that one ('table.optimizer.reuse-source-enabled' = 'false'); start it without that state to share its sources"
+        );
+    }
     let restored = restore_point(&job, &job.checkpoint, &mode)
         .map_err(|e| format!("job '{}': {e}", job.name))?;
     if let Some(r) = &restored {
@@ -335,7 +342,19 @@ fn run(script: &PathBuf, opts: RunOptions) -> Result<(), String> {
         }
     })
     .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
-    let report = match run_job(&job, &handle, restored) {
+    let strategy = job.restart.name();
+    let mut on_failure = |f: sluice_engine::restart::Failure<'_>| {
+        if let Some(delay) = f.restart_in {
+            eprintln!(
+                "job '{}' failed: {}\n  restarting in {:.1} s from its latest checkpoint (restart {}, restart-strategy '{strategy}')",
+                job.name,
+                f.error,
+                delay.as_secs_f64(),
+                f.restarts
+            );
+        }
+    };
+    let report = match run_job_restarting(&job, &handle, restored, mode, &mut on_failure) {
         Ok(report) => report,
         Err(e) => {
             // What it counted before it failed (rows written, sink errors) helps to see why,

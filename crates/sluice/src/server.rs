@@ -40,10 +40,23 @@ fn plan(
     data_dir: &Path,
     name: &str,
 ) -> sluice_common::Result<Option<sluice_engine::JobGraph>> {
-    let mut session = Session::new(Arc::new(BuiltinRegistry::default()));
-    session.set_data_dir(data_dir);
-    session.set("pipeline.name", name)?;
-    Ok(session.execute_script(sql)?.job)
+    let new_session = |reuse_source: bool| -> sluice_common::Result<Session> {
+        let mut session = Session::new(Arc::new(BuiltinRegistry::default()));
+        session.set_data_dir(data_dir);
+        session.set("pipeline.name", name)?;
+        if !reuse_source {
+            session.set("table.optimizer.reuse-source-enabled", "false")?;
+        }
+        Ok(session)
+    };
+    // A restarted server restores its jobs from their latest checkpoints, which an earlier
+    // version may have taken with a source per reader.
+    let (outcome, _) = sluice_sql::session::execute_script_to_restore(
+        &new_session,
+        sql,
+        &sluice_engine::RestoreMode::Latest,
+    )?;
+    Ok(outcome.job)
 }
 
 pub fn server(args: ServerArgs) -> Result<(), String> {

@@ -166,3 +166,65 @@ INSERT INTO p SELECT * FROM r;",
         "{err}"
     );
 }
+
+/// The NATS server restarted under a running job: the job goes on (the client reconnects,
+/// or the job restarts from its checkpoint), and every alert is in the output stream.
+#[test]
+fn a_job_survives_a_nats_restart() {
+    ensure_nats();
+    let id = std::process::id();
+    let (s_in, s_out) = (format!("SLUICE_RIN_{id}"), format!("SLUICE_ROUT_{id}"));
+    let (subj_in, subj_out) = (
+        format!("sluice.{id}.restart.readings"),
+        format!("sluice.{id}.restart.alerts"),
+    );
+    client(&["stream", &s_in, &subj_in], "");
+    client(&["stream", &s_out, &subj_out], "");
+    client(&["publish", &subj_in], &readings(1, 10));
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "SET 'execution.checkpointing.interval' = '200 ms';
+CREATE TABLE readings (sensor STRING, temperature DOUBLE) WITH (
+  'connector' = 'nats', 'url' = 'nats://127.0.0.1:4222', 'stream' = '{s_in}', 'format' = 'json');
+CREATE TABLE alerts (sensor STRING, temperature DOUBLE) WITH (
+  'connector' = 'nats', 'url' = 'nats://127.0.0.1:4222', 'subject' = '{subj_out}', 'format' = 'json');
+INSERT INTO alerts SELECT sensor, temperature FROM readings WHERE temperature > 25;
+"
+    );
+    let read_out = |n: usize, job: &mut RunningJob| {
+        let started = Instant::now();
+        loop {
+            let out = client(&["read", &s_out], "");
+            if out.lines().count() >= n {
+                return out;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60) && job.is_running(),
+                "{out} {}",
+                job.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut job = RunningJob::start(&sql, dir.path());
+    read_out(5, &mut job);
+    let status = Command::new("start-stop-daemon")
+        .args(["--stop", "--retry", "10", "--exec", "/usr/sbin/nats-server"])
+        .status()
+        .expect("stopping nats-server");
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    ensure_nats();
+    client(&["publish", &subj_in], &readings(11, 14));
+    let out = read_out(9, &mut job);
+    job.interrupt();
+    assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    got.dedup();
+    let mut expected: Vec<String> = (6..=14)
+        .map(|i| format!(r#"{{"sensor":"s{i}","temperature":{}.0}}"#, 20 + i))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+}

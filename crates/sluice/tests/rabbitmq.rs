@@ -169,3 +169,55 @@ INSERT INTO p SELECT * FROM q;",
         "{err}"
     );
 }
+
+/// RabbitMQ restarted under a running job: the job fails with the lost connection and, with
+/// checkpoints, restarts from its latest one (Flink's default `exponential-delay` restart
+/// strategy) once RabbitMQ is back; every message is read and its result published (at least
+/// once).
+#[test]
+fn a_job_survives_a_rabbitmq_restart() {
+    ensure_rabbitmq();
+    let dir = tempfile::tempdir().unwrap();
+    let q_in = format!("sluice-test-restart-in-{}", std::process::id());
+    let q_out = format!("sluice-test-restart-out-{}", std::process::id());
+    client(&["purge", &q_in], "");
+    client(&["purge", &q_out], "");
+    let orders = |ids: std::ops::RangeInclusive<i32>| -> String {
+        ids.map(|i| format!("{{\"id\": {i}, \"amount\": {}}}\n", i * 10))
+            .collect()
+    };
+    client(&["publish", &q_in], &orders(1..=10));
+    let mut job = RunningJob::start(&job(&q_in, &q_out, "200 ms"), dir.path());
+    wait_until("the results", || messages_in(&q_out) == 5, &job);
+    wait_until("the acknowledgements", || messages_in(&q_in) == 0, &job);
+
+    let rabbitmqctl = |action: &str| {
+        let status = Command::new("rabbitmqctl")
+            .args(["-q", action])
+            .status()
+            .expect("rabbitmqctl");
+        assert!(status.success(), "rabbitmqctl {action}");
+    };
+    rabbitmqctl("stop_app");
+    rabbitmqctl("start_app");
+    ensure_rabbitmq();
+    client(&["publish", &q_in], &orders(11..=20));
+    wait_until(
+        "the results after the restart",
+        || messages_in(&q_out) >= 15,
+        &job,
+    );
+    assert!(job.is_running(), "{}", job.stderr());
+    assert!(job.stderr().contains("restarting in"), "{}", job.stderr());
+    job.interrupt();
+    assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
+    let out = client(&["drain", &q_out, "100", "3"], "");
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    got.dedup();
+    let mut expected: Vec<String> = (6..=20)
+        .map(|i| format!(r#"{{"id":{i},"amount":{}.0}}"#, i * 10))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+}

@@ -173,7 +173,7 @@ impl Coordinator {
                 Ok(TaskEvent::Failed { reason }) => {
                     tracing::error!("the job stops: {reason}");
                     eprintln!("error: {reason}");
-                    self.handle.cancel();
+                    self.handle.cancel_run();
                     return;
                 }
                 Ok(TaskEvent::Declined { id, reason }) => {
