@@ -103,6 +103,13 @@ def read_source(with_clause, n, d, while_reading=None):
             feeder.join()
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def client(script, *args):
     subprocess.run([python, os.path.join(clients, script), *args], check=True,
                    capture_output=True, input="")
@@ -135,8 +142,23 @@ def main():
             mqtt = f"'connector' = 'mqtt', 'url' = 'tcp://127.0.0.1:1883', 'topic' = '{topic}', 'format' = 'json'"
             results.append(("mqtt sink (QoS 1)", n / sink("mqtt", mqtt, n, d)))
             # MQTT keeps nothing for a subscriber that is not there: publish while it reads.
-            secs = read_source(mqtt, n, d, while_reading=lambda: sink("mqtt", mqtt, n, d))
-            results.append(("mqtt source (QoS 1, while a job publishes)", n / secs))
+            # The machine's Mosquitto drops what a subscriber falls behind by more than its
+            # max_queued_messages (1000): a Mosquitto of the bench's own queues without limit.
+            port = free_port()
+            conf = os.path.join(d, "mosquitto.conf")
+            with open(conf, "w") as f:
+                f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                        "max_queued_messages 0\nmax_inflight_messages 1000\npersistence false\n")
+            broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(0.5)
+                own = mqtt.replace("127.0.0.1:1883", f"127.0.0.1:{port}")
+                secs = read_source(own, n, d, while_reading=lambda: sink("mqtt", own, n, d))
+                results.append(("mqtt source (QoS 1, while a job publishes)", n / secs))
+            finally:
+                broker.kill()
+                broker.wait()
         if "rabbitmq" in only:
             q = f"bench-{pid}"
             client("rabbitmq_client.py", "purge", q)

@@ -1,5 +1,5 @@
 //! The connectors Sluice ships, registered by the names Flink gives them: `filesystem`,
-//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka`, `jdbc`, `mqtt`, `webhook`, `redis`, `http`, `rabbitmq` and `nats`, and the
+//! `datagen`, `nexmark`, `print`, `blackhole`, `kafka`, `upsert-kafka`, `jdbc`, `mqtt`, `webhook`, `redis`, `http`, `rabbitmq`, `nats` and `postgres-cdc`, and the
 //! formats they read and write (`json`, `csv`, `raw`).
 //!
 //! Each connector is a type implementing [`Connector`]; [`BuiltinRegistry`] lists them in one
@@ -17,6 +17,7 @@ pub mod mqtt;
 pub mod nats;
 pub mod nexmark;
 pub mod partition_commit;
+pub mod postgres_cdc;
 pub mod print;
 pub mod rabbitmq;
 pub mod redis_sink;
@@ -86,6 +87,7 @@ impl Default for BuiltinRegistry {
                 Box::new(http_source::HttpConnector),
                 Box::new(rabbitmq::RabbitMqConnector),
                 Box::new(nats::NatsConnector),
+                Box::new(postgres_cdc::PostgresCdcConnector),
             ],
         }
     }

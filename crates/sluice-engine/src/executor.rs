@@ -329,6 +329,10 @@ impl Subtask {
         id: CheckpointId,
         reader: Option<&mut Box<dyn SourceReader>>,
     ) -> Result<()> {
+        if let Some(why) = reader.as_ref().and_then(|r| r.checkpoint_declined()) {
+            self.emit(Message::Barrier(id))?;
+            return self.writer.decline(id, why);
+        }
         let started = Instant::now();
         let sections = self.snapshot(id, reader)?;
         let sync_ms = started.elapsed().as_millis() as u64;

@@ -38,6 +38,13 @@ pub trait SourceReader: Send {
         state: &mut StateWriter,
     ) -> Result<()>;
 
+    /// Why the reader cannot take part in a checkpoint now, if it cannot (a CDC source in
+    /// the middle of its initial snapshot, which it cannot resume): the checkpoint is then
+    /// declined (it fails, and the job goes on), as Flink's sources hold checkpoints back.
+    fn checkpoint_declined(&self) -> Option<String> {
+        None
+    }
+
     /// Goes back to a position [`SourceReader::snapshot_position`] wrote, before the first
     /// `poll`.
     fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()>;

@@ -473,3 +473,122 @@ fn a_savepoint_taken_while_the_job_runs_restores_its_state() {
     );
     assert_eq!(finals(&rows), finals(&all));
 }
+
+/// Numbers that decline checkpoints while they have read less than half of their range, and
+/// fail once (the first time they pass three quarters of it) when `fail` is set.
+struct Declining {
+    fail: Arc<AtomicBool>,
+}
+struct DecliningReader {
+    inner: NumbersReader,
+    start: i64,
+    fail: Arc<AtomicBool>,
+}
+impl SourceFactory for Declining {
+    fn name(&self) -> String {
+        "declining".into()
+    }
+    fn is_bounded(&self) -> bool {
+        true
+    }
+    fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn SourceReader>> {
+        let start = ctx.subtask_index as i64 * ROWS_PER_SUBTASK;
+        Ok(Box::new(DecliningReader {
+            inner: NumbersReader {
+                next: start,
+                end: start + ROWS_PER_SUBTASK,
+            },
+            start,
+            fail: self.fail.clone(),
+        }))
+    }
+}
+impl SourceReader for DecliningReader {
+    fn poll(&mut self) -> Result<SourcePoll> {
+        if self.inner.next - self.start >= ROWS_PER_SUBTASK * 3 / 4
+            && self.fail.swap(false, Ordering::SeqCst)
+        {
+            return Err(sluice_common::SluiceError::Runtime(
+                "the source failed (simulated)".into(),
+            ));
+        }
+        self.inner.poll()
+    }
+    fn checkpoint_declined(&self) -> Option<String> {
+        (self.inner.next - self.start < ROWS_PER_SUBTASK / 2).then(|| "still warming up".into())
+    }
+    fn snapshot_position(&mut self, c: CheckpointId, state: &mut StateWriter) -> Result<()> {
+        self.inner.snapshot_position(c, state)
+    }
+    fn restore_position(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        self.inner.restore_position(state)
+    }
+}
+
+fn declining_graph(dir: &std::path::Path, sink: Collect, fail: Arc<AtomicBool>) -> JobGraph {
+    let mut g = graph(dir, sink);
+    g.nodes[0].kind = NodeKind::Source(Arc::new(Declining { fail }));
+    g.restart = sluice_engine::RestartStrategy::FixedDelay {
+        attempts: 1,
+        delay: Duration::from_millis(10),
+    };
+    g
+}
+
+#[test]
+fn a_source_declines_checkpoints_and_a_failed_job_restarts_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = Collect::default();
+    run_job(
+        &graph(&tmp.path().join("whole"), whole.clone()),
+        &JobHandle::default(),
+        None,
+    )
+    .unwrap();
+    let expected = finals(&whole.rows());
+
+    // Declined checkpoints fail, the job goes on, later ones complete.
+    let sink = Collect::default();
+    let g = declining_graph(
+        &tmp.path().join("declining"),
+        sink.clone(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let report = run_job(&g, &JobHandle::default(), None).unwrap();
+    let statuses: Vec<&str> = report
+        .checkpoints
+        .iter()
+        .map(|c| c.status.as_str())
+        .collect();
+    assert!(
+        statuses.iter().any(|s| s.contains("still warming up")),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&"Completed"), "{statuses:?}");
+    assert_eq!(finals(&sink.rows()), expected);
+    assert_eq!(sink.rows().len() as i64, 2 * ROWS_PER_SUBTASK);
+
+    // A source that fails once: the job restarts from its latest checkpoint, and the sink
+    // publishes every row once.
+    let sink = Collect::default();
+    let g = declining_graph(
+        &tmp.path().join("failing"),
+        sink.clone(),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let handle = JobHandle::default();
+    let mut failures = Vec::new();
+    let report =
+        sluice_engine::run_job_restarting(&g, &handle, None, RestoreMode::Latest, &mut |f| {
+            failures.push((f.error.to_string(), f.restart_in.is_some()))
+        })
+        .unwrap();
+    assert!(!report.cancelled);
+    assert_eq!(
+        failures,
+        [("the source failed (simulated)".to_string(), true)]
+    );
+    assert_eq!(handle.restarts.load(Ordering::Relaxed), 1);
+    assert_eq!(finals(&sink.rows()), expected);
+    assert_eq!(sink.rows().len() as i64, 2 * ROWS_PER_SUBTASK);
+}

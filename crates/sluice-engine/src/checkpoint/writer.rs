@@ -67,6 +67,11 @@ enum Job {
         sync_ms: u64,
     },
     Finished(Vec<TakenSection>),
+    /// The subtask declines checkpoint `id`.
+    Decline {
+        id: CheckpointId,
+        reason: String,
+    },
 }
 
 /// The writer's own state: what it needs to write deltas.
@@ -124,6 +129,7 @@ impl SnapshotWriter {
                             let inc = incremental.as_mut().filter(|_| !savepoint);
                             write(subtask, id, dir, sections, sync_ms, inc)
                         }
+                        Job::Decline { id, reason } => TaskEvent::Declined { id, reason },
                         Job::Finished(sections) => {
                             match write_final(subtask, sections, incremental.as_ref()) {
                                 Ok(sections) => TaskEvent::Finished { subtask, sections },
@@ -169,6 +175,11 @@ impl SnapshotWriter {
             sections,
             sync_ms,
         })
+    }
+
+    /// Declines checkpoint `id` for `reason` (in order with the checkpoints before it).
+    pub fn decline(&self, id: CheckpointId, reason: String) -> Result<()> {
+        self.send(Job::Decline { id, reason })
     }
 
     /// Hands the subtask's final state over.
