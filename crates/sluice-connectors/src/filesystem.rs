@@ -1,6 +1,7 @@
 //! Flink's `filesystem` connector: a bounded source over a file or a directory of files, and a
 //! sink that writes part files into a directory.
 
+use crate::format::parquet::{self as pq, ParquetOptions};
 use crate::format::{self, LineDecoder, LineEncoder};
 use crate::partition_commit::CommitPolicy;
 use crate::Connector;
@@ -40,13 +41,34 @@ const OPTIONS: &[&str] = &[
 /// The `filesystem` connector.
 pub struct FileSystemConnector;
 
+/// The formats of files: lines of text, or Parquet.
+const FILE_FORMATS: &[&str] = &["csv", "json", "parquet"];
+
 fn check_options(options: &Options) -> Result<String> {
     let known: Vec<&str> = OPTIONS
         .iter()
         .chain(crate::partition_commit::OPTIONS)
         .copied()
         .collect();
-    format::checked_format(options, &known, format::FORMATS)
+    format::checked_format(options, &known, FILE_FORMATS)
+}
+
+/// How a sink writes rows into files.
+enum FileFormat {
+    Lines(Box<dyn LineEncoder>),
+    Parquet(Box<ParquetOptions>, arrow::datatypes::SchemaRef),
+}
+
+/// A sink's file format for rows of `schema`.
+fn file_format(
+    format: &str,
+    schema: arrow::datatypes::SchemaRef,
+    spec: &SinkSpec,
+) -> Result<FileFormat> {
+    Ok(match format {
+        "parquet" => FileFormat::Parquet(Box::new(ParquetOptions::new(&spec.options)?), schema),
+        f => FileFormat::Lines(format::encoder(f, schema, &spec.options, &spec.time_zone)?),
+    })
 }
 
 impl Connector for FileSystemConnector {
@@ -66,7 +88,9 @@ impl Connector for FileSystemConnector {
         let path = PathBuf::from(spec.options.required("path")?);
         let partitions = Partitions::new(spec, &path)?;
         // Fail at planning time on a bad format option or a missing path.
-        format::decoder(&format, partitions.data_schema.clone(), &spec.options)?;
+        if format != "parquet" {
+            format::decoder(&format, partitions.data_schema.clone(), &spec.options)?;
+        }
         list_files(&path)?;
         Ok(Arc::new(FileSourceFactory {
             spec: spec.clone(),
@@ -84,7 +108,7 @@ impl Connector for FileSystemConnector {
                 spec.table
             )));
         }
-        format::encoder(&format, spec.schema.clone(), &spec.options, &spec.time_zone)?;
+        file_format(&format, spec.schema.clone(), spec)?;
         Ok(Arc::new(FileSinkFactory {
             spec: spec.clone(),
             format,
@@ -270,11 +294,15 @@ impl SourceFactory for FileSourceFactory {
             parallelism: ctx.parallelism,
             finished: Vec::new(),
             current: None,
-            decoder: format::decoder(
-                &self.format,
-                self.partitions.data_schema.clone(),
-                &self.spec.options,
-            )?,
+            decoder: match self.format.as_str() {
+                "parquet" => None,
+                f => Some(format::decoder(
+                    f,
+                    self.partitions.data_schema.clone(),
+                    &self.spec.options,
+                )?),
+            },
+            parquet: None,
             partitions: self.partitions.clone(),
             ready: VecDeque::new(),
             skipped_counter: ctx.metrics.counter(&format!(
@@ -364,7 +392,13 @@ struct FileReader {
     /// The files this subtask has read whole (but the one `position` is in).
     finished: Vec<String>,
     current: Option<OpenFile>,
-    decoder: Box<dyn LineDecoder>,
+    /// The decoder of lines; `None` for Parquet files.
+    decoder: Option<Box<dyn LineDecoder>>,
+    /// The Parquet file being read.
+    parquet: Option<(
+        String,
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    )>,
     partitions: Arc<Partitions>,
     ready: VecDeque<RecordBatch>,
     skipped_counter: Arc<AtomicU64>,
@@ -386,12 +420,17 @@ impl FileReader {
             line: first_line,
             rows_emitted: 0,
         });
-        for b in self.decoder.decode(name, first_line, block)? {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Err(SluiceError::Runtime(
+                "internal: lines in a Parquet source".into(),
+            ));
+        };
+        for b in decoder.decode(name, first_line, block)? {
             if b.num_rows() > 0 {
                 self.ready.push_back(self.partitions.complete(name, b)?);
             }
         }
-        let skipped = self.decoder.skipped();
+        let skipped = decoder.skipped();
         if skipped > self.reported_skips {
             self.skipped_counter
                 .fetch_add(skipped - self.reported_skips, Ordering::Relaxed);
@@ -431,6 +470,25 @@ impl FileReader {
             line,
             consumed,
         });
+        Ok(())
+    }
+
+    /// Opens the Parquet file `path` at its start, or at a restored position (whose emitted
+    /// rows are then skipped): the whole file is one block of rows.
+    fn open_parquet(&mut self, path: &Path, at: Option<FilePosition>) -> Result<()> {
+        let name = path.display().to_string();
+        let reader = pq::reader(path)?;
+        if let Some(before) = self.position.take().filter(|b| b.file != name) {
+            self.finished.push(before.file);
+        }
+        self.skip_rows = at.map(|p| p.rows_emitted).unwrap_or(0);
+        self.position = Some(FilePosition {
+            file: name.clone(),
+            offset: 0,
+            line: 0,
+            rows_emitted: 0,
+        });
+        self.parquet = Some((name, reader));
         Ok(())
     }
 
@@ -506,7 +564,7 @@ fn missing_file(file: &str) -> SluiceError {
 
 impl SourceReader for FileReader {
     fn has_nothing_to_read(&self) -> bool {
-        self.files.is_empty() && self.current.is_none()
+        self.files.is_empty() && self.current.is_none() && self.parquet.is_none()
     }
 
     /// The files read whole, then the position in the file being read and in files a
@@ -568,11 +626,29 @@ impl SourceReader for FileReader {
                 }
                 return Ok(SourcePoll::Batch(ChangeBatch::inserts(b)));
             }
+            if let Some((name, reader)) = self.parquet.as_mut() {
+                match reader.next() {
+                    Some(b) => {
+                        let b = b.map_err(|e| {
+                            SluiceError::Runtime(format!("{name}: cannot read Parquet: {e}"))
+                        })?;
+                        let name = name.clone();
+                        let b = pq::conform(&b, &self.partitions.data_schema, &name)?;
+                        self.ready.push_back(self.partitions.complete(&name, b)?);
+                    }
+                    None => self.parquet = None,
+                }
+                continue;
+            }
             let Some(mut open) = self.current.take() else {
                 let Some((path, at)) = self.files.pop_front() else {
                     return Ok(SourcePoll::End);
                 };
-                self.open(&path, at)?;
+                if self.decoder.is_none() {
+                    self.open_parquet(&path, at)?;
+                } else {
+                    self.open(&path, at)?;
+                }
                 continue;
             };
             let mut buf = std::mem::take(&mut open.carry);
@@ -641,12 +717,7 @@ impl OperatorFactory for FileSinkFactory {
             prefix: format!("{unique}-{}", ctx.subtask_index),
             two_phase: ctx.checkpointing,
             pending: Vec::new(),
-            encoder: format::encoder(
-                &self.format,
-                data_schema,
-                &self.spec.options,
-                &self.spec.time_zone,
-            )?,
+            format: file_format(&self.format, data_schema, &self.spec)?,
             buckets: BTreeMap::new(),
             partition_keys: keys
                 .iter()
@@ -708,6 +779,8 @@ struct Bucket {
     part: u64,
     buffer: Vec<u8>,
     file: Option<File>,
+    /// The Parquet file being written (its footer is written when it is finished).
+    parquet: Option<parquet::arrow::ArrowWriter<File>>,
     in_progress: PathBuf,
     final_path: PathBuf,
 }
@@ -720,6 +793,7 @@ impl Bucket {
             part: 0,
             buffer: Vec::new(),
             file: None,
+            parquet: None,
             in_progress,
             final_path,
         }
@@ -728,6 +802,9 @@ impl Bucket {
     /// Closes the file being written, if any, and starts the next one.
     fn finish_file(&mut self, prefix: &str) -> Result<Option<(PathBuf, PathBuf)>> {
         self.flush()?;
+        if let Some(w) = self.parquet.take() {
+            self.file = Some(pq::close(w, &self.in_progress)?);
+        }
         let Some(f) = self.file.take() else {
             return Ok(None);
         };
@@ -739,16 +816,37 @@ impl Bucket {
         Ok(Some(done))
     }
 
+    /// Creates the file being written.
+    fn create(&self) -> Result<File> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| SluiceError::io(self.dir.display().to_string(), e))?;
+        File::create(&self.in_progress)
+            .map_err(|e| SluiceError::io(self.in_progress.display().to_string(), e))
+    }
+
+    /// Appends `batch` to the Parquet file being written.
+    fn write_parquet(
+        &mut self,
+        options: &ParquetOptions,
+        schema: &arrow::datatypes::SchemaRef,
+        batch: &RecordBatch,
+    ) -> Result<()> {
+        if self.parquet.is_none() {
+            let file = self.create()?;
+            self.parquet = Some(options.writer(file, schema.clone(), &self.in_progress)?);
+        }
+        match self.parquet.as_mut() {
+            Some(w) => pq::write(w, batch, &self.in_progress),
+            None => Ok(()),
+        }
+    }
+
     fn flush(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
         if self.file.is_none() {
-            std::fs::create_dir_all(&self.dir)
-                .map_err(|e| SluiceError::io(self.dir.display().to_string(), e))?;
-            let f = File::create(&self.in_progress)
-                .map_err(|e| SluiceError::io(self.in_progress.display().to_string(), e))?;
-            self.file = Some(f);
+            self.file = Some(self.create()?);
         }
         if let Some(f) = self.file.as_mut() {
             f.write_all(&self.buffer)
@@ -784,7 +882,7 @@ struct FileSink {
     two_phase: bool,
     /// Closed files waiting for their checkpoint: (checkpoint, hidden path, final path).
     pending: Vec<(CheckpointId, PathBuf, PathBuf)>,
-    encoder: Box<dyn LineEncoder>,
+    format: FileFormat,
     /// By partition path (`""` for an unpartitioned table).
     buckets: BTreeMap<String, Bucket>,
     /// The partition columns (index, name), in `PARTITIONED BY` order.
@@ -824,11 +922,16 @@ impl FileSink {
             .buckets
             .entry(path.to_string())
             .or_insert_with(|| Bucket::new(dir.join(path), prefix));
-        self.encoder.encode(data, &mut bucket.buffer)?;
-        if bucket.buffer.len() >= WRITE_BUFFER_BYTES {
-            bucket.flush()?;
+        match &mut self.format {
+            FileFormat::Lines(encoder) => {
+                encoder.encode(data, &mut bucket.buffer)?;
+                if bucket.buffer.len() >= WRITE_BUFFER_BYTES {
+                    bucket.flush()?;
+                }
+                Ok(())
+            }
+            FileFormat::Parquet(options, schema) => bucket.write_parquet(options, schema, data),
         }
-        Ok(())
     }
 
     /// Closes every file being written; returns the closed files.

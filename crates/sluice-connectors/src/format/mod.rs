@@ -3,6 +3,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod parquet;
 pub mod raw;
 pub mod record;
 pub mod text;
@@ -109,6 +110,7 @@ pub fn format_options(format: &str) -> &'static [&'static str] {
         "raw" => raw::OPTIONS,
         "debezium-json" => record::DEBEZIUM_OPTIONS,
         "canal-json" => record::CANAL_OPTIONS,
+        "parquet" => parquet::OPTIONS,
         _ => &[],
     }
 }
