@@ -72,7 +72,7 @@ fn unknown_connector_lists_the_valid_ones() {
     assert!(e.contains("unknown connector 'kafkaa'"), "{e}");
     assert!(
         e.contains(
-            "blackhole, datagen, filesystem, http, jdbc, kafka, mqtt, nats, nexmark, print, rabbitmq, redis, upsert-kafka, webhook"
+            "blackhole, datagen, filesystem, http, jdbc, kafka, mqtt, nats, nexmark, postgres-cdc, print, rabbitmq, redis, upsert-kafka, webhook"
         ),
         "{e}"
     );
