@@ -117,6 +117,21 @@ INSERT INTO dst SELECT * FROM src;
     job.interrupt();
     assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
 
+    // Upserts from whole rows too: a changed key deletes the old one.
+    let upsert = sql
+        .replace(
+            "'debezium.publication.name'",
+            "'changelog-mode' = 'upsert', 'debezium.publication.name'",
+        )
+        .replace(&format!("'cdc-{id}'"), &format!("'cdc-upsert-full-{id}'"));
+    psql(&format!("TRUNCATE {dst}"));
+    let mut job = RunningJob::start_with(&upsert, dir.path(), &args);
+    wait_equal(&src, &dst, &mut job, "the upsert snapshot");
+    psql(&format!("UPDATE {src} SET id = 50000 WHERE id = 42"));
+    wait_equal(&src, &dst, &mut job, "an upsert of a new key");
+    job.interrupt();
+    assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
+
     // A table without whole rows before updates needs 'changelog-mode' = 'upsert'.
     psql(&format!("ALTER TABLE {src} REPLICA IDENTITY DEFAULT"));
     let (ok, _, err) = common::run_sql(

@@ -125,6 +125,7 @@ impl Connector for PostgresCdcConnector {
                 publication: o.string("debezium.publication.name", "dbz_publication"),
                 initial,
                 upsert,
+                key: spec.primary_key.clone(),
             }),
         }))
     }
@@ -141,6 +142,8 @@ struct Cdc {
     publication: String,
     initial: bool,
     upsert: bool,
+    /// The table's primary key columns.
+    key: Vec<String>,
 }
 
 /// `name` quoted as an SQL identifier.
@@ -610,9 +613,12 @@ impl CdcReader {
                         };
                         let after = row(rel, &new, full);
                         if cdc.upsert {
-                            if let Some(OldRow::Key(k)) = &old {
+                            if let Some(OldRow::Key(o) | OldRow::Full(o)) = &old {
                                 // The key changed: the old key's row is gone.
-                                txn.push((RowKind::Delete, row(rel, k, None)));
+                                let before = row(rel, o, None);
+                                if cdc.key.iter().any(|k| before.get(k) != after.get(k)) {
+                                    txn.push((RowKind::Delete, before));
+                                }
                             }
                             txn.push((RowKind::UpdateAfter, after));
                         } else {
