@@ -91,7 +91,7 @@ impl Connector for NatsConnector {
     fn source(&self, spec: &SourceSpec) -> Result<Arc<dyn SourceFactory>> {
         let o = &spec.options;
         spec.check_metadata(self.name(), &["subject"])?;
-        let format = format::checked_format(o, OPTIONS, format::RECORD_FORMATS)?;
+        let format = format::checked_format(o, OPTIONS, &format::record_formats())?;
         RecordDecoder::new(&format, spec.schema.clone(), o)?;
         let startup = match o.string("scan.startup.mode", "earliest-offset").as_str() {
             "earliest-offset" => Startup::Earliest,
@@ -124,7 +124,7 @@ impl Connector for NatsConnector {
 
     fn sink(&self, spec: &SinkSpec) -> Result<Arc<dyn OperatorFactory>> {
         let o = &spec.options;
-        let format = format::checked_format(o, OPTIONS, format::RECORD_FORMATS)?;
+        let format = format::checked_format(o, OPTIONS, &format::record_formats())?;
         // Its options fail at planning.
         RecordEncoder::new(&format, spec.schema.clone(), o, &spec.time_zone)?;
         check_sink_changes("nats", &spec.table, &format, spec.updating)?;

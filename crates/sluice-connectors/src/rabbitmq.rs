@@ -61,7 +61,7 @@ struct AmqpOptions {
 
 impl AmqpOptions {
     fn parse(o: &Options) -> Result<Self> {
-        let format = format::checked_format(o, OPTIONS, format::RECORD_FORMATS)?;
+        let format = format::checked_format(o, OPTIONS, &format::record_formats())?;
         let url = o.required("url")?.to_string();
         if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
             return Err(SluiceError::Config(format!(

@@ -70,7 +70,10 @@ pub fn lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// The formats of lines of text (files, Kafka records).
 pub const FORMATS: &[&str] = &["csv", "json"];
 
-pub use record::RECORD_FORMATS;
+/// The names of the formats of records (Kafka values and keys, messages).
+pub fn record_formats() -> Vec<&'static str> {
+    record::names()
+}
 
 /// The table's `format` (one of `formats`, those the connector can use), its options
 /// checked: the connector's `connector_options` and the format's own `<format>.*` ones,
@@ -104,14 +107,10 @@ pub fn checked_format(
 
 /// The options a format accepts (its prefix and names).
 pub fn format_options(format: &str) -> &'static [&'static str] {
-    match format {
-        "json" => json::OPTIONS,
-        "csv" => csv::OPTIONS,
-        "raw" => raw::OPTIONS,
-        "debezium-json" => record::DEBEZIUM_OPTIONS,
-        "canal-json" => record::CANAL_OPTIONS,
-        "parquet" => parquet::OPTIONS,
-        _ => &[],
+    match record::FORMATS.iter().find(|f| f.name() == format) {
+        Some(f) => f.options(),
+        None if format == "parquet" => parquet::OPTIONS,
+        None => &[],
     }
 }
 

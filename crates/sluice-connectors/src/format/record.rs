@@ -1,8 +1,11 @@
 //! Formats of whole records: a Kafka record's value or key, an MQTT message. One record's
 //! bytes are one row (`json`, `csv`, `raw`) or the changes of rows (`debezium-json`,
-//! `canal-json`: an update is `-U` and `+U`). [`RecordDecoder::new`] and
-//! [`RecordEncoder::new`] are the one place that maps a format's name and options to its
-//! decoder and encoder; the connectors that read and write records use them.
+//! `canal-json`: an update is `-U` and `+U`).
+//!
+//! Each format is a [`RecordFormat`] (its name, its options, whether it holds changes, and
+//! how it decodes and encodes records) in one registry, [`FORMATS`]; a connector finds a
+//! table's format there by name ([`find`]) and reads and writes with [`RecordDecoder`] and
+//! [`RecordEncoder`].
 
 use super::{decoder, encode_rows, encoder, raw, LineDecoder, LineEncoder};
 use arrow::compute::concat_batches;
@@ -14,8 +17,176 @@ use sluice_common::{ChangeBatch, Options, Result, RowKind, SluiceError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The formats of records.
-pub const RECORD_FORMATS: &[&str] = &["canal-json", "csv", "debezium-json", "json", "raw"];
+/// A format of records.
+pub trait RecordFormat: Sync {
+    /// Its `'format'` name.
+    fn name(&self) -> &'static str;
+
+    /// Its options (`<name>.<option>`), as Flink names them.
+    fn options(&self) -> &'static [&'static str];
+
+    /// True if its records hold changes (updates and deletes), not only inserts: a source
+    /// in it reads a changelog, a sink in it takes one.
+    fn is_changelog(&self) -> bool {
+        false
+    }
+
+    /// A decoder of records into rows of `schema`, with the table's options (checked here).
+    fn decoder(&self, schema: SchemaRef, options: &Options) -> Result<Box<dyn DecodeRecords>>;
+
+    /// An encoder of rows of `schema` into records, with the table's options (checked here).
+    fn encoder(
+        &self,
+        schema: SchemaRef,
+        options: &Options,
+        time_zone: &str,
+    ) -> Result<Box<dyn EncodeRecords>>;
+}
+
+/// Decodes records of one format (see [`RecordDecoder::decode`]).
+pub trait DecodeRecords: Send {
+    fn decode(
+        &mut self,
+        schema: &SchemaRef,
+        records: &[&[u8]],
+        joined: Option<&[u8]>,
+        locate: &dyn Fn(usize) -> String,
+        skipped: &AtomicU64,
+    ) -> Result<Decoded>;
+}
+
+/// Encodes rows into records of one format, one a row (`kind(i)` is row `i`'s kind).
+pub trait EncodeRecords: Send {
+    fn encode(&mut self, data: &RecordBatch, kind: &dyn Fn(usize) -> RowKind) -> Result<Encoded>;
+}
+
+/// Every format of records.
+pub static FORMATS: &[&dyn RecordFormat] = &[&Canal, &Csv, &Debezium, &Json, &Raw];
+
+/// The names of the formats of records.
+pub fn names() -> Vec<&'static str> {
+    FORMATS.iter().map(|f| f.name()).collect()
+}
+
+/// The format `name`, or an error of `owner` that lists them.
+pub fn find(name: &str, owner: &str) -> Result<&'static dyn RecordFormat> {
+    FORMATS
+        .iter()
+        .copied()
+        .find(|f| f.name() == name)
+        .ok_or_else(|| {
+            SluiceError::Config(format!(
+                "{owner}: unknown format '{name}'. Available formats: {}",
+                names().join(", ")
+            ))
+        })
+}
+
+/// True if `format` is a format of records that holds changes.
+pub fn is_changelog(format: &str) -> bool {
+    FORMATS
+        .iter()
+        .any(|f| f.name() == format && f.is_changelog())
+}
+
+/// Fails (at planning) if a sink that writes records in `format` gets an updating stream it
+/// cannot write: only the changelog formats hold updates and deletes.
+pub fn check_sink_changes(
+    connector: &str,
+    table: &str,
+    format: &str,
+    updating: bool,
+) -> Result<()> {
+    if updating && !is_changelog(format) {
+        return Err(SluiceError::Plan(format!(
+            "table '{table}': the query produces updates or deletes, which the {connector} sink cannot write in format '{format}'; write an insert-only query, or use a changelog format ('debezium-json' or 'canal-json')"
+        )));
+    }
+    Ok(())
+}
+
+/// `json`: a JSON object a record (a line break inside one is only whitespace).
+struct Json;
+/// `csv`: a row a record.
+struct Csv;
+/// `raw`: the record's bytes are the value of the table's one column.
+struct Raw;
+/// `debezium-json`: Debezium's change events.
+struct Debezium;
+/// `canal-json`: Alibaba Canal's change records.
+struct Canal;
+
+impl RecordFormat for Json {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+    fn options(&self) -> &'static [&'static str] {
+        super::json::OPTIONS
+    }
+    fn decoder(&self, schema: SchemaRef, options: &Options) -> Result<Box<dyn DecodeRecords>> {
+        Ok(Box::new(LinesDecoder {
+            lines: decoder("json", schema, options)?,
+            json: true,
+        }))
+    }
+    fn encoder(
+        &self,
+        schema: SchemaRef,
+        options: &Options,
+        time_zone: &str,
+    ) -> Result<Box<dyn EncodeRecords>> {
+        Ok(Box::new(LinesEncoder(encoder(
+            "json", schema, options, time_zone,
+        )?)))
+    }
+}
+
+impl RecordFormat for Csv {
+    fn name(&self) -> &'static str {
+        "csv"
+    }
+    fn options(&self) -> &'static [&'static str] {
+        super::csv::OPTIONS
+    }
+    fn decoder(&self, schema: SchemaRef, options: &Options) -> Result<Box<dyn DecodeRecords>> {
+        Ok(Box::new(LinesDecoder {
+            lines: decoder("csv", schema, options)?,
+            json: false,
+        }))
+    }
+    fn encoder(
+        &self,
+        schema: SchemaRef,
+        options: &Options,
+        time_zone: &str,
+    ) -> Result<Box<dyn EncodeRecords>> {
+        Ok(Box::new(LinesEncoder(encoder(
+            "csv", schema, options, time_zone,
+        )?)))
+    }
+}
+
+impl RecordFormat for Raw {
+    fn name(&self) -> &'static str {
+        "raw"
+    }
+    fn options(&self) -> &'static [&'static str] {
+        raw::OPTIONS
+    }
+    fn decoder(&self, schema: SchemaRef, options: &Options) -> Result<Box<dyn DecodeRecords>> {
+        raw::check_schema(&options.owner, &schema)?;
+        Ok(Box::new(RawCodec))
+    }
+    fn encoder(
+        &self,
+        schema: SchemaRef,
+        options: &Options,
+        _time_zone: &str,
+    ) -> Result<Box<dyn EncodeRecords>> {
+        raw::check_schema(&options.owner, &schema)?;
+        Ok(Box::new(RawCodec))
+    }
+}
 
 /// The options of `debezium-json`.
 pub const DEBEZIUM_OPTIONS: &[&str] = &[
@@ -34,26 +205,57 @@ pub const CANAL_OPTIONS: &[&str] = &[
     "canal-json.encode.ignore-null-fields",
 ];
 
-/// True if `format` holds changes (updates and deletes), not only inserts: a source in it
-/// reads a changelog, a sink in it takes one.
-pub fn is_changelog(format: &str) -> bool {
-    matches!(format, "debezium-json" | "canal-json")
+impl RecordFormat for Debezium {
+    fn name(&self) -> &'static str {
+        "debezium-json"
+    }
+    fn options(&self) -> &'static [&'static str] {
+        DEBEZIUM_OPTIONS
+    }
+    fn is_changelog(&self) -> bool {
+        true
+    }
+    fn decoder(&self, schema: SchemaRef, options: &Options) -> Result<Box<dyn DecodeRecords>> {
+        let envelope = Envelope::Debezium {
+            schema_include: options.bool("debezium-json.schema-include", false)?,
+        };
+        ChangelogDecoder::new(self.name(), envelope, schema, options)
+    }
+    fn encoder(
+        &self,
+        schema: SchemaRef,
+        options: &Options,
+        time_zone: &str,
+    ) -> Result<Box<dyn EncodeRecords>> {
+        ChangelogEncoder::new(self.name(), false, schema, options, time_zone)
+    }
 }
 
-/// Fails (at planning) if a sink that writes records in `format` gets an updating stream it
-/// cannot write: only the changelog formats hold updates and deletes.
-pub fn check_sink_changes(
-    connector: &str,
-    table: &str,
-    format: &str,
-    updating: bool,
-) -> Result<()> {
-    if updating && !is_changelog(format) {
-        return Err(SluiceError::Plan(format!(
-            "table '{table}': the query produces updates or deletes, which the {connector} sink cannot write in format '{format}'; write an insert-only query, or use a changelog format ('debezium-json' or 'canal-json')"
-        )));
+impl RecordFormat for Canal {
+    fn name(&self) -> &'static str {
+        "canal-json"
     }
-    Ok(())
+    fn options(&self) -> &'static [&'static str] {
+        CANAL_OPTIONS
+    }
+    fn is_changelog(&self) -> bool {
+        true
+    }
+    fn decoder(&self, schema: SchemaRef, options: &Options) -> Result<Box<dyn DecodeRecords>> {
+        let envelope = Envelope::Canal {
+            database: whole_pattern(options, "canal-json.database.include")?,
+            table: whole_pattern(options, "canal-json.table.include")?,
+        };
+        ChangelogDecoder::new(self.name(), envelope, schema, options)
+    }
+    fn encoder(
+        &self,
+        schema: SchemaRef,
+        options: &Options,
+        time_zone: &str,
+    ) -> Result<Box<dyn EncodeRecords>> {
+        ChangelogEncoder::new(self.name(), true, schema, options, time_zone)
+    }
 }
 
 /// The rows inside a changelog record are JSON objects of the table's columns: the `json`
@@ -81,23 +283,8 @@ pub struct Decoded {
 
 /// Decodes records in one format into rows of the table's schema.
 pub struct RecordDecoder {
-    format: Kind,
+    inner: Box<dyn DecodeRecords>,
     schema: SchemaRef,
-}
-
-enum Kind {
-    /// A line format, one record a line (`json`: a line break inside a record is only
-    /// whitespace).
-    Lines {
-        lines: Box<dyn LineDecoder>,
-        json: bool,
-    },
-    Raw,
-    Changelog {
-        rows: Box<dyn LineDecoder>,
-        envelope: Envelope,
-        ignore_parse_errors: bool,
-    },
 }
 
 /// How a changelog format wraps rows.
@@ -114,13 +301,6 @@ enum Envelope {
 }
 
 impl Envelope {
-    fn name(&self) -> &'static str {
-        match self {
-            Envelope::Debezium { .. } => "debezium-json",
-            Envelope::Canal { .. } => "canal-json",
-        }
-    }
-
     /// The changes one record holds, each a row as a JSON object.
     fn changes(&self, record: &[u8]) -> std::result::Result<Vec<(RowKind, Value)>, String> {
         match self {
@@ -149,36 +329,8 @@ impl RecordDecoder {
     /// The decoder of `format` with the table's options (the format's, by their own names:
     /// `json.ignore-parse-errors`).
     pub fn new(format: &str, schema: SchemaRef, options: &Options) -> Result<Self> {
-        let kind = match format {
-            "raw" => {
-                raw::check_schema(&options.owner, &schema)?;
-                Kind::Raw
-            }
-            "debezium-json" | "canal-json" => {
-                let envelope = if format == "canal-json" {
-                    Envelope::Canal {
-                        database: whole_pattern(options, "canal-json.database.include")?,
-                        table: whole_pattern(options, "canal-json.table.include")?,
-                    }
-                } else {
-                    Envelope::Debezium {
-                        schema_include: options.bool("debezium-json.schema-include", false)?,
-                    }
-                };
-                Kind::Changelog {
-                    rows: decoder("json", schema.clone(), &row_json_options(format, options))?,
-                    envelope,
-                    ignore_parse_errors: options
-                        .bool(&format!("{format}.ignore-parse-errors"), false)?,
-                }
-            }
-            other => Kind::Lines {
-                lines: decoder(other, schema.clone(), options)?,
-                json: other == "json",
-            },
-        };
         Ok(RecordDecoder {
-            format: kind,
+            inner: find(format, &options.owner)?.decoder(schema.clone(), options)?,
             schema,
         })
     }
@@ -199,108 +351,181 @@ impl RecordDecoder {
         locate: &dyn Fn(usize) -> String,
         skipped: &AtomicU64,
     ) -> Result<Decoded> {
-        let schema = self.schema.clone();
         if records.is_empty() {
             return Ok(Decoded {
-                rows: RecordBatch::new_empty(schema),
+                rows: RecordBatch::new_empty(self.schema.clone()),
                 origins: vec![],
                 kinds: None,
             });
         }
-        match &mut self.format {
-            Kind::Raw => Ok(Decoded {
-                rows: raw::decode(&schema, records)?,
-                origins: (0..records.len()).collect(),
-                kinds: None,
-            }),
-            Kind::Lines { lines, json } => {
-                let (rows, origins) =
-                    decode_lines(lines.as_mut(), *json, records, joined, locate, skipped)?;
-                Ok(Decoded {
-                    rows,
-                    origins,
-                    kinds: None,
-                })
+        self.inner
+            .decode(&self.schema, records, joined, locate, skipped)
+    }
+}
+
+/// `json` and `csv` records: a row a record.
+struct LinesDecoder {
+    lines: Box<dyn LineDecoder>,
+    json: bool,
+}
+
+impl DecodeRecords for LinesDecoder {
+    fn decode(
+        &mut self,
+        _schema: &SchemaRef,
+        records: &[&[u8]],
+        joined: Option<&[u8]>,
+        locate: &dyn Fn(usize) -> String,
+        skipped: &AtomicU64,
+    ) -> Result<Decoded> {
+        let (rows, origins) = decode_lines(
+            self.lines.as_mut(),
+            self.json,
+            records,
+            joined,
+            locate,
+            skipped,
+        )?;
+        Ok(Decoded {
+            rows,
+            origins,
+            kinds: None,
+        })
+    }
+}
+
+/// `raw` records, both ways.
+struct RawCodec;
+
+impl DecodeRecords for RawCodec {
+    fn decode(
+        &mut self,
+        schema: &SchemaRef,
+        records: &[&[u8]],
+        _joined: Option<&[u8]>,
+        _locate: &dyn Fn(usize) -> String,
+        _skipped: &AtomicU64,
+    ) -> Result<Decoded> {
+        Ok(Decoded {
+            rows: raw::decode(schema, records)?,
+            origins: (0..records.len()).collect(),
+            kinds: None,
+        })
+    }
+}
+
+impl EncodeRecords for RawCodec {
+    fn encode(&mut self, data: &RecordBatch, _kind: &dyn Fn(usize) -> RowKind) -> Result<Encoded> {
+        let mut out = Encoded::default();
+        for i in 0..data.num_rows() {
+            let range = raw::encode(data, i).map(|v| {
+                let a = out.buf.len();
+                out.buf.extend_from_slice(&v);
+                (a, out.buf.len())
+            });
+            out.ranges.push(range);
+        }
+        Ok(out)
+    }
+}
+
+/// The records of a changelog format: each holds the changes of rows.
+struct ChangelogDecoder {
+    name: &'static str,
+    rows: Box<dyn LineDecoder>,
+    envelope: Envelope,
+    ignore_parse_errors: bool,
+}
+
+impl ChangelogDecoder {
+    fn new(
+        name: &'static str,
+        envelope: Envelope,
+        schema: SchemaRef,
+        options: &Options,
+    ) -> Result<Box<dyn DecodeRecords>> {
+        Ok(Box::new(ChangelogDecoder {
+            name,
+            rows: decoder("json", schema, &row_json_options(name, options))?,
+            envelope,
+            ignore_parse_errors: options.bool(&format!("{name}.ignore-parse-errors"), false)?,
+        }))
+    }
+}
+
+impl DecodeRecords for ChangelogDecoder {
+    fn decode(
+        &mut self,
+        schema: &SchemaRef,
+        records: &[&[u8]],
+        _joined: Option<&[u8]>,
+        locate: &dyn Fn(usize) -> String,
+        skipped: &AtomicU64,
+    ) -> Result<Decoded> {
+        let name = self.name;
+        // Each record's changes, the rows as JSON lines.
+        let mut changes: Vec<(usize, Vec<RowKind>, Vec<u8>)> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            if r.iter().all(u8::is_ascii_whitespace) {
+                // A tombstone (Debezium writes one after a delete): nothing.
+                continue;
             }
-            Kind::Changelog {
-                rows,
-                envelope,
-                ignore_parse_errors,
-            } => {
-                // Each record's changes, the rows as JSON lines.
-                let mut changes: Vec<(usize, Vec<RowKind>, Vec<u8>)> = Vec::new();
-                for (i, r) in records.iter().enumerate() {
-                    if r.iter().all(u8::is_ascii_whitespace) {
-                        // A tombstone (Debezium writes one after a delete): nothing.
-                        continue;
+            match self.envelope.changes(r) {
+                Ok(c) => {
+                    let mut lines = Vec::new();
+                    let mut kinds = Vec::new();
+                    for (kind, row) in c {
+                        lines.extend_from_slice(row.to_string().as_bytes());
+                        lines.push(b'\n');
+                        kinds.push(kind);
                     }
-                    match envelope.changes(r) {
-                        Ok(c) => {
-                            let mut lines = Vec::new();
-                            let mut kinds = Vec::new();
-                            for (kind, row) in c {
-                                lines.extend_from_slice(row.to_string().as_bytes());
-                                lines.push(b'\n');
-                                kinds.push(kind);
-                            }
-                            changes.push((i, kinds, lines));
-                        }
-                        Err(why) => skip_or_fail(
-                            *ignore_parse_errors,
-                            envelope.name(),
-                            locate(i),
-                            why,
+                    changes.push((i, kinds, lines));
+                }
+                Err(why) => skip_or_fail(self.ignore_parse_errors, name, locate(i), why, skipped)?,
+            }
+        }
+        let all: Vec<u8> = changes.iter().flat_map(|c| c.2.iter().copied()).collect();
+        let batches = match self.rows.decode(name, 1, &all) {
+            Ok(b) => b,
+            Err(_) => {
+                // A row is not one of the table's: find its record, to name it (or skip it).
+                let mut good = Vec::new();
+                for c in changes {
+                    match self.rows.decode(name, 1, &c.2) {
+                        Ok(_) => good.push(c),
+                        Err(e) => skip_or_fail(
+                            self.ignore_parse_errors,
+                            name,
+                            locate(c.0),
+                            e.to_string(),
                             skipped,
                         )?,
                     }
                 }
+                changes = good;
                 let all: Vec<u8> = changes.iter().flat_map(|c| c.2.iter().copied()).collect();
-                let batches = match rows.decode(envelope.name(), 1, &all) {
-                    Ok(b) => b,
-                    Err(_) => {
-                        // A row is not one of the table's: find its record, to name it (or
-                        // skip it).
-                        let mut good = Vec::new();
-                        for c in changes {
-                            match rows.decode(envelope.name(), 1, &c.2) {
-                                Ok(_) => good.push(c),
-                                Err(e) => skip_or_fail(
-                                    *ignore_parse_errors,
-                                    envelope.name(),
-                                    locate(c.0),
-                                    e.to_string(),
-                                    skipped,
-                                )?,
-                            }
-                        }
-                        changes = good;
-                        let all: Vec<u8> =
-                            changes.iter().flat_map(|c| c.2.iter().copied()).collect();
-                        rows.decode(envelope.name(), 1, &all)?
-                    }
-                };
-                let mut origins = Vec::new();
-                let mut kinds = Vec::new();
-                for (i, k, _) in changes {
-                    origins.extend(std::iter::repeat_n(i, k.len()));
-                    kinds.extend(k);
-                }
-                let rows = concat_batches(&schema, &batches)?;
-                if rows.num_rows() != origins.len() {
-                    return Err(SluiceError::Runtime(format!(
-                        "internal: {} {} changes decoded as {} rows",
-                        origins.len(),
-                        envelope.name(),
-                        rows.num_rows()
-                    )));
-                }
-                Ok(Decoded {
-                    rows,
-                    origins,
-                    kinds: Some(kinds),
-                })
+                self.rows.decode(name, 1, &all)?
             }
+        };
+        let mut origins = Vec::new();
+        let mut kinds = Vec::new();
+        for (i, k, _) in changes {
+            origins.extend(std::iter::repeat_n(i, k.len()));
+            kinds.extend(k);
         }
+        let rows = concat_batches(schema, &batches)?;
+        if rows.num_rows() != origins.len() {
+            return Err(SluiceError::Runtime(format!(
+                "internal: {} {name} changes decoded as {} rows",
+                origins.len(),
+                rows.num_rows()
+            )));
+        }
+        Ok(Decoded {
+            rows,
+            origins,
+            kinds: Some(kinds),
+        })
     }
 }
 
@@ -350,23 +575,74 @@ impl Encoded {
     }
 }
 
-/// Encodes rows into records (one message each) in any record format: the writing twin of
-/// [`RecordDecoder`], for the sinks that write records (Kafka, MQTT, RabbitMQ, NATS).
-pub struct RecordEncoder {
-    writer: Writer,
-    /// Scratch space of the changelog formats' rows.
+/// `json` and `csv` rows, a record each.
+struct LinesEncoder(Box<dyn LineEncoder>);
+
+impl EncodeRecords for LinesEncoder {
+    fn encode(&mut self, data: &RecordBatch, _kind: &dyn Fn(usize) -> RowKind) -> Result<Encoded> {
+        let mut out = Encoded::default();
+        out.ranges = encode_rows(self.0.as_mut(), data, &mut out.buf)?
+            .into_iter()
+            .map(Some)
+            .collect();
+        Ok(out)
+    }
+}
+
+/// Flink's writers of changelog formats, which cannot join an update's halves: `+I`/`+U`
+/// as `{"before":null,"after":row,"op":"c"}` (canal: `{"old":null,"data":[row],"type":"INSERT"}`),
+/// `-U`/`-D` as `{"before":row,"after":null,"op":"d"}` (canal: `"type":"DELETE"`).
+struct ChangelogEncoder {
+    rows: Box<dyn LineEncoder>,
+    canal: bool,
+    /// Scratch space of the rows.
     rows_buf: Vec<u8>,
 }
 
-enum Writer {
-    Lines(Box<dyn LineEncoder>),
-    Raw,
-    /// Flink's debezium-json writer: `+I`/`+U` as `{"before":null,"after":row,"op":"c"}`,
-    /// `-U`/`-D` as `{"before":row,"after":null,"op":"d"}`.
-    Debezium(Box<dyn LineEncoder>),
-    /// Flink's canal-json writer: `+I`/`+U` as `{"old":null,"data":[row],"type":"INSERT"}`,
-    /// `-U`/`-D` as `"type":"DELETE"`.
-    Canal(Box<dyn LineEncoder>),
+impl ChangelogEncoder {
+    fn new(
+        name: &str,
+        canal: bool,
+        schema: SchemaRef,
+        options: &Options,
+        time_zone: &str,
+    ) -> Result<Box<dyn EncodeRecords>> {
+        Ok(Box::new(ChangelogEncoder {
+            rows: encoder("json", schema, &row_json_options(name, options), time_zone)?,
+            canal,
+            rows_buf: Vec::new(),
+        }))
+    }
+}
+
+impl EncodeRecords for ChangelogEncoder {
+    fn encode(&mut self, data: &RecordBatch, kind: &dyn Fn(usize) -> RowKind) -> Result<Encoded> {
+        let mut out = Encoded::default();
+        let lines = encode_rows(self.rows.as_mut(), data, &mut self.rows_buf)?;
+        for (i, &(a, b)) in lines.iter().enumerate() {
+            let row = &self.rows_buf[a..b];
+            let added = !matches!(kind(i), RowKind::UpdateBefore | RowKind::Delete);
+            let start = out.buf.len();
+            let parts: [&[u8]; 3] = match (self.canal, added) {
+                (false, true) => [b"{\"before\":null,\"after\":", row, b",\"op\":\"c\"}"],
+                (false, false) => [b"{\"before\":", row, b",\"after\":null,\"op\":\"d\"}"],
+                (true, true) => [b"{\"old\":null,\"data\":[", row, b"],\"type\":\"INSERT\"}"],
+                (true, false) => [b"{\"old\":null,\"data\":[", row, b"],\"type\":\"DELETE\"}"],
+            };
+            for p in parts {
+                out.buf.extend_from_slice(p);
+            }
+            out.ranges.push(Some((start, out.buf.len())));
+        }
+        Ok(out)
+    }
+}
+
+/// Encodes rows into records (one message each) in any record format: the writing twin of
+/// [`RecordDecoder`], for the sinks that write records (Kafka, MQTT, RabbitMQ, NATS).
+pub struct RecordEncoder {
+    inner: Box<dyn EncodeRecords>,
+    changelog: bool,
 }
 
 impl RecordEncoder {
@@ -377,42 +653,23 @@ impl RecordEncoder {
         options: &Options,
         time_zone: &str,
     ) -> Result<Self> {
-        let writer = match format {
-            "raw" => {
-                raw::check_schema(&options.owner, &schema)?;
-                Writer::Raw
-            }
-            "debezium-json" | "canal-json" => {
-                let rows = encoder(
-                    "json",
-                    schema,
-                    &row_json_options(format, options),
-                    time_zone,
-                )?;
-                if format == "canal-json" {
-                    Writer::Canal(rows)
-                } else {
-                    Writer::Debezium(rows)
-                }
-            }
-            f => Writer::Lines(encoder(f, schema, options, time_zone)?),
-        };
+        let f = find(format, &options.owner)?;
         Ok(RecordEncoder {
-            writer,
-            rows_buf: Vec::new(),
+            inner: f.encoder(schema, options, time_zone)?,
+            changelog: f.is_changelog(),
         })
     }
 
     /// True if it writes every kind of row (a changelog format); otherwise a record is a row
     /// and cannot take a row back.
     pub fn takes_changes(&self) -> bool {
-        matches!(self.writer, Writer::Debezium(_) | Writer::Canal(_))
+        self.changelog
     }
 
     /// One record per row of `batch`; in a format that is not a changelog, a row that is not
     /// an insert (or `+U`) fails, as a message cannot be taken back (`owner` names the sink).
     pub fn encode(&mut self, batch: &ChangeBatch, owner: &str) -> Result<Encoded> {
-        if !self.takes_changes() {
+        if !self.changelog {
             if let Some(i) = (0..batch.data.num_rows())
                 .find(|&i| !matches!(batch.kind(i), RowKind::Insert | RowKind::UpdateAfter))
             {
@@ -422,7 +679,7 @@ impl RecordEncoder {
                 )));
             }
         }
-        self.encode_rows(&batch.data, &|i| batch.kind(i))
+        self.inner.encode(&batch.data, &|i| batch.kind(i))
     }
 
     /// One record per row of `data` whatever its kind (`kind(i)` is row `i`'s), for a sink
@@ -432,49 +689,7 @@ impl RecordEncoder {
         data: &RecordBatch,
         kind: &dyn Fn(usize) -> RowKind,
     ) -> Result<Encoded> {
-        let mut out = Encoded::default();
-        let canal = matches!(self.writer, Writer::Canal(_));
-        match &mut self.writer {
-            Writer::Lines(enc) => {
-                out.ranges = encode_rows(enc.as_mut(), data, &mut out.buf)?
-                    .into_iter()
-                    .map(Some)
-                    .collect();
-            }
-            Writer::Raw => {
-                for i in 0..data.num_rows() {
-                    let range = raw::encode(data, i).map(|v| {
-                        let a = out.buf.len();
-                        out.buf.extend_from_slice(&v);
-                        (a, out.buf.len())
-                    });
-                    out.ranges.push(range);
-                }
-            }
-            Writer::Debezium(rows) | Writer::Canal(rows) => {
-                let lines = encode_rows(rows.as_mut(), data, &mut self.rows_buf)?;
-                for (i, &(a, b)) in lines.iter().enumerate() {
-                    let row = &self.rows_buf[a..b];
-                    let added = !matches!(kind(i), RowKind::UpdateBefore | RowKind::Delete);
-                    let start = out.buf.len();
-                    let parts: [&[u8]; 3] = match (canal, added) {
-                        (false, true) => [b"{\"before\":null,\"after\":", row, b",\"op\":\"c\"}"],
-                        (false, false) => [b"{\"before\":", row, b",\"after\":null,\"op\":\"d\"}"],
-                        (true, true) => {
-                            [b"{\"old\":null,\"data\":[", row, b"],\"type\":\"INSERT\"}"]
-                        }
-                        (true, false) => {
-                            [b"{\"old\":null,\"data\":[", row, b"],\"type\":\"DELETE\"}"]
-                        }
-                    };
-                    for p in parts {
-                        out.buf.extend_from_slice(p);
-                    }
-                    out.ranges.push(Some((start, out.buf.len())));
-                }
-            }
-        }
-        Ok(out)
+        self.inner.encode(data, kind)
     }
 }
 

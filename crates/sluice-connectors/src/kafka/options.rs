@@ -210,14 +210,14 @@ fn format_options(options: &Options, format: &str, prefix: &str, short: bool) ->
 }
 
 fn check_format(owner: &str, format: &str) -> Result<()> {
-    if format::RECORD_FORMATS.contains(&format) {
+    if format::record_formats().contains(&format) {
         Ok(())
     } else {
         Err(config_error(
             owner,
             format!(
                 "unknown format '{format}'. Available formats: {}",
-                format::RECORD_FORMATS.join(", ")
+                format::record_formats().join(", ")
             ),
         ))
     }
@@ -293,7 +293,7 @@ impl KafkaOptions {
             known.extend_from_slice(KAFKA_SINK_OPTIONS);
         }
         let mut prefixes: Vec<String> = vec!["properties.".into()];
-        for f in format::RECORD_FORMATS {
+        for f in &format::record_formats() {
             prefixes.push(format!("{f}."));
             prefixes.push(format!("key.{f}."));
             prefixes.push(format!("value.{f}."));

@@ -101,7 +101,7 @@ pub(crate) struct MqttOptions {
 
 impl MqttOptions {
     fn parse(options: &Options, schema: &arrow::datatypes::SchemaRef) -> Result<Self> {
-        let format = format::checked_format(options, OPTIONS, format::RECORD_FORMATS)?;
+        let format = format::checked_format(options, OPTIONS, &format::record_formats())?;
         format::record::RecordDecoder::new(&format, schema.clone(), options)?;
         let owner = &options.owner;
         let url = options.required("url")?;
