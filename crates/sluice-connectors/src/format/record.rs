@@ -219,7 +219,7 @@ impl RecordFormat for Debezium {
         let envelope = Envelope::Debezium {
             schema_include: options.bool("debezium-json.schema-include", false)?,
         };
-        ChangelogDecoder::new(self.name(), envelope, schema, options)
+        ChangelogDecoder::boxed(self.name(), envelope, schema, options)
     }
     fn encoder(
         &self,
@@ -227,7 +227,7 @@ impl RecordFormat for Debezium {
         options: &Options,
         time_zone: &str,
     ) -> Result<Box<dyn EncodeRecords>> {
-        ChangelogEncoder::new(self.name(), false, schema, options, time_zone)
+        ChangelogEncoder::boxed(self.name(), false, schema, options, time_zone)
     }
 }
 
@@ -246,7 +246,7 @@ impl RecordFormat for Canal {
             database: whole_pattern(options, "canal-json.database.include")?,
             table: whole_pattern(options, "canal-json.table.include")?,
         };
-        ChangelogDecoder::new(self.name(), envelope, schema, options)
+        ChangelogDecoder::boxed(self.name(), envelope, schema, options)
     }
     fn encoder(
         &self,
@@ -254,7 +254,7 @@ impl RecordFormat for Canal {
         options: &Options,
         time_zone: &str,
     ) -> Result<Box<dyn EncodeRecords>> {
-        ChangelogEncoder::new(self.name(), true, schema, options, time_zone)
+        ChangelogEncoder::boxed(self.name(), true, schema, options, time_zone)
     }
 }
 
@@ -438,7 +438,7 @@ struct ChangelogDecoder {
 }
 
 impl ChangelogDecoder {
-    fn new(
+    fn boxed(
         name: &'static str,
         envelope: Envelope,
         schema: SchemaRef,
@@ -600,7 +600,7 @@ struct ChangelogEncoder {
 }
 
 impl ChangelogEncoder {
-    fn new(
+    fn boxed(
         name: &str,
         canal: bool,
         schema: SchemaRef,
