@@ -18,6 +18,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Bytes read from a file at a time.
 const READ_BLOCK_BYTES: usize = 1 << 20;
@@ -51,6 +52,44 @@ fn check_options(options: &Options) -> Result<String> {
         .copied()
         .collect();
     format::checked_format(options, &known, FILE_FORMATS)
+}
+
+/// When a sink closes a part file and starts the next (Flink's `sink.rolling-policy.*`); a
+/// checkpoint's barrier closes every file too.
+#[derive(Debug, Clone)]
+struct RollingPolicy {
+    /// `file-size`: a file this big (128 MB).
+    file_size: u64,
+    /// `rollover-interval`: a file open this long (30 min).
+    rollover: Duration,
+    /// `inactivity-interval`: a file not written to for this long (30 min).
+    inactivity: Duration,
+}
+
+impl RollingPolicy {
+    fn from_options(o: &Options) -> Result<Self> {
+        let file_size = match o.get("sink.rolling-policy.file-size") {
+            None => 128 << 20,
+            Some(v) => sluice_common::options::parse_memory_size(v)
+                .filter(|b| *b > 0)
+                .ok_or_else(|| {
+                    SluiceError::Config(format!(
+                        "{}: option 'sink.rolling-policy.file-size' = '{v}': expected a size such as '128 mb'",
+                        o.owner
+                    ))
+                })?,
+        };
+        let interval = |key: &str| -> Result<Duration> {
+            Ok(o.duration(key)?.unwrap_or(Duration::from_secs(30 * 60)))
+        };
+        // Checked on every write and watermark: the check interval is accepted, not needed.
+        o.duration("sink.rolling-policy.check-interval")?;
+        Ok(RollingPolicy {
+            file_size,
+            rollover: interval("sink.rolling-policy.rollover-interval")?,
+            inactivity: interval("sink.rolling-policy.inactivity-interval")?,
+        })
+    }
 }
 
 /// How a sink writes rows into files.
@@ -114,6 +153,7 @@ impl Connector for FileSystemConnector {
             format,
             dir: PathBuf::from(spec.options.required("path")?),
             policy: CommitPolicy::from_options(&spec.options)?,
+            rolling: RollingPolicy::from_options(&spec.options)?,
         }))
     }
 }
@@ -689,6 +729,7 @@ struct FileSinkFactory {
     format: String,
     dir: PathBuf,
     policy: CommitPolicy,
+    rolling: RollingPolicy,
 }
 
 impl OperatorFactory for FileSinkFactory {
@@ -729,6 +770,8 @@ impl OperatorFactory for FileSinkFactory {
                 .options
                 .string("partition.default-name", DEFAULT_PARTITION),
             policy: self.policy.clone(),
+            rolling: self.rolling.clone(),
+            rolled: Vec::new(),
             partitions: BTreeMap::new(),
             watermark: i64::MIN,
             rows: ctx
@@ -781,6 +824,11 @@ struct Bucket {
     file: Option<File>,
     /// The Parquet file being written (its footer is written when it is finished).
     parquet: Option<parquet::arrow::ArrowWriter<File>>,
+    /// Bytes of the line file being written (flushed or buffered).
+    line_bytes: u64,
+    /// When the file being written was opened, and last written to.
+    opened: Option<Instant>,
+    written: Option<Instant>,
     in_progress: PathBuf,
     final_path: PathBuf,
 }
@@ -794,6 +842,9 @@ impl Bucket {
             buffer: Vec::new(),
             file: None,
             parquet: None,
+            line_bytes: 0,
+            opened: None,
+            written: None,
             in_progress,
             final_path,
         }
@@ -802,6 +853,9 @@ impl Bucket {
     /// Closes the file being written, if any, and starts the next one.
     fn finish_file(&mut self, prefix: &str) -> Result<Option<(PathBuf, PathBuf)>> {
         self.flush()?;
+        self.line_bytes = 0;
+        self.opened = None;
+        self.written = None;
         if let Some(w) = self.parquet.take() {
             self.file = Some(pq::close(w, &self.in_progress)?);
         }
@@ -814,6 +868,28 @@ impl Bucket {
         self.part += 1;
         (self.in_progress, self.final_path) = part_paths(&self.dir, prefix, self.part);
         Ok(Some(done))
+    }
+
+    /// True if the rolling policy closes the file being written now.
+    fn due(&self, policy: &RollingPolicy, now: Instant) -> bool {
+        let Some(opened) = self.opened else {
+            return false;
+        };
+        let bytes = match &self.parquet {
+            Some(w) => (w.bytes_written() + w.in_progress_size()) as u64,
+            None => self.line_bytes,
+        };
+        bytes >= policy.file_size
+            || now.duration_since(opened) >= policy.rollover
+            || self
+                .written
+                .is_some_and(|w| now.duration_since(w) >= policy.inactivity)
+    }
+
+    /// Notes a write at `now`.
+    fn wrote(&mut self, now: Instant) {
+        self.opened.get_or_insert(now);
+        self.written = Some(now);
     }
 
     /// Creates the file being written.
@@ -891,6 +967,9 @@ struct FileSink {
     data_columns: Vec<usize>,
     default_partition: String,
     policy: CommitPolicy,
+    rolling: RollingPolicy,
+    /// Files the rolling policy closed since the last barrier: (hidden, final path).
+    rolled: Vec<(PathBuf, PathBuf)>,
     /// Every partition written to, by path.
     partitions: BTreeMap<String, Partition>,
     watermark: i64,
@@ -924,14 +1003,37 @@ impl FileSink {
             .or_insert_with(|| Bucket::new(dir.join(path), prefix));
         match &mut self.format {
             FileFormat::Lines(encoder) => {
+                let before = bucket.buffer.len();
                 encoder.encode(data, &mut bucket.buffer)?;
+                bucket.line_bytes += (bucket.buffer.len() - before) as u64;
                 if bucket.buffer.len() >= WRITE_BUFFER_BYTES {
                     bucket.flush()?;
                 }
-                Ok(())
             }
-            FileFormat::Parquet(options, schema) => bucket.write_parquet(options, schema, data),
+            FileFormat::Parquet(options, schema) => bucket.write_parquet(options, schema, data)?,
         }
+        bucket.wrote(Instant::now());
+        Ok(())
+    }
+
+    /// Closes the files the rolling policy says are done: with checkpoints they become
+    /// visible when the next checkpoint completes, without at once.
+    fn roll(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let mut done = Vec::new();
+        for b in self.buckets.values_mut() {
+            if b.due(&self.rolling, now) {
+                done.extend(b.finish_file(&self.prefix)?);
+            }
+        }
+        for (hidden, visible) in done {
+            if self.two_phase {
+                self.rolled.push((hidden, visible));
+            } else {
+                publish(&hidden, &visible)?;
+            }
+        }
+        Ok(())
     }
 
     /// Closes every file being written; returns the closed files.
@@ -1028,7 +1130,8 @@ impl Operator for FileSink {
         self.rows
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         if self.partition_keys.is_empty() {
-            return self.write("", &batch.data);
+            self.write("", &batch.data)?;
+            return self.roll();
         }
         let data = batch.data.project(&self.data_columns)?;
         let mut rows_of: BTreeMap<String, Vec<u32>> = BTreeMap::new();
@@ -1050,12 +1153,12 @@ impl Operator for FileSink {
             let rows = arrow::array::UInt32Array::from(rows);
             self.write(&path, &arrow::compute::take_record_batch(&data, &rows)?)?;
         }
-        Ok(())
+        self.roll()
     }
 
     fn process_watermark(&mut self, watermark: i64, _out: &mut Output) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        Ok(())
+        self.roll()
     }
 
     fn snapshot_state(&mut self, checkpoint: CheckpointId, state: &mut StateWriter) -> Result<()> {
@@ -1063,7 +1166,8 @@ impl Operator for FileSink {
             self.flush()?;
             return Ok(());
         }
-        for (hidden, visible) in self.finish_files()? {
+        let rolled = std::mem::take(&mut self.rolled);
+        for (hidden, visible) in rolled.into_iter().chain(self.finish_files()?) {
             self.pending.push((checkpoint, hidden, visible));
         }
         state.put_u64(self.pending.len() as u64);
@@ -1106,7 +1210,8 @@ impl Operator for FileSink {
     /// The end of the input closes the last files. With checkpoints they become visible with
     /// the final checkpoint, which holds this subtask's final state (as Flink's file sink).
     fn end_input(&mut self, _out: &mut Output) -> Result<()> {
-        for (hidden, visible) in self.finish_files()? {
+        let rolled = std::mem::take(&mut self.rolled);
+        for (hidden, visible) in rolled.into_iter().chain(self.finish_files()?) {
             self.pending.push((CheckpointId::MAX, hidden, visible));
         }
         if self.two_phase {

@@ -198,3 +198,70 @@ fn a_metastore_commit_policy_is_refused_by_name() {
     let (ok, _, err) = common::run_sql(sql, &[]);
     assert!(!ok && err.contains("'metastore'"), "{err}");
 }
+
+/// `sink.rolling-policy.file-size`: a part file that reaches the size is closed and the next
+/// begun (visible at once without checkpoints, with its checkpoint with them), in CSV and
+/// Parquet; every row once.
+#[test]
+fn the_rolling_policy_closes_part_files_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, checkpoints) in [("csv", ""), ("csv", "50 ms"), ("parquet", "50 ms")] {
+        let out = dir
+            .path()
+            .join(format!("{format}-{}", checkpoints.is_empty()));
+        let set = if checkpoints.is_empty() {
+            String::new()
+        } else {
+            format!("SET 'execution.checkpointing.interval' = '{checkpoints}';\n")
+        };
+        let (ok, _, err) = common::run_sql(
+            &format!(
+                "{set}CREATE TABLE g (id BIGINT, name STRING) WITH ('connector' = 'datagen',
+  'number-of-rows' = '20000', 'fields.id.kind' = 'sequence', 'fields.id.start' = '1',
+  'fields.id.end' = '20000', 'fields.name.length' = '20');
+CREATE TABLE o (id BIGINT, name STRING) WITH ('connector' = 'filesystem', 'path' = '{}',
+  'format' = '{format}', 'sink.rolling-policy.file-size' = '64kb');
+INSERT INTO o SELECT * FROM g;",
+                out.display()
+            ),
+            &[],
+        );
+        assert!(ok, "{err}");
+        let files: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            files
+                .iter()
+                .all(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.')),
+            "{files:?}"
+        );
+        assert!(files.len() >= 5, "{format} {checkpoints}: {files:?}");
+        for f in &files {
+            // The size, give or take the last batch written before the check.
+            let size = std::fs::metadata(f).unwrap().len();
+            assert!(size < 64 * 1024 + 300 * 1024, "{f:?} {size}");
+        }
+        let (ok, out, err) = common::run_sql(
+            &format!(
+                "CREATE TABLE r (id BIGINT, name STRING) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = '{format}');
+SELECT COUNT(*), COUNT(DISTINCT id) FROM r;",
+                out.display()
+            ),
+            &[],
+        );
+        assert!(ok, "{err}");
+        assert_eq!(out.lines().last(), Some("+U[20000, 20000]"), "{out}");
+    }
+    let (ok, _, err) = common::run_sql(
+        "CREATE TABLE g (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '1');
+CREATE TABLE o (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '/tmp/x', 'format' = 'csv', 'sink.rolling-policy.file-size' = 'big');
+INSERT INTO o SELECT * FROM g;",
+        &[],
+    );
+    assert!(
+        !ok && err.contains("'sink.rolling-policy.file-size' = 'big'"),
+        "{err}"
+    );
+}
