@@ -9,7 +9,7 @@ a sink job wrote (or, for MQTT, what it publishes while the reader is subscribed
 blackhole, timed by its source's records out on its Prometheus endpoint until all N are read.
 
     cargo build --release
-    python3 bench/connectors.py [--rows 200000] [--only mqtt,rabbitmq,nats,redis,webhook]
+    python3 bench/connectors.py [--rows 200000] [--only mqtt,rabbitmq,nats,redis,webhook,postgres-cdc]
 
 Needs the Python clients test.sh installs (SLUICE_VENV: pika, nats-py) for set-up. Not a
 test: it never fails on speed.
@@ -57,12 +57,12 @@ def sink(name, with_clause, n, d):
     return run_job(sql, d)
 
 
-def read_source(with_clause, n, d, while_reading=None):
+def read_source(with_clause, n, d, while_reading=None, columns=COLUMNS, prelude=""):
     """Starts an unbounded job reading the source into blackhole; returns seconds from its
     start (or, with while_reading, from the start of that) until its source has emitted n
     records."""
-    sql = (f"CREATE TABLE src {COLUMNS} WITH ({with_clause});\n"
-           f"CREATE TABLE bh {COLUMNS} WITH ('connector' = 'blackhole');\n"
+    sql = (f"{prelude}CREATE TABLE src {columns} WITH ({with_clause});\n"
+           f"CREATE TABLE bh {columns} WITH ('connector' = 'blackhole');\n"
            "INSERT INTO bh SELECT * FROM src;\n")
     path = os.path.join(d, f"src-{time.monotonic_ns()}.sql")
     with open(path, "w") as f:
@@ -173,6 +173,35 @@ def main():
             results.append(("nats sink (JetStream acks)", n / sink("nats", out, n, d)))
             src = f"'connector' = 'nats', 'url' = 'nats://127.0.0.1:4222', 'stream' = '{stream}', 'format' = 'json'"
             results.append(("nats source (JetStream)", n / read_source(src, n, d)))
+        if "postgres-cdc" in only:
+            # The snapshot of a table of n rows, then n rows inserted (one transaction) while
+            # the job streams; checkpoints every second advance the slot.
+            table, slot = f"bench_cdc_{pid}", f"bench_cdc_{pid}"
+
+            def psql(q):
+                subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q",
+                                "-c", q], check=True, capture_output=True)
+            psql(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id INT PRIMARY KEY, "
+                 "sensor TEXT, temperature DOUBLE PRECISION); "
+                 f"ALTER TABLE {table} REPLICA IDENTITY FULL; INSERT INTO {table} SELECT i, "
+                 f"'s' || (i % 100), i * 0.5 FROM generate_series(1, {n}) i")
+            cdc = (f"'connector' = 'postgres-cdc', 'hostname' = '127.0.0.1', 'username' = 'postgres', "
+                   f"'database-name' = 'test', 'schema-name' = 'public', 'table-name' = '{table}', "
+                   f"'slot.name' = '{slot}', 'debezium.publication.name' = '{slot}'")
+            cols = "(id INT, sensor STRING, temperature DOUBLE, PRIMARY KEY (id) NOT ENFORCED)"
+            every = "SET 'execution.checkpointing.interval' = '1 s';\n"
+            try:
+                results.append(("postgres-cdc snapshot",
+                                n / read_source(cdc, n, d, columns=cols, prelude=every)))
+                psql(f"TRUNCATE {table}")
+                psql(f"SELECT pg_drop_replication_slot('{slot}')")
+                secs = read_source(cdc, n, d, columns=cols, prelude=every, while_reading=lambda: psql(
+                    f"INSERT INTO {table} SELECT i, 's' || (i % 100), i * 0.5 FROM generate_series(1, {n}) i"))
+                results.append(("postgres-cdc changes (pgoutput)", n / secs))
+            finally:
+                subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q", "-c",
+                                f"SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION IF EXISTS "
+                                f"{slot}; DROP TABLE {table}"], capture_output=True)
         if "redis" in only:
             sql = GEN.format(n=n) + (
                 f"CREATE TABLE r (sensor STRING, temperature DOUBLE, PRIMARY KEY (sensor) NOT ENFORCED) WITH ("
