@@ -309,6 +309,56 @@ impl Planner<'_> {
         self.source(name, scan.projected_schema.clone(), graph)
     }
 
+    /// A `VALUES` clause: a bounded source of its rows, each expression evaluated once.
+    fn values(
+        &self,
+        v: &datafusion_expr::logical_plan::Values,
+        graph: &mut JobGraph,
+    ) -> Result<Stream> {
+        let empty = DFSchema::empty();
+        let one_row = arrow::record_batch::RecordBatch::try_new_with_options(
+            Arc::new(Schema::empty()),
+            vec![],
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(1)),
+        )?;
+        let schema = arrow_schema(&v.schema);
+        let mut columns: Vec<Vec<arrow::array::ArrayRef>> = vec![Vec::new(); schema.fields().len()];
+        for row in &v.values {
+            for (i, e) in row.iter().enumerate() {
+                let value = physical(e, &empty)?
+                    .evaluate(&one_row)
+                    .and_then(|c| c.into_array(1))
+                    .map_err(df_error)?;
+                columns[i].push(arrow::compute::cast(&value, schema.field(i).data_type())?);
+            }
+        }
+        let columns = columns
+            .iter()
+            .map(|parts| {
+                let parts: Vec<&dyn arrow::array::Array> =
+                    parts.iter().map(|a| a.as_ref()).collect();
+                arrow::compute::concat(&parts)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let rows = arrow::record_batch::RecordBatch::try_new(schema, columns)?;
+        let node = graph.add(Node {
+            name: "Source: Values".into(),
+            parallelism: 1,
+            kind: NodeKind::Source(Arc::new(crate::operators::values::ValuesFactory { rows })),
+            inputs: vec![],
+        });
+        Ok(Stream {
+            node,
+            parallelism: 1,
+            schema: v.schema.clone(),
+            rowtime: None,
+            updating: false,
+            pending: None,
+            window_end: None,
+            window_start: None,
+        })
+    }
+
     /// `s` with only the rows for which `predicate` (over `schema`) is true.
     fn filtered(
         &self,
@@ -404,6 +454,7 @@ impl Planner<'_> {
             LogicalPlan::Limit(_) => Err(unsupported("LIMIT")),
             LogicalPlan::Window(w) => self.over(w, graph),
             LogicalPlan::Distinct(_) => Err(unsupported("SELECT DISTINCT")),
+            LogicalPlan::Values(v) => self.values(v, graph),
             other => Err(unsupported(&format!("the plan node {}", other.display()))),
         }
     }

@@ -310,3 +310,25 @@ GROUP BY window_start, window_end;",
         "{e}"
     );
 }
+
+#[test]
+fn values_are_a_bounded_source() {
+    let o = run(
+        "CREATE TABLE o (id BIGINT, name STRING, v DECIMAL(5, 2)) WITH ('connector' = 'print');
+INSERT INTO o VALUES (1, 'a', 1.5), (2, 'b', CAST(NULL AS DECIMAL(5, 2))), (3 + 4, UPPER('c'), 2);
+SELECT * FROM (VALUES (1, 'x'), (2, 'y')) AS t(a, b) WHERE a > 1;",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "+I[1, a, 1.50]",
+            "+I[2, b, null]",
+            "+I[2, y]",
+            "+I[7, C, 2.00]"
+        ]
+    );
+}

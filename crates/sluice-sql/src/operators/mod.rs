@@ -22,6 +22,7 @@ pub mod scalar_eval;
 pub mod temporal_join;
 pub mod top_n;
 pub mod union;
+pub mod values;
 pub mod watermark;
 pub mod window_aggregate;
 pub mod window_assign;
