@@ -74,22 +74,25 @@ fn readings(from: u32, to: u32) -> String {
         .collect()
 }
 
-#[test]
-fn jetstream_streams_in_and_out_resuming_from_the_checkpoint() {
-    ensure_nats();
+/// Streams named after `tag` in and out, readings 1 to 10 published to the first, and the
+/// job that publishes the alerts among them: (input subject, output subject, output stream,
+/// script).
+fn alerts_pipeline(tag: &str) -> (String, String, String, String) {
     let id = std::process::id();
-    let (s_in, s_out) = (format!("SLUICE_IN_{id}"), format!("SLUICE_OUT_{id}"));
+    let (s_in, s_out) = (
+        format!("SLUICE_{tag}IN_{id}"),
+        format!("SLUICE_{tag}OUT_{id}"),
+    );
     let (subj_in, subj_out) = (
-        format!("sluice.{id}.readings"),
-        format!("sluice.{id}.alerts"),
+        format!("sluice.{id}.{tag}readings"),
+        format!("sluice.{id}.{tag}alerts"),
     );
     client(&["stream", &s_in, &subj_in], "");
     client(&["stream", &s_out, &subj_out], "");
     client(&["publish", &subj_in], &readings(1, 10));
-    let dir = tempfile::tempdir().unwrap();
     let sql = format!(
         "SET 'execution.checkpointing.interval' = '200 ms';
-SET 'pipeline.name' = 'nats-{id}';
+SET 'pipeline.name' = 'nats-{tag}{id}';
 CREATE TABLE readings (sensor STRING, temperature DOUBLE, subject STRING METADATA) WITH (
   'connector' = 'nats', 'url' = 'nats://127.0.0.1:4222', 'stream' = '{s_in}', 'format' = 'json');
 CREATE TABLE alerts (sensor STRING, temperature DOUBLE) WITH (
@@ -97,32 +100,42 @@ CREATE TABLE alerts (sensor STRING, temperature DOUBLE) WITH (
 INSERT INTO alerts SELECT sensor, temperature FROM readings WHERE temperature > 25;
 "
     );
-    let wait_out = |n: usize, job: &RunningJob| {
-        let started = Instant::now();
-        loop {
-            let out = client(&["read", &s_out], "");
-            if out.lines().count() >= n {
-                return out;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{out} {}",
-                job.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(200));
+    (subj_in, subj_out, s_out, sql)
+}
+
+/// The messages of `stream`, one a line, once it holds at least `n` (while `job` runs).
+fn wait_for_messages(stream: &str, n: usize, job: &mut RunningJob) -> String {
+    let started = Instant::now();
+    loop {
+        let out = client(&["read", stream], "");
+        if out.lines().count() >= n {
+            return out;
         }
-    };
+        assert!(
+            started.elapsed() < Duration::from_secs(60) && job.is_running(),
+            "{out} {}",
+            job.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn jetstream_streams_in_and_out_resuming_from_the_checkpoint() {
+    ensure_nats();
+    let (subj_in, subj_out, s_out, sql) = alerts_pipeline("");
+    let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let args = ["--data-dir", data.to_str().unwrap()];
     let mut job = RunningJob::start_with(&sql, dir.path(), &args);
-    wait_out(5, &job);
+    wait_for_messages(&s_out, 5, &mut job);
     // A checkpoint after the last reading, then kill -9.
     std::thread::sleep(Duration::from_millis(800));
     job.kill();
     // More readings while it is down; the restored job reads only those.
     client(&["publish", &subj_in], &readings(11, 12));
     let mut job = RunningJob::start_with(&sql, dir.path(), &args);
-    let out = wait_out(7, &job);
+    let out = wait_for_messages(&s_out, 7, &mut job);
     std::thread::sleep(Duration::from_millis(500));
     job.interrupt();
     assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
@@ -172,42 +185,10 @@ INSERT INTO p SELECT * FROM r;",
 #[test]
 fn a_job_survives_a_nats_restart() {
     ensure_nats();
-    let id = std::process::id();
-    let (s_in, s_out) = (format!("SLUICE_RIN_{id}"), format!("SLUICE_ROUT_{id}"));
-    let (subj_in, subj_out) = (
-        format!("sluice.{id}.restart.readings"),
-        format!("sluice.{id}.restart.alerts"),
-    );
-    client(&["stream", &s_in, &subj_in], "");
-    client(&["stream", &s_out, &subj_out], "");
-    client(&["publish", &subj_in], &readings(1, 10));
+    let (subj_in, _, s_out, sql) = alerts_pipeline("R");
     let dir = tempfile::tempdir().unwrap();
-    let sql = format!(
-        "SET 'execution.checkpointing.interval' = '200 ms';
-CREATE TABLE readings (sensor STRING, temperature DOUBLE) WITH (
-  'connector' = 'nats', 'url' = 'nats://127.0.0.1:4222', 'stream' = '{s_in}', 'format' = 'json');
-CREATE TABLE alerts (sensor STRING, temperature DOUBLE) WITH (
-  'connector' = 'nats', 'url' = 'nats://127.0.0.1:4222', 'subject' = '{subj_out}', 'format' = 'json');
-INSERT INTO alerts SELECT sensor, temperature FROM readings WHERE temperature > 25;
-"
-    );
-    let read_out = |n: usize, job: &mut RunningJob| {
-        let started = Instant::now();
-        loop {
-            let out = client(&["read", &s_out], "");
-            if out.lines().count() >= n {
-                return out;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60) && job.is_running(),
-                "{out} {}",
-                job.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
     let mut job = RunningJob::start(&sql, dir.path());
-    read_out(5, &mut job);
+    wait_for_messages(&s_out, 5, &mut job);
     let status = Command::new("start-stop-daemon")
         .args(["--stop", "--retry", "10", "--exec", "/usr/sbin/nats-server"])
         .status()
@@ -216,7 +197,7 @@ INSERT INTO alerts SELECT sensor, temperature FROM readings WHERE temperature > 
     std::thread::sleep(Duration::from_millis(500));
     ensure_nats();
     client(&["publish", &subj_in], &readings(11, 14));
-    let out = read_out(9, &mut job);
+    let out = wait_for_messages(&s_out, 9, &mut job);
     job.interrupt();
     assert!(job.wait(Duration::from_secs(30)), "{}", job.stderr());
     let mut got: Vec<&str> = out.lines().collect();

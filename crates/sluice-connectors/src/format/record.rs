@@ -61,7 +61,7 @@ pub trait EncodeRecords: Send {
 }
 
 /// Every format of records.
-pub static FORMATS: &[&dyn RecordFormat] = &[&Canal, &Csv, &Debezium, &Json, &Raw];
+pub static FORMATS: &[&dyn RecordFormat] = &[&Canal, &CSV, &Debezium, &JSON, &Raw];
 
 /// The names of the formats of records.
 pub fn names() -> Vec<&'static str> {
@@ -105,10 +105,12 @@ pub fn check_sink_changes(
     Ok(())
 }
 
-/// `json`: a JSON object a record (a line break inside one is only whitespace).
-struct Json;
-/// `csv`: a row a record.
-struct Csv;
+/// `json` (a JSON object a record; a line break inside one is only whitespace) and `csv`
+/// (a row a record): the line formats of files, a record a line.
+struct LineFormat {
+    name: &'static str,
+    options: &'static [&'static str],
+}
 /// `raw`: the record's bytes are the value of the table's one column.
 struct Raw;
 /// `debezium-json`: Debezium's change events.
@@ -116,42 +118,26 @@ struct Debezium;
 /// `canal-json`: Alibaba Canal's change records.
 struct Canal;
 
-impl RecordFormat for Json {
-    fn name(&self) -> &'static str {
-        "json"
-    }
-    fn options(&self) -> &'static [&'static str] {
-        super::json::OPTIONS
-    }
-    fn decoder(&self, schema: SchemaRef, options: &Options) -> Result<Box<dyn DecodeRecords>> {
-        Ok(Box::new(LinesDecoder {
-            lines: decoder("json", schema, options)?,
-            json: true,
-        }))
-    }
-    fn encoder(
-        &self,
-        schema: SchemaRef,
-        options: &Options,
-        time_zone: &str,
-    ) -> Result<Box<dyn EncodeRecords>> {
-        Ok(Box::new(LinesEncoder(encoder(
-            "json", schema, options, time_zone,
-        )?)))
-    }
-}
+const JSON: LineFormat = LineFormat {
+    name: "json",
+    options: super::json::OPTIONS,
+};
+const CSV: LineFormat = LineFormat {
+    name: "csv",
+    options: super::csv::OPTIONS,
+};
 
-impl RecordFormat for Csv {
+impl RecordFormat for LineFormat {
     fn name(&self) -> &'static str {
-        "csv"
+        self.name
     }
     fn options(&self) -> &'static [&'static str] {
-        super::csv::OPTIONS
+        self.options
     }
     fn decoder(&self, schema: SchemaRef, options: &Options) -> Result<Box<dyn DecodeRecords>> {
         Ok(Box::new(LinesDecoder {
-            lines: decoder("csv", schema, options)?,
-            json: false,
+            lines: decoder(self.name, schema, options)?,
+            json: self.name == "json",
         }))
     }
     fn encoder(
@@ -161,7 +147,7 @@ impl RecordFormat for Csv {
         time_zone: &str,
     ) -> Result<Box<dyn EncodeRecords>> {
         Ok(Box::new(LinesEncoder(encoder(
-            "csv", schema, options, time_zone,
+            self.name, schema, options, time_zone,
         )?)))
     }
 }
