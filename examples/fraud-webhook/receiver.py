@@ -2,12 +2,19 @@
 answers 200. Usage: receiver.py PORT"""
 import http.server
 import sys
+import threading
+
+# Requests are served on threads: a line is written whole, under a lock, so that two alerts
+# never share a line.
+lock = threading.Lock()
 
 
 class Hook(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-        print(f"webhook: {body}", flush=True)
+        with lock:
+            sys.stdout.write(f"webhook: {body}\n")
+            sys.stdout.flush()
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
