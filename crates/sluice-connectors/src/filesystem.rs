@@ -1,8 +1,10 @@
 //! Flink's `filesystem` connector: a bounded source over a file or a directory of files, and a
-//! sink that writes part files into a directory.
+//! sink that writes part files into a directory; either on the local file system or on object
+//! storage (`s3://bucket/prefix`, see [`crate::object_storage`]).
 
 use crate::format::parquet::{self as pq, ParquetOptions};
 use crate::format::{self, LineDecoder, LineEncoder};
+use crate::object_storage::{is_object_path, ObjectStorage};
 use crate::partition_commit::CommitPolicy;
 use crate::Connector;
 use arrow::array::ArrayRef;
@@ -49,6 +51,7 @@ fn check_options(options: &Options) -> Result<String> {
     let known: Vec<&str> = OPTIONS
         .iter()
         .chain(crate::partition_commit::OPTIONS)
+        .chain(crate::object_storage::OPTIONS)
         .copied()
         .collect();
     format::checked_format(options, &known, FILE_FORMATS)
@@ -124,18 +127,21 @@ impl Connector for FileSystemConnector {
                 spec.options.owner
             )));
         }
-        let path = PathBuf::from(spec.options.required("path")?);
+        let path_text = spec.options.required("path")?;
+        let storage = storage_of(path_text, &spec.options)?;
+        let path = PathBuf::from(path_text);
         let partitions = Partitions::new(spec, &path)?;
         // Fail at planning time on a bad format option or a missing path.
         if format != "parquet" {
             format::decoder(&format, partitions.data_schema.clone(), &spec.options)?;
         }
-        list_files(&path)?;
+        list_files(&path, storage.as_deref())?;
         Ok(Arc::new(FileSourceFactory {
             spec: spec.clone(),
             format,
             path,
             partitions: Arc::new(partitions),
+            storage,
         }))
     }
 
@@ -148,19 +154,53 @@ impl Connector for FileSystemConnector {
             )));
         }
         file_format(&format, spec.schema.clone(), spec)?;
+        let path = spec.options.required("path")?;
         Ok(Arc::new(FileSinkFactory {
             spec: spec.clone(),
             format,
-            dir: PathBuf::from(spec.options.required("path")?),
+            storage: storage_of(path, &spec.options)?,
+            dir: PathBuf::from(path),
             policy: CommitPolicy::from_options(&spec.options)?,
             rolling: RollingPolicy::from_options(&spec.options)?,
         }))
     }
 }
 
+/// The object storage of `path`, if it is on object storage (the table's `s3.*` options
+/// are accepted only then).
+fn storage_of(path: &str, options: &Options) -> Result<Option<Arc<ObjectStorage>>> {
+    if is_object_path(path) {
+        return ObjectStorage::open(path, options).map(Some);
+    }
+    if let Some(k) = crate::object_storage::OPTIONS
+        .iter()
+        .find(|k| options.get(k).is_some())
+    {
+        return Err(SluiceError::Config(format!(
+            "{}: option '{k}' is for paths on object storage (s3://...), but 'path' is '{path}'",
+            options.owner
+        )));
+    }
+    Ok(None)
+}
+
 /// The files a path stands for: itself, or the visible files of a directory tree, sorted.
 /// Hidden files (`.x`, `_x`) are skipped, as Flink does.
-fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
+fn list_files(path: &Path, storage: Option<&ObjectStorage>) -> Result<Vec<PathBuf>> {
+    if let Some(s) = storage {
+        let files = s.list(path)?;
+        if files.is_empty() && !s.exists(path)? {
+            return Err(SluiceError::Config(format!(
+                "{}: no such file or directory on object storage",
+                path.display()
+            )));
+        }
+        return Ok(if files.is_empty() {
+            vec![path.to_path_buf()]
+        } else {
+            files
+        });
+    }
     let meta =
         std::fs::metadata(path).map_err(|e| SluiceError::io(path.display().to_string(), e))?;
     if meta.is_file() {
@@ -194,6 +234,7 @@ struct FileSourceFactory {
     format: String,
     path: PathBuf,
     partitions: Arc<Partitions>,
+    storage: Option<Arc<ObjectStorage>>,
 }
 
 /// The partition columns of a `PARTITIONED BY` table, which its files do not hold: their
@@ -323,7 +364,7 @@ impl SourceFactory for FileSourceFactory {
     }
 
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn SourceReader>> {
-        let all_files = list_files(&self.path)?;
+        let all_files = list_files(&self.path, self.storage.as_deref())?;
         let files = assigned(&all_files, ctx.parallelism, ctx.subtask_index)
             .map(|p| (p.clone(), None))
             .collect();
@@ -352,6 +393,7 @@ impl SourceFactory for FileSourceFactory {
             reported_skips: 0,
             position: None,
             skip_rows: 0,
+            storage: self.storage.clone(),
         }))
     }
 }
@@ -446,6 +488,8 @@ struct FileReader {
     position: Option<FilePosition>,
     /// Rows still to skip after a restore.
     skip_rows: u64,
+    /// Where the files are, if on object storage.
+    storage: Option<Arc<ObjectStorage>>,
 }
 
 impl FileReader {
@@ -483,7 +527,7 @@ impl FileReader {
     /// skipped).
     fn open(&mut self, path: &Path, at: Option<FilePosition>) -> Result<()> {
         let name = path.display().to_string();
-        let mut file = File::open(path).map_err(|e| SluiceError::io(name.clone(), e))?;
+        let mut file = self.open_file(path)?;
         let (line, consumed) = match &at {
             Some(p) => {
                 use std::io::Seek;
@@ -517,7 +561,7 @@ impl FileReader {
     /// rows are then skipped): the whole file is one block of rows.
     fn open_parquet(&mut self, path: &Path, at: Option<FilePosition>) -> Result<()> {
         let name = path.display().to_string();
-        let reader = pq::reader(path)?;
+        let reader = pq::reader_of(self.open_file(path)?, path)?;
         if let Some(before) = self.position.take().filter(|b| b.file != name) {
             self.finished.push(before.file);
         }
@@ -530,6 +574,23 @@ impl FileReader {
         });
         self.parquet = Some((name, reader));
         Ok(())
+    }
+
+    /// Opens file `path`; an object is fetched whole into an unnamed local file first.
+    fn open_file(&self, path: &Path) -> Result<File> {
+        let name = path.display().to_string();
+        let Some(storage) = &self.storage else {
+            return File::open(path).map_err(|e| SluiceError::io(name, e));
+        };
+        let data = storage.get(path)?;
+        let mut file = tempfile::tempfile().map_err(|e| SluiceError::io(name.clone(), e))?;
+        file.write_all(&data)
+            .and_then(|_| {
+                use std::io::Seek;
+                file.rewind()
+            })
+            .map_err(|e| SluiceError::io(name, e))?;
+        Ok(file)
     }
 
     /// How far the checkpointed subtasks `states` (by index, of `parallelism`) got in each
@@ -727,7 +788,9 @@ impl SourceReader for FileReader {
 struct FileSinkFactory {
     spec: SinkSpec,
     format: String,
+    /// The table's directory (on object storage: the prefix of its objects' names).
     dir: PathBuf,
+    storage: Option<Arc<ObjectStorage>>,
     policy: CommitPolicy,
     rolling: RollingPolicy,
 }
@@ -738,8 +801,21 @@ impl OperatorFactory for FileSinkFactory {
     }
 
     fn create(&self, ctx: &SubtaskContext) -> Result<Box<dyn Operator>> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| SluiceError::io(self.dir.display().to_string(), e))?;
+        // On object storage, files are written locally, in a scratch directory, until they
+        // are closed; then they are uploaded (hidden) and renamed into place at the commit.
+        let scratch = match &self.storage {
+            None => {
+                std::fs::create_dir_all(&self.dir)
+                    .map_err(|e| SluiceError::io(self.dir.display().to_string(), e))?;
+                None
+            }
+            Some(_) => Some(
+                tempfile::Builder::new()
+                    .prefix("sluice-object-sink-")
+                    .tempdir()
+                    .map_err(|e| SluiceError::io("a scratch directory for object storage", e))?,
+            ),
+        };
         let unique = format!(
             "{:x}-{:x}",
             std::process::id(),
@@ -755,6 +831,8 @@ impl OperatorFactory for FileSinkFactory {
         let data_schema = Arc::new(self.spec.schema.project(&data_columns)?);
         Ok(Box::new(FileSink {
             dir: self.dir.clone(),
+            storage: self.storage.clone(),
+            scratch,
             prefix: format!("{unique}-{}", ctx.subtask_index),
             two_phase: ctx.checkpointing,
             pending: Vec::new(),
@@ -817,7 +895,10 @@ fn escape_partition_value(v: &str) -> String {
 
 /// The part files of one directory (the table's, or one partition's) a sink subtask writes.
 struct Bucket {
+    /// The directory the files are named in.
     dir: PathBuf,
+    /// Where the file being written is written (`dir`, or on object storage a local one).
+    local_dir: PathBuf,
     /// The number of the file being written.
     part: u64,
     buffer: Vec<u8>,
@@ -834,10 +915,11 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(dir: PathBuf, prefix: &str) -> Self {
+    fn new(dir: PathBuf, local_dir: PathBuf, prefix: &str) -> Self {
         let (in_progress, final_path) = part_paths(&dir, prefix, 0);
         Bucket {
             dir,
+            local_dir,
             part: 0,
             buffer: Vec::new(),
             file: None,
@@ -850,8 +932,21 @@ impl Bucket {
         }
     }
 
-    /// Closes the file being written, if any, and starts the next one.
-    fn finish_file(&mut self, prefix: &str) -> Result<Option<(PathBuf, PathBuf)>> {
+    /// The local file the file being written is written to.
+    fn local(&self) -> PathBuf {
+        match self.in_progress.file_name() {
+            Some(n) if self.local_dir != self.dir => self.local_dir.join(n),
+            _ => self.in_progress.clone(),
+        }
+    }
+
+    /// Closes the file being written, if any, and starts the next one; on object storage it
+    /// is uploaded (still hidden).
+    fn finish_file(
+        &mut self,
+        prefix: &str,
+        storage: Option<&ObjectStorage>,
+    ) -> Result<Option<(PathBuf, PathBuf)>> {
         self.flush()?;
         self.line_bytes = 0;
         self.opened = None;
@@ -864,6 +959,12 @@ impl Bucket {
         };
         f.sync_all()
             .map_err(|e| SluiceError::io(self.in_progress.display().to_string(), e))?;
+        drop(f);
+        if let Some(s) = storage {
+            let local = self.local();
+            s.upload(&local, &self.in_progress)?;
+            let _ = std::fs::remove_file(&local);
+        }
         let done = (self.in_progress.clone(), self.final_path.clone());
         self.part += 1;
         (self.in_progress, self.final_path) = part_paths(&self.dir, prefix, self.part);
@@ -894,9 +995,9 @@ impl Bucket {
 
     /// Creates the file being written.
     fn create(&self) -> Result<File> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| SluiceError::io(self.dir.display().to_string(), e))?;
-        File::create(&self.in_progress)
+        std::fs::create_dir_all(&self.local_dir)
+            .map_err(|e| SluiceError::io(self.local_dir.display().to_string(), e))?;
+        File::create(self.local())
             .map_err(|e| SluiceError::io(self.in_progress.display().to_string(), e))
     }
 
@@ -953,6 +1054,10 @@ fn part_paths(dir: &Path, prefix: &str, part: u64) -> (PathBuf, PathBuf) {
 /// what was written after it stays hidden and is written again by the replay.
 struct FileSink {
     dir: PathBuf,
+    /// The object storage `dir` is on, if it is.
+    storage: Option<Arc<ObjectStorage>>,
+    /// Where files on object storage are written until they are closed.
+    scratch: Option<tempfile::TempDir>,
     /// Names this subtask's files (`<run>-<subtask>`).
     prefix: String,
     two_phase: bool,
@@ -997,10 +1102,11 @@ impl FileSink {
     /// Appends rows to the files of a partition path (`""`: the table's directory).
     fn write(&mut self, path: &str, data: &RecordBatch) -> Result<()> {
         let (dir, prefix) = (&self.dir, &self.prefix);
+        let local = self.scratch.as_ref().map(|t| t.path()).unwrap_or(dir);
         let bucket = self
             .buckets
             .entry(path.to_string())
-            .or_insert_with(|| Bucket::new(dir.join(path), prefix));
+            .or_insert_with(|| Bucket::new(dir.join(path), local.join(path), prefix));
         match &mut self.format {
             FileFormat::Lines(encoder) => {
                 let before = bucket.buffer.len();
@@ -1023,14 +1129,14 @@ impl FileSink {
         let mut done = Vec::new();
         for b in self.buckets.values_mut() {
             if b.due(&self.rolling, now) {
-                done.extend(b.finish_file(&self.prefix)?);
+                done.extend(b.finish_file(&self.prefix, self.storage.as_deref())?);
             }
         }
         for (hidden, visible) in done {
             if self.two_phase {
                 self.rolled.push((hidden, visible));
             } else {
-                publish(&hidden, &visible)?;
+                publish(&hidden, &visible, self.storage.as_deref())?;
             }
         }
         Ok(())
@@ -1040,7 +1146,7 @@ impl FileSink {
     fn finish_files(&mut self) -> Result<Vec<(PathBuf, PathBuf)>> {
         let mut done = Vec::new();
         for b in self.buckets.values_mut() {
-            done.extend(b.finish_file(&self.prefix)?);
+            done.extend(b.finish_file(&self.prefix, self.storage.as_deref())?);
         }
         Ok(done)
     }
@@ -1049,12 +1155,14 @@ impl FileSink {
     fn commit(&mut self, checkpoint: CheckpointId) -> Result<()> {
         let mut dirs = std::collections::BTreeSet::new();
         for (_, hidden, visible) in self.pending.iter().filter(|p| p.0 <= checkpoint) {
-            publish(hidden, visible)?;
+            publish(hidden, visible, self.storage.as_deref())?;
             dirs.extend(visible.parent().map(Path::to_path_buf));
         }
         self.pending.retain(|p| p.0 > checkpoint);
-        for dir in dirs {
-            sluice_engine::checkpoint::storage::sync_dir(&dir)?;
+        if self.storage.is_none() {
+            for dir in dirs {
+                sluice_engine::checkpoint::storage::sync_dir(&dir)?;
+            }
         }
         self.commit_partitions(checkpoint == CheckpointId::MAX)
     }
@@ -1070,7 +1178,8 @@ impl FileSink {
                         .policy
                         .ready(&p.values, p.created_ms, now, self.watermark))
             {
-                self.policy.commit(&self.dir.join(path))?;
+                self.policy
+                    .commit(&self.dir.join(path), self.storage.as_deref())?;
                 p.dirty = false;
             }
         }
@@ -1185,7 +1294,7 @@ impl Operator for FileSink {
             let _id = state.u64()?;
             let hidden = PathBuf::from(state.str()?);
             let visible = PathBuf::from(state.str()?);
-            publish(&hidden, &visible)?;
+            publish(&hidden, &visible, self.storage.as_deref())?;
         }
         Ok(())
     }
@@ -1227,7 +1336,7 @@ impl Operator for FileSink {
             return Ok(());
         }
         for (hidden, visible) in self.finish_files()? {
-            publish(&hidden, &visible)?;
+            publish(&hidden, &visible, self.storage.as_deref())?;
         }
         Ok(())
     }
@@ -1235,7 +1344,10 @@ impl Operator for FileSink {
 
 /// Renames a finished hidden part file into place; done already if only the visible one is
 /// there (a commit repeated after a restore).
-fn publish(hidden: &Path, visible: &Path) -> Result<()> {
+fn publish(hidden: &Path, visible: &Path, storage: Option<&ObjectStorage>) -> Result<()> {
+    if let Some(s) = storage {
+        return s.rename(hidden, visible);
+    }
     match std::fs::rename(hidden, visible) {
         Ok(()) => Ok(()),
         Err(_) if visible.exists() => Ok(()),

@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 pub mod nexmark;
+pub mod object_storage;
 pub mod partition_commit;
 pub mod postgres_cdc;
 pub mod print;

@@ -119,9 +119,16 @@ impl CommitPolicy {
     }
 
     /// Commits a partition: writes its success file, if the policy says so.
-    pub fn commit(&self, dir: &Path) -> Result<()> {
+    pub fn commit(
+        &self,
+        dir: &Path,
+        storage: Option<&crate::object_storage::ObjectStorage>,
+    ) -> Result<()> {
         if let Some(name) = &self.success_file {
             let path = dir.join(name);
+            if let Some(s) = storage {
+                return s.put(&path, Vec::new());
+            }
             std::fs::write(&path, b"")
                 .map_err(|e| SluiceError::io(path.display().to_string(), e))?;
         }

@@ -7,3 +7,4 @@ pub mod dashboard;
 pub mod job_manager;
 pub mod metrics_endpoint;
 pub mod rest;
+pub mod schema_registry;

@@ -32,11 +32,23 @@ pub struct Api {
     pub token: Option<String>,
     /// The broker of the same process, if it runs one.
     pub broker: Option<Arc<sluice_broker::Broker>>,
+    /// The schema registry served beside the API (Confluent's paths: `/subjects`, ...).
+    pub registry: Option<Arc<crate::schema_registry::SchemaRegistry>>,
 }
 
 /// The routes.
 pub fn router(api: Api) -> Router {
-    let token = api.token.clone();
+    let auth = {
+        let token = api.token.clone();
+        axum::middleware::from_fn(move |req: Request, next: Next| {
+            let token = token.clone();
+            async move { authorize(token.as_deref(), req, next).await }
+        })
+    };
+    let registry = match &api.registry {
+        Some(r) => crate::schema_registry::routes(r.clone()).route_layer(auth.clone()),
+        None => Router::new(),
+    };
     Router::new()
         .route("/overview", get(overview))
         .route("/jobs", get(jobs).post(submit))
@@ -53,12 +65,7 @@ pub fn router(api: Api) -> Router {
         .route("/metrics", get(metrics))
         .route("/events", get(crate::dashboard::events))
         .route("/openapi.json", get(openapi))
-        .route_layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| {
-                let token = token.clone();
-                async move { authorize(token.as_deref(), req, next).await }
-            },
-        ))
+        .route_layer(auth.clone())
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::dashboard::routes())
         .route(
@@ -66,6 +73,7 @@ pub fn router(api: Api) -> Router {
             get(|| async { json_response(StatusCode::OK, json!({"status": "ready"})) }),
         )
         .with_state(api)
+        .merge(registry)
 }
 
 /// Serves the API on `listener` until `shutdown` completes.

@@ -111,6 +111,10 @@ struct BrokerArgs {
     /// Acknowledge `acks=all` produces only after fsync (`flush.on.ack`) [default: true].
     #[arg(long)]
     fsync: Option<bool>,
+    /// Serves a schema registry (Confluent's REST API, Avro schemas) at http://ADDR, e.g.
+    /// 127.0.0.1:8081; it keeps its schemas in `<data dir>/schema-registry/`.
+    #[arg(long, value_name = "ADDR")]
+    schema_registry: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -239,6 +243,21 @@ fn broker(args: BrokerArgs) -> Result<(), String> {
             "sluice broker listening on {listen} (data in {})",
             data_dir.display()
         );
+        if let Some(addr) = &args.schema_registry {
+            let registry = sluice_server::schema_registry::SchemaRegistry::open(
+                &data_dir.join("schema-registry"),
+            )?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("--schema-registry {addr}: {e}"))?;
+            let at = listener.local_addr().map_err(|e| e.to_string())?;
+            eprintln!("Schema registry at http://{at}");
+            tokio::spawn(sluice_server::schema_registry::serve(
+                listener,
+                registry,
+                std::future::pending::<()>(),
+            ));
+        }
         let retention = sluice_broker::spawn_retention(broker.clone());
         if args.metrics_addr.is_some() {
             sluice_broker::broker_metrics::spawn_sampler(broker.clone());

@@ -80,6 +80,9 @@ pub fn server(args: ServerArgs) -> Result<(), String> {
         metrics,
         token: args.token.clone(),
         broker: None,
+        registry: Some(sluice_server::schema_registry::SchemaRegistry::open(
+            &args.data_dir.join("schema-registry"),
+        )?),
     };
     let result = runtime.block_on(async move {
         let mut broker_task = None;

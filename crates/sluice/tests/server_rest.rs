@@ -524,6 +524,48 @@ fn a_bad_request_is_answered_without_harm() {
     assert_eq!(request(&server.addr, "GET", "/healthz", "", None).0, 200);
 }
 
+/// The schema registry at the server's REST address (Confluent's paths), behind its token,
+/// keeps its schemas across a restart.
+#[test]
+fn the_server_serves_a_schema_registry_that_outlives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), common::free_port());
+    let schema = r#"{"schema": "{\"type\": \"record\", \"name\": \"r\", \"fields\": [{\"name\": \"a\", \"type\": \"long\"}]}"}"#;
+    let (status, _) = request(
+        &server.addr,
+        "POST",
+        "/subjects/t-value/versions",
+        schema,
+        None,
+    );
+    assert_eq!(status, 401, "the registry is behind the token");
+    let (status, v) = call(&server.addr, "POST", "/subjects/t-value/versions", schema);
+    assert_eq!((status, v["id"].as_u64()), (200, Some(1)), "{v}");
+    let (status, v) = call(&server.addr, "POST", "/subjects/t-value/versions", "{");
+    assert_eq!(
+        (status, v["error_code"].as_u64()),
+        (422, Some(42201)),
+        "{v}"
+    );
+    server.kill();
+    let server = Server::start(dir.path(), common::free_port());
+    let (status, v) = call(&server.addr, "GET", "/subjects", "");
+    assert_eq!((status, v), (200, serde_json::json!(["t-value"])));
+    let (status, v) = call(&server.addr, "GET", "/subjects/t-value/versions/latest", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        (v["id"].as_u64(), v["version"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    let (status, v) = call(&server.addr, "GET", "/schemas/ids/2", "");
+    assert_eq!(
+        (status, v["error_code"].as_u64()),
+        (404, Some(40403)),
+        "{v}"
+    );
+}
+
 /// schemathesis (from PyPI, installed by test.sh) generates requests from /openapi.json,
 /// including a job submitted from its example and the operations linked to its id, and
 /// checks every answer against the description: status codes, content types, schemas. A

@@ -1,11 +1,13 @@
 //! Formats: how rows are read from and written to bytes, by the names Flink uses (`json`,
 //! `csv`), and how values are printed as text the way Flink prints them.
 
+pub mod avro;
 pub mod csv;
 pub mod json;
 pub mod parquet;
 pub mod raw;
 pub mod record;
+pub mod registry_client;
 pub mod text;
 
 use arrow::datatypes::SchemaRef;

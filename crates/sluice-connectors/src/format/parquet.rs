@@ -81,10 +81,9 @@ pub fn close(writer: ArrowWriter<File>, path: &Path) -> Result<File> {
         .map_err(|e| SluiceError::Runtime(format!("{}: cannot write Parquet: {e}", path.display())))
 }
 
-/// A reader of the Parquet file `path`.
-pub fn reader(path: &Path) -> Result<ParquetRecordBatchReader> {
+/// A reader of the Parquet file `file` (named `path`).
+pub fn reader_of(file: File, path: &Path) -> Result<ParquetRecordBatchReader> {
     let name = path.display().to_string();
-    let file = File::open(path).map_err(|e| SluiceError::io(name.clone(), e))?;
     ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(super::BATCH_ROWS).build())
         .map_err(|e| {
@@ -127,6 +126,10 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use std::collections::BTreeMap;
     use std::sync::Arc;
+
+    fn reader(path: &Path) -> Result<ParquetRecordBatchReader> {
+        reader_of(File::open(path).unwrap(), path)
+    }
 
     #[test]
     fn written_files_read_back_by_column_name() {

@@ -61,7 +61,15 @@ pub trait EncodeRecords: Send {
 }
 
 /// Every format of records.
-pub static FORMATS: &[&dyn RecordFormat] = &[&Canal, &CSV, &Debezium, &JSON, &Raw];
+pub static FORMATS: &[&dyn RecordFormat] = &[
+    &super::avro::Avro { confluent: false },
+    &super::avro::Avro { confluent: true },
+    &Canal,
+    &CSV,
+    &Debezium,
+    &JSON,
+    &Raw,
+];
 
 /// The names of the formats of records.
 pub fn names() -> Vec<&'static str> {

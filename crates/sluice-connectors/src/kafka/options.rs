@@ -206,6 +206,15 @@ fn format_options(options: &Options, format: &str, prefix: &str, short: bool) ->
             values.insert(name.to_string(), v.to_string());
         }
     }
+    // As Flink's Kafka tables: the schema registry subject of a single topic's values (keys)
+    // is `<topic>-value` (`<topic>-key`).
+    let subject = format!("{format}.subject");
+    if format == "avro-confluent" && !values.contains_key(&subject) {
+        if let Some(topic) = options.get("topic").filter(|t| !t.contains(';')) {
+            let role = prefix.trim_end_matches('.');
+            values.insert(subject, format!("{}-{role}", topic.trim()));
+        }
+    }
     Ok(Options::new(options.owner.clone(), values))
 }
 
