@@ -17,14 +17,14 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 # Real Python clients (confluent-kafka with its schema registry client and Avro serializers,
 # kafka-python, pika for RabbitMQ, nats-py for NATS, pyarrow to read the Parquet files Sluice
-# writes, moto's S3-compatible server for object storage,
+# writes, moto's S3-compatible server for object storage, cramjam for fastavro's Snappy,
 # prometheus-client's parser of the /metrics text, and schemathesis, which checks the REST API
 # against its OpenAPI description) in a virtual environment outside the checkout; the tests
 # find it through SLUICE_VENV.
 export SLUICE_VENV="${SLUICE_VENV:-$HOME/.cache/sluice-venv}"
-if ! "$SLUICE_VENV/bin/python" -c "import confluent_kafka.schema_registry.avro, kafka, prometheus_client, schemathesis, pika, nats, pyarrow, moto.server" >/dev/null 2>&1; then
+if ! "$SLUICE_VENV/bin/python" -c "import confluent_kafka.schema_registry.avro, kafka, prometheus_client, schemathesis, pika, nats, pyarrow, moto.server, cramjam" >/dev/null 2>&1; then
   python3 -m venv "$SLUICE_VENV"
-  "$SLUICE_VENV/bin/pip" install -q "confluent-kafka[avro,schemaregistry]" kafka-python prometheus-client schemathesis pika nats-py pyarrow "moto[server]"
+  "$SLUICE_VENV/bin/pip" install -q "confluent-kafka[avro,schemaregistry]" kafka-python prometheus-client schemathesis pika nats-py pyarrow "moto[server]" cramjam
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -1,6 +1,8 @@
 """Benchmark: records per second into and out of the servers the connectors speak to, through
-the `sluice` binary, on this machine's Mosquitto, RabbitMQ, NATS (JetStream) and Redis, and a
-local HTTP receiver for the webhook sink.
+the `sluice` binary, on this machine's Mosquitto, RabbitMQ, NATS (JetStream) and Redis, a
+local HTTP receiver for the webhook sink, `sluice broker` with its schema registry for Kafka
+in JSON and in Avro (`avro-confluent`), and moto's S3 server for the filesystem connector on
+object storage (beside the same job on the local disk).
 
 A sink's figure: a bounded job (datagen, N rows of a sensor reading) writing to the server,
 from start to end (the end waits for every acknowledgement: PUBACKs, publisher confirms,
@@ -9,9 +11,9 @@ a sink job wrote (or, for MQTT, what it publishes while the reader is subscribed
 blackhole, timed by its source's records out on its Prometheus endpoint until all N are read.
 
     cargo build --release
-    python3 bench/connectors.py [--rows 200000] [--only mqtt,rabbitmq,nats,redis,webhook,postgres-cdc]
+    python3 bench/connectors.py [--rows 200000] [--only mqtt,rabbitmq,nats,redis,webhook,postgres-cdc,kafka-avro,s3]
 
-Needs the Python clients test.sh installs (SLUICE_VENV: pika, nats-py) for set-up. Not a
+Needs the Python clients test.sh installs (SLUICE_VENV: pika, nats-py, moto) for set-up. Not a
 test: it never fails on speed.
 """
 import argparse
@@ -110,6 +112,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_for_port(port):
+    import socket
+    for _ in range(600):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on port {port}")
+
+
 def client(script, *args):
     subprocess.run([python, os.path.join(clients, script), *args], check=True,
                    capture_output=True, input="")
@@ -202,6 +215,54 @@ def main():
                 subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q", "-c",
                                 f"SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION IF EXISTS "
                                 f"{slot}; DROP TABLE {table}"], capture_output=True)
+        if "kafka-avro" in only:
+            # The same rows to and from a topic in JSON and in Avro with the schema registry.
+            port, reg = free_port(), free_port()
+            broker = subprocess.Popen([sluice, "broker", "--listen", f"127.0.0.1:{port}",
+                                       "--data-dir", os.path.join(d, "broker"),
+                                       "--schema-registry", f"127.0.0.1:{reg}"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for_port(port)
+                wait_for_port(reg)
+                for fmt, opts in [("json", "'format' = 'json'"),
+                                  ("avro-confluent", f"'format' = 'avro-confluent', "
+                                   f"'avro-confluent.url' = 'http://127.0.0.1:{reg}'")]:
+                    kafka = (f"'connector' = 'kafka', 'topic' = 'bench-{fmt}', "
+                             f"'properties.bootstrap.servers' = '127.0.0.1:{port}', {opts}")
+                    results.append((f"kafka sink ({fmt})", n / sink("kafka", kafka, n, d)))
+                    src = kafka + ", 'scan.startup.mode' = 'earliest-offset'"
+                    results.append((f"kafka source ({fmt})", n / read_source(src, n, d)))
+            finally:
+                broker.kill()
+                broker.wait()
+        if "s3" in only:
+            # Parquet files on the local disk, then as objects on moto's S3 server.
+            port = free_port()
+            moto = subprocess.Popen([os.path.join(venv, "bin", "moto_server"), "-H", "127.0.0.1",
+                                     "-p", str(port)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for_port(port)
+                endpoint = f"http://127.0.0.1:{port}"
+                client("s3_objects.py", endpoint, "bench", "create")
+                local = f"'connector' = 'filesystem', 'path' = '{d}/lake', 'format' = 'parquet'"
+                results.append(("filesystem sink (parquet, local disk)", n / sink("fs", local, n, d)))
+                s3 = (f"'connector' = 'filesystem', 'path' = 's3://bench/lake', 'format' = 'parquet', "
+                      f"'s3.endpoint' = '{endpoint}', 's3.access-key' = 'test', "
+                      f"'s3.secret-key' = 'test', 's3.region' = 'us-east-1', "
+                      "'s3.path.style.access' = 'true'")
+                results.append(("filesystem sink (parquet, S3 on moto)", n / sink("s3", s3, n, d)))
+                cols = COLUMNS
+                sql = (f"CREATE TABLE src {cols} WITH ({s3});\n"
+                       f"CREATE TABLE bh {cols} WITH ('connector' = 'blackhole');\n"
+                       "INSERT INTO bh SELECT * FROM src;\n")
+                results.append(("filesystem source (parquet, S3 on moto)", n / run_job(sql, d)))
+                sql = sql.replace(s3, local)
+                results.append(("filesystem source (parquet, local disk)", n / run_job(sql, d)))
+            finally:
+                moto.kill()
+                moto.wait()
         if "redis" in only:
             sql = GEN.format(n=n) + (
                 f"CREATE TABLE r (sensor STRING, temperature DOUBLE, PRIMARY KEY (sensor) NOT ENFORCED) WITH ("
@@ -218,7 +279,7 @@ def main():
             hook = f"'connector' = 'webhook', 'url' = '{url}'"
             results.append((f"webhook sink ({m} requests)", m / sink("webhook", hook, m, d)))
             server.shutdown()
-    print(f"{n:,} rows of (sensor STRING, temperature DOUBLE), JSON; records per second:")
+    print(f"{n:,} rows of (sensor STRING, temperature DOUBLE), JSON unless named; records per second:")
     for name, rate in results:
         print(f"  {name:45} {rate:12,.0f}")
 

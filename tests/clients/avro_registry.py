@@ -123,12 +123,16 @@ def consume(topic):
             continue
         check(m.error() is None, f"consume error {m.error()}")
         empty = 0
-        rows.append(deser(m.value(), SerializationContext(topic, MessageField.VALUE)))
+        row = deser(m.value(), SerializationContext(topic, MessageField.VALUE))
+        if m.key() is not None:
+            row["key"] = deser(m.key(), SerializationContext(topic, MessageField.KEY))
+        rows.append(row)
     c.close()
     for r in rows:
         print(json.dumps(r, sort_keys=True, ensure_ascii=False, default=str))
-    schema = registry.get_latest_version(f"{topic}-value").schema.schema_str
-    print("schema " + schema)
+    for subject in registry.get_subjects():
+        if subject.startswith(topic + "-"):
+            print(f"schema {subject} " + registry.get_latest_version(subject).schema.schema_str)
 
 
 if phase == "produce":

@@ -4,6 +4,7 @@ Usage: s3_objects.py ENDPOINT BUCKET create      creates the bucket
        s3_objects.py ENDPOINT BUCKET list        prints each key
        s3_objects.py ENDPOINT BUCKET rows PREFIX  prints the rows of every visible object under
                                                  PREFIX: CSV lines, or Parquet rows (pyarrow)
+                                                 or Avro container files' rows (fastavro)
                                                  as CSV lines, each prefixed by its partition
                                                  directories (k=v/)
 """
@@ -38,7 +39,11 @@ elif command == "rows":
             continue
         body = s3.get_object(Bucket=bucket, Key=k)["Body"].read()
         partition = "".join(p + "/" for p in parts[:-1])
-        if body[:4] == b"PAR1":
+        if body[:4] == b"Obj\x01":
+            import fastavro
+            for row in fastavro.reader(io.BytesIO(body)):
+                print(partition + ",".join("" if v is None else str(v) for v in row.values()))
+        elif body[:4] == b"PAR1":
             import pyarrow.parquet as pq
             table = pq.read_table(io.BytesIO(body))
             for row in table.to_pylist():

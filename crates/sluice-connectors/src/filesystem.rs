@@ -2,7 +2,7 @@
 //! sink that writes part files into a directory; either on the local file system or on object
 //! storage (`s3://bucket/prefix`, see [`crate::object_storage`]).
 
-use crate::format::parquet::{self as pq, ParquetOptions};
+use crate::format::bulk::{self, Batches, BulkFormat, BulkWriter};
 use crate::format::{self, LineDecoder, LineEncoder};
 use crate::object_storage::{is_object_path, ObjectStorage};
 use crate::partition_commit::CommitPolicy;
@@ -44,8 +44,8 @@ const OPTIONS: &[&str] = &[
 /// The `filesystem` connector.
 pub struct FileSystemConnector;
 
-/// The formats of files: lines of text, or Parquet.
-const FILE_FORMATS: &[&str] = &["csv", "json", "parquet"];
+/// The formats of files: lines of text, or whole files (Parquet, Avro container files).
+const FILE_FORMATS: &[&str] = &["avro", "csv", "json", "parquet"];
 
 fn check_options(options: &Options) -> Result<String> {
     let known: Vec<&str> = OPTIONS
@@ -98,7 +98,7 @@ impl RollingPolicy {
 /// How a sink writes rows into files.
 enum FileFormat {
     Lines(Box<dyn LineEncoder>),
-    Parquet(Box<ParquetOptions>, arrow::datatypes::SchemaRef),
+    Bulk(BulkFormat, arrow::datatypes::SchemaRef),
 }
 
 /// A sink's file format for rows of `schema`.
@@ -108,7 +108,14 @@ fn file_format(
     spec: &SinkSpec,
 ) -> Result<FileFormat> {
     Ok(match format {
-        "parquet" => FileFormat::Parquet(Box::new(ParquetOptions::new(&spec.options)?), schema),
+        f if bulk::FORMATS.contains(&f) => match BulkFormat::new(f, &spec.options)? {
+            Some(b) => FileFormat::Bulk(b, schema),
+            None => {
+                return Err(SluiceError::Runtime(format!(
+                    "internal: no bulk format {f}"
+                )))
+            }
+        },
         f => FileFormat::Lines(format::encoder(f, schema, &spec.options, &spec.time_zone)?),
     })
 }
@@ -132,7 +139,7 @@ impl Connector for FileSystemConnector {
         let path = PathBuf::from(path_text);
         let partitions = Partitions::new(spec, &path)?;
         // Fail at planning time on a bad format option or a missing path.
-        if format != "parquet" {
+        if BulkFormat::new(&format, &spec.options)?.is_none() {
             format::decoder(&format, partitions.data_schema.clone(), &spec.options)?;
         }
         list_files(&path, storage.as_deref())?;
@@ -368,6 +375,7 @@ impl SourceFactory for FileSourceFactory {
         let files = assigned(&all_files, ctx.parallelism, ctx.subtask_index)
             .map(|p| (p.clone(), None))
             .collect();
+        let bulk_format = BulkFormat::new(&self.format, &self.spec.options)?;
         Ok(Box::new(FileReader {
             files,
             all_files,
@@ -375,15 +383,16 @@ impl SourceFactory for FileSourceFactory {
             parallelism: ctx.parallelism,
             finished: Vec::new(),
             current: None,
-            decoder: match self.format.as_str() {
-                "parquet" => None,
-                f => Some(format::decoder(
-                    f,
+            decoder: match bulk_format {
+                Some(_) => None,
+                None => Some(format::decoder(
+                    &self.format,
                     self.partitions.data_schema.clone(),
                     &self.spec.options,
                 )?),
             },
-            parquet: None,
+            bulk_format,
+            bulk: None,
             partitions: self.partitions.clone(),
             ready: VecDeque::new(),
             skipped_counter: ctx.metrics.counter(&format!(
@@ -474,13 +483,12 @@ struct FileReader {
     /// The files this subtask has read whole (but the one `position` is in).
     finished: Vec<String>,
     current: Option<OpenFile>,
-    /// The decoder of lines; `None` for Parquet files.
+    /// The decoder of lines; `None` for whole files.
     decoder: Option<Box<dyn LineDecoder>>,
-    /// The Parquet file being read.
-    parquet: Option<(
-        String,
-        parquet::arrow::arrow_reader::ParquetRecordBatchReader,
-    )>,
+    /// The format of whole files (Parquet, Avro), if the files are.
+    bulk_format: Option<BulkFormat>,
+    /// The whole file being read.
+    bulk: Option<(String, Batches)>,
     partitions: Arc<Partitions>,
     ready: VecDeque<RecordBatch>,
     skipped_counter: Arc<AtomicU64>,
@@ -506,7 +514,7 @@ impl FileReader {
         });
         let Some(decoder) = self.decoder.as_mut() else {
             return Err(SluiceError::Runtime(
-                "internal: lines in a Parquet source".into(),
+                "internal: lines in a source of whole files".into(),
             ));
         };
         for b in decoder.decode(name, first_line, block)? {
@@ -557,11 +565,16 @@ impl FileReader {
         Ok(())
     }
 
-    /// Opens the Parquet file `path` at its start, or at a restored position (whose emitted
+    /// Opens the whole file `path` at its start, or at a restored position (whose emitted
     /// rows are then skipped): the whole file is one block of rows.
-    fn open_parquet(&mut self, path: &Path, at: Option<FilePosition>) -> Result<()> {
+    fn open_bulk(&mut self, path: &Path, at: Option<FilePosition>) -> Result<()> {
         let name = path.display().to_string();
-        let reader = pq::reader_of(self.open_file(path)?, path)?;
+        let Some(format) = &self.bulk_format else {
+            return Err(SluiceError::Runtime(
+                "internal: no format of whole files".into(),
+            ));
+        };
+        let reader = format.reader(self.open_file(path)?, path)?;
         if let Some(before) = self.position.take().filter(|b| b.file != name) {
             self.finished.push(before.file);
         }
@@ -572,7 +585,7 @@ impl FileReader {
             line: 0,
             rows_emitted: 0,
         });
-        self.parquet = Some((name, reader));
+        self.bulk = Some((name, reader));
         Ok(())
     }
 
@@ -665,7 +678,7 @@ fn missing_file(file: &str) -> SluiceError {
 
 impl SourceReader for FileReader {
     fn has_nothing_to_read(&self) -> bool {
-        self.files.is_empty() && self.current.is_none() && self.parquet.is_none()
+        self.files.is_empty() && self.current.is_none() && self.bulk.is_none()
     }
 
     /// The files read whole, then the position in the file being read and in files a
@@ -727,17 +740,15 @@ impl SourceReader for FileReader {
                 }
                 return Ok(SourcePoll::Batch(ChangeBatch::inserts(b)));
             }
-            if let Some((name, reader)) = self.parquet.as_mut() {
+            if let Some((name, reader)) = self.bulk.as_mut() {
                 match reader.next() {
                     Some(b) => {
-                        let b = b.map_err(|e| {
-                            SluiceError::Runtime(format!("{name}: cannot read Parquet: {e}"))
-                        })?;
+                        let b = b?;
                         let name = name.clone();
-                        let b = pq::conform(&b, &self.partitions.data_schema, &name)?;
+                        let b = bulk::conform(&b, &self.partitions.data_schema, &name)?;
                         self.ready.push_back(self.partitions.complete(&name, b)?);
                     }
-                    None => self.parquet = None,
+                    None => self.bulk = None,
                 }
                 continue;
             }
@@ -746,7 +757,7 @@ impl SourceReader for FileReader {
                     return Ok(SourcePoll::End);
                 };
                 if self.decoder.is_none() {
-                    self.open_parquet(&path, at)?;
+                    self.open_bulk(&path, at)?;
                 } else {
                     self.open(&path, at)?;
                 }
@@ -903,8 +914,8 @@ struct Bucket {
     part: u64,
     buffer: Vec<u8>,
     file: Option<File>,
-    /// The Parquet file being written (its footer is written when it is finished).
-    parquet: Option<parquet::arrow::ArrowWriter<File>>,
+    /// The whole file being written (Parquet, Avro: completed when it is finished).
+    bulk: Option<Box<dyn BulkWriter>>,
     /// Bytes of the line file being written (flushed or buffered).
     line_bytes: u64,
     /// When the file being written was opened, and last written to.
@@ -923,7 +934,7 @@ impl Bucket {
             part: 0,
             buffer: Vec::new(),
             file: None,
-            parquet: None,
+            bulk: None,
             line_bytes: 0,
             opened: None,
             written: None,
@@ -951,8 +962,8 @@ impl Bucket {
         self.line_bytes = 0;
         self.opened = None;
         self.written = None;
-        if let Some(w) = self.parquet.take() {
-            self.file = Some(pq::close(w, &self.in_progress)?);
+        if let Some(w) = self.bulk.take() {
+            self.file = Some(w.finish()?);
         }
         let Some(f) = self.file.take() else {
             return Ok(None);
@@ -976,8 +987,8 @@ impl Bucket {
         let Some(opened) = self.opened else {
             return false;
         };
-        let bytes = match &self.parquet {
-            Some(w) => (w.bytes_written() + w.in_progress_size()) as u64,
+        let bytes = match &self.bulk {
+            Some(w) => w.bytes(),
             None => self.line_bytes,
         };
         bytes >= policy.file_size
@@ -1001,19 +1012,19 @@ impl Bucket {
             .map_err(|e| SluiceError::io(self.in_progress.display().to_string(), e))
     }
 
-    /// Appends `batch` to the Parquet file being written.
-    fn write_parquet(
+    /// Appends `batch` to the whole file being written.
+    fn write_bulk(
         &mut self,
-        options: &ParquetOptions,
+        format: &BulkFormat,
         schema: &arrow::datatypes::SchemaRef,
         batch: &RecordBatch,
     ) -> Result<()> {
-        if self.parquet.is_none() {
+        if self.bulk.is_none() {
             let file = self.create()?;
-            self.parquet = Some(options.writer(file, schema.clone(), &self.in_progress)?);
+            self.bulk = Some(format.writer(file, schema.clone(), &self.in_progress)?);
         }
-        match self.parquet.as_mut() {
-            Some(w) => pq::write(w, batch, &self.in_progress),
+        match self.bulk.as_mut() {
+            Some(w) => w.write(batch),
             None => Ok(()),
         }
     }
@@ -1116,7 +1127,7 @@ impl FileSink {
                     bucket.flush()?;
                 }
             }
-            FileFormat::Parquet(options, schema) => bucket.write_parquet(options, schema, data)?,
+            FileFormat::Bulk(format, schema) => bucket.write_bulk(format, schema, data)?,
         }
         bucket.wrote(Instant::now());
         Ok(())

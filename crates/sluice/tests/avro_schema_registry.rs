@@ -62,7 +62,9 @@ fn confluent_avro_clients_and_sluice_read_each_others_records() {
                note STRING, at_ts TIMESTAMP(3))
          WITH ('connector' = 'kafka', 'topic' = 'big_orders',
                'properties.bootstrap.servers' = '{bootstrap}',
-               'format' = 'avro-confluent', 'avro-confluent.url' = '{url}');
+               'key.format' = 'avro-confluent', 'key.avro-confluent.url' = '{url}',
+               'key.fields' = 'order_id', 'value.format' = 'avro-confluent',
+               'value.avro-confluent.url' = '{url}');
          INSERT INTO big_orders
          SELECT order_id, UPPER(customer), CAST(amount * 2 AS DECIMAL(10, 2)), note,
                 TIMESTAMP '2024-01-01 10:00:00.123'
@@ -77,17 +79,17 @@ fn confluent_avro_clients_and_sluice_read_each_others_records() {
     assert_eq!(
         rows,
         vec![
-            r#"{"at_ts": "2024-01-01 10:00:00.123000+00:00", "customer": "ALICE", "note": null, "order_id": 1, "total": "25.00"}"#,
-            r#"{"at_ts": "2024-01-01 10:00:00.123000+00:00", "customer": "CAROL", "note": "gift wrap", "order_id": 3, "total": "198.50"}"#,
-            r#"{"at_ts": "2024-01-01 10:00:00.123000+00:00", "customer": "DAVE", "note": null, "order_id": 4, "total": "80.00"}"#,
-            r#"{"at_ts": "2024-01-01 10:00:00.123000+00:00", "customer": "ÉMILE", "note": "ünïcödé", "order_id": 5, "total": "20.02"}"#,
+            r#"{"at_ts": "2024-01-01 10:00:00.123000+00:00", "customer": "ALICE", "key": {"order_id": 1}, "note": null, "order_id": 1, "total": "25.00"}"#,
+            r#"{"at_ts": "2024-01-01 10:00:00.123000+00:00", "customer": "CAROL", "key": {"order_id": 3}, "note": "gift wrap", "order_id": 3, "total": "198.50"}"#,
+            r#"{"at_ts": "2024-01-01 10:00:00.123000+00:00", "customer": "DAVE", "key": {"order_id": 4}, "note": null, "order_id": 4, "total": "80.00"}"#,
+            r#"{"at_ts": "2024-01-01 10:00:00.123000+00:00", "customer": "ÉMILE", "key": {"order_id": 5}, "note": "ünïcödé", "order_id": 5, "total": "20.02"}"#,
         ],
         "{out}"
     );
-    // The schema Sluice registered is Flink's.
+    // The schemas Sluice registered are Flink's, the key's under `big_orders-key`.
     let schema = out
         .lines()
-        .find_map(|l| l.strip_prefix("schema "))
+        .find_map(|l| l.strip_prefix("schema big_orders-value "))
         .unwrap_or_default();
     let schema: serde_json::Value = serde_json::from_str(schema).unwrap();
     assert_eq!(schema["name"], "record", "{schema}");

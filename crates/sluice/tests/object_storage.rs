@@ -1,7 +1,7 @@
 //! The filesystem connector on object storage (`s3://` paths) against moto's S3-compatible
 //! server (from PyPI, installed by `test.sh`), with boto3 and pyarrow as the independent
 //! readers (`tests/clients/s3_objects.py`): Parquet and CSV written, partitioned, and read
-//! back; and a job killed with SIGKILL again and again whose objects hold every row once.
+//! back (Parquet, CSV and Avro container files); and a job killed with SIGKILL again and again whose objects hold every row once.
 
 mod common;
 
@@ -82,7 +82,7 @@ impl Drop for Moto {
 }
 
 #[test]
-fn parquet_and_csv_on_s3_are_written_partitioned_and_read_back() {
+fn parquet_csv_and_avro_on_s3_are_written_partitioned_and_read_back() {
     let moto = Moto::start();
     let o = moto.options();
     let sql = format!(
@@ -93,10 +93,13 @@ fn parquet_and_csv_on_s3_are_written_partitioned_and_read_back() {
             'sink.partition-commit.policy.kind' = 'success-file', {o});
          CREATE TABLE lines (id BIGINT, name STRING, k INT) PARTITIONED BY (k) WITH (
             'connector' = 'filesystem', 'path' = 's3://lake/csv', 'format' = 'csv', {o});
+         CREATE TABLE av (id BIGINT, name STRING, k INT) PARTITIONED BY (k) WITH (
+            'connector' = 'filesystem', 'path' = 's3://lake/avro', 'format' = 'avro', {o});
          CREATE TEMPORARY VIEW rows_ AS SELECT id, CONCAT('n', CAST(id AS STRING)) AS name,
             CAST(MOD(id, 3) AS INT) AS k FROM g;
          INSERT INTO pq SELECT * FROM rows_;
-         INSERT INTO lines SELECT * FROM rows_;"
+         INSERT INTO lines SELECT * FROM rows_;
+         INSERT INTO av SELECT * FROM rows_;"
     );
     let (ok, stdout, stderr) = run_sql(&sql, &[]);
     assert!(ok, "{stdout}\n{stderr}");
@@ -106,6 +109,8 @@ fn parquet_and_csv_on_s3_are_written_partitioned_and_read_back() {
     let parquet = moto.objects(&["lake", "rows", "pq"]);
     assert_eq!(parquet, expected);
     assert_eq!(moto.objects(&["lake", "rows", "csv"]), expected);
+    // fastavro reads the Avro container files.
+    assert_eq!(moto.objects(&["lake", "rows", "avro"]), expected);
     let keys = moto.objects(&["lake", "list"]);
     assert!(keys.contains(&"pq/k=0/_SUCCESS".to_string()), "{keys:?}");
     assert!(
@@ -128,6 +133,15 @@ fn parquet_and_csv_on_s3_are_written_partitioned_and_read_back() {
             "k={k}: {stdout}"
         );
     }
+
+    // And the Avro files too.
+    let (ok, stdout, stderr) = run_sql(
+        &sql.replace("s3://lake/pq", "s3://lake/avro")
+            .replace("'parquet'", "'avro'"),
+        &[],
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("[1, 100, 14950]"), "{stdout}");
 
     // A missing prefix and a bad option say what and where.
     let (ok, _, stderr) = run_sql(&sql.replace("s3://lake/pq", "s3://lake/nothing"), &[]);

@@ -26,8 +26,12 @@ use sluice_common::{Options, Result, RowKind, SluiceError};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
-/// The options of `avro`.
-pub const AVRO_OPTIONS: &[&str] = &["avro.encoding", "avro.timestamp_mapping.legacy"];
+/// The options of `avro` (`avro.codec` is that of container files, for the filesystem).
+pub const AVRO_OPTIONS: &[&str] = &[
+    "avro.encoding",
+    "avro.timestamp_mapping.legacy",
+    "avro.codec",
+];
 
 /// The options of `avro-confluent`.
 pub const CONFLUENT_OPTIONS: &[&str] = &[

@@ -2,6 +2,8 @@
 //! `csv`), and how values are printed as text the way Flink prints them.
 
 pub mod avro;
+pub mod avro_file;
+pub mod bulk;
 pub mod csv;
 pub mod json;
 pub mod parquet;

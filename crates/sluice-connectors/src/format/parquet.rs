@@ -2,16 +2,16 @@
 //! columns are the table's (but the partition columns), written with arrow-rs's writer and
 //! read back by column name, so that files written by other tools (pyarrow, Spark) read too.
 
-use arrow::array::{new_null_array, ArrayRef};
+use super::bulk::{Batches, BulkWriter};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use sluice_common::{Options, Result, SluiceError};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The options of the `parquet` format.
 pub const OPTIONS: &[&str] = &["parquet.compression", "parquet.block.size"];
@@ -60,63 +60,59 @@ impl ParquetOptions {
     }
 
     /// A writer of `schema` into `file`.
-    pub fn writer(&self, file: File, schema: SchemaRef, path: &Path) -> Result<ArrowWriter<File>> {
-        ArrowWriter::try_new(file, schema, Some(self.properties.clone())).map_err(|e| {
-            SluiceError::Runtime(format!("{}: cannot write Parquet: {e}", path.display()))
-        })
+    pub fn writer(
+        &self,
+        file: File,
+        schema: SchemaRef,
+        path: &Path,
+    ) -> Result<Box<dyn BulkWriter>> {
+        let writer = ArrowWriter::try_new(file, schema, Some(self.properties.clone()))
+            .map_err(|e| cannot_write(path, e))?;
+        Ok(Box::new(ParquetFile {
+            writer,
+            path: path.to_path_buf(),
+        }))
     }
 }
 
-/// Writes `batch` with `writer` (of the file `path`).
-pub fn write(writer: &mut ArrowWriter<File>, batch: &RecordBatch, path: &Path) -> Result<()> {
-    writer
-        .write(batch)
-        .map_err(|e| SluiceError::Runtime(format!("{}: cannot write Parquet: {e}", path.display())))
+fn cannot_write(path: &Path, e: impl std::fmt::Display) -> SluiceError {
+    SluiceError::Runtime(format!("{}: cannot write Parquet: {e}", path.display()))
 }
 
-/// Writes the footer (the file is complete); returns the file.
-pub fn close(writer: ArrowWriter<File>, path: &Path) -> Result<File> {
-    writer
-        .into_inner()
-        .map_err(|e| SluiceError::Runtime(format!("{}: cannot write Parquet: {e}", path.display())))
+/// A Parquet file being written.
+struct ParquetFile {
+    writer: ArrowWriter<File>,
+    path: PathBuf,
 }
 
-/// A reader of the Parquet file `file` (named `path`).
-pub fn reader_of(file: File, path: &Path) -> Result<ParquetRecordBatchReader> {
+impl BulkWriter for ParquetFile {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer
+            .write(batch)
+            .map_err(|e| cannot_write(&self.path, e))
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
+    fn finish(self: Box<Self>) -> Result<File> {
+        let path = self.path;
+        self.writer.into_inner().map_err(|e| cannot_write(&path, e))
+    }
+}
+
+/// The batches of the Parquet file `file` (named `path`).
+pub fn reader(file: File, path: &Path) -> Result<Batches> {
     let name = path.display().to_string();
-    ParquetRecordBatchReaderBuilder::try_new(file)
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(super::BATCH_ROWS).build())
         .map_err(|e| {
             SluiceError::Runtime(format!("{name}: not a Parquet file Sluice can read: {e}"))
-        })
-}
-
-/// A batch of a Parquet file as rows of `schema`: its columns by name (a column the file
-/// lacks is null), each cast to the table's type.
-pub fn conform(batch: &RecordBatch, schema: &SchemaRef, file: &str) -> Result<RecordBatch> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| -> Result<ArrayRef> {
-            match batch.column_by_name(f.name()) {
-                None => Ok(new_null_array(f.data_type(), batch.num_rows())),
-                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-                Some(c) => arrow::compute::cast(c, f.data_type()).map_err(|e| {
-                    SluiceError::Runtime(format!(
-                        "{file}: column '{}' is {} in the file, which cannot be read as {}: {e}",
-                        f.name(),
-                        c.data_type(),
-                        f.data_type()
-                    ))
-                }),
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new_with_options(
-        schema.clone(),
-        columns,
-        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-    )?)
+        })?;
+    Ok(Box::new(reader.map(move |b| {
+        b.map_err(|e| SluiceError::Runtime(format!("{name}: cannot read Parquet: {e}")))
+    })))
 }
 
 #[cfg(test)]
@@ -127,8 +123,8 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    fn reader(path: &Path) -> Result<ParquetRecordBatchReader> {
-        reader_of(File::open(path).unwrap(), path)
+    fn read(path: &Path) -> Result<Vec<RecordBatch>> {
+        reader(File::open(path).unwrap(), path)?.collect()
     }
 
     #[test]
@@ -151,16 +147,16 @@ mod tests {
             ],
         )
         .unwrap();
-        write(&mut w, &batch, &path).unwrap();
-        close(w, &path).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
         // Read as another table: columns by name, a missing one null, a wider type cast.
         let table = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, true),
             Field::new("id", DataType::Int64, true),
             Field::new("extra", DataType::Float64, true),
         ]));
-        let read: Vec<RecordBatch> = reader(&path).unwrap().map(|b| b.unwrap()).collect();
-        let b = conform(&read[0], &table, "a.parquet").unwrap();
+        let batches = read(&path).unwrap();
+        let b = super::super::bulk::conform(&batches[0], &table, "a.parquet").unwrap();
         assert_eq!(b.column(1).as_primitive::<Int64Type>().values(), &[1, 2]);
         assert_eq!(b.column(0).as_string::<i32>().value(0), "a");
         assert_eq!(b.column(2).null_count(), 2);
@@ -174,7 +170,7 @@ mod tests {
         .to_string();
         assert!(err.contains("SNAPPY"), "{err}");
         std::fs::write(dir.path().join("b.parquet"), b"not parquet").unwrap();
-        let err = reader(&dir.path().join("b.parquet"))
+        let err = read(&dir.path().join("b.parquet"))
             .err()
             .unwrap()
             .to_string();
