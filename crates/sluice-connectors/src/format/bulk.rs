@@ -30,7 +30,7 @@ pub type Batches = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
 /// A format of whole files with the table's options.
 #[derive(Clone)]
 pub enum BulkFormat {
-    Parquet(ParquetOptions),
+    Parquet(Box<ParquetOptions>),
     Avro(AvroFileOptions),
 }
 
@@ -38,7 +38,7 @@ impl BulkFormat {
     /// The format `format` if it is one of whole files, its options checked.
     pub fn new(format: &str, options: &Options) -> Result<Option<BulkFormat>> {
         Ok(match format {
-            "parquet" => Some(BulkFormat::Parquet(ParquetOptions::new(options)?)),
+            "parquet" => Some(BulkFormat::Parquet(Box::new(ParquetOptions::new(options)?))),
             "avro" => Some(BulkFormat::Avro(AvroFileOptions::new(options)?)),
             _ => None,
         })
