@@ -149,6 +149,13 @@ fn the_registry_answers_confluents_client() {
     assert!(ok, "{stdout}\n{stderr}");
     let versions = http_get(&format!("{url}/subjects/api-test/versions"));
     assert_eq!(versions, "[1,2,3,4]");
+    // An unknown path is answered in the registry's error shape.
+    let out = Command::new("curl")
+        .args(["-s", &format!("{url}/no/such/path")])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains(r#""error_code":404"#), "{body}");
 }
 
 #[test]

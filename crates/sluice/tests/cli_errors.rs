@@ -91,7 +91,7 @@ fn unknown_option_and_format_list_the_valid_ones() {
     );
     let o = run("CREATE TABLE s (id STRING) WITH ('connector' = 'filesystem', 'path' = '/tmp', 'format' = 'xml');\nSELECT id FROM s;");
     assert!(
-        stderr(&o).contains("unknown format 'xml'. Available formats: csv, json"),
+        stderr(&o).contains("unknown format 'xml'. Available formats: avro, csv, json, parquet"),
         "{}",
         stderr(&o)
     );

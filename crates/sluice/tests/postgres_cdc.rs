@@ -170,3 +170,60 @@ SELECT * FROM src;"
         "SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION {publication}; DROP TABLE {src}, {dst};"
     ));
 }
+
+/// Flink CDC's metadata columns: the database, schema and table names, the commit time of a
+/// change (the epoch for the snapshot's rows) and its kind.
+#[test]
+fn metadata_columns_name_the_table_and_time_each_change() {
+    ensure_logical_wal();
+    let id = std::process::id();
+    let (src, slot, publication) = (
+        format!("cdc_meta_{id}"),
+        format!("sluice_test_meta_{id}"),
+        format!("sluice_pub_meta_{id}"),
+    );
+    psql(&format!(
+        "DROP TABLE IF EXISTS {src};
+         CREATE TABLE {src} (id INT PRIMARY KEY, name TEXT);
+         ALTER TABLE {src} REPLICA IDENTITY FULL;
+         INSERT INTO {src} VALUES (1, 'a');"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "CREATE TABLE src (id INT, name STRING,
+  db STRING METADATA FROM 'database_name' VIRTUAL, sch STRING METADATA FROM 'schema_name' VIRTUAL,
+  tbl STRING METADATA FROM 'table_name' VIRTUAL, op_ts TIMESTAMP_LTZ(3) METADATA FROM 'op_ts' VIRTUAL,
+  kind STRING METADATA FROM 'row_kind' VIRTUAL, PRIMARY KEY (id) NOT ENFORCED) WITH (
+  'connector' = 'postgres-cdc', 'hostname' = '127.0.0.1', 'username' = 'postgres',
+  'database-name' = 'test', 'schema-name' = 'public', 'table-name' = '{src}',
+  'slot.name' = '{slot}', 'debezium.publication.name' = '{publication}');
+SELECT id, name, db, sch, tbl, kind, YEAR(op_ts) > 2000 AS recent, op_ts FROM src;"
+    );
+    let mut job = RunningJob::start(&sql, dir.path());
+    let snapshot = format!("+I[1, a, test, public, {src}, +I, false, 1970-01-01T00:00:00Z]");
+    assert!(
+        job.wait_for(Duration::from_secs(30), |l| l.contains(&snapshot)),
+        "{:?}\n{}",
+        job.seen,
+        job.stderr()
+    );
+    psql(&format!("UPDATE {src} SET name = 'b' WHERE id = 1"));
+    for kind in ["-U[1, a", "+U[1, b"] {
+        let expected = format!("{kind}, test, public, {src}, {}, true,", &kind[..2]);
+        assert!(
+            job.wait_for(Duration::from_secs(30), |l| l.contains(&expected)),
+            "{expected} in {:?}\n{}",
+            job.seen,
+            job.stderr()
+        );
+    }
+    job.kill();
+    let (ok, _, err) = common::run_sql(&sql.replace("'row_kind'", "'op_type'"), &[]);
+    assert!(
+        !ok && err.contains("op_type") && err.contains("row_kind"),
+        "{err}"
+    );
+    psql(&format!(
+        "SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION {publication}; DROP TABLE {src};"
+    ));
+}

@@ -10,13 +10,19 @@
 //! transaction begun after the slot exists; a streamed transaction that snapshot already saw
 //! is skipped, so every change is in the snapshot or in the stream, once. Checkpoints are
 //! declined while the snapshot is read (it cannot be resumed), as Flink CDC holds them back.
+//!
+//! Metadata columns (`... METADATA FROM 'op_ts' VIRTUAL`), as Flink CDC's: `database_name`,
+//! `schema_name`, `table_name`, `op_ts` (the commit time of the change's transaction; the
+//! epoch for a row of the snapshot) and `row_kind` (`+I`, `-U`, `+U`, `-D`).
 
 pub mod pgoutput;
 
 use crate::format::{self, LineDecoder};
 use crate::Connector;
-use arrow::compute::concat_batches;
+use arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray};
+use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use pgoutput::{Datum, Message, OldRow, Relation, Snapshot};
 use postgres::{Client, Config, NoTls};
 use serde_json::{Map, Value};
@@ -53,13 +59,25 @@ const PEEK_CHANGES: i32 = 10_000;
 /// The `postgres-cdc` connector.
 pub struct PostgresCdcConnector;
 
+/// The metadata a `postgres-cdc` table can read.
+const METADATA: &[&str] = &[
+    "database_name",
+    "schema_name",
+    "table_name",
+    "op_ts",
+    "row_kind",
+];
+
+/// Milliseconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch.
+const POSTGRES_EPOCH_MS: i64 = 946_684_800_000;
+
 impl Connector for PostgresCdcConnector {
     fn name(&self) -> &'static str {
         "postgres-cdc"
     }
 
     fn source(&self, spec: &SourceSpec) -> Result<Arc<dyn SourceFactory>> {
-        spec.check_metadata(self.name(), &[])?;
+        spec.check_metadata(self.name(), METADATA)?;
         let o = &spec.options;
         o.check_known(OPTIONS, &[])?;
         let plugin = o.string("decoding.plugin.name", "pgoutput");
@@ -119,6 +137,7 @@ impl Connector for PostgresCdcConnector {
                     o.required("hostname")?,
                     o.required("database-name")?
                 ),
+                database: o.required("database-name")?.to_string(),
                 schema: o.required("schema-name")?.to_string(),
                 table: o.required("table-name")?.to_string(),
                 slot: o.required("slot.name")?.to_string(),
@@ -136,6 +155,7 @@ struct Cdc {
     owner: String,
     config: Config,
     address: String,
+    database: String,
     schema: String,
     table: String,
     slot: String,
@@ -305,6 +325,7 @@ impl SourceFactory for CdcFactory {
             // One slot, one reader: the other subtasks have nothing to read.
             active: ctx.subtask_index == 0,
             schema: self.spec.schema.clone(),
+            spec: self.spec.clone(),
             decoder,
             checkpointing: ctx.checkpointing,
             client: None,
@@ -334,6 +355,8 @@ struct CdcReader {
     cdc: Arc<Cdc>,
     active: bool,
     schema: SchemaRef,
+    /// The table's metadata columns (after the physical ones).
+    spec: SourceSpec,
     decoder: Box<dyn LineDecoder>,
     checkpointing: bool,
     client: Option<Client>,
@@ -353,8 +376,9 @@ struct CdcReader {
     peek: i32,
 }
 
-/// A change: its kind and the row as a JSON object of the table's columns.
-type Change = (RowKind, Map<String, Value>);
+/// A change: its kind, the row as a JSON object of the table's columns, and the commit time
+/// of its transaction (epoch milliseconds; 0 for the snapshot's rows).
+type Change = (RowKind, Map<String, Value>, i64);
 
 /// A column's PostgreSQL text as JSON, by its type: booleans and numbers as such (the JSON
 /// decoder reads the rest, dates and times included, from strings).
@@ -407,10 +431,12 @@ impl CdcReader {
         }
         let mut lines = Vec::new();
         let mut kinds = Vec::with_capacity(changes.len());
-        for (kind, object) in changes {
+        let mut times = Vec::with_capacity(changes.len());
+        for (kind, object, at) in changes {
             lines.extend_from_slice(Value::Object(object).to_string().as_bytes());
             lines.push(b'\n');
             kinds.push(kind);
+            times.push(at);
         }
         let source = format!("{}: a change", self.cdc.owner);
         let batches = self.decoder.decode(&source, 1, &lines)?;
@@ -422,10 +448,51 @@ impl CdcReader {
                 rows.num_rows()
             )));
         }
+        let rows = self.with_metadata(rows, &kinds, times)?;
         Ok(SourcePoll::Batch(ChangeBatch::new(
             rows,
             Some(kinds.into()),
         )))
+    }
+
+    /// `rows` with the table's metadata columns after its physical ones.
+    fn with_metadata(
+        &self,
+        rows: RecordBatch,
+        kinds: &[RowKind],
+        times: Vec<i64>,
+    ) -> Result<RecordBatch> {
+        if self.spec.metadata.is_empty() {
+            return Ok(rows);
+        }
+        let n = rows.num_rows();
+        let mut columns = rows.columns().to_vec();
+        let constant = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; n])) };
+        for m in &self.spec.metadata {
+            let column: ArrayRef = match m.key.as_str() {
+                "database_name" => constant(&self.cdc.database),
+                "schema_name" => constant(&self.cdc.schema),
+                "table_name" => constant(&self.cdc.table),
+                "op_ts" => {
+                    Arc::new(TimestampMillisecondArray::from(times.clone()).with_timezone("UTC"))
+                }
+                "row_kind" => Arc::new(StringArray::from(
+                    kinds.iter().map(|k| k.short_string()).collect::<Vec<_>>(),
+                )),
+                other => {
+                    return Err(SluiceError::Runtime(format!(
+                        "internal: unknown metadata key '{other}'"
+                    )))
+                }
+            };
+            columns.push(cast(&column, &m.data_type).map_err(|e| {
+                SluiceError::Config(format!(
+                    "{}: metadata column '{}' ('{}') cannot be {}: {e}",
+                    self.cdc.owner, m.name, m.key, m.data_type
+                ))
+            })?);
+        }
+        Ok(RecordBatch::try_new(self.spec.produced_schema(), columns)?)
     }
 
     /// Connects, prepares the slot and starts the snapshot (or goes straight to the
@@ -539,7 +606,7 @@ impl CdcReader {
                 c.type_oid = r.get::<_, u32>(2 * i + 1);
                 values.push(text.map(Datum::Text).unwrap_or(Datum::Null));
             }
-            changes.push((kind, row(&relation, &values, None)));
+            changes.push((kind, row(&relation, &values, None), 0));
         }
         self.batch(changes)
     }
@@ -568,13 +635,20 @@ impl CdcReader {
         let mut txn: Vec<Change> = Vec::new();
         let mut fresh = false;
         let mut xid = 0;
+        // The current transaction's commit time, epoch milliseconds.
+        let mut at = 0;
         for r in rows {
             let data: &[u8] = r.get(0);
             let message = pgoutput::parse(data).map_err(|e| cdc.error("the slot", e))?;
             match message {
-                Message::Begin { final_lsn, xid: x } => {
+                Message::Begin {
+                    final_lsn,
+                    commit_time,
+                    xid: x,
+                } => {
                     txn.clear();
                     xid = x;
+                    at = POSTGRES_EPOCH_MS + commit_time.div_euclid(1000);
                     fresh = final_lsn > self.position;
                 }
                 Message::Commit {
@@ -602,7 +676,7 @@ impl CdcReader {
                         } else {
                             RowKind::Insert
                         };
-                        txn.push((kind, row(rel, &new, None)));
+                        txn.push((kind, row(rel, &new, None), at));
                     }
                 }
                 Message::Update { relation, old, new } if fresh => {
@@ -617,10 +691,10 @@ impl CdcReader {
                                 // The key changed: the old key's row is gone.
                                 let before = row(rel, o, None);
                                 if cdc.key.iter().any(|k| before.get(k) != after.get(k)) {
-                                    txn.push((RowKind::Delete, before));
+                                    txn.push((RowKind::Delete, before, at));
                                 }
                             }
-                            txn.push((RowKind::UpdateAfter, after));
+                            txn.push((RowKind::UpdateAfter, after, at));
                         } else {
                             let Some(before) = full else {
                                 return Err(cdc.error(
@@ -628,8 +702,8 @@ impl CdcReader {
                                     "set REPLICA IDENTITY FULL on the table",
                                 ));
                             };
-                            txn.push((RowKind::UpdateBefore, row(rel, before, None)));
-                            txn.push((RowKind::UpdateAfter, after));
+                            txn.push((RowKind::UpdateBefore, row(rel, before, None), at));
+                            txn.push((RowKind::UpdateAfter, after, at));
                         }
                     }
                 }
@@ -638,7 +712,7 @@ impl CdcReader {
                         let before = match &old {
                             OldRow::Full(o) | OldRow::Key(o) => row(rel, o, None),
                         };
-                        txn.push((RowKind::Delete, before));
+                        txn.push((RowKind::Delete, before, at));
                     }
                 }
                 _ => {}

@@ -46,6 +46,8 @@ pub enum OldRow {
 pub enum Message {
     Begin {
         final_lsn: u64,
+        /// When the transaction committed: microseconds since 2000-01-01 (PostgreSQL's epoch).
+        commit_time: i64,
         xid: u32,
     },
     Commit {
@@ -167,9 +169,13 @@ pub fn parse(bytes: &[u8]) -> Result<Message, Malformed> {
     Ok(match tag {
         b'B' => {
             let final_lsn = r.u64()?;
-            let _commit_time = r.u64()?;
+            let commit_time = r.u64()? as i64;
             let xid = r.u32()?;
-            Message::Begin { final_lsn, xid }
+            Message::Begin {
+                final_lsn,
+                commit_time,
+                xid,
+            }
         }
         b'C' => {
             let _flags = r.u8()?;
@@ -335,6 +341,7 @@ mod tests {
             parse(&begin),
             Ok(Message::Begin {
                 final_lsn: 0x1_0000_0020,
+                commit_time: 0,
                 xid: 745
             })
         );

@@ -417,7 +417,9 @@ pub async fn serve(
     registry: Reg,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, routes(registry))
+    // Alone, it answers an unknown path in its own error shape, as Confluent's does.
+    let app = routes(registry).fallback(|| async { fail(404, 404, "HTTP 404 Not Found") });
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
