@@ -64,6 +64,11 @@ pub enum StoreError {
     SchemaNotFound(String),
     InvalidSchema(String),
     InvalidVersion(String),
+    /// A permanent delete of a subject (`subject: true`) or version not soft-deleted first.
+    NotSoftDeleted {
+        subject: bool,
+        message: String,
+    },
     Incompatible(String),
     /// The file could not be written: nothing changed.
     Storage(String),
@@ -78,6 +83,8 @@ impl StoreError {
             StoreError::SchemaNotFound(_) => (404, 40403),
             StoreError::InvalidSchema(_) => (422, 42201),
             StoreError::InvalidVersion(_) => (422, 42202),
+            StoreError::NotSoftDeleted { subject: true, .. } => (404, 40405),
+            StoreError::NotSoftDeleted { subject: false, .. } => (404, 40407),
             StoreError::Incompatible(_) => (409, 409),
             StoreError::Storage(_) => (500, 50001),
         }
@@ -90,6 +97,7 @@ impl StoreError {
             | StoreError::SchemaNotFound(m)
             | StoreError::InvalidSchema(m)
             | StoreError::InvalidVersion(m)
+            | StoreError::NotSoftDeleted { message: m, .. }
             | StoreError::Incompatible(m)
             | StoreError::Storage(m) => m,
         }
@@ -491,9 +499,12 @@ impl Store {
             .collect();
         if permanent {
             if !live.is_empty() {
-                return Err(StoreError::InvalidVersion(format!(
-                    "Subject '{subject}' was not deleted first before being permanently deleted"
-                )));
+                return Err(StoreError::NotSoftDeleted {
+                    subject: true,
+                    message: format!(
+                        "Subject '{subject}' was not deleted first before being permanently deleted"
+                    ),
+                });
             }
             let gone: Vec<u32> = all.iter().map(|v| v.version).collect();
             return self.change(|s| {
@@ -514,10 +525,13 @@ impl Store {
     pub fn delete_version(&mut self, subject: &str, version: &str, permanent: bool) -> Res<u32> {
         let v = self.version(subject, version, permanent)?;
         if permanent && !v.deleted {
-            return Err(StoreError::InvalidVersion(format!(
-                "Subject '{subject}' Version {} was not deleted first before being permanently deleted",
-                v.version
-            )));
+            return Err(StoreError::NotSoftDeleted {
+                subject: false,
+                message: format!(
+                    "Subject '{subject}' Version {} was not deleted first before being permanently deleted",
+                    v.version
+                ),
+            });
         }
         self.change(|s| {
             if let Some(vs) = s.subjects.get_mut(subject) {
@@ -577,7 +591,10 @@ mod tests {
     fn deletes_are_soft_then_permanent() {
         let mut s = Store::open(None).unwrap();
         s.register("t", V1).unwrap();
-        assert!(s.delete_subject("t", true).is_err());
+        assert_eq!(
+            s.delete_subject("t", true).unwrap_err().codes(),
+            (404, 40405)
+        );
         assert_eq!(s.delete_subject("t", false).unwrap(), vec![1]);
         assert_eq!(s.subjects(false), Vec::<&str>::new());
         assert_eq!(s.subjects(true), vec!["t"]);
