@@ -134,8 +134,8 @@ impl Connector for FileSystemConnector {
                 spec.options.owner
             )));
         }
-        let path_text = spec.options.required("path")?;
-        let storage = storage_of(path_text, &spec.options)?;
+        let path_text = crate::object_storage::normalize(spec.options.required("path")?);
+        let storage = storage_of(&path_text, &spec.options)?;
         let path = PathBuf::from(path_text);
         let partitions = Partitions::new(spec, &path)?;
         // Fail at planning time on a bad format option or a missing path.
@@ -161,11 +161,11 @@ impl Connector for FileSystemConnector {
             )));
         }
         file_format(&format, spec.schema.clone(), spec)?;
-        let path = spec.options.required("path")?;
+        let path = crate::object_storage::normalize(spec.options.required("path")?);
         Ok(Arc::new(FileSinkFactory {
             spec: spec.clone(),
             format,
-            storage: storage_of(path, &spec.options)?,
+            storage: storage_of(&path, &spec.options)?,
             dir: PathBuf::from(path),
             policy: CommitPolicy::from_options(&spec.options)?,
             rolling: RollingPolicy::from_options(&spec.options)?,

@@ -27,6 +27,15 @@ pub fn is_object_path(path: &str) -> bool {
     path.starts_with("s3://") || path.starts_with("s3a://")
 }
 
+/// `path` with one scheme for S3 (`s3a://`, Hadoop's, is `s3://`), so that the names of
+/// objects listed under it start with it.
+pub fn normalize(path: &str) -> String {
+    match path.strip_prefix("s3a://") {
+        Some(rest) => format!("s3://{rest}"),
+        None => path.to_string(),
+    }
+}
+
 /// One bucket.
 pub struct ObjectStorage {
     store: AmazonS3,
@@ -103,7 +112,7 @@ impl ObjectStorage {
 
     /// The key of the object named `name` (`s3://bucket/key`).
     fn key(&self, name: &Path) -> Result<Key> {
-        let s = name.to_string_lossy().replacen("s3a://", "s3://", 1);
+        let s = normalize(&name.to_string_lossy());
         let rest = s
             .strip_prefix(&self.base)
             .ok_or_else(|| SluiceError::Runtime(format!("'{s}' is not in {}", self.base)))?;
@@ -270,6 +279,12 @@ mod tests {
             "a/k=v/part-1"
         );
         assert!(s.key(Path::new("s3://other/a")).is_err());
+        assert_eq!(
+            s.key(Path::new("s3a://bucket/a/b")).unwrap().as_ref(),
+            "a/b"
+        );
+        assert_eq!(normalize("s3a://b/p"), "s3://b/p");
+        assert_eq!(normalize("/tmp/p"), "/tmp/p");
         assert_eq!(s.name(&Key::from("a/b")), PathBuf::from("s3://bucket/a/b"));
         let err = ObjectStorage::open("s3:///x", &options())
             .err()
