@@ -118,10 +118,10 @@ fn parquet_csv_and_avro_on_s3_are_written_partitioned_and_read_back() {
         "hidden objects left: {keys:?}"
     );
 
-    // Sluice reads them back, partitions from the keys.
+    // Sluice reads them back, partitions from the keys (`s3a://`, Hadoop's scheme, too).
     let sql = format!(
         "CREATE TABLE pq (id BIGINT, name STRING, k INT) PARTITIONED BY (k) WITH (
-            'connector' = 'filesystem', 'path' = 's3://lake/pq', 'format' = 'parquet', {o});
+            'connector' = 'filesystem', 'path' = 's3a://lake/pq', 'format' = 'parquet', {o});
          SELECT k, COUNT(*) AS n, SUM(id) AS total FROM pq GROUP BY k;"
     );
     let (ok, stdout, stderr) = run_sql(&sql, &[]);
@@ -136,7 +136,7 @@ fn parquet_csv_and_avro_on_s3_are_written_partitioned_and_read_back() {
 
     // And the Avro files too.
     let (ok, stdout, stderr) = run_sql(
-        &sql.replace("s3://lake/pq", "s3://lake/avro")
+        &sql.replace("s3a://lake/pq", "s3://lake/avro")
             .replace("'parquet'", "'avro'"),
         &[],
     );
@@ -144,7 +144,7 @@ fn parquet_csv_and_avro_on_s3_are_written_partitioned_and_read_back() {
     assert!(stdout.contains("[1, 100, 14950]"), "{stdout}");
 
     // A missing prefix and a bad option say what and where.
-    let (ok, _, stderr) = run_sql(&sql.replace("s3://lake/pq", "s3://lake/nothing"), &[]);
+    let (ok, _, stderr) = run_sql(&sql.replace("s3a://lake/pq", "s3://lake/nothing"), &[]);
     assert!(!ok && stderr.contains("s3://lake/nothing"), "{stderr}");
     let (ok, _, stderr) = run_sql(
         "CREATE TABLE f (a INT) WITH ('connector' = 'filesystem', 'path' = '/tmp/x',
