@@ -43,6 +43,29 @@ pub struct Table {
     pub options: Options,
 }
 
+impl Table {
+    /// The physical columns as a sink takes them: one declared `NOT NULL`, or in the primary
+    /// key (which Flink makes `NOT NULL`), is not nullable.
+    pub fn sink_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .physical_schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let declared = self.def.columns.iter().any(|c| {
+                    matches!(c, ColumnDef::Physical { name, not_null: true, .. } if name == f.name())
+                });
+                let key = self.def.primary_key.iter().any(|k| k == f.name());
+                f.as_ref().clone().with_nullable(!(declared || key))
+            })
+            .collect();
+        Arc::new(Schema::new_with_metadata(
+            fields,
+            self.physical_schema.metadata().clone(),
+        ))
+    }
+}
+
 /// A window relation (from a window table function) in a query.
 #[derive(Debug, Clone)]
 pub struct WindowRelation {
@@ -178,9 +201,9 @@ impl Catalog {
         let mut metadata = Vec::new();
         for c in &def.columns {
             match c {
-                ColumnDef::Physical { name, data_type } => {
-                    physical.push(Field::new(name, data_type.clone(), true))
-                }
+                ColumnDef::Physical {
+                    name, data_type, ..
+                } => physical.push(Field::new(name, data_type.clone(), true)),
                 ColumnDef::Metadata {
                     name,
                     data_type,

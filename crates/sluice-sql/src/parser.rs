@@ -7,7 +7,7 @@
 //! windows (`GROUP BY TUMBLE(ts, ...)`) are rewritten into the same relations, so that the
 //! rest of the planner sees plain relations and columns.
 
-use crate::types::parse_type;
+use crate::types::parse_column_type;
 use crate::window::{interval_millis, WindowKind};
 use arrow::datatypes::DataType;
 use sluice_common::{Result, SluiceError};
@@ -24,8 +24,13 @@ use std::ops::ControlFlow;
 /// One column of a `CREATE TABLE`.
 #[derive(Debug, Clone)]
 pub enum ColumnDef {
-    /// `name TYPE`.
-    Physical { name: String, data_type: DataType },
+    /// `name TYPE [NOT NULL]`.
+    Physical {
+        name: String,
+        data_type: DataType,
+        /// Declared `NOT NULL`.
+        not_null: bool,
+    },
     /// `name AS expr`.
     Computed { name: String, expr: Box<Expr> },
     /// `name TYPE METADATA [FROM 'key'] [VIRTUAL]`.
@@ -564,7 +569,7 @@ fn parse_create_table(c: &mut Cursor, temporary: bool, location: Location) -> Re
                     .first()
                     .map(|t| t.span.start)
                     .unwrap_or(item_loc);
-                let data_type = parse_type(&tokens_text(type_tokens))
+                let (data_type, not_null) = parse_column_type(&tokens_text(type_tokens))
                     .map_err(|e| err_at(type_loc, e.to_string()))?;
                 let mut metadata = None;
                 while !inner.at_end() {
@@ -596,6 +601,7 @@ fn parse_create_table(c: &mut Cursor, temporary: bool, location: Location) -> Re
                     None => ColumnDef::Physical {
                         name: col,
                         data_type,
+                        not_null,
                     },
                     Some((key, is_virtual)) => ColumnDef::Metadata {
                         name: col,

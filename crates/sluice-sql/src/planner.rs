@@ -54,6 +54,8 @@ pub struct JobConfig {
     pub interval_join_min_cleanup_ms: i64,
     /// `pipeline.max-parallelism` and `state.backend.type`.
     pub state: sluice_engine::StateConfig,
+    /// `table.exec.sink.not-null-enforcer`: what a NULL in a sink's NOT NULL column does.
+    pub not_null_enforcer: crate::operators::not_null::NotNullEnforcer,
     /// `table.optimizer.reuse-source-enabled`: a table read more than once in a job (by two
     /// INSERTs, or twice in a query) is read by one source whose rows go to every reader.
     pub reuse_source: bool,
@@ -1348,55 +1350,58 @@ impl Planner<'_> {
         if s.pending.is_some() {
             s = self.materialize(s, graph)?;
         }
-        let (sink_name, connector, options, target, primary_key, partition_keys) = match sink {
-            Some(t) => {
-                let table = self.catalog.tables.get(t).ok_or_else(|| {
-                    SluiceError::Plan(format!(
-                        "INSERT INTO '{t}': no such table; declared tables are: {}",
-                        self.catalog
-                            .tables
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?;
-                let persisted = table.def.columns.iter().find_map(|c| match c {
-                    crate::parser::ColumnDef::Metadata {
-                        name,
-                        is_virtual: false,
-                        ..
-                    } => Some(name.clone()),
-                    _ => None,
-                });
-                if let Some(name) = persisted {
-                    return Err(SluiceError::Plan(format!(
+        let (sink_name, connector, options, target, sink_schema, primary_key, partition_keys) =
+            match sink {
+                Some(t) => {
+                    let table = self.catalog.tables.get(t).ok_or_else(|| {
+                        SluiceError::Plan(format!(
+                            "INSERT INTO '{t}': no such table; declared tables are: {}",
+                            self.catalog
+                                .tables
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })?;
+                    let persisted = table.def.columns.iter().find_map(|c| match c {
+                        crate::parser::ColumnDef::Metadata {
+                            name,
+                            is_virtual: false,
+                            ..
+                        } => Some(name.clone()),
+                        _ => None,
+                    });
+                    if let Some(name) = persisted {
+                        return Err(SluiceError::Plan(format!(
                         "INSERT INTO '{t}': writing metadata column '{name}' is not supported yet; declare it VIRTUAL to leave it out of the sink"
                     )));
+                    }
+                    (
+                        t.to_string(),
+                        table.options.required("connector")?.to_string(),
+                        table.options.clone(),
+                        table.physical_schema.clone(),
+                        table.sink_schema(),
+                        table.primary_key.clone(),
+                        table
+                            .def
+                            .partition_keys
+                            .iter()
+                            .filter_map(|k| table.physical_schema.index_of(k).ok())
+                            .collect::<Vec<_>>(),
+                    )
                 }
-                (
-                    t.to_string(),
-                    table.options.required("connector")?.to_string(),
-                    table.options.clone(),
-                    table.physical_schema.clone(),
-                    table.primary_key.clone(),
-                    table
-                        .def
-                        .partition_keys
-                        .iter()
-                        .filter_map(|k| table.physical_schema.index_of(k).ok())
-                        .collect::<Vec<_>>(),
-                )
-            }
-            None => (
-                "print".to_string(),
-                "print".to_string(),
-                Options::new("print", BTreeMap::new()),
-                arrow_schema(&s.schema),
-                vec![],
-                vec![],
-            ),
-        };
+                None => (
+                    "print".to_string(),
+                    "print".to_string(),
+                    Options::new("print", BTreeMap::new()),
+                    arrow_schema(&s.schema),
+                    arrow_schema(&s.schema),
+                    vec![],
+                    vec![],
+                ),
+            };
         let query_fields = s.schema.fields();
         if query_fields.len() != target.fields().len() {
             return Err(SluiceError::Plan(format!(
@@ -1444,9 +1449,10 @@ impl Planner<'_> {
                 Partitioning::Forward,
             );
         }
+        // The sink takes the table's nullability: NOT NULL and key columns are checked first.
         let spec = SinkSpec {
             table: sink_name.clone(),
-            schema: target,
+            schema: sink_schema.clone(),
             options: options.clone(),
             updating: s.updating,
             primary_key,
@@ -1455,7 +1461,11 @@ impl Planner<'_> {
         };
         // The sink's rows are previewed under its table's column names.
         let factory = sluice_engine::preview::with_column_names(
-            self.registry.sink(&connector, &spec)?,
+            crate::operators::not_null::enforcing(
+                self.registry.sink(&connector, &spec)?,
+                sink_schema,
+                self.config.not_null_enforcer,
+            ),
             spec.column_names(),
         );
         let parallelism = match options.i64("sink.parallelism")? {

@@ -42,6 +42,7 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("state.backend.memory.size", "256 mb"),
     ("state.backend.incremental", ""),
     ("table.exec.interval-join.min-cleanup-interval", "0 ms"),
+    ("table.exec.sink.not-null-enforcer", "ERROR"),
     ("table.optimizer.reuse-source-enabled", "true"),
 ];
 
@@ -329,7 +330,11 @@ impl Session {
                 )))
             }
         };
+        let not_null_enforcer = crate::operators::not_null::NotNullEnforcer::parse(
+            &self.get("table.exec.sink.not-null-enforcer"),
+        )?;
         Ok(JobConfig {
+            not_null_enforcer,
             reuse_source,
             state_ttl: (!ttl.is_zero()).then_some(ttl),
             interval_join_min_cleanup_ms: min_cleanup.as_millis().min(i64::MAX as u128) as i64,

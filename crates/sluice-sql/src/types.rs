@@ -36,21 +36,29 @@ fn unit_of(precision: u64) -> TimeUnit {
 /// assert_eq!(parse_type("DECIMAL(10, 2)").unwrap(), DataType::Decimal128(10, 2));
 /// ```
 pub fn parse_type(text: &str) -> Result<DataType> {
+    parse_column_type(text).map(|(t, _)| t)
+}
+
+/// A column's type, and true if it is declared `NOT NULL`.
+pub fn parse_column_type(text: &str) -> Result<(DataType, bool)> {
     let mut p = TypeParser {
         s: text.as_bytes(),
         pos: 0,
+        not_null: false,
     };
     let t = p.parse()?;
     p.skip_ws();
     if p.pos != p.s.len() {
         return Err(p.error("unexpected text after the type"));
     }
-    Ok(t)
+    Ok((t, p.not_null))
 }
 
 struct TypeParser<'a> {
     s: &'a [u8],
     pos: usize,
+    /// Whether the type parsed last (the outermost, at the end) is `NOT NULL`.
+    not_null: bool,
 }
 
 impl TypeParser<'_> {
@@ -162,7 +170,9 @@ impl TypeParser<'_> {
 
     fn nullability(&mut self) {
         let save = self.pos;
+        self.not_null = false;
         if self.word() == "NOT" && self.word() == "NULL" {
+            self.not_null = true;
             return;
         }
         self.pos = save;
@@ -347,6 +357,13 @@ mod tests {
             timestamp_ltz_type(3)
         );
         assert_eq!(parse_type("INT NOT NULL").unwrap(), DataType::Int32);
+        assert_eq!(
+            parse_column_type("INT NOT NULL").unwrap(),
+            (DataType::Int32, true)
+        );
+        assert!(!parse_column_type("ARRAY<INT NOT NULL>").unwrap().1);
+        assert!(parse_column_type("ARRAY<INT> NOT NULL").unwrap().1);
+        assert!(!parse_column_type("INT NULL").unwrap().1);
         assert!(
             matches!(parse_type("ROW<a INT, b STRING>").unwrap(), DataType::Struct(f) if f.len() == 2)
         );

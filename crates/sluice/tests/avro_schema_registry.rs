@@ -58,7 +58,7 @@ fn confluent_avro_clients_and_sluice_read_each_others_records() {
                'properties.bootstrap.servers' = '{bootstrap}',
                'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
                'value.format' = 'avro-confluent', 'value.avro-confluent.url' = '{url}');
-         CREATE TABLE big_orders (order_id BIGINT, customer STRING, total DECIMAL(10, 2),
+         CREATE TABLE big_orders (order_id BIGINT NOT NULL, customer STRING, total DECIMAL(10, 2),
                note STRING, at_ts TIMESTAMP(3))
          WITH ('connector' = 'kafka', 'topic' = 'big_orders',
                'properties.bootstrap.servers' = '{bootstrap}',
@@ -102,6 +102,13 @@ fn confluent_avro_clients_and_sluice_read_each_others_records() {
         schema["fields"][2]["type"][1],
         serde_json::json!({"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2})
     );
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("schema big_orders-key "))
+        .unwrap_or_default();
+    let key: serde_json::Value = serde_json::from_str(key).unwrap();
+    assert_eq!(key["fields"].as_array().map(Vec::len), Some(1), "{key}");
+    assert_eq!(key["fields"][0]["type"], "long", "{key}");
 
     // And Sluice reads its own records back.
     let sql = format!(

@@ -332,3 +332,35 @@ SELECT * FROM (VALUES (1, 'x'), (2, 'y')) AS t(a, b) WHERE a > 1;",
         ]
     );
 }
+
+/// Flink's sink NOT NULL enforcer: a NULL written into a column declared NOT NULL (or in the
+/// primary key) fails the job with Flink's message, or, with 'DROP', drops the row.
+#[test]
+fn a_null_into_a_not_null_column_fails_or_is_dropped() {
+    let script = "CREATE TABLE o (id BIGINT NOT NULL, name STRING, code STRING, PRIMARY KEY (code) NOT ENFORCED)
+  WITH ('connector' = 'print');
+INSERT INTO o VALUES (1, CAST(NULL AS STRING), 'a'), (CAST(NULL AS BIGINT), 'b', 'b'), (3, 'c', CAST(NULL AS STRING)), (4, 'd', 'd');";
+    let o = run(script);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("Column 'id' is NOT NULL, however, a null value is being written into it. You can set job configuration 'table.exec.sink.not-null-enforcer'='DROP'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&format!(
+        "SET 'table.exec.sink.not-null-enforcer' = 'DROP';\n{script}"
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["+I[1, null, a]", "+I[4, d, d]"]);
+    let o = run(&format!(
+        "SET 'table.exec.sink.not-null-enforcer' = 'TRIM';\n{script}"
+    ));
+    assert!(
+        stderr(&o).contains("'table.exec.sink.not-null-enforcer' = 'TRIM'"),
+        "{}",
+        stderr(&o)
+    );
+}

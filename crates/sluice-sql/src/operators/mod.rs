@@ -14,6 +14,7 @@ pub mod lookup_cache;
 pub mod lookup_join;
 pub mod match_recognize;
 pub mod nfa;
+pub mod not_null;
 pub mod over_aggregate;
 pub mod rank_rows;
 pub mod regular_join;
