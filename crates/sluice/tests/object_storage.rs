@@ -43,25 +43,31 @@ impl Moto {
         moto
     }
 
-    /// Runs `s3_objects.py` on this server.
+    /// Runs `s3_objects.py` on this server (a few times: a server that has just started, on
+    /// a loaded machine, may fail a request or two).
     fn objects(&self, args: &[&str]) -> Vec<String> {
-        let out = Command::new(python())
-            .arg(client_script("s3_objects.py"))
-            .arg(&self.endpoint)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "s3_objects.py {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        lines.sort();
-        lines
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let out = Command::new(python())
+                .arg(client_script("s3_objects.py"))
+                .arg(&self.endpoint)
+                .args(args)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                lines.sort();
+                return lines;
+            }
+            let why = String::from_utf8_lossy(&out.stderr).to_string();
+            eprintln!("s3_objects.py {args:?} failed (tried again): {why}");
+            failures.push(why);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("s3_objects.py {args:?}: {}", failures.join("\n---\n"));
     }
 
     /// The table options of the bucket.
