@@ -595,14 +595,10 @@ impl FileReader {
         let Some(storage) = &self.storage else {
             return File::open(path).map_err(|e| SluiceError::io(name, e));
         };
-        let data = storage.get(path)?;
-        let mut file = tempfile::tempfile().map_err(|e| SluiceError::io(name.clone(), e))?;
-        file.write_all(&data)
-            .and_then(|_| {
-                use std::io::Seek;
-                file.rewind()
-            })
-            .map_err(|e| SluiceError::io(name, e))?;
+        let file = tempfile::tempfile().map_err(|e| SluiceError::io(name.clone(), e))?;
+        let mut file = storage.download(path, file)?;
+        use std::io::Seek;
+        file.rewind().map_err(|e| SluiceError::io(name, e))?;
         Ok(file)
     }
 

@@ -246,12 +246,25 @@ impl ObjectStorage {
         Ok(out)
     }
 
-    /// Object `name`'s bytes.
-    pub fn get(&self, name: &Path) -> Result<Vec<u8>> {
+    /// Writes object `name` into `file` (streamed: an object larger than memory is fine).
+    pub fn download(&self, name: &Path, file: std::fs::File) -> Result<std::fs::File> {
         let key = self.key(name)?;
         let store = self.store.clone();
-        self.block(async move { store.get(&key).await?.bytes().await.map(|b| b.to_vec()) })
-            .map_err(|e| Self::error("reading", name, e))
+        self.block(async move {
+            use futures_util::StreamExt;
+            use std::io::Write;
+            let mut file = file;
+            let mut chunks = store.get(&key).await?.into_stream();
+            while let Some(chunk) = chunks.next().await {
+                file.write_all(&chunk?)
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "S3",
+                        source: Box::new(e),
+                    })?;
+            }
+            Ok(file)
+        })
+        .map_err(|e| Self::error("reading", name, e))
     }
 }
 
@@ -296,7 +309,10 @@ mod tests {
     #[test]
     fn an_unreachable_endpoint_is_named() {
         let s = ObjectStorage::open("s3://bucket/a", &options()).unwrap();
-        let err = s.get(Path::new("s3://bucket/a/x")).unwrap_err().to_string();
+        let err = s
+            .download(Path::new("s3://bucket/a/x"), tempfile::tempfile().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("s3://bucket/a/x"), "{err}");
     }
 }
