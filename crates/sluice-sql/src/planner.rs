@@ -1459,15 +1459,18 @@ impl Planner<'_> {
             time_zone: self.config.time_zone.clone(),
             partition_keys,
         };
-        // The sink's rows are previewed under its table's column names.
-        let factory = sluice_engine::preview::with_column_names(
-            crate::operators::not_null::enforcing(
-                self.registry.sink(&connector, &spec)?,
+        // A table's NOT NULL columns are enforced (a bare SELECT's printed rows are not: the
+        // query's own nullability is only inferred).
+        let mut factory = self.registry.sink(&connector, &spec)?;
+        if sink.is_some() {
+            factory = crate::operators::not_null::enforcing(
+                factory,
                 sink_schema,
                 self.config.not_null_enforcer,
-            ),
-            spec.column_names(),
-        );
+            );
+        }
+        // The sink's rows are previewed under its table's column names.
+        let factory = sluice_engine::preview::with_column_names(factory, spec.column_names());
         let parallelism = match options.i64("sink.parallelism")? {
             Some(p) if p > 0 => p as usize,
             _ => s.parallelism,
