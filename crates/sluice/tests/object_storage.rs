@@ -234,3 +234,44 @@ fn object_storage_output_is_exactly_once_across_kills() {
         "rows in the wrong partition"
     );
 }
+
+/// A part file over 16 MB (170,000 rows of about 110 bytes) goes up as a multipart upload,
+/// and reads back whole.
+#[test]
+fn a_large_part_file_is_uploaded_in_parts() {
+    let moto = Moto::start();
+    let o = moto.options();
+    let sql = format!(
+        "CREATE TABLE g (id BIGINT, s STRING) WITH ('connector' = 'datagen',
+            'number-of-rows' = '170000', 'fields.id.kind' = 'sequence', 'fields.id.start' = '1',
+            'fields.id.end' = '170000', 'fields.s.length' = '100');
+         CREATE TABLE big (id BIGINT, s STRING) WITH ('connector' = 'filesystem',
+            'path' = 's3://lake/big', 'format' = 'csv', {o});
+         INSERT INTO big SELECT * FROM g;"
+    );
+    let (ok, stdout, stderr) = run_sql(&sql, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let keys: Vec<String> = moto
+        .objects(&["lake", "list"])
+        .into_iter()
+        .filter(|k| k.starts_with("big/"))
+        .collect();
+    assert_eq!(keys.len(), 1, "one part file: {keys:?}");
+    let rows = moto.objects(&["lake", "rows", "big"]);
+    assert_eq!(rows.len(), 170_000);
+    let mut ids: Vec<u64> = rows
+        .iter()
+        .map(|r| r.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (1..=170_000).collect::<Vec<u64>>());
+    // The count query over it, by Sluice.
+    let sql = format!(
+        "CREATE TABLE big (id BIGINT, s STRING) WITH ('connector' = 'filesystem',
+            'path' = 's3://lake/big', 'format' = 'csv', {o});
+         SELECT COUNT(*) AS n, SUM(id) AS total FROM big;"
+    );
+    let (ok, stdout, stderr) = run_sql(&sql, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("14450085000]"), "{stdout}");
+}
