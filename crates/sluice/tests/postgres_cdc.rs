@@ -227,3 +227,76 @@ SELECT id, name, db, sch, tbl, kind, YEAR(op_ts) > 2000 AS recent, op_ts FROM sr
         "SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION {publication}; DROP TABLE {src};"
     ));
 }
+
+/// `schema-name` and `table-name` are regular expressions, as Flink CDC's: every matching table
+/// (shards of one table) is read, snapshot and changes, into the one Sluice table.
+#[test]
+fn a_pattern_reads_every_matching_table() {
+    ensure_logical_wal();
+    let id = std::process::id();
+    let (a, b, other) = (
+        format!("cdc_shard_{id}_1"),
+        format!("cdc_shard_{id}_2"),
+        format!("cdc_shardx_{id}"),
+    );
+    let (slot, publication) = (
+        format!("sluice_test_shard_{id}"),
+        format!("sluice_pub_shard_{id}"),
+    );
+    psql(&format!(
+        "DROP TABLE IF EXISTS {a}, {b}, {other};
+         CREATE TABLE {a} (id INT PRIMARY KEY, name TEXT);
+         CREATE TABLE {b} (id INT PRIMARY KEY, name TEXT);
+         CREATE TABLE {other} (id INT PRIMARY KEY, name TEXT);
+         ALTER TABLE {a} REPLICA IDENTITY FULL; ALTER TABLE {b} REPLICA IDENTITY FULL;
+         INSERT INTO {a} VALUES (1, 'a1'); INSERT INTO {b} VALUES (2, 'b2');
+         INSERT INTO {other} VALUES (3, 'not read');"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "CREATE TABLE src (id INT, name STRING, tbl STRING METADATA FROM 'table_name' VIRTUAL,
+  PRIMARY KEY (id) NOT ENFORCED) WITH (
+  'connector' = 'postgres-cdc', 'hostname' = '127.0.0.1', 'username' = 'postgres',
+  'database-name' = 'test', 'schema-name' = 'pub.*', 'table-name' = 'cdc_shard_{id}_[0-9]+',
+  'slot.name' = '{slot}', 'debezium.publication.name' = '{publication}');
+SELECT id, name, tbl FROM src;"
+    );
+    let mut job = RunningJob::start(&sql, dir.path());
+    for line in [format!("+I[1, a1, {a}]"), format!("+I[2, b2, {b}]")] {
+        assert!(
+            job.wait_for(Duration::from_secs(30), |l| l.contains(&line)),
+            "{line} in {:?}\n{}",
+            job.seen,
+            job.stderr()
+        );
+    }
+    psql(&format!(
+        "INSERT INTO {b} VALUES (4, 'b4'); UPDATE {a} SET name = 'a1!' WHERE id = 1;
+         INSERT INTO {other} VALUES (5, 'not read either');"
+    ));
+    for line in [
+        format!("+I[4, b4, {b}]"),
+        format!("-U[1, a1, {a}]"),
+        format!("+U[1, a1!, {a}]"),
+    ] {
+        assert!(
+            job.wait_for(Duration::from_secs(30), |l| l.contains(&line)),
+            "{line} in {:?}\n{}",
+            job.seen,
+            job.stderr()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    job.kill();
+    assert!(
+        !job.seen.iter().any(|l| l.contains("not read")),
+        "{:?}",
+        job.seen
+    );
+    // A pattern no table matches says so.
+    let (ok, _, err) = common::run_sql(&sql.replace("cdc_shard_", "no_such_shard_"), &[]);
+    assert!(!ok && err.contains("no PostgreSQL table"), "{err}");
+    psql(&format!(
+        "SELECT pg_drop_replication_slot('{slot}'); DROP PUBLICATION {publication}; DROP TABLE {a}, {b}, {other};"
+    ));
+}

@@ -11,6 +11,10 @@
 //! is skipped, so every change is in the snapshot or in the stream, once. Checkpoints are
 //! declined while the snapshot is read (it cannot be resumed), as Flink CDC holds them back.
 //!
+//! `schema-name` and `table-name` are regular expressions over whole names, as Flink CDC's:
+//! every matching table is read (one after the other in the snapshot, all in the stream) into
+//! the one Sluice table, so tables of the same columns (shards) become one changelog.
+//!
 //! Metadata columns (`... METADATA FROM 'op_ts' VIRTUAL`), as Flink CDC's: `database_name`,
 //! `schema_name`, `table_name`, `op_ts` (the commit time of the change's transaction; the
 //! epoch for a row of the snapshot) and `row_kind` (`+I`, `-U`, `+U`, `-D`).
@@ -25,12 +29,13 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use pgoutput::{Datum, Message, OldRow, Relation, Snapshot};
 use postgres::{Client, Config, NoTls};
+use regex::Regex;
 use serde_json::{Map, Value};
 use sluice_common::{ChangeBatch, CheckpointId, Options, Result, RowKind, SluiceError};
 use sluice_engine::{
     SourceFactory, SourcePoll, SourceReader, SourceSpec, StateReader, StateWriter, SubtaskContext,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,6 +145,8 @@ impl Connector for PostgresCdcConnector {
                 database: o.required("database-name")?.to_string(),
                 schema: o.required("schema-name")?.to_string(),
                 table: o.required("table-name")?.to_string(),
+                schema_pattern: whole_name(o, "schema-name")?,
+                table_pattern: whole_name(o, "table-name")?,
                 slot: o.required("slot.name")?.to_string(),
                 publication: o.string("debezium.publication.name", "dbz_publication"),
                 initial,
@@ -150,14 +157,31 @@ impl Connector for PostgresCdcConnector {
     }
 }
 
+/// Option `name` as a regular expression over whole names.
+fn whole_name(o: &Options, name: &str) -> Result<Regex> {
+    let pattern = o.required(name)?;
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+        SluiceError::Config(format!(
+            "{}: option '{name}' = '{pattern}' is not a valid regular expression: {e}",
+            o.owner
+        ))
+    })
+}
+
+/// A PostgreSQL table: its schema and name.
+type TableName = Arc<(String, String)>;
+
 /// What every reader of the table needs to know.
 struct Cdc {
     owner: String,
     config: Config,
     address: String,
     database: String,
+    /// The `schema-name` and `table-name` options, and the regular expressions they are.
     schema: String,
     table: String,
+    schema_pattern: Regex,
+    table_pattern: Regex,
     slot: String,
     publication: String,
     initial: bool,
@@ -171,9 +195,20 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `schema.table` quoted for SQL.
+fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", ident(schema), ident(table))
+}
+
 impl Cdc {
+    /// The tables the options name, for messages.
     fn qualified(&self) -> String {
-        format!("{}.{}", ident(&self.schema), ident(&self.table))
+        format!("{}.{}", self.schema, self.table)
+    }
+
+    /// True if the table `schema.table` is one the source reads.
+    fn reads(&self, schema: &str, table: &str) -> bool {
+        self.schema_pattern.is_match(schema) && self.table_pattern.is_match(table)
     }
 
     fn error(&self, what: &str, e: impl std::fmt::Display) -> SluiceError {
@@ -190,8 +225,8 @@ impl Cdc {
     }
 
     /// Checks what logical replication needs, creates the publication and the slot if they
-    /// are not there; returns whether the slot was created now.
-    fn prepare(&self, client: &mut Client) -> Result<bool> {
+    /// are not there; returns whether the slot was created now, and the tables read.
+    fn prepare(&self, client: &mut Client) -> Result<(bool, Vec<TableName>)> {
         let wal_level: String = client
             .query_one("SHOW wal_level", &[])
             .map_err(|e| self.error("SHOW wal_level", e))?
@@ -202,27 +237,33 @@ impl Cdc {
                 self.owner, self.address
             )));
         }
-        let identity = client
-            .query_opt(
-                "SELECT c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-                &[&self.schema, &self.table],
+        // The tables the options name (in the order they are read in the snapshot).
+        let candidates = client
+            .query(
+                "SELECT n.nspname::text, c.relname::text, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
+                &[],
             )
-            .map_err(|e| self.error("reading the table", e))?
-            .ok_or_else(|| {
-                SluiceError::Config(format!(
-                    "{}: PostgreSQL table {} not found in database '{}'",
-                    self.owner,
-                    self.qualified(),
-                    self.address
-                ))
-            })?
-            .get::<_, String>(0);
-        if identity != "f" && !self.upsert {
+            .map_err(|e| self.error("reading the tables", e))?;
+        let mut tables = Vec::new();
+        for r in &candidates {
+            let (schema, table, identity): (String, String, String) =
+                (r.get(0), r.get(1), r.get(2));
+            if !self.reads(&schema, &table) {
+                continue;
+            }
+            if identity != "f" && !self.upsert {
+                let q = qualified(&schema, &table);
+                return Err(SluiceError::Config(format!(
+                    "{}: table {q} does not log whole rows before updates and deletes; run ALTER TABLE {q} REPLICA IDENTITY FULL, or set 'changelog-mode' = 'upsert' (Sluice then keeps the last row of every key)",
+                    self.owner
+                )));
+            }
+            tables.push(Arc::new((schema, table)));
+        }
+        if tables.is_empty() {
             return Err(SluiceError::Config(format!(
-                "{}: table {} does not log whole rows before updates and deletes; run ALTER TABLE {} REPLICA IDENTITY FULL, or set 'changelog-mode' = 'upsert' (Sluice then keeps the last row of every key)",
-                self.owner,
-                self.qualified(),
-                self.qualified()
+                "{}: no PostgreSQL table in database '{}' matches 'schema-name' = '{}' and 'table-name' = '{}'",
+                self.owner, self.address, self.schema, self.table
             )));
         }
         let publication = client
@@ -233,29 +274,32 @@ impl Cdc {
             .map_err(|e| self.error("reading publications", e))?;
         match publication {
             None => {
+                let list: Vec<String> = tables.iter().map(|t| qualified(&t.0, &t.1)).collect();
                 client
                     .batch_execute(&format!(
                         "CREATE PUBLICATION {} FOR TABLE {}",
                         ident(&self.publication),
-                        self.qualified()
+                        list.join(", ")
                     ))
                     .map_err(|e| self.error("creating the publication", e))?;
             }
             Some(row) if !row.get::<_, bool>(0) => {
-                let listed = client
-                    .query_opt(
-                        "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-                        &[&self.publication, &self.schema, &self.table],
-                    )
-                    .map_err(|e| self.error("reading the publication", e))?;
-                if listed.is_none() {
-                    client
-                        .batch_execute(&format!(
-                            "ALTER PUBLICATION {} ADD TABLE {}",
-                            ident(&self.publication),
-                            self.qualified()
-                        ))
-                        .map_err(|e| self.error("adding the table to the publication", e))?;
+                for t in &tables {
+                    let listed = client
+                        .query_opt(
+                            "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                            &[&self.publication, &t.0, &t.1],
+                        )
+                        .map_err(|e| self.error("reading the publication", e))?;
+                    if listed.is_none() {
+                        client
+                            .batch_execute(&format!(
+                                "ALTER PUBLICATION {} ADD TABLE {}",
+                                ident(&self.publication),
+                                qualified(&t.0, &t.1)
+                            ))
+                            .map_err(|e| self.error("adding the table to the publication", e))?;
+                    }
                 }
             }
             Some(_) => {}
@@ -277,7 +321,7 @@ impl Cdc {
                         plugin.unwrap_or_default()
                     )));
                 }
-                Ok(false)
+                Ok((false, tables))
             }
             None => {
                 client
@@ -286,7 +330,7 @@ impl Cdc {
                         &[&self.slot],
                     )
                     .map_err(|e| self.error("creating the replication slot", e))?;
-                Ok(true)
+                Ok((true, tables))
             }
         }
     }
@@ -334,6 +378,9 @@ impl SourceFactory for CdcFactory {
             end_lsn: 0,
             snapshot: None,
             relations: HashMap::new(),
+            to_snapshot: VecDeque::new(),
+            snapshotting: None,
+            started: false,
             pending: Vec::new(),
             advanced: 0,
             peek: PEEK_CHANGES,
@@ -368,6 +415,11 @@ struct CdcReader {
     /// What the initial snapshot saw: a streamed transaction it saw is skipped.
     snapshot: Option<Snapshot>,
     relations: HashMap<u32, Relation>,
+    /// The tables the snapshot has still to read, and the one it reads.
+    to_snapshot: VecDeque<TableName>,
+    snapshotting: Option<TableName>,
+    /// Connected and prepared (the slot checked) since the reader was made.
+    started: bool,
     /// Per checkpoint taken and not yet complete, where the slot may go when it completes.
     pending: Vec<(CheckpointId, u64)>,
     /// Where the slot was advanced to last.
@@ -376,9 +428,14 @@ struct CdcReader {
     peek: i32,
 }
 
-/// A change: its kind, the row as a JSON object of the table's columns, and the commit time
-/// of its transaction (epoch milliseconds; 0 for the snapshot's rows).
-type Change = (RowKind, Map<String, Value>, i64);
+/// A change: its kind, the row as a JSON object of the table's columns, the commit time of
+/// its transaction (epoch milliseconds; 0 for the snapshot's rows) and its table.
+type Change = (RowKind, Map<String, Value>, i64, TableName);
+
+/// The table of a relation.
+fn table_of(relation: &Relation) -> TableName {
+    Arc::new((relation.namespace.clone(), relation.name.clone()))
+}
 
 /// A column's PostgreSQL text as JSON, by its type: booleans and numbers as such (the JSON
 /// decoder reads the rest, dates and times included, from strings).
@@ -432,11 +489,13 @@ impl CdcReader {
         let mut lines = Vec::new();
         let mut kinds = Vec::with_capacity(changes.len());
         let mut times = Vec::with_capacity(changes.len());
-        for (kind, object, at) in changes {
+        let mut tables = Vec::with_capacity(changes.len());
+        for (kind, object, at, table) in changes {
             lines.extend_from_slice(Value::Object(object).to_string().as_bytes());
             lines.push(b'\n');
             kinds.push(kind);
             times.push(at);
+            tables.push(table);
         }
         let source = format!("{}: a change", self.cdc.owner);
         let batches = self.decoder.decode(&source, 1, &lines)?;
@@ -448,7 +507,7 @@ impl CdcReader {
                 rows.num_rows()
             )));
         }
-        let rows = self.with_metadata(rows, &kinds, times)?;
+        let rows = self.with_metadata(rows, &kinds, times, &tables)?;
         Ok(SourcePoll::Batch(ChangeBatch::new(
             rows,
             Some(kinds.into()),
@@ -461,6 +520,7 @@ impl CdcReader {
         rows: RecordBatch,
         kinds: &[RowKind],
         times: Vec<i64>,
+        tables: &[TableName],
     ) -> Result<RecordBatch> {
         if self.spec.metadata.is_empty() {
             return Ok(rows);
@@ -471,8 +531,12 @@ impl CdcReader {
         for m in &self.spec.metadata {
             let column: ArrayRef = match m.key.as_str() {
                 "database_name" => constant(&self.cdc.database),
-                "schema_name" => constant(&self.cdc.schema),
-                "table_name" => constant(&self.cdc.table),
+                "schema_name" => Arc::new(StringArray::from(
+                    tables.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+                )),
+                "table_name" => Arc::new(StringArray::from(
+                    tables.iter().map(|t| t.1.as_str()).collect::<Vec<_>>(),
+                )),
                 "op_ts" => {
                     Arc::new(TimestampMillisecondArray::from(times.clone()).with_timezone("UTC"))
                 }
@@ -501,7 +565,7 @@ impl CdcReader {
         let cdc = self.cdc.clone();
         let restored = self.phase == Phase::Stream;
         let client = self.client()?;
-        let created = cdc.prepare(client)?;
+        let (created, tables) = cdc.prepare(client)?;
         if restored {
             if created {
                 return Err(SluiceError::Runtime(format!(
@@ -528,10 +592,24 @@ impl CdcReader {
             .query_one("SELECT pg_current_snapshot()::text", &[])
             .map_err(|e| cdc.error("starting the snapshot", e))?
             .get(0);
+        self.snapshot = Snapshot::parse(&snapshot);
+        self.to_snapshot = tables.into();
+        self.phase = Phase::Snapshot;
+        self.next_table()
+    }
+
+    /// Opens the cursor over the next table of the snapshot (in its transaction).
+    fn next_table(&mut self) -> Result<()> {
+        let cdc = self.cdc.clone();
+        let Some(table) = self.to_snapshot.pop_front() else {
+            return Ok(());
+        };
+        let name = qualified(&table.0, &table.1);
+        let client = self.client()?;
         let columns = client
             .query(
                 "SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                &[&cdc.qualified()],
+                &[&name],
             )
             .map_err(|e| cdc.error("reading the table's columns", e))?;
         // Every column as text (and its type), as the stream gives them.
@@ -544,17 +622,16 @@ impl CdcReader {
             .collect();
         client
             .batch_execute(&format!(
-                "DECLARE sluice_snapshot NO SCROLL CURSOR FOR SELECT {} FROM {}",
+                "DECLARE sluice_snapshot NO SCROLL CURSOR FOR SELECT {} FROM {name}",
                 select.join(", "),
-                cdc.qualified()
             ))
-            .map_err(|e| cdc.error("reading the table", e))?;
+            .map_err(|e| cdc.error(&format!("reading table {name}"), e))?;
         self.relations.insert(
             0,
             Relation {
                 id: 0,
-                namespace: cdc.schema.clone(),
-                name: cdc.table.clone(),
+                namespace: table.0.clone(),
+                name: table.1.clone(),
                 columns: columns
                     .iter()
                     .map(|r| pgoutput::Column {
@@ -565,8 +642,7 @@ impl CdcReader {
                     .collect(),
             },
         );
-        self.snapshot = Snapshot::parse(&snapshot);
-        self.phase = Phase::Snapshot;
+        self.snapshotting = Some(table);
         Ok(())
     }
 
@@ -582,9 +658,17 @@ impl CdcReader {
             .map_err(|e| cdc.error("reading the table", e))?;
         if rows.is_empty() {
             client
-                .batch_execute("CLOSE sluice_snapshot; COMMIT")
+                .batch_execute("CLOSE sluice_snapshot")
+                .map_err(|e| cdc.error("ending the snapshot", e))?;
+            if !self.to_snapshot.is_empty() {
+                self.next_table()?;
+                return Ok(SourcePoll::Idle);
+            }
+            self.client()?
+                .batch_execute("COMMIT")
                 .map_err(|e| cdc.error("ending the snapshot", e))?;
             self.relations.remove(&0);
+            self.snapshotting = None;
             self.phase = Phase::Stream;
             tracing::info!("{}: snapshot read; now streaming changes", cdc.owner);
             return Ok(SourcePoll::Idle);
@@ -598,6 +682,10 @@ impl CdcReader {
         } else {
             RowKind::Insert
         };
+        let table = self
+            .snapshotting
+            .clone()
+            .ok_or_else(|| SluiceError::Runtime("internal: the snapshot reads no table".into()))?;
         let mut changes = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut values = Vec::with_capacity(relation.columns.len());
@@ -606,7 +694,7 @@ impl CdcReader {
                 c.type_oid = r.get::<_, u32>(2 * i + 1);
                 values.push(text.map(Datum::Text).unwrap_or(Datum::Null));
             }
-            changes.push((kind, row(&relation, &values, None), 0));
+            changes.push((kind, row(&relation, &values, None), 0, table.clone()));
         }
         self.batch(changes)
     }
@@ -676,7 +764,7 @@ impl CdcReader {
                         } else {
                             RowKind::Insert
                         };
-                        txn.push((kind, row(rel, &new, None), at));
+                        txn.push((kind, row(rel, &new, None), at, table_of(rel)));
                     }
                 }
                 Message::Update { relation, old, new } if fresh => {
@@ -691,10 +779,10 @@ impl CdcReader {
                                 // The key changed: the old key's row is gone.
                                 let before = row(rel, o, None);
                                 if cdc.key.iter().any(|k| before.get(k) != after.get(k)) {
-                                    txn.push((RowKind::Delete, before, at));
+                                    txn.push((RowKind::Delete, before, at, table_of(rel)));
                                 }
                             }
-                            txn.push((RowKind::UpdateAfter, after, at));
+                            txn.push((RowKind::UpdateAfter, after, at, table_of(rel)));
                         } else {
                             let Some(before) = full else {
                                 return Err(cdc.error(
@@ -702,8 +790,14 @@ impl CdcReader {
                                     "set REPLICA IDENTITY FULL on the table",
                                 ));
                             };
-                            txn.push((RowKind::UpdateBefore, row(rel, before, None), at));
-                            txn.push((RowKind::UpdateAfter, after, at));
+                            let table = table_of(rel);
+                            txn.push((
+                                RowKind::UpdateBefore,
+                                row(rel, before, None),
+                                at,
+                                table.clone(),
+                            ));
+                            txn.push((RowKind::UpdateAfter, after, at, table));
                         }
                     }
                 }
@@ -712,7 +806,7 @@ impl CdcReader {
                         let before = match &old {
                             OldRow::Full(o) | OldRow::Key(o) => row(rel, o, None),
                         };
-                        txn.push((RowKind::Delete, before, at));
+                        txn.push((RowKind::Delete, before, at, table_of(rel)));
                     }
                 }
                 _ => {}
@@ -729,11 +823,11 @@ impl CdcReader {
         self.batch(changes)
     }
 
-    /// The relation with id `id` if it is the table read.
+    /// The relation with id `id` if it is a table read.
     fn ours(&self, id: u32) -> Option<&Relation> {
         self.relations
             .get(&id)
-            .filter(|r| r.namespace == self.cdc.schema && r.name == self.cdc.table)
+            .filter(|r| self.cdc.reads(&r.namespace, &r.name))
     }
 }
 
@@ -742,8 +836,10 @@ impl SourceReader for CdcReader {
         if !self.active {
             return Ok(SourcePoll::End);
         }
-        if self.phase == Phase::Start {
+        if !self.started {
+            // Also after a restore (in the stream): the slot must still be there.
             self.start()?;
+            self.started = true;
         }
         let result = match self.phase {
             Phase::Snapshot => self.read_snapshot(),
