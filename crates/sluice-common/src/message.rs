@@ -2,6 +2,8 @@
 //! of a stream.
 
 use crate::time::EventTime;
+use arrow::array::{Array, BooleanArray};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use std::sync::Arc;
 
@@ -99,6 +101,21 @@ impl ChangeBatch {
                 .map(|k| Arc::from(&k[offset..offset + len])),
             split: self.split,
         }
+    }
+
+    /// The rows `mask` is true for (a NULL is false), with their kinds and split.
+    pub fn filter(&self, mask: &BooleanArray) -> Result<Self, ArrowError> {
+        Ok(ChangeBatch {
+            data: arrow::compute::filter_record_batch(&self.data, mask)?,
+            kinds: self.kinds.as_ref().map(|k| {
+                k.iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask.is_valid(*i) && mask.value(*i))
+                    .map(|(_, k)| *k)
+                    .collect()
+            }),
+            split: self.split,
+        })
     }
 
     /// The number of rows.

@@ -36,6 +36,14 @@ pub fn normalize(path: &str) -> String {
     }
 }
 
+/// A failure on this side of a request (a local file, the runtime) as object_store's error.
+fn local_error(source: Box<dyn std::error::Error + Send + Sync>) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "S3",
+        source,
+    }
+}
+
 /// One bucket.
 pub struct ObjectStorage {
     store: AmazonS3,
@@ -135,12 +143,8 @@ impl ObjectStorage {
         self.runtime.spawn(async move {
             let _ = tx.send(f.await);
         });
-        rx.recv().unwrap_or_else(|_| {
-            Err(object_store::Error::Generic {
-                store: "S3",
-                source: "the object storage runtime stopped".into(),
-            })
-        })
+        rx.recv()
+            .unwrap_or_else(|_| Err(local_error("the object storage runtime stopped".into())))
     }
 
     fn error(what: &str, name: &Path, e: object_store::Error) -> SluiceError {
@@ -153,7 +157,7 @@ impl ObjectStorage {
         let size = std::fs::metadata(local)
             .map_err(|e| SluiceError::io(local.display().to_string(), e))?
             .len();
-        let store = Arc::new(self.store.clone());
+        let store = self.store.clone();
         let result = if size < MULTIPART_BYTES {
             let data = std::fs::read(local)
                 .map_err(|e| SluiceError::io(local.display().to_string(), e))?;
@@ -163,20 +167,11 @@ impl ObjectStorage {
             self.block(async move {
                 let upload = store.put_multipart(&key).await?;
                 let mut w = WriteMultipart::new(upload);
-                let mut file =
-                    std::fs::File::open(&local).map_err(|e| object_store::Error::Generic {
-                        store: "S3",
-                        source: Box::new(e),
-                    })?;
+                let mut file = std::fs::File::open(&local).map_err(|e| local_error(e.into()))?;
                 let mut buf = vec![0u8; 8 << 20];
                 loop {
                     use std::io::Read;
-                    let n = file
-                        .read(&mut buf)
-                        .map_err(|e| object_store::Error::Generic {
-                            store: "S3",
-                            source: Box::new(e),
-                        })?;
+                    let n = file.read(&mut buf).map_err(|e| local_error(e.into()))?;
                     if n == 0 {
                         break;
                     }
@@ -256,11 +251,7 @@ impl ObjectStorage {
             let mut file = file;
             let mut chunks = store.get(&key).await?.into_stream();
             while let Some(chunk) = chunks.next().await {
-                file.write_all(&chunk?)
-                    .map_err(|e| object_store::Error::Generic {
-                        store: "S3",
-                        source: Box::new(e),
-                    })?;
+                file.write_all(&chunk?).map_err(|e| local_error(e.into()))?;
             }
             Ok(file)
         })

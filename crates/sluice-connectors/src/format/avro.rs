@@ -10,8 +10,7 @@
 
 use super::record::{DecodeRecords, Decoded, EncodeRecords, Encoded, RecordFormat};
 use super::registry_client::RegistryClient;
-use arrow::array::ArrayRef;
-use arrow::compute::{cast, concat_batches};
+use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use arrow_avro::reader::{Decoder, ReaderBuilder};
@@ -420,30 +419,12 @@ impl AvroDecoder {
             .flush()
             .map_err(|e| SluiceError::Runtime(format!("reading Avro: {e}")))?;
         if let Some(b) = batch {
-            out.push(to_table(&self.table, &b)?);
+            // Columns by name (the reader's are the table's), cast to the table's types (Avro's
+            // `int` is the table's `TINYINT`, a `timestamp-millis` its `TIMESTAMP(3)`).
+            out.push(super::bulk::conform(&b, &self.table, "Avro records")?);
         }
         Ok(())
     }
-}
-
-/// The decoded columns cast to the table's types (Avro's `int` is the table's `TINYINT`, a
-/// `timestamp-millis` its `TIMESTAMP(3)`).
-fn to_table(table: &SchemaRef, b: &RecordBatch) -> Result<RecordBatch> {
-    let columns: Vec<ArrayRef> = table
-        .fields()
-        .iter()
-        .zip(b.columns())
-        .map(|(f, c)| {
-            if c.data_type() == f.data_type() {
-                Ok(c.clone())
-            } else {
-                cast(c, f.data_type()).map_err(|e| {
-                    SluiceError::Runtime(format!("column '{}' read from Avro: {e}", f.name()))
-                })
-            }
-        })
-        .collect::<Result<_>>()?;
-    Ok(RecordBatch::try_new(table.clone(), columns)?)
 }
 
 /// Renames the records of `reader` after those at the same place in `writer`.

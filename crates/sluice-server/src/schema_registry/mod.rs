@@ -104,6 +104,19 @@ fn fail(status: u16, code: u32, message: &str) -> Response {
         .into_response()
 }
 
+/// A schema's own text (the `/schema` paths), or the error.
+fn raw_schema(r: Result<&str, StoreError>) -> Response {
+    match r {
+        Ok(s) => (
+            StatusCode::OK,
+            [(CONTENT_TYPE, "application/json")],
+            s.to_string(),
+        )
+            .into_response(),
+        Err(e) => reply(Err(e)),
+    }
+}
+
 fn reply(r: Result<Value, StoreError>) -> Response {
     match r {
         Ok(v) => ok(v),
@@ -164,15 +177,7 @@ async fn schema_by_id(State(r): State<Reg>, Path(id): Path<String>) -> Response 
 
 async fn raw_schema_by_id(State(r): State<Reg>, Path(id): Path<String>) -> Response {
     let store = r.store();
-    match parse_id(&id).and_then(|id| store.schema(id)) {
-        Ok(s) => (
-            StatusCode::OK,
-            [(CONTENT_TYPE, "application/json")],
-            s.to_string(),
-        )
-            .into_response(),
-        Err(e) => reply(Err(e)),
-    }
+    raw_schema(parse_id(&id).and_then(|id| store.schema(id)))
 }
 
 async fn subjects_of_id(State(r): State<Reg>, Path(id): Path<String>) -> Response {
@@ -240,13 +245,11 @@ async fn raw_version(
     Path((subject, version)): Path<(String, String)>,
 ) -> Response {
     let store = r.store();
-    match store
-        .version(&subject, &version, false)
-        .and_then(|v| store.schema(v.id).map(str::to_string))
-    {
-        Ok(s) => (StatusCode::OK, [(CONTENT_TYPE, "application/json")], s).into_response(),
-        Err(e) => reply(Err(e)),
-    }
+    raw_schema(
+        store
+            .version(&subject, &version, false)
+            .and_then(|v| store.schema(v.id)),
+    )
 }
 
 async fn register(State(r): State<Reg>, Path(subject): Path<String>, body: Bytes) -> Response {

@@ -2,12 +2,11 @@
 //! computed columns, casts to the sink's types), evaluated on whole batches.
 
 use super::df;
-use arrow::array::{Array, AsArray};
-use arrow::compute::filter_record_batch;
+use arrow::array::AsArray;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion_physical_expr::PhysicalExpr;
-use sluice_common::{ChangeBatch, Result, RowKind, SluiceError};
+use sluice_common::{ChangeBatch, Result, SluiceError};
 use sluice_engine::{Operator, OperatorFactory, Output, SubtaskContext};
 use std::sync::Arc;
 
@@ -51,19 +50,7 @@ pub fn apply(step: &CalcStep, batch: ChangeBatch) -> Result<ChangeBatch> {
             let mask = mask.as_boolean_opt().ok_or_else(|| {
                 SluiceError::Runtime("a WHERE condition did not give a boolean".into())
             })?;
-            let data = filter_record_batch(&batch.data, mask)?;
-            let kinds = batch.kinds.as_ref().map(|k| {
-                k.iter()
-                    .enumerate()
-                    .filter(|(i, _)| mask.is_valid(*i) && mask.value(*i))
-                    .map(|(_, k)| *k)
-                    .collect::<Arc<[RowKind]>>()
-            });
-            Ok(ChangeBatch {
-                data,
-                kinds,
-                split: batch.split,
-            })
+            Ok(batch.filter(mask)?)
         }
         CalcStep::Project(exprs, schema) => {
             let n = batch.num_rows();

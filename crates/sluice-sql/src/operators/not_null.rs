@@ -4,11 +4,11 @@
 //! nullability to the sink.
 
 use arrow::array::{Array, BooleanArray};
-use arrow::compute::{and, filter_record_batch, is_not_null};
+use arrow::compute::{and, is_not_null};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use sluice_common::{
-    ChangeBatch, CheckpointId, EventTime, Result, RowKind, SluiceError, SplitId, SplitStatus,
+    ChangeBatch, CheckpointId, EventTime, Result, SluiceError, SplitId, SplitStatus,
 };
 use sluice_engine::{
     KeyedStore, Operator, OperatorFactory, Output, StateReader, StateWriter, SubtaskContext,
@@ -172,30 +172,17 @@ impl Enforcer {
                 None => valid,
             });
         }
-        let (data, kinds) = match &keep {
-            None => (batch.data, batch.kinds),
-            Some(mask) => {
-                let kinds = batch.kinds.as_ref().map(|k| {
-                    k.iter()
-                        .enumerate()
-                        .filter(|(i, _)| mask.value(*i))
-                        .map(|(_, k)| *k)
-                        .collect::<Arc<[RowKind]>>()
-                });
-                (filter_record_batch(&batch.data, mask)?, kinds)
-            }
+        let batch = match &keep {
+            None => batch,
+            Some(mask) => batch.filter(mask)?,
         };
-        let rows = data.num_rows();
+        let rows = batch.num_rows();
         let data = RecordBatch::try_new_with_options(
             self.schema.clone(),
-            data.columns().to_vec(),
+            batch.data.columns().to_vec(),
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?;
-        Ok(ChangeBatch {
-            data,
-            kinds,
-            split: batch.split,
-        })
+        Ok(ChangeBatch { data, ..batch })
     }
 }
 
@@ -204,6 +191,7 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
+    use sluice_common::RowKind;
 
     fn enforcer(mode: NotNullEnforcer) -> Enforcer {
         let schema = Arc::new(Schema::new(vec![
